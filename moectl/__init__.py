@@ -1,0 +1,20 @@
+"""moectl: study how experts specialize in mixture-of-experts language models."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from moectl.model.io import LoadedModel
+
+
+def load_model(path: Any, device: Any = "cpu") -> LoadedModel:
+    """Load a dense or MoE model artifact saved by moectl (lazy import keeps the CLI fast)."""
+    from moectl.model.io import load_model as _load_model
+
+    return _load_model(path, device=device)
+
+
+__all__ = ["__version__", "load_model"]

@@ -1,0 +1,340 @@
+"""Validated configuration for corpora and runs, with presets, YAML files and --set overrides.
+
+Precedence is preset < config file < `--set key=value`, applied as a deep merge of plain dicts
+before one pydantic validation, so a typo anywhere is reported with its full field path instead
+of becoming a silent default. The resolved model is what runs save and print.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moectl.errors import ConfigError
+
+SourceKind = Literal["builtin", "files", "hf"]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HFDatasetSpec(StrictModel):
+    """One Hugging Face dataset feeding a domain; fields name how to turn a row into text."""
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    text_fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    join_wikitext_articles: bool = False
+
+
+class DataConfig(StrictModel):
+    """What `moectl prepare-data` builds: sources, sizes, tokenizer, packing and balancing."""
+
+    source: SourceKind = "builtin"
+    domains: list[str] = Field(default_factory=lambda: ["code", "math", "prose"], min_length=1)
+    files: dict[str, list[str]] = Field(
+        default_factory=dict, description="files source: domain name -> paths or glob patterns"
+    )
+    text_column: str = Field("text", description="column holding text in jsonl/json/parquet/csv")
+    hf_datasets: dict[str, list[HFDatasetSpec]] = Field(
+        default_factory=dict,
+        description="hf source: domain -> datasets tried in order (default: the reference's)",
+    )
+    size_mb: float = Field(1.0, gt=0, description="characters per domain, in millions")
+    block_size: int = Field(512, gt=0)
+    balance_tokens: bool = False
+    seed: int = 0
+    min_example_chars: int = Field(0, ge=0)
+    max_example_chars: int | None = Field(None, gt=0)
+    tokenizer: str = Field("gpt2", description="'gpt2', a local tokenizer path, or 'bpe:N'")
+    num_proc: int = Field(1, ge=1)
+    eval_min_texts: int = Field(10, ge=1)
+    eval_fraction: float = Field(0.05, gt=0, lt=1)
+    eval_max_fraction: float = Field(0.10, gt=0, lt=1)
+    imbalance_warning_ratio: float = Field(1.5, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.max_example_chars is not None and self.max_example_chars <= self.min_example_chars:
+            raise ValueError("max_example_chars must be larger than min_example_chars")
+        if self.eval_fraction > self.eval_max_fraction:
+            raise ValueError("eval_fraction must not exceed eval_max_fraction")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError("domains must be unique")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """The base GPT-2: a hub name or local directory, or a scratch config of the given size."""
+
+    pretrained: str | None = Field(
+        None, description="hub model name or local directory; None builds from scratch"
+    )
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(256, ge=8)
+    n_head: int = Field(4, ge=1)
+    n_positions: int | None = Field(None, ge=1, description="defaults to the corpus block size")
+    dropout: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class MoEConfig(StrictModel):
+    """Which MLPs become routed experts and how the router is trained (DESIGN.md section 2)."""
+
+    enabled: bool = False
+    layers: list[int] | None = Field(None, description="layer indices; negative counts from end")
+    last_n: int | None = Field(None, ge=1, description="alternative to layers: the last N layers")
+    n_experts: int = Field(8, ge=1)
+    top_k: int = Field(1, ge=1)
+    lb_coef: float = Field(0.01, ge=0)
+    z_coef: float = Field(0.001, ge=0)
+    noise_std: float = Field(0.1, ge=0)
+    anneal_fraction: float = Field(0.25, ge=0, le=1)
+    perturbation_std: float = Field(1e-3, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> MoEConfig:
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
+        if self.layers is not None and self.last_n is not None:
+            raise ValueError("give either layers or last_n, not both")
+        if self.enabled and self.layers is None and self.last_n is None:
+            raise ValueError("an enabled MoE needs layers or last_n")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ValueError("layers must be unique")
+        return self
+
+    def resolve_layers(self, n_layer: int) -> list[int]:
+        """Concrete, sorted layer indices for a model of `n_layer` layers."""
+        if not self.enabled:
+            return []
+        if self.last_n is not None:
+            if self.last_n > n_layer:
+                raise ConfigError(
+                    "invalid MoE layers",
+                    [("moe.last_n", f"{self.last_n} exceeds the model's {n_layer} layers")],
+                )
+            return list(range(n_layer - self.last_n, n_layer))
+        resolved = []
+        for index in self.layers or []:
+            real = index + n_layer if index < 0 else index
+            if not 0 <= real < n_layer:
+                raise ConfigError(
+                    "invalid MoE layers",
+                    [("moe.layers", f"layer {index} is out of range for {n_layer} layers")],
+                )
+            resolved.append(real)
+        return sorted(set(resolved))
+
+
+class CollapseConfig(StrictModel):
+    """Collapse detection: warn when one expert takes > threshold of a layer's assignments."""
+
+    threshold: float = Field(0.60, gt=0, le=1)
+    patience: int = Field(3, ge=1)
+    stop: bool = Field(False, description="stop the run after `patience` consecutive warnings")
+
+
+class TrainConfig(StrictModel):
+    """The optimisation loop, logging, evaluation and checkpoint cadence."""
+
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(2, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, le=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    log_every: int = Field(10, ge=1)
+    router_log_every: int = Field(100, ge=1)
+    eval_every: int = Field(200, ge=1)
+    eval_max_blocks: int | None = Field(None, ge=1)
+    save_every: int = Field(500, ge=1)
+    keep_last: int = Field(3, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")
+    sinks: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig)
+
+
+class RunConfig(StrictModel):
+    """Everything one study run needs; saved as config.yaml in the run directory."""
+
+    name: str = "run"
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    moe: MoEConfig = Field(default_factory=MoEConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+PRESET_PACKAGE = "moectl.presets"
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    folder = resources.files(PRESET_PACKAGE)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw dict of a preset, with `extends:` chains merged (child wins)."""
+    seen: list[str] = []
+    return _load_preset(name, seen)
+
+
+def _load_preset(name: str, seen: list[str]) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"preset cycle: {' -> '.join([*seen, name])}")
+    resource = resources.files(PRESET_PACKAGE) / f"{name}.yaml"
+    if not resource.is_file():
+        raise ConfigError(
+            f"unknown preset '{name}'", hint=f"choose one of: {', '.join(preset_names())}"
+        )
+    raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    return deep_merge(_load_preset(parent, [*seen, name]), raw)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `override` merged into `base`, recursing into nested dicts."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}}, the value parsed as a YAML scalar or list."""
+    key, sep, raw_value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"cannot parse override '{text}'",
+            hint="write --set section.key=value, e.g. train.lr=1e-3",
+        )
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse the value of override '{text}': {exc}") from None
+    value = _yaml11_float(value)
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def _yaml11_float(value: Any) -> Any:
+    """PyYAML reads '1e-3' (no dot) as a string; users mean the number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") else value
+        except ValueError:
+            return value
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, or a ConfigError saying what is wrong with it."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", hint="check the --config path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, not {type(raw).__name__}"
+        )
+    return raw
+
+
+def validate(model_cls: type[StrictModel], raw: dict[str, Any], what: str = "configuration"):
+    """Validate `raw` against `model_cls`, turning pydantic errors into one ConfigError."""
+    try:
+        return model_cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {what}", validation_problems(exc)) from None
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(dotted field path, message) for each problem pydantic found."""
+    problems = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        problems.append((path, message))
+    return problems
+
+
+def resolve_run_config(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge base < preset < config file < overrides and validate the result as a RunConfig."""
+    raw: dict[str, Any] = copy.deepcopy(base) if base else {}
+    if preset:
+        raw = deep_merge(raw, load_preset(preset))
+    if config_file is not None:
+        raw = deep_merge(raw, read_config_file(config_file))
+    for text in overrides or []:
+        raw = deep_merge(raw, parse_override(text))
+    return validate(RunConfig, raw, "run configuration")
+
+
+def resolve_data_config(
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+) -> DataConfig:
+    """DataConfig from a config file's `data:` section, then CLI options, then `--set data.*`.
+
+    A config file may be a whole RunConfig (its `data:` section is used) or bare DataConfig keys.
+    """
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        file_raw = read_config_file(config_file)
+        run_sections = set(RunConfig.model_fields)
+        raw = file_raw.get("data") or {} if run_sections & set(file_raw) else file_raw
+    raw = deep_merge(raw, {k: v for k, v in (options or {}).items() if v is not None})
+    for text in overrides or []:
+        parsed = parse_override(text)
+        raw = deep_merge(raw, parsed.get("data", parsed))
+    return validate(DataConfig, raw, "data configuration")
+
+
+def dump_yaml(config: BaseModel) -> str:
+    """The config as YAML, in field order, for config.yaml and for printing."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

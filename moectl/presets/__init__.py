@@ -1,0 +1,1 @@
+"""Run presets shipped as YAML files (see moectl.config.load_preset)."""
