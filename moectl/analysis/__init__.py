@@ -1,0 +1,1 @@
+"""Evaluation and routing analysis: per-domain loss, routing fractions, specialization."""

@@ -1,0 +1,1 @@
+"""Corpus building: sources (hf, files, builtin), tokenizers, splitting, packing, storage."""

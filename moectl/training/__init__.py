@@ -1,0 +1,1 @@
+"""Training loop, checkpoints and exact resume, metric sinks, collapse detection, DDP."""

@@ -1,0 +1,1 @@
+"""Figures (matplotlib), the token-routing page and the HTML report."""
