@@ -1,0 +1,176 @@
+"""Build the GPT-2 a run starts from and turn some of its MLPs into routed experts.
+
+A model comes from a hub name, a local directory (anything `save_pretrained` wrote), or a scratch
+config sized by ModelConfig with the corpus tokenizer's vocabulary. Offline, a hub name fails
+with an OfflineError that names the two offline alternatives instead of a long OSError.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
+
+from moectl.config import ModelConfig, MoEConfig
+from moectl.errors import ModelError, OfflineError
+from moectl.model.moe import MoEMLP
+from moectl.model.routing import moe_layers
+
+OFFLINE_HINT = (
+    "use a local model directory (--set model.pretrained=PATH, e.g. one written by "
+    "save_pretrained or a run's best/ model) or a scratch model (--set model.pretrained=null "
+    "with model.n_layer / model.n_embd / model.n_head)"
+)
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts; `active` is what one token uses (top_k of each MoE layer's experts)."""
+
+    total: int
+    active: int
+
+
+def build_model(
+    model_cfg: ModelConfig, vocab_size: int, n_positions: int, eos_token_id: int | None = None
+) -> GPT2LMHeadModel:
+    """A GPT-2 for a tokenizer of `vocab_size` ids and blocks of `n_positions` tokens.
+
+    A scratch model is sized by `model_cfg` (its n_positions, if set, overrides the block size).
+    A pretrained one must cover the tokenizer and the block size; ModelConfig.dropout applies
+    to both, so a config file states the dropout a run trains with.
+    """
+    dropout = model_cfg.dropout
+    if model_cfg.pretrained is None:
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=model_cfg.n_positions or n_positions,
+            n_embd=model_cfg.n_embd,
+            n_layer=model_cfg.n_layer,
+            n_head=model_cfg.n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            bos_token_id=eos_token_id,
+            eos_token_id=eos_token_id,
+        )
+        return GPT2LMHeadModel(config)
+    model = load_pretrained(model_cfg.pretrained, dropout)
+    check_fits(model, vocab_size, n_positions, model_cfg.pretrained)
+    return model
+
+
+def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
+    """GPT2LMHeadModel from a local directory or a hub name, with ModelErrors a user can act on."""
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelError(
+                f"{local} is not a model directory (no config.json)",
+                hint="point model.pretrained at a directory written by save_pretrained",
+            )
+        source = str(local)
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(
+            f"model directory {spec} does not exist",
+            hint="check the path in model.pretrained, or give a hub name such as gpt2",
+        )
+    else:
+        source = spec
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if config.model_type != "gpt2":
+            raise ModelError(
+                f"{spec} is a '{config.model_type}' model; moectl upcycles GPT-2 models",
+                hint="choose a GPT-2 checkpoint (model_type gpt2), e.g. gpt2 or distilgpt2",
+            )
+        overrides = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+        config.update(overrides)
+        return GPT2LMHeadModel.from_pretrained(source, config=config)
+    except (OSError, ValueError) as exc:
+        if source == spec and _is_offline(exc):
+            raise OfflineError(
+                f"cannot download '{spec}' from the Hugging Face hub: "
+                "no network and no cached copy",
+                hint=OFFLINE_HINT,
+            ) from None
+        raise ModelError(
+            f"cannot load model '{spec}': {exc}",
+            hint="check the hub name or the directory in model.pretrained",
+        ) from None
+
+
+def _is_offline(exc: Exception) -> bool:
+    from huggingface_hub import constants
+
+    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(f, "") in ("1", "true", "ON") for f in flags):
+        return True
+    text = str(exc).lower()
+    return "couldn't connect" in text or "offline" in text or "connection" in text
+
+
+def check_fits(model: GPT2LMHeadModel, vocab_size: int, n_positions: int, name: str) -> None:
+    """ModelError unless the model has an embedding for every token id and every position."""
+    if vocab_size > model.config.vocab_size:
+        raise ModelError(
+            f"the tokenizer has {vocab_size} ids but model {name} embeds only "
+            f"{model.config.vocab_size}",
+            hint="prepare the corpus with the model's own tokenizer (data.tokenizer=gpt2 for "
+            "GPT-2 checkpoints), or train a scratch model (model.pretrained=null)",
+        )
+    if n_positions > model.config.n_positions:
+        raise ModelError(
+            f"blocks of {n_positions} tokens exceed model {name}'s {model.config.n_positions} "
+            "positions",
+            hint=f"prepare the corpus with data.block_size <= {model.config.n_positions}",
+        )
+
+
+def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list[int]:
+    """Replace the chosen layers' MLPs by upcycled MoE layers, in place; returns those layers.
+
+    Experts copy the dense MLP with perturbation_std-relative noise and the gates start at
+    N(0, initializer_range), all drawn from a generator seeded with `seed`.
+    """
+    if not moe_cfg.enabled:
+        return []
+    if moe_layers(model):
+        raise ModelError(
+            "this model already has MoE layers",
+            hint="upcycle a dense model (disable moe, or start from a dense checkpoint)",
+        )
+    layers = moe_cfg.resolve_layers(model.config.n_layer)
+    generator = torch.Generator().manual_seed(seed)
+    for index in layers:
+        block = model.transformer.h[index]
+        block.mlp = MoEMLP.upcycle(
+            block.mlp,
+            hidden_size=model.config.n_embd,
+            layer_index=index,
+            n_experts=moe_cfg.n_experts,
+            top_k=moe_cfg.top_k,
+            noise_std=moe_cfg.noise_std,
+            anneal_fraction=moe_cfg.anneal_fraction,
+            perturbation_std=moe_cfg.perturbation_std,
+            gate_init_std=model.config.initializer_range,
+            generator=generator,
+        )
+    return layers
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Total parameters (tied ones once) and those active per token.
+
+    Active = total minus, per MoE layer, (n_experts - top_k) experts' parameters.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    for layer in moe_layers(model).values():
+        per_expert = sum(p.numel() for p in layer.experts[0].parameters())
+        inactive += (layer.n_experts - layer.top_k) * per_expert
+    return ParamCount(total=total, active=total - inactive)

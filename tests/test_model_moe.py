@@ -1,0 +1,234 @@
+"""Router math, the MoE layer and model-level routing helpers (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from moectl.config import MoEConfig
+from moectl.model.factory import apply_moe
+from moectl.model.moe import MoEMLP, RouterStats, dispatch
+from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
+from moectl.model.routing import aux_losses, last_router_stats, moe_layers, set_router_progress
+
+
+def tiny_gpt2(n_layer: int = 2, n_embd: int = 32, vocab: int = 64) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=16,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def moe_cfg(**kw) -> MoEConfig:
+    base = {"enabled": True, "last_n": 1, "n_experts": 4, "top_k": 1, "noise_std": 0.0}
+    return MoEConfig(**{**base, **kw})
+
+
+def mlp_layer(top_k: int = 1, n_experts: int = 4, noise_std: float = 0.0, seed: int = 0):
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(top_k=top_k, n_experts=n_experts, noise_std=noise_std), seed=seed)
+    return moe_layers(model)[1]
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_upcycled_model_without_perturbation_reproduces_dense_logits(top_k):
+    model = tiny_gpt2()
+    ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        dense = model(ids).logits
+    layers = apply_moe(model, moe_cfg(last_n=2, top_k=top_k, perturbation_std=0.0), seed=3)
+    assert layers == [0, 1]
+    with torch.no_grad():
+        moe = model(ids).logits
+    torch.testing.assert_close(moe, dense, atol=1e-5, rtol=0)
+
+
+def test_perturbation_is_relative_to_each_parameter_std_and_seeded():
+    model = tiny_gpt2()
+    dense_w = model.transformer.h[1].mlp.c_fc.weight.detach().clone()
+    apply_moe(model, moe_cfg(perturbation_std=1e-2), seed=5)
+    experts = moe_layers(model)[1].experts
+    diffs = [e.c_fc.weight.detach() - dense_w for e in experts]
+    ratio = diffs[0].std() / dense_w.std()
+    assert 0.8e-2 < ratio.item() < 1.2e-2
+    assert not torch.equal(diffs[0], diffs[1])
+    again = tiny_gpt2()
+    apply_moe(again, moe_cfg(perturbation_std=1e-2), seed=5)
+    torch.testing.assert_close(moe_layers(again)[1].experts[0].c_fc.weight, experts[0].c_fc.weight)
+
+
+def test_top1_forward_weight_is_exactly_one_and_router_learns_from_lm_loss_alone():
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(perturbation_std=1e-2), seed=0)
+    model.train()
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(2))
+    out = model(ids, labels=ids)
+    stats = last_router_stats(model)[1]
+    assert torch.equal(stats.expert_weight, torch.ones_like(stats.expert_weight))
+    out.loss.backward()
+    grad = moe_layers(model)[1].gate.weight.grad
+    assert grad is not None and grad.abs().sum().item() > 0
+
+
+def test_top2_weights_are_renormalized_selected_probs():
+    logits = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    routing = route(logits, top_k=2)
+    torch.testing.assert_close(routing.weights.sum(-1), torch.ones(50))
+    chosen = routing.clean_probs.gather(1, routing.expert_index)
+    torch.testing.assert_close(routing.weights, chosen / chosen.sum(-1, keepdim=True))
+    assert (routing.expert_index[:, 0] != routing.expert_index[:, 1]).all()
+
+
+def test_load_balancing_loss_is_one_at_perfect_balance_and_larger_when_skewed():
+    n_experts = 4
+    balanced_index = torch.arange(8).remainder(n_experts).unsqueeze(1)
+    uniform = torch.full((8, n_experts), 1 / n_experts)
+    assert load_balancing_loss(uniform, balanced_index, n_experts).item() == pytest.approx(1.0)
+    skewed_index = torch.zeros(8, 1, dtype=torch.long)
+    skewed = torch.tensor([[0.7, 0.1, 0.1, 0.1]]).repeat(8, 1)
+    # f = (1, 0, 0, 0), P = (0.7, ...): 4 * 0.7
+    assert load_balancing_loss(skewed, skewed_index, n_experts).item() == pytest.approx(2.8)
+
+
+def test_load_balancing_loss_counts_all_top_k_assignments():
+    index = torch.tensor([[0, 1], [0, 2]])
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.2, 0.4]])
+    # f = (2/4, 1/4, 1/4), P = (0.45, 0.25, 0.3)
+    expected = 3 * (0.5 * 0.45 + 0.25 * 0.25 + 0.25 * 0.3)
+    assert load_balancing_loss(probs, index, 3).item() == pytest.approx(expected)
+
+
+def test_z_loss_matches_hand_computation():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    first = math.log(math.exp(1) + math.exp(2) + math.exp(3))
+    second = math.log(3.0)
+    assert z_loss(logits).item() == pytest.approx((first**2 + second**2) / 2, rel=1e-6)
+
+
+def test_noise_schedule_anneals_linearly_to_zero():
+    assert noise_scale(0.1, 0.25, 0, 1000) == pytest.approx(0.1)
+    assert noise_scale(0.1, 0.25, 125, 1000) == pytest.approx(0.05)
+    assert noise_scale(0.1, 0.25, 250, 1000) == 0.0
+    assert noise_scale(0.1, 0.25, 900, 1000) == 0.0
+    assert noise_scale(0.1, 0.0, 0, 1000) == 0.0
+
+
+def test_router_noise_only_in_training_before_annealing_ends():
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(top_k=2, noise_std=1.0, anneal_fraction=0.5), seed=0)
+    layer = moe_layers(model)[1]
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(4))
+
+    def clean_weights(stats: RouterStats) -> torch.Tensor:
+        top = stats.probs.topk(2, dim=-1).values
+        return top / top.sum(-1, keepdim=True)
+
+    def weights_after(step: int, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        set_router_progress(model, step, 100)
+        layer.train(train)
+        with torch.no_grad():
+            layer(x)
+        return layer.last_stats.expert_weight, clean_weights(layer.last_stats)
+
+    noisy, clean = weights_after(10, train=True)
+    assert layer.current_noise_std == pytest.approx(0.8)
+    assert (noisy - clean).abs().max().item() > 1e-3
+    for step, train in [(10, False), (50, True), (99, True)]:
+        weights, clean = weights_after(step, train)
+        torch.testing.assert_close(weights, clean)
+
+
+def naive_moe(x, index, weights, experts):
+    """Reference: every expert scans all tokens with a mask."""
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(experts):
+        for slot in range(index.shape[1]):
+            mask = index[:, slot] == e
+            if mask.any():
+                out[mask] += weights[mask, slot].unsqueeze(1) * expert(x[mask])
+    return out
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_grouped_dispatch_matches_naive_reference_in_outputs_and_gradients(top_k):
+    layer = mlp_layer(top_k=top_k, n_experts=4)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(40, 32, generator=gen)
+    logits = torch.randn(40, 4, generator=gen)
+    logits[:, 3] -= 100  # expert 3 gets no tokens: dispatch must skip it
+    results = []
+    for fn in (dispatch, naive_moe):
+        xg = x.clone().requires_grad_()
+        lg = logits.clone().requires_grad_()
+        layer.zero_grad()
+        routing = route(lg, top_k)
+        out = fn(xg, routing.expert_index, routing.weights, layer.experts)
+        (out * torch.linspace(-1, 1, 32)).sum().backward()
+        grads = [p.grad.clone() for p in layer.experts[:3].parameters()]
+        results.append((out.detach(), xg.grad, lg.grad, grads))
+    (out_a, gx_a, gl_a, gp_a), (out_b, gx_b, gl_b, gp_b) = results
+    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gx_a, gx_b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gl_a, gl_b, atol=1e-6, rtol=1e-5)
+    for a, b in zip(gp_a, gp_b, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_router_stats_shapes_and_aux_losses():
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(last_n=2, top_k=2, n_experts=4), seed=0)
+    ids = torch.randint(0, 64, (3, 5), generator=torch.Generator().manual_seed(0))
+    model(ids)
+    stats = last_router_stats(model)
+    assert sorted(stats) == [0, 1]
+    s = stats[0]
+    assert s.logits.shape == (15, 4) and s.probs.shape == (15, 4)
+    assert s.expert_index.shape == (15, 2) and s.expert_index.dtype == torch.long
+    assert s.expert_weight.shape == (15, 2) and s.entropy.shape == (15,)
+    assert not s.logits.requires_grad and not s.probs.requires_grad
+    assert s.lb_loss.requires_grad and s.z_loss.requires_grad
+    torch.testing.assert_close(s.probs.sum(-1), torch.ones(15))
+    expected_entropy = -(s.probs * s.probs.log()).sum(-1)
+    torch.testing.assert_close(s.entropy, expected_entropy)
+    lb, z = aux_losses(model)
+    torch.testing.assert_close(lb, (stats[0].lb_loss + stats[1].lb_loss) / 2)
+    torch.testing.assert_close(z, (stats[0].z_loss + stats[1].z_loss) / 2)
+
+
+def test_aux_losses_of_dense_model_are_zero():
+    lb, z = aux_losses(tiny_gpt2())
+    assert lb.item() == 0.0 and z.item() == 0.0
+    assert last_router_stats(tiny_gpt2()) == {}
+
+
+def test_router_math_stays_float32_under_bf16_autocast():
+    layer = mlp_layer(top_k=2)
+    x = torch.randn(2, 6, 32)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+    except RuntimeError as exc:  # pragma: no cover - depends on the CPU build
+        pytest.skip(f"CPU bf16 autocast unavailable: {exc}")
+    assert out.dtype == torch.bfloat16
+    stats = layer.last_stats
+    assert stats.logits.dtype == torch.float32 and stats.probs.dtype == torch.float32
+    assert stats.lb_loss.dtype == torch.float32 and stats.z_loss.dtype == torch.float32
+    expected = torch.nn.functional.linear(x.reshape(-1, 32), layer.gate.weight)
+    torch.testing.assert_close(stats.logits, expected)
+
+
+def test_moe_layer_reports_its_shape():
+    layer = mlp_layer(top_k=2, n_experts=4)
+    assert isinstance(layer, MoEMLP)
+    assert (layer.layer_index, layer.n_experts, layer.top_k) == (1, 4, 2)
+    assert layer.last_stats is None
