@@ -33,6 +33,9 @@ class HFDatasetSpec(StrictModel):
     name: str | None = None
     split: str = "train"
     revision: str | None = None
+    data_files: list[str] | None = Field(
+        None, description="local files for a packaged builder such as path: json"
+    )
     text_fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     join_wikitext_articles: bool = False
 

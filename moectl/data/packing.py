@@ -1,0 +1,81 @@
+"""Batched tokenization and packing of EOS-joined texts into full, unpadded blocks.
+
+Token ids live in Arrow and numpy int32 arrays, never in one Python list of ints: texts are
+tokenized in chunks through `datasets.map` (batched, optionally over `num_proc` processes) and
+each chunk's ids are flattened straight out of Arrow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+CHUNK_TEXTS = 4096
+MAP_BATCH = 256
+
+
+def tokenize_texts(
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerFast,
+    num_proc: int = 1,
+    on_chunk: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """All texts' ids as one flat int32 array, each text followed by the EOS id."""
+    import datasets
+    import pyarrow.compute as pc
+
+    eos = tokenizer.eos_token_id
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [[*row, eos] for row in ids]}
+
+    pieces: list[np.ndarray] = []
+    with quiet_datasets():
+        for start in range(0, len(texts), CHUNK_TEXTS):
+            chunk = texts[start : start + CHUNK_TEXTS]
+            procs = min(num_proc, max(1, len(chunk) // MAP_BATCH))
+            mapped = datasets.Dataset.from_dict({"text": chunk}).map(
+                encode,
+                batched=True,
+                batch_size=MAP_BATCH,
+                num_proc=procs if procs > 1 else None,
+                remove_columns=["text"],
+                features=features,
+                load_from_cache_file=False,
+            )
+            column = mapped.data.table.column("input_ids")
+            flat = pc.list_flatten(column.combine_chunks())
+            pieces.append(flat.to_numpy(zero_copy_only=False).astype(np.int32, copy=False))
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+    if not pieces:
+        return np.zeros(0, dtype=np.int32)
+    return np.concatenate(pieces)
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Silence datasets' own tqdm bars: the core reports progress through callbacks only."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def pack_blocks(ids: np.ndarray, block_size: int) -> np.ndarray:
+    """(n_blocks, block_size) view of the ids; the tail shorter than a block is dropped."""
+    n_blocks = len(ids) // block_size
+    return ids[: n_blocks * block_size].reshape(n_blocks, block_size)
