@@ -1,0 +1,344 @@
+"""`evaluate_models`: per-domain loss and routing analysis of models on a prepared corpus.
+
+One forward pass per batch under torch.no_grad; routing comes from the RouterStats each MoE layer
+records during that pass (`last_router_stats`), so adding layers adds no passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from moectl.analysis.results import EvaluationResult, TokenRouting, write_json_atomic
+from moectl.analysis.routing import LayerRouting
+from moectl.analysis.runs import resolve_model
+from moectl.analysis.tokentypes import GROUP_TYPES, classify_block
+from moectl.errors import DataError, ModelError
+from moectl.progress import ProgressCallback, report
+
+if TYPE_CHECKING:
+    from moectl.data.store import Corpus
+    from moectl.model.io import LoadedModel
+
+
+@dataclass
+class EvaluationOptions:
+    """Knobs of one evaluation; the defaults suit a CPU study."""
+
+    split: str = "eval"
+    max_blocks: int | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    n_permutations: int = 20
+    seed: int = 0
+    samples_per_domain: int = 1
+    sample_tokens: int = 48
+    code_domains: tuple[str, ...] = ("code",)
+    math_domains: tuple[str, ...] = ("math",)
+
+
+@dataclass
+class _Block:
+    index: int
+    domain: int
+    ids: list[int]
+    types: dict[str, list[int]] = field(default_factory=dict)
+
+
+def evaluate_models(
+    models: Sequence[Path | str],
+    corpus: Corpus,
+    max_blocks: int | None = None,
+    *,
+    options: EvaluationOptions | None = None,
+    callback: ProgressCallback | None = None,
+) -> list[EvaluationResult]:
+    """Evaluate each model (run dir or artifact) on `corpus`; results in the given order."""
+    from moectl.model.io import load_model
+
+    options = options or EvaluationOptions()
+    if max_blocks is not None:
+        options.max_blocks = max_blocks
+    resolved = [resolve_model(Path(m)) for m in models]
+    tokenizer = corpus.tokenizer()
+    blocks = select_blocks(corpus, options)
+    annotate_token_types(blocks, corpus, tokenizer, options)
+    results = []
+    for model_path, run_dir in resolved:
+        loaded = load_model(model_path, device=options.device)
+        check_tokenizer(loaded, corpus, model_path)
+        name = run_dir.name if run_dir is not None else model_path.name
+        results.append(
+            evaluate_loaded(
+                loaded, name, model_path, run_dir, corpus, blocks, tokenizer, options, callback
+            )
+        )
+    return results
+
+
+def select_blocks(corpus: Corpus, options: EvaluationOptions) -> list[_Block]:
+    """The blocks to evaluate: all of the split, or `max_blocks` taken round-robin over domains
+    so that every domain is represented when the bound is small."""
+    if options.split not in ("train", "eval"):
+        raise DataError(f"unknown split '{options.split}'", hint="use --split eval or train")
+    dataset = corpus.eval if options.split == "eval" else corpus.train
+    if len(dataset) == 0:
+        raise DataError(f"the {options.split} split of {corpus.path} is empty")
+    domain_column = list(dataset["domain"])
+    by_domain: dict[int, list[int]] = {}
+    for index, domain in enumerate(domain_column):
+        by_domain.setdefault(int(domain), []).append(index)
+    limit = options.max_blocks or len(dataset)
+    chosen: list[int] = []
+    queues = [list(reversed(v)) for _, v in sorted(by_domain.items())]
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    chosen.sort()
+    rows = dataset.select(chosen)
+    return [
+        _Block(index=i, domain=int(d), ids=[int(t) for t in ids])
+        for i, d, ids in zip(chosen, rows["domain"], rows["input_ids"], strict=True)
+    ]
+
+
+def annotate_token_types(
+    blocks: list[_Block], corpus: Corpus, tokenizer: Any, options: EvaluationOptions
+) -> None:
+    """Token-type ids per token for blocks of code and math domains (-1 elsewhere)."""
+    eos_id = corpus.manifest.tokenizer.eos_id
+    groups = {"code": options.code_domains, "math": options.math_domains}
+    piece_cache: dict[int, str] = {}
+    for block in blocks:
+        domain = corpus.domains[block.domain]
+        for group, domains in groups.items():
+            if not any(d in corpus.domains for d in domains):
+                continue
+            if domain not in domains:
+                block.types[group] = [-1] * len(block.ids)
+                continue
+            pieces = [decode_piece(tokenizer, t, piece_cache) for t in block.ids]
+            names = GROUP_TYPES[group]
+            labels = classify_block(pieces, block.ids, eos_id, group)
+            block.types[group] = [-1 if lab is None else names.index(lab) for lab in labels]
+
+
+def decode_piece(tokenizer: Any, token_id: int, cache: dict[int, str]) -> str:
+    """The text of one token id, exactly as it contributes to the decoded block."""
+    if token_id not in cache:
+        cache[token_id] = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+    return cache[token_id]
+
+
+def check_tokenizer(loaded: LoadedModel, corpus: Corpus, model_path: Path) -> None:
+    """A ModelError when the model was trained on different token ids than the corpus holds."""
+    model_tok = loaded.meta.tokenizer or {}
+    corpus_tok = corpus.manifest.tokenizer
+    hint = "evaluate on a corpus prepared with the model's tokenizer (see `moectl inspect`)"
+    if model_tok.get("hash") and model_tok["hash"] != corpus_tok.hash:
+        raise ModelError(
+            f"{model_path} uses tokenizer {model_tok.get('name')} (hash "
+            f"{str(model_tok['hash'])[:12]}) but corpus {corpus.path} uses {corpus_tok.name} "
+            f"(hash {corpus_tok.hash[:12]})",
+            hint=hint,
+        )
+    vocab = model_tok.get("vocab_size")
+    mismatch = vocab is not None and vocab != corpus_tok.vocab_size
+    if mismatch or loaded.model.config.vocab_size < corpus_tok.vocab_size:
+        raise ModelError(
+            f"{model_path} has a vocabulary of {vocab or loaded.model.config.vocab_size} tokens "
+            f"but corpus {corpus.path} was tokenized with {corpus_tok.vocab_size}",
+            hint=hint,
+        )
+
+
+def _sample_window(ids: list[int], eos_id: int, length: int) -> tuple[int, int]:
+    """A window of `length` tokens starting at a document start when the block has one."""
+    start = 0
+    if eos_id in ids[: len(ids) // 2]:
+        start = ids.index(eos_id) + 1
+    start = min(start, max(len(ids) - length, 0))
+    return start, min(start + length, len(ids))
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    name: str,
+    model_path: Path,
+    run_dir: Path | None,
+    corpus: Corpus,
+    blocks: list[_Block],
+    tokenizer: Any,
+    options: EvaluationOptions,
+    callback: ProgressCallback | None = None,
+) -> EvaluationResult:
+    """Losses and routing of one loaded model over the selected blocks."""
+    import torch
+    import torch.nn.functional as F
+
+    from moectl.model.routing import last_router_stats, moe_layers
+
+    model = loaded.model
+    model.eval()
+    device = next(model.parameters()).device
+    domains = corpus.domains
+    layers = moe_layers(model)
+    recorders = {
+        index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
+    }
+    loss_sum = np.zeros(len(domains))
+    loss_count = np.zeros(len(domains), dtype=np.int64)
+    eos_id = corpus.manifest.tokenizer.eos_id
+    sample_blocks: dict[int, int] = {}
+    for block in blocks:
+        taken = sum(1 for d in sample_blocks.values() if d == block.domain)
+        if taken < options.samples_per_domain:
+            sample_blocks[block.index] = block.domain
+    samples: list[TokenRouting] = []
+    piece_cache: dict[int, str] = {}
+    stage = f"evaluate:{name}"
+    report(callback, stage, 0, len(blocks))
+    with torch.no_grad():
+        for start in range(0, len(blocks), options.batch_size):
+            batch = blocks[start : start + options.batch_size]
+            ids = torch.tensor([b.ids for b in batch], dtype=torch.long, device=device)
+            logits = model(input_ids=ids).logits.float()
+            token_loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                ids[:, 1:].reshape(-1),
+                reduction="none",
+            ).view(len(batch), -1)
+            per_block = token_loss.sum(dim=1).cpu().numpy()
+            for block, total in zip(batch, per_block, strict=True):
+                loss_sum[block.domain] += float(total)
+                loss_count[block.domain] += token_loss.shape[1]
+            seq = ids.shape[1]
+            domain_ids = np.repeat([b.domain for b in batch], seq)
+            types = {
+                group: np.concatenate([b.types[group] for b in batch])
+                for group in (batch[0].types if batch else {})
+            }
+            stats = last_router_stats(model) if recorders else {}
+            for index, recorder in recorders.items():
+                s = stats[index]
+                recorder.add(
+                    domain_ids,
+                    s.expert_index.cpu().numpy(),
+                    s.entropy.float().cpu().numpy(),
+                    types,
+                )
+            for row, block in enumerate(batch):
+                if block.index in sample_blocks and stats:
+                    lo, hi = _sample_window(block.ids, eos_id, options.sample_tokens)
+                    samples.append(
+                        _token_routing(
+                            stats,
+                            row * seq + lo,
+                            row * seq + hi,
+                            block.ids[lo:hi],
+                            domains[block.domain],
+                            tokenizer,
+                            piece_cache,
+                        )
+                    )
+            report(callback, stage, min(start + len(batch), len(blocks)), len(blocks))
+    present = [i for i in range(len(domains)) if loss_count[i] > 0]
+    domain_loss = {domains[i]: float(loss_sum[i] / loss_count[i]) for i in present}
+    total_loss = float(loss_sum.sum() / max(loss_count.sum(), 1))
+    group_domains = {
+        "code": next((d for d in options.code_domains if d in domains), ""),
+        "math": next((d for d in options.math_domains if d in domains), ""),
+    }
+    routing = [
+        recorder.analyse(domains, GROUP_TYPES, group_domains, options.n_permutations, options.seed)
+        for _, recorder in sorted(recorders.items())
+    ]
+    first = next(iter(layers.values()), None)
+    notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse"]
+    return EvaluationResult(
+        name=name,
+        model_path=str(model_path),
+        run_dir=str(run_dir) if run_dir is not None else None,
+        kind="moe" if layers else "dense",
+        step=getattr(loaded.meta, "step", None),
+        corpus=str(corpus.path),
+        corpus_name=Path(corpus.path).resolve().name,
+        split=options.split,
+        blocks=len(blocks),
+        tokens=int(sum(len(b.ids) for b in blocks)),
+        loss=total_loss,
+        ppl=_ppl(total_loss),
+        domain_loss=domain_loss,
+        domain_ppl={d: _ppl(v) for d, v in domain_loss.items()},
+        domain_tokens={domains[i]: int(loss_count[i]) for i in present},
+        moe_layers=sorted(layers),
+        n_experts=first.n_experts if first is not None else None,
+        top_k=first.top_k if first is not None else None,
+        routing=routing,
+        samples=samples,
+        notes=notes,
+    )
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+def _token_routing(
+    stats: dict[int, Any],
+    lo: int,
+    hi: int,
+    ids: list[int],
+    domain: str,
+    tokenizer: Any,
+    cache: dict[int, str],
+) -> TokenRouting:
+    layers, weights, entropy = {}, {}, {}
+    for index, s in sorted(stats.items()):
+        key = str(index)
+        layers[key] = s.expert_index[lo:hi, 0].cpu().tolist()
+        weights[key] = [round(float(w), 4) for w in s.expert_weight[lo:hi, 0].float().cpu()]
+        entropy[key] = [round(float(h), 4) for h in s.entropy[lo:hi].float().cpu()]
+    return TokenRouting(
+        domain=domain,
+        tokens=[decode_piece(tokenizer, t, cache) for t in ids],
+        layers=layers,
+        weights=weights,
+        entropy=entropy,
+    )
+
+
+def result_path(result: EvaluationResult) -> Path:
+    """Where a result is saved by default: <run dir or model dir>/eval/<corpus name>.json."""
+    base = Path(result.run_dir) if result.run_dir else Path(result.model_path)
+    return base / "eval" / f"{result.corpus_name}.json"
+
+
+def save_results(results: list[EvaluationResult], out: Path | None = None) -> list[Path]:
+    """Each result to its default path, or all of them as one EvaluationSet at `out`."""
+    from moectl.analysis.results import EvaluationSet
+
+    if out is not None:
+        return [write_json_atomic(out, EvaluationSet(results=results))]
+    return [write_json_atomic(result_path(r), r) for r in results]
+
+
+def corpus_for(models: Sequence[Path | str]) -> Path | None:
+    """The corpus recorded in run.json of the first run dir among `models`, if any."""
+    import json
+
+    for model in models:
+        _, run_dir = resolve_model(Path(model))
+        if run_dir is None or not (run_dir / "run.json").is_file():
+            continue
+        data_dir = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("data_dir")
+        if data_dir:
+            path = Path(data_dir)
+            return path if path.is_absolute() or path.exists() else run_dir / path
+    return None
