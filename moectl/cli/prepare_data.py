@@ -1,8 +1,135 @@
-"""Placeholder while the command is being built in this session; replaced by its owner."""
+"""`moectl prepare-data`: build a tokenized, packed corpus from builtin, local or hub sources."""
 
-from moectl.errors import MoectlError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from moectl.cli.common import ConfigOption, RichProgress, SetOption, console, render_warnings
+from moectl.errors import DataError
 
 
-def prepare_data() -> None:
-    """Not built yet."""
-    raise MoectlError("prepare_data is not built yet")
+def parse_domains(values: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """`NAME=PATH_OR_GLOB` (repeatable per name) or a bare `NAME` -> (domain order, files)."""
+    order: list[str] = []
+    files: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, pattern = value.partition("=")
+        name = name.strip()
+        if not name or (sep and not pattern.strip()):
+            raise DataError(
+                f"cannot parse --domain '{value}'",
+                hint="write --domain NAME=PATH_OR_GLOB, e.g. --domain code='src/**/*.py'",
+            )
+        if name not in order:
+            order.append(name)
+        if sep:
+            files.setdefault(name, []).append(pattern.strip())
+    return order, files
+
+
+def prepare_data(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the corpus.", show_default=False)
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(help="builtin (offline corpus), files (--domain NAME=PATH) or hf (hub)."),
+    ] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain",
+            "-d",
+            help="NAME=PATH_OR_GLOB for --source files (repeatable), or NAME to pick domains.",
+            show_default=False,
+        ),
+    ] = None,
+    size_mb: Annotated[
+        float | None, typer.Option(help="Characters per domain, in millions. [default: 1]")
+    ] = None,
+    block_size: Annotated[
+        int | None, typer.Option(help="Tokens per packed block. [default: 512]")
+    ] = None,
+    balance_tokens: Annotated[
+        bool | None,
+        typer.Option(
+            "--balance-tokens/--no-balance-tokens",
+            help="Cut every domain to the smallest domain's token count.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, shuffles and sources.")] = None,
+    min_example_chars: Annotated[
+        int | None, typer.Option(help="Drop texts shorter than this.")
+    ] = None,
+    max_example_chars: Annotated[
+        int | None, typer.Option(help="Drop texts longer than this.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="gpt2, a local tokenizer path, or bpe:N (trained on the corpus)."),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column of .jsonl/.json/.parquet/.csv inputs.")
+    ] = None,
+    num_proc: Annotated[int | None, typer.Option(help="Processes for tokenization.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out if it exists (once the new one is done).")
+    ] = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Prepare a corpus: load texts per domain, split train/eval, tokenize, pack and balance.
+
+    Examples:
+
+      moectl prepare-data --source builtin --size-mb 2 --out data/mix
+
+      moectl prepare-data --source files --domain code='examples/data/code/*.py'
+        --domain math=examples/data/math/problems.jsonl --domain prose=examples/data/prose
+        --block-size 64 --tokenizer bpe:2000 --out data/examples
+
+      moectl prepare-data --source hf --size-mb 10 --balance-tokens --out data/reference
+
+      moectl prepare-data --config study.yaml --set data.seed=3 --out data/mix-seed3
+    """
+    from moectl.cli.inspect_corpus import render_split_table
+    from moectl.config import resolve_data_config
+    from moectl.data.prepare import prepare_corpus
+
+    options: dict[str, Any] = {
+        "source": source,
+        "size_mb": size_mb,
+        "block_size": block_size,
+        "balance_tokens": balance_tokens,
+        "seed": seed,
+        "min_example_chars": min_example_chars,
+        "max_example_chars": max_example_chars,
+        "tokenizer": tokenizer,
+        "text_column": text_column,
+        "num_proc": num_proc,
+    }
+    if domain:
+        names, files = parse_domains(domain)
+        options["domains"] = names
+        if files:
+            options["files"] = files
+            options["source"] = source or "files"
+    data_config = resolve_data_config(config, overrides, options)
+    with RichProgress(transient=True) as progress:
+        result = prepare_corpus(data_config, out, force=force, callback=progress)
+    manifest = result.manifest
+    for split in ("train", "eval"):
+        render_split_table(manifest, split)
+    render_warnings(manifest.warnings)
+    console.print(
+        f"[bold green]corpus written to {result.path}[/] "
+        f"({manifest.blocks('train'):,} train / {manifest.blocks('eval'):,} eval blocks of "
+        f"{manifest.block_size} tokens, tokenizer {manifest.tokenizer.name} "
+        f"with {manifest.tokenizer.vocab_size:,} tokens) in {result.seconds:.1f}s, "
+        f"tokenized at {result.tokens_per_s:,.0f} tokens/s",
+        highlight=False,
+    )
