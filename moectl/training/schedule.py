@@ -1,0 +1,48 @@
+"""The optimiser and learning-rate schedule of a run: AdamW, linear warmup, then cosine decay."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from moectl.config import TrainConfig
+
+
+def lr_factor(step: int, max_steps: int, warmup_fraction: float, min_lr_ratio: float) -> float:
+    """Multiplier of the base lr for optimizer update `step` (0-based).
+
+    Warmup counts from 1, so the first update already moves the weights; after warmup the
+    factor follows a half cosine from 1 down to `min_lr_ratio` at the last update.
+    """
+    warmup = round(warmup_fraction * max_steps)
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    decay_steps = max(1, max_steps - warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / decay_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm gains (1-D tensors) are not shrunk to zero."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the model's parameters with the run's warmup + cosine schedule."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, cfg.max_steps, cfg.warmup_fraction, cfg.min_lr_ratio),
+    )
+    return optimizer, scheduler

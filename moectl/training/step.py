@@ -1,0 +1,113 @@
+"""One forward pass and its losses: LM, per-domain LM from the same logits, and the router terms.
+
+Per-token cross-entropy is computed once (reduction='none'); the batch mean and the per-domain
+means are both read from it, so per-domain logging costs no second pass over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from moectl.config import MoEConfig
+from moectl.model.routing import aux_losses
+
+
+@dataclass
+class StepLosses:
+    """Losses of one forward; `loss` carries gradient, the rest is for logging."""
+
+    loss: Tensor
+    lm_loss: Tensor
+    lb_loss: Tensor
+    z_loss: Tensor
+    domain_sum: Tensor  # (D,) summed per-token CE per domain, detached
+    domain_count: Tensor  # (D,) predicted tokens per domain
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (precision auto or bf16); full precision elsewhere."""
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def forward_losses(
+    model: nn.Module,
+    core: nn.Module,
+    input_ids: Tensor,
+    domain: Tensor,
+    n_domains: int,
+    moe: MoEConfig,
+    autocast: contextlib.AbstractContextManager,
+) -> StepLosses:
+    """Run `model` (maybe DDP-wrapped; `core` is the bare model) and compute every loss term."""
+    with autocast:
+        logits = model(input_ids=input_ids, use_cache=False).logits
+    shifted = logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    ce = F.cross_entropy(
+        shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), reduction="none"
+    ).view(targets.shape)
+    lm = ce.mean()
+    lb, z = aux_losses(core)
+    loss = lm + moe.lb_coef * lb + moe.z_coef * z
+    row_sum = ce.detach().sum(dim=1)
+    domain_sum = torch.zeros(n_domains, device=ce.device, dtype=torch.float64)
+    domain_sum.index_add_(0, domain, row_sum.double())
+    domain_count = torch.bincount(domain, minlength=n_domains).double() * targets.shape[1]
+    return StepLosses(loss, lm.detach(), lb.detach(), z.detach(), domain_sum, domain_count)
+
+
+def token_domains(domain: Tensor, seq_len: int) -> Tensor:
+    """Each token's domain id, flattened row-major like the router's tokens."""
+    return domain[:, None].expand(-1, seq_len).reshape(-1)
+
+
+class MetricWindow:
+    """Sums of the train metrics since the last logged row (averaged when the row is written).
+
+    Tokens and seconds only feed the throughput figure, so they restart at zero on resume.
+    """
+
+    def __init__(self, n_domains: int) -> None:
+        self.n_domains = n_domains
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.tokens = 0
+        self.seconds = 0.0
+        self.sums = torch.zeros(4, dtype=torch.float64)  # loss, lm, lb, z
+        self.domain_sum = torch.zeros(self.n_domains, dtype=torch.float64)
+        self.domain_count = torch.zeros(self.n_domains, dtype=torch.float64)
+
+    def add(self, values: Tensor, domain_sum: Tensor, domain_count: Tensor) -> None:
+        """One optimizer step: `values` (4,) = loss, lm, lb, z averaged over its micro-batches."""
+        self.steps += 1
+        self.sums += values.cpu().double()
+        self.domain_sum += domain_sum.cpu().double()
+        self.domain_count += domain_count.cpu().double()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "sums": self.sums.clone(),
+            "domain_sum": self.domain_sum.clone(),
+            "domain_count": self.domain_count.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.tokens = 0
+        self.seconds = 0.0
+        self.sums = state["sums"].clone()
+        self.domain_sum = state["domain_sum"].clone()
+        self.domain_count = state["domain_count"].clone()

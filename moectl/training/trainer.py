@@ -1,0 +1,507 @@
+"""`train_run`: the training loop that ties model, data, logging, checkpoints and DDP together.
+
+The loop is written so that a run stopped at any step boundary (Ctrl-C, SIGTERM, a collapse
+stop) and resumed from its checkpoint replays exactly what an uninterrupted run would have done:
+the data order is a function of (seed, epoch, position), every RNG is checkpointed, and all
+partial accumulators (metric window, routing counts, collapse streak) travel in the state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from moectl.config import RunConfig
+from moectl.data.store import Corpus, load_corpus
+from moectl.errors import TrainingError
+from moectl.model.io import save_model
+from moectl.model.routing import last_router_stats, moe_layers, set_router_progress
+from moectl.progress import ProgressCallback, report
+from moectl.training import rundir
+from moectl.training.batches import BlockSampler, eval_subset, fetch
+from moectl.training.checkpoint import (
+    STATE_FORMAT,
+    capture_rng_state,
+    read_trainer_state,
+    restore_rng_state,
+    write_checkpoint,
+)
+from moectl.training.collapse import CollapseDetector
+from moectl.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+    shard_rows,
+    shutdown,
+)
+from moectl.training.evaluation import evaluate_blocks
+from moectl.training.results import StopReason, TrainResult
+from moectl.training.routing_log import RoutingAccumulator
+from moectl.training.schedule import build_optimizer
+from moectl.training.setup import (
+    configure_routers,
+    fresh_model,
+    model_meta,
+    resolve_device,
+    resumed_model,
+)
+from moectl.training.signals import StopRequest
+from moectl.training.sinks import (
+    JsonlWriter,
+    MetricSink,
+    build_sinks,
+    check_sinks,
+    scalars,
+    truncate_after,
+)
+from moectl.training.step import (
+    MetricWindow,
+    autocast_context,
+    forward_losses,
+    token_domains,
+)
+
+
+def train_run(
+    config: RunConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: Path | bool | None = None,
+    init_from: str | Path | None = None,
+    callback: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train `config` on the prepared corpus in `data_dir`, recording everything in `run_dir`.
+
+    `resume=True` continues from the run's latest checkpoint, a path from that checkpoint;
+    `init_from` starts a new run from a model artifact (upcycling it if it is dense).
+    Under torchrun this joins the process group and trains with DDP; only rank 0 writes.
+    """
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    init_path = Path(init_from) if init_from is not None else None
+    check_sinks(config.train.sinks)
+    if init_path is not None and not init_path.is_dir():
+        raise TrainingError(
+            f"--init-from {init_path} does not exist",
+            hint="pass a model directory such as runs/dense/best",
+        )
+    checkpoint = rundir.resolve_resume(run_dir, resume)
+    corpus = load_corpus(data_dir)
+    device = resolve_device(config.train.device)
+    if config.train.num_threads is not None:
+        torch.set_num_threads(config.train.num_threads)
+    ctx = init_distributed(device.type)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    try:
+        trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
+        trainer.setup(checkpoint, init_path, data_dir)
+        return trainer.run()
+    finally:
+        shutdown(ctx)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class _Trainer:
+    """State of one training session; `setup` builds or restores it, `run` steps it."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        corpus: Corpus,
+        run_dir: Path,
+        device: torch.device,
+        ctx: DistContext,
+        callback: ProgressCallback | None,
+    ) -> None:
+        self.config = config
+        self.train_cfg = config.train
+        self.corpus = corpus
+        self.run_dir = run_dir
+        self.device = device
+        self.ctx = ctx
+        self.callback = callback
+        self.domains = corpus.domains
+        self.step = 0
+        self.tokens = 0
+        self.best_step: int | None = None
+        self.best_loss: float | None = None
+        self.last_eval: dict[str, float] = {}
+        self.last_train_loss: float | None = None
+        self.last_checkpoint: Path | None = None
+        self.resumed_from: Path | None = None
+        self.saved_step: int | None = None
+        self.grad_norm = 0.0
+        self.last_tps = 0.0
+
+    def setup(self, checkpoint: Path | None, init_from: Path | None, data_dir: Path) -> None:
+        cfg = self.train_cfg
+        shard_rows(self.ctx, cfg.batch_size)
+        _seed_everything(cfg.seed)
+        if checkpoint is None:
+            model = fresh_model(self.config, self.corpus, init_from)
+        else:
+            state = read_trainer_state(checkpoint)
+            model = resumed_model(self.config, self.corpus, checkpoint)
+        configure_routers(model, self.config)
+        self.core = model.to(self.device)
+        self.moe_layers = list(moe_layers(self.core))
+        self.optimizer, self.scheduler = build_optimizer(self.core, cfg)
+        self.sampler = BlockSampler(len(self.corpus.train), cfg.batch_size, cfg.seed)
+        self.window = MetricWindow(len(self.domains))
+        n_experts = self.config.moe.n_experts
+        self.routing = RoutingAccumulator(self.moe_layers, n_experts, self.domains)
+        self.detector = CollapseDetector(cfg.collapse)
+        if checkpoint is not None:
+            self._restore(state)
+            self.resumed_from = checkpoint
+        self.model: nn.Module = self.core
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(
+                self.core, device_ids=device_ids, find_unused_parameters=bool(self.moe_layers)
+            )
+        self.train_data = self.corpus.train.with_format("numpy")
+        eval_data = self.corpus.eval.with_format("numpy")
+        domain_ids = np.asarray(eval_data["domain"])
+        subset = eval_subset(domain_ids, cfg.eval_max_blocks, cfg.seed)
+        self.eval_indices = subset[self.ctx.rank :: self.ctx.world_size]
+        self.eval_data = eval_data
+        self.autocast = autocast_context(self.device, cfg.precision)
+        self.writers: dict[str, JsonlWriter] = {}
+        self.sinks: list[MetricSink] = []
+        if self.ctx.is_main:
+            rundir.start_run_dir(
+                self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint
+            )
+            for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
+                truncate_after(self.run_dir / name, self.step)
+            self.writers = {
+                "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
+                "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
+            }
+            self.sinks = build_sinks(self.config, self.run_dir)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.tokens = int(state["tokens"])
+        if self.step >= self.train_cfg.max_steps:
+            raise TrainingError(
+                f"the checkpoint is at step {self.step}, already at train.max_steps "
+                f"({self.train_cfg.max_steps})",
+                hint="raise it to train further, e.g. --set train.max_steps=...",
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["data"])
+        self.window.load_state_dict(state["window"])
+        self.routing.load_state_dict(state["routing"])
+        self.detector.load_state_dict(state["collapse"])
+        self.best_step = state["best"]["step"]
+        self.best_loss = state["best"]["loss"]
+        rng = state["rng"]
+        restore_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
+
+    def run(self) -> TrainResult:
+        cfg = self.train_cfg
+        stop_reason: StopReason = "completed"
+        session_tokens, session_seconds = 0, 0.0
+        try:
+            with StopRequest() as stop:
+                while self.step < cfg.max_steps:
+                    started = time.perf_counter()
+                    step_tokens = self._train_step()
+                    elapsed = time.perf_counter() - started
+                    session_tokens += step_tokens
+                    session_seconds += elapsed
+                    self.window.seconds += elapsed
+                    collapsed = self._after_step()
+                    final = self.step == cfg.max_steps or collapsed
+                    if final:
+                        stop_reason = "collapse" if collapsed else "completed"
+                        self._final_logs()
+                        self._save_checkpoint()
+                        break
+                    if any_rank(self.ctx, stop.requested, self.device):
+                        stop_reason = "interrupted"
+                        if self.saved_step != self.step:
+                            self._save_checkpoint()
+                        break
+        finally:
+            for writer in self.writers.values():
+                writer.close()
+            for sink in self.sinks:
+                sink.close()
+        return TrainResult(
+            run_dir=str(self.run_dir),
+            steps=self.step,
+            max_steps=cfg.max_steps,
+            stop_reason=stop_reason,
+            best_step=self.best_step,
+            best_eval_loss=self.best_loss,
+            last_eval=self.last_eval,
+            last_train_loss=self.last_train_loss,
+            last_checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
+            collapse_events=self.detector.events,
+            tokens_per_s=session_tokens / session_seconds if session_seconds > 0 else 0.0,
+            resumed_from=str(self.resumed_from) if self.resumed_from else None,
+            world_size=self.ctx.world_size,
+        )
+
+    def _train_step(self) -> int:
+        """One optimizer update over grad_accum micro-batches; returns the global tokens used."""
+        cfg = self.train_cfg
+        set_router_progress(self.core, self.step, cfg.max_steps)
+        self.model.train()
+        rows = shard_rows(self.ctx, cfg.batch_size)
+        n_domains = len(self.domains)
+        values = torch.zeros(4, device=self.device, dtype=torch.float64)
+        domain_sum = torch.zeros(n_domains, device=self.device, dtype=torch.float64)
+        domain_count = torch.zeros(n_domains, device=self.device, dtype=torch.float64)
+        for micro in range(cfg.grad_accum):
+            indices = self.sampler.next_batch()[rows]
+            input_ids, domain = fetch(self.train_data, indices, self.device)
+            last = micro == cfg.grad_accum - 1
+            sync = (
+                self.model.no_sync() if self.ctx.enabled and not last else contextlib.nullcontext()
+            )
+            with sync:
+                losses = forward_losses(
+                    self.model,
+                    self.core,
+                    input_ids,
+                    domain,
+                    n_domains,
+                    self.config.moe,
+                    self.autocast,
+                )
+                (losses.loss / cfg.grad_accum).backward()
+            if self.moe_layers:
+                stats = last_router_stats(self.core)
+                self.routing.update(stats, token_domains(domain, input_ids.shape[1]))
+            parts = [losses.loss.detach(), losses.lm_loss, losses.lb_loss, losses.z_loss]
+            values += torch.stack([p.double() for p in parts]) / cfg.grad_accum
+            domain_sum += losses.domain_sum
+            domain_count += losses.domain_count
+        clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        merged = torch.cat([values, domain_sum, domain_count])
+        all_reduce_sum(self.ctx, [merged], self.device)
+        values = merged[:4] / self.ctx.world_size
+        self.window.add(values, merged[4 : 4 + n_domains], merged[4 + n_domains :])
+        self.grad_norm = float(grad_norm)
+        self.step += 1
+        step_tokens = cfg.batch_size * cfg.grad_accum * self.corpus.block_size
+        self.tokens += step_tokens
+        self.window.tokens += step_tokens
+        return step_tokens
+
+    def _after_step(self) -> bool:
+        """Logging, routing, eval and checkpoints due at this step; True on a collapse stop."""
+        cfg = self.train_cfg
+        collapsed = False
+        if self.step % cfg.log_every == 0:
+            self._log_train()
+        if self.moe_layers and self.step % cfg.router_log_every == 0:
+            collapsed = self._log_routing()
+        if self.step % cfg.eval_every == 0:
+            self._evaluate()
+        if self.step % cfg.save_every == 0 and self.step != cfg.max_steps and not collapsed:
+            self._save_checkpoint()
+        report(
+            self.callback,
+            "train",
+            self.step,
+            cfg.max_steps,
+            loss=self.last_train_loss,
+            tokens_per_s=self._tokens_per_s,
+        )
+        return collapsed
+
+    def _final_logs(self) -> None:
+        """The last step always gets a train row, a routing row and an eval."""
+        cfg = self.train_cfg
+        if self.window.steps:
+            self._log_train()
+        if self.moe_layers and self.step % cfg.router_log_every != 0:
+            self._log_routing()
+        if self.step % cfg.eval_every != 0:
+            self._evaluate()
+
+    @property
+    def _tokens_per_s(self) -> float:
+        """Throughput over the current log window (the last window's right after a row)."""
+        window = self.window
+        return window.tokens / window.seconds if window.seconds > 0 else self.last_tps
+
+    def _log_train(self) -> None:
+        window = self.window
+        sums = window.sums / max(1, window.steps)
+        domain_loss = {
+            domain: float(window.domain_sum[d] / window.domain_count[d])
+            for d, domain in enumerate(self.domains)
+            if window.domain_count[d] > 0
+        }
+        self.last_tps = self._tokens_per_s
+        row = {
+            "kind": "train",
+            "step": self.step,
+            "tokens": self.tokens,
+            "lr": self.scheduler.get_last_lr()[0],
+            "loss": float(sums[0]),
+            "lm_loss": float(sums[1]),
+            "lb_loss": float(sums[2]) if self.moe_layers else None,
+            "z_loss": float(sums[3]) if self.moe_layers else None,
+            "grad_norm": self.grad_norm,
+            "tokens_per_s": self.last_tps,
+            "domain_loss": domain_loss,
+            "time": time.time(),
+        }
+        self.last_train_loss = row["loss"]
+        window.reset()
+        self._write("metrics", row, "train")
+
+    def _log_routing(self) -> bool:
+        all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
+        row = self.routing.row(self.step)
+        status = self.detector.update(self.step, self.routing.max_fractions())
+        row["collapse"] = status.as_row()
+        self.routing.reset()
+        self._write("routing", row, None)
+        if status.warning:
+            shares = {k: round(v["max_fraction"], 3) for k, v in row["layers"].items()}
+            report(
+                self.callback,
+                "collapse",
+                self.step,
+                self.train_cfg.max_steps,
+                message=f"step {self.step}: busiest expert over "
+                f"{self.train_cfg.collapse.threshold:.0%} in layers {status.layers} "
+                f"(max shares {shares}); {status.consecutive} consecutive"
+                + ("; stopping" if status.stop else ""),
+                layers=status.layers,
+                consecutive=status.consecutive,
+                stop=status.stop,
+            )
+        return status.stop
+
+    def _evaluate(self) -> None:
+        result = evaluate_blocks(
+            self.core,
+            self.eval_data,
+            self.eval_indices,
+            len(self.domains),
+            self.train_cfg.batch_size,
+            self.device,
+            self.autocast,
+            self.ctx,
+        )
+        domain_loss = {
+            domain: result.domain_loss[d]
+            for d, domain in enumerate(self.domains)
+            if result.domain_loss[d] is not None
+        }
+        row = {
+            "kind": "eval",
+            "step": self.step,
+            "loss": result.loss,
+            "ppl": math.exp(min(result.loss, 50.0)),
+            "domain_loss": domain_loss,
+            "domain_ppl": {k: math.exp(min(v, 50.0)) for k, v in domain_loss.items()},
+            "lb_loss": result.lb_loss if self.moe_layers else None,
+            "z_loss": result.z_loss if self.moe_layers else None,
+        }
+        self.last_eval = {"loss": result.loss, **{f"loss/{k}": v for k, v in domain_loss.items()}}
+        self._write("metrics", row, "eval")
+        report(
+            self.callback,
+            "eval",
+            self.step,
+            self.train_cfg.max_steps,
+            eval_loss=result.loss,
+            **{f"{k}_loss": v for k, v in domain_loss.items()},
+        )
+        if self.best_loss is None or result.loss < self.best_loss:
+            self.best_loss, self.best_step = result.loss, self.step
+            if self.ctx.is_main:
+                metrics = {"eval_loss": result.loss, "eval_domain_loss": domain_loss}
+                meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
+                save_model(
+                    self.core,
+                    self.run_dir / rundir.BEST_DIR,
+                    meta,
+                    tokenizer=self.corpus.tokenizer(),
+                )
+            barrier(self.ctx)
+
+    def _write(self, writer: str, row: dict[str, Any], prefix: str | None) -> None:
+        if not self.ctx.is_main:
+            return
+        self.writers[writer].write(row)
+        if prefix is not None:
+            for sink in self.sinks:
+                sink.log(prefix, row["step"], scalars(row))
+
+    def _trainer_state(self) -> dict[str, Any]:
+        rng = capture_rng_state()
+        rng_states = [rng]
+        if self.ctx.enabled:
+            rng_states = [None] * self.ctx.world_size
+            dist.all_gather_object(rng_states, rng)
+        return {
+            "format_version": STATE_FORMAT,
+            "step": self.step,
+            "tokens": self.tokens,
+            "world_size": self.ctx.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states,
+            "data": self.sampler.state_dict(),
+            "window": self.window.state_dict(),
+            "routing": self.routing.state_dict(),
+            "collapse": self.detector.state_dict(),
+            "best": {"step": self.best_step, "loss": self.best_loss},
+        }
+
+    def _save_checkpoint(self) -> None:
+        self.saved_step = self.step
+        state = self._trainer_state()
+        if self.ctx.is_main:
+            metrics = {"train_loss": self.last_train_loss, **self.last_eval}
+            meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
+            self.last_checkpoint = write_checkpoint(
+                self.run_dir,
+                self.step,
+                lambda path: save_model(self.core, path, meta),
+                state,
+                self.train_cfg.keep_last,
+            )
+            report(
+                self.callback,
+                "checkpoint",
+                self.step,
+                self.train_cfg.max_steps,
+                message=str(self.last_checkpoint),
+            )
+        barrier(self.ctx)
