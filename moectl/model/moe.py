@@ -78,7 +78,7 @@ class MoEMLP(nn.Module):
         self.top_k = top_k
         self.noise_std = noise_std
         self.anneal_fraction = anneal_fraction
-        self.current_noise_std = noise_std
+        self.progress: tuple[int, int] | None = None
         self.last_stats: RouterStats | None = None
 
     @classmethod
@@ -123,9 +123,14 @@ class MoEMLP(nn.Module):
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Anneal the routing noise linearly to 0 over anneal_fraction of training."""
-        self.current_noise_std = noise_scale(
-            self.noise_std, self.anneal_fraction, step, total_steps
-        )
+        self.progress = (step, total_steps)
+
+    @property
+    def current_noise_std(self) -> float:
+        """The training-time noise std now: full noise_std until progress is first set."""
+        if self.progress is None:
+            return self.noise_std
+        return noise_scale(self.noise_std, self.anneal_fraction, *self.progress)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         shape = hidden_states.shape

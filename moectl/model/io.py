@@ -1,0 +1,228 @@
+"""Model artifacts: model.safetensors + model.json (+ tokenizer/), loaded back in one call.
+
+model.json records everything needed to rebuild the module tree (GPT-2 config, MoE layout) so a
+dense or MoE model comes back ready, in eval mode, without the run config. safetensors refuses
+tensors that share memory, so tied weights (GPT-2's lm_head is wte) are stored once and the tie
+is checked after loading. Writes go to a temporary sibling directory that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moectl import __version__
+from moectl.config import MoEConfig
+from moectl.errors import ModelError
+from moectl.model.routing import moe_layers
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "model.json"
+TOKENIZER_DIR = "tokenizer"
+ARTIFACT_HINT = (
+    "give a directory written by moectl (model.json + model.safetensors), e.g. runs/X/best"
+)
+
+
+class ModelMeta(BaseModel):
+    """model.json: how to rebuild the model and where it came from.
+
+    `tied` maps each weight stored only through its tie partner (lm_head -> wte) and is filled in
+    by save_model, as are gpt2_config and moe_layers, from the model itself.
+    """
+
+    format_version: int = FORMAT_VERSION
+    moectl_version: str = __version__
+    gpt2_config: dict[str, Any] = Field(default_factory=dict)
+    moe: MoEConfig | None = None
+    moe_layers: list[int] = Field(default_factory=list)
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
+    step: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    tied: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model artifact in memory: the eval-mode GPT-2, its metadata, its tokenizer if saved."""
+
+    model: nn.Module
+    meta: ModelMeta
+    tokenizer: Any | None = None
+
+
+def save_model(model: nn.Module, path: Path, meta: ModelMeta, tokenizer: Any = None) -> Path:
+    """Write the artifact to `path` atomically; replaces an existing artifact there."""
+    path = Path(path)
+    if path.exists() and not (path / META).is_file() and any(path.iterdir()):
+        raise ModelError(
+            f"refusing to overwrite {path}: it exists and is not a model artifact",
+            hint="choose an empty or new directory",
+        )
+    tensors, tied = _unique_tensors(model)
+    meta = _complete_meta(model, meta, tied, tokenizer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / META).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict with each shared tensor kept once, and {dropped key: kept key}."""
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for key, value in model.state_dict().items():
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if identity in seen:
+            tied[key] = seen[identity]
+            continue
+        seen[identity] = key
+        tensors[key] = value.detach().to("cpu").contiguous()
+    return tensors, tied
+
+
+def _complete_meta(
+    model: nn.Module, meta: ModelMeta, tied: dict[str, str], tokenizer: Any
+) -> ModelMeta:
+    layers = moe_layers(model)
+    moe = meta.moe
+    if layers and moe is None:
+        first = next(iter(layers.values()))
+        moe = MoEConfig(
+            enabled=True,
+            layers=list(layers),
+            n_experts=first.n_experts,
+            top_k=first.top_k,
+            noise_std=first.noise_std,
+            anneal_fraction=first.anneal_fraction,
+        )
+    info = dict(meta.tokenizer)
+    if tokenizer is not None and not info:
+        info = {
+            "name": str(getattr(tokenizer, "name_or_path", "")),
+            "vocab_size": len(tokenizer),
+            "eos_id": tokenizer.eos_token_id,
+        }
+    return meta.model_copy(
+        update={
+            "gpt2_config": model.config.to_dict(),
+            "moe": moe if layers else None,
+            "moe_layers": list(layers),
+            "tokenizer": info,
+            "tied": tied,
+        }
+    )
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an existing target is moved aside first and removed after."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(path: Path) -> ModelMeta:
+    """model.json of the artifact at `path`, or a ModelError saying what is wrong."""
+    file = Path(path) / META
+    if not file.is_file():
+        raise ModelError(f"no model artifact at {path} (missing {META})", hint=ARTIFACT_HINT)
+    try:
+        meta = ModelMeta.model_validate_json(file.read_text(encoding="utf-8"))
+    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{file} is corrupt: {exc}", hint=ARTIFACT_HINT) from None
+    if meta.format_version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path} uses artifact format {meta.format_version}; this moectl reads up to "
+            f"{FORMAT_VERSION}",
+            hint="upgrade moectl",
+        )
+    if meta.moe_layers and meta.moe is None:
+        raise ModelError(f"{file} lists MoE layers but no MoE config", hint=ARTIFACT_HINT)
+    return meta
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from moectl.model.factory import apply_moe
+
+    path = Path(path)
+    meta = read_meta(path)
+    try:
+        model = GPT2LMHeadModel(GPT2Config.from_dict(meta.gpt2_config))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path / META} has an unusable GPT-2 config: {exc}") from None
+    if meta.moe is not None:
+        layout = {"enabled": True, "layers": meta.moe_layers, "last_n": None}
+        apply_moe(model, meta.moe.model_copy(update={**layout, "perturbation_std": 0.0}))
+    _load_weights(model, path, meta)
+    model.to(device)
+    _check_ties(model, meta, path)
+    return LoadedModel(model=model.eval(), meta=meta, tokenizer=_load_tokenizer(path))
+
+
+def _load_weights(model: nn.Module, path: Path, meta: ModelMeta) -> None:
+    file = path / WEIGHTS
+    if not file.is_file():
+        raise ModelError(f"no {WEIGHTS} in {path}", hint=ARTIFACT_HINT)
+    try:
+        tensors = load_file(str(file))
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise ModelError(f"cannot load the weights in {file}: {exc}", hint=ARTIFACT_HINT) from None
+    missing = [key for key in missing if key not in meta.tied]
+    if missing or unexpected:
+        raise ModelError(
+            f"{file} does not match model.json (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]})",
+            hint=ARTIFACT_HINT,
+        )
+
+
+def _check_ties(model: nn.Module, meta: ModelMeta, path: Path) -> None:
+    """Every weight saved through its partner must be that very tensor after loading."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for key, partner in meta.tied.items():
+        if key not in params or partner not in params or params[key] is not params[partner]:
+            raise ModelError(
+                f"{path}: {key} should share its tensor with {partner} but does not",
+                hint="the artifact's gpt2_config must keep tie_word_embeddings as when saved",
+            )
+
+
+def _load_tokenizer(path: Path) -> Any | None:
+    folder = path / TOKENIZER_DIR
+    if not folder.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        message = f"cannot load the tokenizer in {folder}: {exc}"
+        raise ModelError(message, hint=ARTIFACT_HINT) from None

@@ -1,0 +1,133 @@
+"""Model artifacts: save/load round trips, tied weights, tokenizer, atomic writes, corruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+import moectl
+from moectl.config import ModelConfig, MoEConfig
+from moectl.errors import ModelError
+from moectl.model.factory import apply_moe, build_model
+from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.routing import moe_layers
+
+IDS = torch.arange(24).remainder(50).reshape(2, 12)
+
+
+def tiny(moe: MoEConfig | None = None):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=2, n_embd=32, n_head=2), 50, 16, eos_token_id=0)
+    if moe is not None:
+        apply_moe(model, moe, seed=1)
+    return model.eval()
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+def small_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=50, special_tokens=["<eos>", "<unk>"])
+    tok.train_from_iterator(["def f(x): return x + 1", "two plus two is four"] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>")
+
+
+def test_dense_round_trip_identical_logits_and_tie(tmp_path):
+    model = tiny()
+    meta = ModelMeta(step=7, metrics={"eval_loss": 3.5}, tokenizer={"name": "t", "hash": "ab"})
+    save_model(model, tmp_path / "m", meta)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
+    loaded = load_model(tmp_path / "m")
+    assert not loaded.model.training and loaded.tokenizer is None
+    assert torch.equal(logits(loaded.model), logits(model))
+    assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
+    assert loaded.meta.step == 7 and loaded.meta.metrics == {"eval_loss": 3.5}
+    assert loaded.meta.tied == {"lm_head.weight": "transformer.wte.weight"}
+    assert loaded.meta.gpt2_config["n_embd"] == 32 and loaded.meta.moe is None
+    assert loaded.meta.tokenizer == {"name": "t", "hash": "ab"}
+
+
+def test_moe_round_trip_identical_logits_and_layout(tmp_path):
+    cfg = MoEConfig(enabled=True, last_n=1, n_experts=4, top_k=2, perturbation_std=0.05)
+    model = tiny(cfg)
+    save_model(model, tmp_path / "moe", ModelMeta(moe=cfg))
+    loaded = moectl.load_model(tmp_path / "moe")
+    assert loaded.meta.moe_layers == [1]
+    layers = moe_layers(loaded.model)
+    assert list(layers) == [1] and (layers[1].n_experts, layers[1].top_k) == (4, 2)
+    assert torch.equal(logits(loaded.model), logits(model))
+    assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
+    assert loaded.meta.moe.last_n == 1  # the config is kept as given; layers are resolved
+
+
+def test_moe_config_is_derived_from_the_model_when_not_given(tmp_path):
+    model = tiny(MoEConfig(enabled=True, layers=[0], n_experts=3, top_k=1, noise_std=0.2))
+    save_model(model, tmp_path / "moe", ModelMeta())
+    meta = load_model(tmp_path / "moe").meta
+    assert (meta.moe.n_experts, meta.moe.top_k, meta.moe.noise_std) == (3, 1, 0.2)
+    assert meta.moe_layers == [0]
+
+
+def test_tokenizer_saved_and_returned(tmp_path):
+    tok = small_tokenizer()
+    save_model(tiny(), tmp_path / "m", ModelMeta(), tokenizer=tok)
+    loaded = load_model(tmp_path / "m")
+    text = "def f(x): return two"
+    assert loaded.tokenizer.encode(text) == tok.encode(text)
+    assert loaded.meta.tokenizer["vocab_size"] == len(tok)
+    assert loaded.meta.tokenizer["eos_id"] == tok.eos_token_id
+
+
+def test_overwrite_is_atomic_and_leaves_no_temp_dirs(tmp_path):
+    save_model(tiny(), tmp_path / "m", ModelMeta(step=1))
+    save_model(tiny(), tmp_path / "m", ModelMeta(step=2))
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert load_model(tmp_path / "m").meta.step == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    with pytest.raises(ModelError, match="refusing to overwrite"):
+        save_model(tiny(), tmp_path / "other", ModelMeta())
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+
+
+def test_missing_and_corrupt_artifacts_are_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="no model artifact"):
+        load_model(tmp_path / "absent")
+    path = save_model(tiny(), tmp_path / "m", ModelMeta())
+    weights = (path / "model.safetensors").read_bytes()
+
+    (path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelError, match="cannot load the weights"):
+        load_model(path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=r"no model\.safetensors"):
+        load_model(path)
+
+    (path / "model.safetensors").write_bytes(weights)
+    meta = json.loads((path / "model.json").read_text())
+    (path / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model(path)
+    (path / "model.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ModelError, match="format 99"):
+        load_model(path)
+    wrong_width = {**meta, "gpt2_config": {**meta["gpt2_config"], "n_embd": 64}}
+    (path / "model.json").write_text(json.dumps(wrong_width))
+    with pytest.raises(ModelError, match="cannot load the weights"):
+        load_model(path)
+    moe = {**meta, "moe": MoEConfig(enabled=True, last_n=1).model_dump(), "moe_layers": [1]}
+    (path / "model.json").write_text(json.dumps(moe))
+    with pytest.raises(ModelError, match="does not match"):
+        load_model(path)
+    untied = {**meta, "gpt2_config": {**meta["gpt2_config"], "tie_word_embeddings": False}}
+    (path / "model.json").write_text(json.dumps(untied))
+    with pytest.raises(ModelError, match="share its tensor"):
+        load_model(path)
