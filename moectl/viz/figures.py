@@ -1,0 +1,265 @@
+"""Matplotlib figures of a study, each from plain data (results, run logs) to a written file.
+
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot state), so they are safe to
+draw from a library call or a test without a display. Each function returns the written path,
+or None when its data is absent (the caller says why).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from moectl.analysis.results import EvaluationResult
+from moectl.analysis.runs import RunLogs
+from moectl.viz.palette import domain_color, expert_color, run_color
+
+DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format=path.suffix.lstrip("."))
+    return path
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def routing_heatmaps(result: EvaluationResult, path: Path) -> Path | None:
+    """Domain x expert share heatmaps, one panel per MoE layer, for one evaluated model."""
+    if not result.routing:
+        return None
+    rows, cols = _grid(len(result.routing))
+    n_experts = result.routing[0].n_experts
+    fig = Figure(
+        layout="constrained", figsize=(1.0 + 0.55 * n_experts * cols + 1.2, 0.6 + 0.55 * 4 * rows)
+    )
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for i, (ax, layer) in enumerate(zip(axes.flat, result.routing, strict=False)):
+        domains = [d for d in layer.domains if d in layer.domain_fractions]
+        matrix = np.array([layer.domain_fractions[d] for d in domains])
+        image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=max(matrix.max(), 1e-9))
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value < 0.6 * matrix.max() else "black",
+            )
+        ax.set_xticks(range(layer.n_experts))
+        ax.set_yticks(range(len(domains)), labels=domains)
+        for label, domain in zip(ax.get_yticklabels(), domains, strict=True):
+            label.set_color(domain_color(domain, layer.domains))
+            label.set_fontweight("bold")
+        ax.set_xlabel("expert")
+        if i % cols == 0:
+            ax.set_ylabel("domain")
+        spec = layer.specialization
+        ax.set_title(
+            f"layer {layer.layer}: NMI {spec.nmi:.3f} (uniform {spec.baseline_nmi:.3f})",
+            fontsize=9,
+        )
+    for ax in list(axes.flat)[len(result.routing) :]:
+        ax.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="share of the domain's tokens")
+    fig.suptitle(f"{result.name}: which experts each domain's tokens go to (top-{result.top_k})")
+    return _save(fig, path)
+
+
+def _routing_runs(runs: list[RunLogs]) -> list[RunLogs]:
+    return [run for run in runs if run.routing]
+
+
+def _layer_series(run: RunLogs, key: str) -> dict[str, tuple[list[int], list[float]]]:
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for row in run.routing or []:
+        for layer, values in (row.get("layers") or {}).items():
+            if values.get(key) is None:
+                continue
+            steps, ys = series.setdefault(str(layer), ([], []))
+            steps.append(int(row["step"]))
+            ys.append(float(values[key]))
+    return dict(sorted(series.items(), key=lambda kv: int(kv[0])))
+
+
+def _n_experts(run: RunLogs) -> int | None:
+    for row in run.routing or []:
+        for values in (row.get("layers") or {}).values():
+            if values.get("fractions"):
+                return len(values["fractions"])
+    return None
+
+
+def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+    """Mean router entropy per layer against step, one panel per run with routing logs."""
+    runs = _routing_runs(runs)
+    if not runs:
+        return None
+    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.4))
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    for ax, run in zip(axes, runs, strict=True):
+        for i, (layer, (steps, values)) in enumerate(_layer_series(run, "entropy").items()):
+            ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+        n_experts = _n_experts(run)
+        if n_experts:
+            ax.axhline(math.log(n_experts), color="gray", ls="--", lw=1, label="uniform router")
+        ax.set_title(run.name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("router entropy (nats)")
+    fig.suptitle("Router entropy over training")
+    return _save(fig, path)
+
+
+def collapse_trajectory(runs: list[RunLogs], path: Path) -> Path | None:
+    """Busiest expert's share per layer against step, with the collapse threshold and events."""
+    runs = _routing_runs(runs)
+    if not runs:
+        return None
+    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.6))
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    for ax, run in zip(axes, runs, strict=True):
+        series = _layer_series(run, "max_fraction")
+        for i, (layer, (steps, values)) in enumerate(series.items()):
+            ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+        ax.axhline(
+            run.collapse_threshold,
+            color="black",
+            ls="--",
+            lw=1,
+            label=f"threshold {run.collapse_threshold:.2f}",
+        )
+        n_experts = _n_experts(run)
+        if n_experts:
+            ax.axhline(1 / n_experts, color="gray", ls=":", lw=1, label="uniform share")
+        layer_order = list(series)
+        events = run.collapse_events()
+        for event in events:
+            for layer in event["layers"]:
+                if str(layer) in series:
+                    steps, values = series[str(layer)]
+                    y = values[steps.index(event["step"])] if event["step"] in steps else 1.0
+                    ax.plot(
+                        event["step"],
+                        y,
+                        marker="x",
+                        color=expert_color(layer_order.index(str(layer))),
+                        ms=8,
+                        mew=2,
+                    )
+        stop = next((e["step"] for e in events if e["stop"]), None)
+        if stop is not None:
+            ax.axvline(stop, color="red", lw=1.2, label=f"collapse stop (step {stop})")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(run.name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("busiest expert's share of tokens")
+    fig.suptitle("Expert utilization: collapse trajectory (x = collapse warning)")
+    return _save(fig, path)
+
+
+def domain_losses(runs: list[RunLogs], path: Path) -> Path | None:
+    """Train (thin) and eval (bold) loss per domain against step, a panel per domain."""
+    domains: list[str] = []
+    for run in runs:
+        for row in run.eval + run.train:
+            for domain in row.get("domain_loss") or {}:
+                if domain not in domains:
+                    domains.append(domain)
+    if not domains:
+        return None
+    fig = Figure(layout="constrained", figsize=(4.0 * len(domains), 3.4))
+    axes = fig.subplots(1, len(domains), squeeze=False)[0]
+    for ax, domain in zip(axes, domains, strict=True):
+        for i, run in enumerate(runs):
+            for rows, style in (
+                (run.train, dict(lw=0.8, alpha=0.45)),
+                (run.eval, dict(lw=2, marker="o", ms=3)),
+            ):
+                points = [
+                    (r["step"], r["domain_loss"][domain])
+                    for r in rows
+                    if (r.get("domain_loss") or {}).get(domain) is not None
+                ]
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    label = f"{run.name} eval" if rows is run.eval else f"{run.name} train"
+                    ax.plot(steps, values, color=run_color(i), label=label, **style)
+        ax.set_title(domain, color=domain_color(domain, domains), fontweight="bold")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Loss per domain (bold: eval, thin: train)")
+    return _save(fig, path)
+
+
+def lb_loss_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+    """The load-balancing loss of each MoE run's train rows against step (1.0 = balanced)."""
+    plotted = False
+    fig = Figure(layout="constrained", figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    for i, run in enumerate(runs):
+        points = [(r["step"], r["lb_loss"]) for r in run.train if r.get("lb_loss") is not None]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, color=run_color(i), label=run.name)
+            plotted = True
+    if not plotted:
+        return None
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="perfect balance")
+    ax.set_xlabel("step")
+    ax.set_ylabel("load-balancing loss")
+    ax.set_title("Load-balancing loss over training")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def token_type_bars(result: EvaluationResult, path: Path) -> Path | None:
+    """Expert shares of each token type (stacked bars), a panel per layer and domain group."""
+    panels = [(layer, tt) for layer in result.routing for tt in layer.token_types]
+    if not panels:
+        return None
+    groups = sorted({tt.group for _, tt in panels})
+    layers = [layer.layer for layer in result.routing]
+    fig = Figure(layout="constrained", figsize=(5.5 * len(groups), 1.0 + 3.0 * len(layers)))
+    axes = fig.subplots(len(layers), len(groups), squeeze=False)
+    n_experts = result.routing[0].n_experts
+    for layer, tt in panels:
+        ax = axes[layers.index(layer.layer)][groups.index(tt.group)]
+        types = [t for t in tt.types if tt.tokens.get(t, 0) > 0]
+        left = np.zeros(len(types))
+        for expert in range(n_experts):
+            widths = np.array([tt.fractions[t][expert] for t in types])
+            ax.barh(
+                types,
+                widths,
+                left=left,
+                color=expert_color(expert),
+                label=f"expert {expert}" if (layer, tt) == panels[0] else None,
+            )
+            left += widths
+        ax.set_yticks(range(len(types)), labels=[f"{t} ({tt.tokens[t]})" for t in types])
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of the type's assignments")
+        spec = tt.specialization
+        ax.set_title(
+            f"{tt.domain} tokens, layer {layer.layer}: NMI {spec.nmi:.3f} "
+            f"(uniform {spec.baseline_nmi:.3f})",
+            fontsize=9,
+            color=domain_color(tt.domain, result.routing[0].domains),
+        )
+    fig.legend(loc="outside lower center", ncol=min(n_experts, 8), fontsize=7)
+    fig.suptitle(f"{result.name}: token-type routing (bars: share of each expert)")
+    return _save(fig, path)

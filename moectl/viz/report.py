@@ -1,0 +1,243 @@
+"""report.html: one self-contained page that summarises a study.
+
+Figures are embedded (PNG as base64, SVG inline) so the page can be mailed or archived alone; the
+token routing page is linked by a relative path because it is large and stands on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from moectl.analysis.metrics import NMI_NORMALIZATION
+from moectl.analysis.results import EvaluationResult, write_text_atomic
+from moectl.analysis.runs import RunLogs
+from moectl.viz.palette import domain_color
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; color: #222; max-width: 1200px;
+  padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f4f4f4; }
+td.best { font-weight: bold; background: #e8f5e9; }
+figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.9em; }
+p.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _table(header: list[str], rows: list[list[str]], best: dict[int, int] | None = None) -> str:
+    """An HTML table from HTML cells; `best` maps a column to the row whose cell is best."""
+    best = best or {}
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = []
+    for r, row in enumerate(rows):
+        cells = "".join(
+            f"<td class='best'>{cell}</td>" if best.get(c) == r else f"<td>{cell}</td>"
+            for c, cell in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _best_rows(values: list[list[float | None]], lower_is_better: list[bool]) -> dict[int, int]:
+    best = {}
+    for c, lower in enumerate(lower_is_better):
+        column = [(v[c], r) for r, v in enumerate(values) if v[c] is not None]
+        if len(column) > 1:
+            best[c] = (min(column) if lower else max(column))[1]
+    return best
+
+
+def _runs_section(runs: list[RunLogs]) -> str:
+    rows = []
+    for run in runs:
+        moe = run.config.get("moe") or {}
+        kind = (
+            f"MoE top-{moe.get('top_k')} x{moe.get('n_experts')}, lb {moe.get('lb_coef')}"
+            if run.is_moe
+            else "dense"
+        )
+        last_train = run.train[-1] if run.train else {}
+        last_eval = run.eval[-1] if run.eval else {}
+        events = run.collapse_events()
+        rows.append(
+            [
+                html.escape(run.name),
+                html.escape(kind),
+                str(last_train.get("step", "-")),
+                f"{last_eval['loss']:.3f}" if last_eval.get("loss") is not None else "-",
+                str(len(events)) if run.routing is not None else "no routing log",
+            ]
+        )
+    return "<h2>Runs compared</h2>" + _table(
+        ["run", "model", "steps", "last eval loss", "collapse warnings"], rows
+    )
+
+
+def _loss_section(results: list[EvaluationResult]) -> str:
+    domains: list[str] = []
+    for result in results:
+        domains += [d for d in result.domain_loss if d not in domains]
+    header = ["model", "loss", "ppl"] + [
+        f"<span style='color:{domain_color(d, domains)}'>{html.escape(d)}</span> loss"
+        for d in domains
+    ]
+    values: list[list[float | None]] = []
+    rows = []
+    for result in results:
+        numbers = [None, result.loss, result.ppl] + [result.domain_loss.get(d) for d in domains]
+        values.append(numbers)
+        rows.append(
+            [html.escape(result.name)] + [f"{v:.3f}" if v is not None else "-" for v in numbers[1:]]
+        )
+    table = _table(header, rows, _best_rows(values, [True] * len(header)))
+    split = results[0].split if results else "eval"
+    corpus = results[0].corpus_name if results else ""
+    return (
+        f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split)</h2>"
+        + table
+        + "<p class='note'>Mean next-token cross-entropy (nats); best per column in bold.</p>"
+    )
+
+
+def _specialization_section(results: list[EvaluationResult]) -> str:
+    rows = []
+    for result in results:
+        if not result.routing:
+            rows.append([html.escape(result.name), "dense", "-", "-", "-", "-", "-"])
+            continue
+        for layer in result.routing:
+            spec = layer.specialization
+            tops = ", ".join(
+                f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x"
+                for d, t in layer.top_expert.items()
+            )
+            types = ", ".join(
+                f"{html.escape(tt.domain)} {tt.specialization.nmi:.3f} "
+                f"(uniform {tt.specialization.baseline_nmi:.3f})"
+                for tt in layer.token_types
+            )
+            rows.append(
+                [
+                    html.escape(result.name),
+                    str(layer.layer),
+                    f"{spec.nmi:.3f}",
+                    f"{spec.baseline_nmi:.3f} &plusmn; {spec.baseline_nmi_std:.3f}",
+                    f"{layer.max_over_mean:.2f}",
+                    tops,
+                    types or "-",
+                ]
+            )
+    return (
+        "<h2>Specialization</h2>"
+        + _table(
+            [
+                "model",
+                "layer",
+                "NMI(domain; expert)",
+                "uniform-router baseline",
+                "imbalance max/mean",
+                "top expert share / uniform",
+                "token-type NMI",
+            ],
+            rows,
+        )
+        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The baseline is the mean "
+        "NMI with domain labels permuted across the same tokens (a router that ignores the "
+        "domain).</p>"
+    )
+
+
+def _collapse_section(runs: list[RunLogs]) -> str:
+    rows = []
+    for run in runs:
+        if run.routing is None:
+            continue
+        events = run.collapse_events()
+        if not events:
+            rows.append([html.escape(run.name), "none", "-", "-"])
+            continue
+        first_by_layer: dict[int, int] = {}
+        for event in events:
+            for layer in event["layers"]:
+                first_by_layer.setdefault(int(layer), event["step"])
+        stop = next((e["step"] for e in events if e["stop"]), None)
+        rows.append(
+            [
+                html.escape(run.name),
+                ", ".join(f"layer {layer} at step {s}" for layer, s in first_by_layer.items()),
+                str(len(events)),
+                f"step {stop}" if stop is not None else "no",
+            ]
+        )
+    if not rows:
+        return ""
+    return (
+        "<h2>Collapse events</h2>"
+        + _table(["run", "first warning", "warnings", "stopped"], rows)
+        + "<p class='note'>A warning is a router-log step where one expert took more than the "
+        "threshold of a layer's assignments.</p>"
+    )
+
+
+def _embed(figure: Path) -> str:
+    caption = html.escape(figure.stem.replace("-", " ").replace("_", " "))
+    if figure.suffix == ".svg":
+        svg = figure.read_text(encoding="utf-8")
+        body = svg[svg.find("<svg") :]
+    else:
+        data = base64.b64encode(figure.read_bytes()).decode("ascii")
+        body = f"<img alt='{caption}' src='data:image/png;base64,{data}'>"
+    return f"<figure>{body}<figcaption>{caption}</figcaption></figure>"
+
+
+def render_report(
+    runs: list[RunLogs],
+    results: list[EvaluationResult],
+    figures: list[Path],
+    token_page: Path | None,
+    base: Path,
+    title: str = "moectl study report",
+) -> str:
+    """The report's HTML text; `base` is the folder the page will live in (for links)."""
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p class='note'>Written {created} by moectl.</p>",
+    ]
+    if runs:
+        parts.append(_runs_section(runs))
+    if results:
+        parts.append(_loss_section(results))
+        parts.append(_specialization_section(results))
+    parts.append(_collapse_section(runs))
+    if token_page is not None:
+        link = os.path.relpath(token_page, base)
+        parts.append(
+            "<h2>Token routing</h2><p>Sample texts with each token coloured by its expert: "
+            f"<a href='{html.escape(link)}'>{html.escape(link)}</a></p>"
+        )
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts.extend(_embed(f) for f in figures)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    path: Path,
+    runs: list[RunLogs],
+    results: list[EvaluationResult],
+    figures: list[Path],
+    token_page: Path | None = None,
+) -> Path:
+    """Write report.html to `path` (atomically) and return it."""
+    return write_text_atomic(path, render_report(runs, results, figures, token_page, path.parent))

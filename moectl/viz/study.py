@@ -1,0 +1,119 @@
+"""`visualize_study`: every figure, the token page and report.html for a set of runs and results.
+
+A figure whose data is missing (a dense run has no routing log, a run without routing.jsonl, no
+evaluation results yet) is skipped with a warning instead of failing the whole study.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from moectl.analysis.results import EvaluationResult
+from moectl.analysis.runs import RunLogs, load_run
+from moectl.errors import MoectlError
+from moectl.progress import ProgressCallback, report
+from moectl.viz import figures
+from moectl.viz.report import write_report
+from moectl.viz.tokens_html import write_token_page
+
+FigureFormat = Literal["png", "svg"]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def visualize_study(
+    run_dirs: list[Path],
+    eval_results: list[EvaluationResult],
+    out_dir: Path,
+    fmt: FigureFormat = "png",
+    *,
+    report_path: Path | None = None,
+    warnings: list[str] | None = None,
+    callback: ProgressCallback | None = None,
+) -> list[Path]:
+    """Write the study's figures to `out_dir`, tokens.html beside them and report.html at
+    `report_path` (default out_dir/report.html); returns every written path. Skipped figures are
+    explained in `warnings` when a list is passed."""
+    if fmt not in ("png", "svg"):
+        raise MoectlError(f"unknown figure format '{fmt}'", hint="use --format png or svg")
+    if not run_dirs and not eval_results:
+        raise MoectlError(
+            "nothing to visualize", hint="pass run directories and/or evaluation result files"
+        )
+    notes = warnings if warnings is not None else []
+    runs = [load_run(Path(p)) for p in run_dirs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    tasks = _run_figures(runs, notes) + _result_figures(eval_results, notes)
+    for done, (stem, draw, reason) in enumerate(tasks):
+        report(callback, "visualize", done, len(tasks), message=stem)
+        path = draw(out_dir / f"{stem}.{fmt}")
+        if path is None:
+            notes.append(reason)
+        else:
+            written.append(path)
+    report(callback, "visualize", len(tasks), len(tasks))
+    figures_only = list(written)
+    token_page = None
+    if any(r.samples for r in eval_results):
+        token_page = write_token_page(eval_results, out_dir / "tokens.html")
+        written.append(token_page)
+    elif eval_results:
+        notes.append("no evaluated MoE model has routed samples: token page skipped")
+    report_file = report_path or out_dir / "report.html"
+    written.append(write_report(report_file, runs, eval_results, figures_only, token_page))
+    return written
+
+
+def _run_figures(runs: list[RunLogs], notes: list[str]):
+    if not runs:
+        return []
+    for run in runs:
+        if run.routing is None:
+            notes.append(f"{run.name}: no routing.jsonl, so no routing figures for it")
+    return [
+        ("domain-loss", lambda p: figures.domain_losses(runs, p), "no per-domain losses logged"),
+        (
+            "router-entropy",
+            lambda p: figures.entropy_over_training(runs, p),
+            "no run has a routing log: router entropy figure skipped",
+        ),
+        (
+            "collapse-trajectory",
+            lambda p: figures.collapse_trajectory(runs, p),
+            "no run has a routing log: collapse trajectory skipped",
+        ),
+        (
+            "lb-loss",
+            lambda p: figures.lb_loss_over_training(runs, p),
+            "no run logged a load-balancing loss: lb-loss figure skipped",
+        ),
+    ]
+
+
+def _result_figures(results: list[EvaluationResult], notes: list[str]):
+    tasks = []
+    for result in results:
+        if not result.routing:
+            notes.append(f"{result.name}: dense model, no routing heatmap or token-type figure")
+            continue
+        slug = _slug(result.name)
+        tasks.append(
+            (
+                f"routing-heatmap-{slug}",
+                lambda p, r=result: figures.routing_heatmaps(r, p),
+                f"{result.name}: no routing to draw",
+            )
+        )
+        tasks.append(
+            (
+                f"token-types-{slug}",
+                lambda p, r=result: figures.token_type_bars(r, p),
+                f"{result.name}: no code or math domain, token-type figure skipped",
+            )
+        )
+    return tasks
