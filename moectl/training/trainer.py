@@ -143,6 +143,7 @@ class _Trainer:
         self.best_step: int | None = None
         self.best_loss: float | None = None
         self.last_eval: dict[str, float] = {}
+        self.last_eval_metrics: dict[str, Any] = {}
         self.last_train_loss: float | None = None
         self.last_checkpoint: Path | None = None
         self.resumed_from: Path | None = None
@@ -433,6 +434,7 @@ class _Trainer:
             "z_loss": result.z_loss if self.moe_layers else None,
         }
         self.last_eval = {"loss": result.loss, **{f"loss/{k}": v for k, v in domain_loss.items()}}
+        self.last_eval_metrics = {"eval_loss": result.loss, "eval_domain_loss": domain_loss}
         self._write("metrics", row, "eval")
         report(
             self.callback,
@@ -445,7 +447,7 @@ class _Trainer:
         if self.best_loss is None or result.loss < self.best_loss:
             self.best_loss, self.best_step = result.loss, self.step
             if self.ctx.is_main:
-                metrics = {"eval_loss": result.loss, "eval_domain_loss": domain_loss}
+                metrics = self.last_eval_metrics
                 meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
                 save_model(
                     self.core,
@@ -488,7 +490,7 @@ class _Trainer:
         self.saved_step = self.step
         state = self._trainer_state()
         if self.ctx.is_main:
-            metrics = {"train_loss": self.last_train_loss, **self.last_eval}
+            metrics = {"train_loss": self.last_train_loss, **self.last_eval_metrics}
             meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
             self.last_checkpoint = write_checkpoint(
                 self.run_dir,
