@@ -1,0 +1,172 @@
+"""evaluate_models on a tiny prepared corpus and tiny dense / MoE GPT-2 models (untrained)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moectl.analysis.evaluate import EvaluationOptions, corpus_for, evaluate_models, save_results
+from moectl.analysis.results import load_results
+from moectl.analysis.tokentypes import CODE_TYPES
+from moectl.config import DataConfig, ModelConfig, MoEConfig
+from moectl.data.prepare import prepare_corpus
+from moectl.data.store import load_corpus
+from moectl.errors import ModelError, MoectlError
+from moectl.model.factory import apply_moe, build_model
+from moectl.model.io import ModelMeta, save_model
+
+DOMAINS = ("code", "math", "prose")
+
+
+def _write_texts(root: Path) -> None:
+    for i in range(30):
+        texts = {
+            "code": f"def f{i}(x):\n    '''Add {i}.'''\n    return x + {i}  # sum\n\n"
+            f"class C{i}:\n    pass\n",
+            "math": f"Question: what is {i} times 3 plus 7? Answer: {i} * 3 + 7 = {3 * i + 7}.",
+            "prose": f"The river number {i} winds past old hills, and the villagers tell stories.",
+        }
+        for domain, text in texts.items():
+            folder = root / domain
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i:02d}.txt").write_text(text * 2, encoding="utf-8")
+
+
+def make_run(root: Path, name: str, corpus_path: Path, moe: MoEConfig | None) -> Path:
+    """A run directory holding an untrained tiny model in best/, as `moectl train` lays it out."""
+    corpus = load_corpus(corpus_path)
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(n_layer=2, n_embd=32, n_head=2),
+        corpus.manifest.tokenizer.vocab_size,
+        corpus.block_size,
+        eos_token_id=corpus.manifest.tokenizer.eos_id,
+    )
+    if moe is not None:
+        apply_moe(model, moe, seed=1)
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"name: {name}\n", encoding="utf-8")
+    (run / "run.json").write_text(json.dumps({"data_dir": str(corpus_path)}), encoding="utf-8")
+    meta = ModelMeta(step=5, tokenizer=corpus.manifest.tokenizer.model_dump())
+    save_model(model, run / "best", meta, tokenizer=corpus.tokenizer())
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny three-domain corpus plus dense, top-1 and top-2 MoE runs (4 experts, 2 layers)."""
+    root = tmp_path_factory.mktemp("study")
+    _write_texts(root / "texts")
+    config = DataConfig(
+        source="files",
+        domains=list(DOMAINS),
+        files={d: [str(root / "texts" / d / "*.txt")] for d in DOMAINS},
+        tokenizer="bpe:300",
+        block_size=32,
+        eval_fraction=0.1,
+        eval_max_fraction=0.2,
+    )
+    prepare_corpus(config, root / "mix")
+    moe = MoEConfig(enabled=True, last_n=2, n_experts=4, top_k=1)
+    return {
+        "corpus": root / "mix",
+        "dense": make_run(root, "dense", root / "mix", None),
+        "moe": make_run(root, "moe", root / "mix", moe),
+        "top2": make_run(root, "top2", root / "mix", moe.model_copy(update={"top_k": 2})),
+    }
+
+
+def test_evaluate_dense_and_moe(tiny_study) -> None:
+    corpus = load_corpus(tiny_study["corpus"])
+    options = EvaluationOptions(batch_size=4, n_permutations=5, samples_per_domain=1)
+    dense, moe, top2 = evaluate_models(
+        [tiny_study["dense"], tiny_study["moe"], tiny_study["top2"]],
+        corpus,
+        max_blocks=9,
+        options=options,
+    )
+    assert dense.kind == "dense" and not dense.routing and dense.notes
+    assert moe.kind == "moe" and moe.moe_layers == [0, 1] and moe.top_k == 1
+    for result in (dense, moe, top2):
+        assert result.blocks == 9 and result.tokens == 9 * 32
+        assert set(result.domain_loss) == set(DOMAINS)
+        # An untrained model is close to uniform over the vocabulary.
+        vocab = corpus.manifest.tokenizer.vocab_size
+        assert abs(result.loss - np.log(vocab)) < 1.0
+        assert result.ppl == pytest.approx(np.exp(result.loss))
+        weighted = sum(result.domain_loss[d] * result.domain_tokens[d] for d in DOMAINS)
+        assert weighted / sum(result.domain_tokens.values()) == pytest.approx(result.loss)
+    for result, k in ((moe, 1), (top2, 2)):
+        for layer in result.routing:
+            assert layer.tokens == 9 * 32
+            assert sum(map(sum, layer.counts)) == 9 * 32 * k
+            assert sum(layer.utilization) == pytest.approx(1.0)
+            for fractions in layer.domain_fractions.values():
+                assert sum(fractions) == pytest.approx(1.0)
+            assert 0 <= layer.specialization.nmi <= 1
+            assert 0 < layer.entropy <= np.log(4) + 1e-6
+            code = next(tt for tt in layer.token_types if tt.group == "code")
+            assert code.types == list(CODE_TYPES)
+            assert code.tokens["keyword"] > 0 and code.tokens["name"] > 0
+            assert sum(code.tokens.values()) <= result.domain_tokens["code"] + 3
+    assert [s.domain for s in moe.samples] == list(DOMAINS)
+    sample = moe.samples[0]
+    assert set(sample.layers) == {"0", "1"} and len(sample.layers["0"]) == len(sample.tokens)
+    assert all(w == 1.0 for w in sample.weights["0"])  # top-1 forward weight is exactly 1
+
+
+def test_routing_counts_match_a_direct_forward(tiny_study) -> None:
+    from moectl.model.io import load_model
+    from moectl.model.routing import last_router_stats
+
+    corpus = load_corpus(tiny_study["corpus"])
+    options = EvaluationOptions(batch_size=2, n_permutations=2)
+    (result,) = evaluate_models([tiny_study["moe"]], corpus, max_blocks=3, options=options)
+    loaded = load_model(tiny_study["moe"] / "best")
+    domains = list(corpus.eval["domain"])
+    picked = [domains.index(d) for d in range(3)]  # round-robin: each domain's first block
+    ids = torch.tensor(corpus.eval.select(picked)["input_ids"], dtype=torch.long)
+    with torch.no_grad():
+        loaded.model(input_ids=ids)
+    stats = last_router_stats(loaded.model)
+    for layer in result.routing:
+        chosen = stats[layer.layer].expert_index[:, 0].numpy()
+        expected = np.bincount(chosen, minlength=4)
+        assert np.array_equal(np.sum(layer.counts, axis=0), expected)
+
+
+def test_results_round_trip_and_default_paths(tiny_study, tmp_path: Path) -> None:
+    corpus = load_corpus(tiny_study["corpus"])
+    assert corpus_for([tiny_study["moe"]]) == tiny_study["corpus"]
+    results = evaluate_models(
+        [tiny_study["moe"]], corpus, max_blocks=3, options=EvaluationOptions(n_permutations=2)
+    )
+    (path,) = save_results(results)
+    assert path == tiny_study["moe"] / "eval" / "mix.json"
+    assert load_results(path) == results
+    (combined,) = save_results(results, tmp_path / "all.json")
+    assert load_results(combined) == results
+
+
+def test_tokenizer_mismatch_and_bad_paths(tiny_study, tmp_path: Path) -> None:
+    corpus = load_corpus(tiny_study["corpus"])
+    meta_path = tiny_study["dense"] / "best" / "model.json"
+    other = tmp_path / "other"
+    other.mkdir()
+    for item in (tiny_study["dense"] / "best").iterdir():
+        if item.is_file():
+            (other / item.name).write_bytes(item.read_bytes())
+    meta = json.loads(meta_path.read_text())
+    meta["tokenizer"]["hash"] = "0" * 16
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="tokenizer"):
+        evaluate_models([other], corpus, max_blocks=2)
+    with pytest.raises(MoectlError, match="does not exist"):
+        evaluate_models([tmp_path / "missing"], corpus)
+    with pytest.raises(MoectlError, match="neither a run directory"):
+        evaluate_models([tmp_path], corpus)
