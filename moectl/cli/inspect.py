@@ -18,7 +18,9 @@ def detect_kind(path: Path) -> str:
             hint="inspect accepts a prepared corpus, a run directory, a checkpoint or a model dir",
         )
     if path.is_dir():
-        if (path / "manifest.json").exists():
+        if (path / "manifest.json").exists() or (
+            (path / "train").is_dir() and (path / "eval").is_dir()
+        ):
             return "corpus"
         if (path / "config.yaml").exists() and (
             (path / "metrics.jsonl").exists() or (path / "checkpoints").is_dir()
