@@ -111,8 +111,8 @@ def factor(rng: random.Random, nt: Notation) -> Problem:
         k = rng.choice([2, 3, 4, 5, -2, -3])
         r1, r2 = rng.randint(-6, 6), rng.randint(-6, 6)
         inner = sp.expand((v - r1) * (v - r2))
-        poly = sp.expand(k * v * inner) if rng.random() < 0.5 else sp.expand(k * inner)
-        common = poly / inner
+        common = k * v if rng.random() < 0.5 else sp.Integer(k)
+        poly = sp.expand(common * inner)
         result = sp.Mul(common, (v - r1) * (v - r2))
         steps = [
             f"Take out the common factor {nt.ex(common)}: {nt.eq(poly, sp.Mul(common, inner, evaluate=False))}.",  # noqa: E501
