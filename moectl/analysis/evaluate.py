@@ -260,7 +260,7 @@ def evaluate_loaded(
         for _, recorder in sorted(recorders.items())
     ]
     first = next(iter(layers.values()), None)
-    notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse"]
+    notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse (losses only)"]
     return EvaluationResult(
         name=name,
         model_path=str(model_path),

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from moectl.cli.common import RichProgress, console, domain_style, render_warnings
 from moectl.errors import MoectlError
@@ -113,82 +115,103 @@ def _device(name: str) -> str:
 
 
 def _mark_best(values: list[float | None], lower: bool) -> int | None:
-    present = [(v, i) for i, v in enumerate(values) if v is not None]
-    if len(present) < 2:
+    """Row of the best value, or None when fewer than two values or a tie at 3 decimals."""
+    present = sorted((v, i) for i, v in enumerate(values) if v is not None)
+    if not lower:
+        present.reverse()
+    if len(present) < 2 or round(present[0][0], 3) == round(present[1][0], 3):
         return None
-    return (min(present) if lower else max(present))[1]
+    return present[0][1]
+
+
+def _table(title: str, headers: list[tuple[str, str | None]], rows: list[list[str]]) -> Table:
+    """A compact table whose columns are never narrower than their widest cell (so numbers are
+    not cut to an ellipsis on an 80-column terminal); headers are (text, header style)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for c, (header, style) in enumerate(headers):
+        width = max(
+            [len(line) for row in rows for line in Text.from_markup(row[c]).plain.splitlines()]
+            + [len(line) for line in header.splitlines()]
+        )
+        table.add_column(
+            header,
+            justify="left" if c == 0 else "right",
+            header_style=style or "bold",
+            min_width=width,
+            no_wrap=True,
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def comparison_table(results: list[EvaluationResult], domains: list[str]) -> Table:
     """One row per model; the best value of each numeric column is bold green with a star."""
+    specs = [r.mean_specialization() for r in results]
     columns: list[tuple[str, bool, list[float | None]]] = [
-        ("loss", True, [r.loss for r in results]),
-        ("ppl", True, [r.ppl for r in results]),
+        ("loss", True, [r.loss for r in results])
     ]
     for domain in domains:
-        columns.append((f"{domain} loss", True, [r.domain_loss.get(domain) for r in results]))
-    specs = [r.mean_specialization() for r in results]
+        columns.append((domain, True, [r.domain_loss.get(domain) for r in results]))
     columns.append(("NMI", False, [s.nmi if s else None for s in specs]))
-    columns.append(("uniform NMI", False, [s.baseline_nmi if s else None for s in specs]))
-    columns.append(
-        (
-            "max/mean",
-            True,
-            [max((x.max_over_mean for x in r.routing), default=None) for r in results],
-        )
-    )
-    table = Table(title=f"Evaluation on {results[0].corpus_name} ({results[0].split} split)")
-    table.add_column("model")
-    table.add_column("kind")
-    table.add_column("step", justify="right")
-    for header, _, _ in columns:
-        domain = header.removesuffix(" loss")
-        style = domain_style(domain, domains) if domain in domains else None
-        table.add_column(header, justify="right", header_style=style)
-    best = {
-        c: _mark_best(values, lower)
-        for c, (header, lower, values) in enumerate(columns)
-        if header != "uniform NMI"
-    }
+    best = {c: _mark_best(values, lower) for c, (_, lower, values) in enumerate(columns)}
+    rows = []
     for row, result in enumerate(results):
-        kind = result.kind if result.kind == "dense" else f"moe top-{result.top_k}"
-        cells = [result.name, kind, str(result.step if result.step is not None else "-")]
+        kind = "dense" if result.kind == "dense" else f"top-{result.top_k}x{result.n_experts}"
+        if result.step is not None:
+            kind += f" @{result.step}"
+        cells = [result.name, kind]
         for c, (_, _, values) in enumerate(columns):
             value = values[row]
-            text = "-" if value is None else f"{value:.3f}"
+            text = "-" if value is None else f"{value:.1f}" if value >= 100 else f"{value:.3f}"
             cells.append(f"[bold green]{text}*[/]" if best.get(c) == row else text)
-        table.add_row(*cells)
+        cells[2] += f"\n[dim]ppl {result.ppl:.1f}[/]"
+        spec = specs[row]
+        cells.append(f"{spec.baseline_nmi:.3f}" if spec else "-")
+        rows.append(cells)
+    headers = [("model", None), ("kind", None)]
+    headers += [(h, domain_style(h, domains) if h in domains else None) for h, _, _ in columns]
+    headers.append(("uniform", None))
+    table = _table(
+        f"Evaluation on {results[0].corpus_name} ({results[0].split} split)", headers, rows
+    )
     table.caption = (
-        "* best per column. NMI = MI(domain; expert) / H(domain), mean over MoE layers; "
-        "uniform NMI = the same score with domain labels permuted (a domain-blind router)."
+        "Loss in nats/token (domain columns: that domain's loss); * best per column. "
+        "NMI = MI(domain; expert) / H(domain), mean over MoE layers; uniform = the same "
+        "score with domain labels permuted across tokens (a domain-blind router)."
     )
     return table
 
 
 def routing_table(result: EvaluationResult) -> Table:
     """Per-layer routing of one MoE model: specialization next to its baseline, balance."""
-    table = Table(title=f"{result.name}: routing per MoE layer ({result.tokens} tokens)")
-    for header in ("layer", "NMI", "uniform NMI", "max/mean", "CV", "entropy"):
-        table.add_column(header, justify="right")
-    table.add_column("top expert / uniform share")
-    table.add_column("token-type NMI (uniform)")
+    rows = []
     for layer in result.routing:
         spec = layer.specialization
-        tops = ", ".join(
-            f"{d} e{t.expert} {t.ratio_to_uniform:.2f}x" for d, t in layer.top_expert.items()
+        tops = "\n".join(
+            f"{d} e{t.expert} {t.ratio_to_uniform:.1f}x" for d, t in layer.top_expert.items()
         )
-        types = ", ".join(
+        types = "\n".join(
             f"{tt.domain} {tt.specialization.nmi:.3f} ({tt.specialization.baseline_nmi:.3f})"
             for tt in layer.token_types
         )
-        table.add_row(
-            str(layer.layer),
-            f"{spec.nmi:.3f}",
-            f"{spec.baseline_nmi:.3f}±{spec.baseline_nmi_std:.3f}",
-            f"{layer.max_over_mean:.2f}",
-            f"{layer.cv:.2f}",
-            f"{layer.entropy:.3f}",
-            tops,
-            types or "-",
+        rows.append(
+            [
+                str(layer.layer),
+                f"{spec.nmi:.3f}",
+                f"{spec.baseline_nmi:.3f}",
+                f"{layer.max_over_mean:.2f}",
+                f"{layer.entropy:.3f}",
+                tops,
+                types or "-",
+            ]
         )
+    headers = ["layer", "NMI", "uniform", "max/\nmean", "entropy", "top expert\n/ uniform"]
+    headers.append("token-type NMI\n(uniform)")
+    table = _table(
+        f"{result.name}: routing per MoE layer ({result.tokens} tokens)",
+        [(h, None) for h in headers],
+        rows,
+    )
+    table.caption = "max/mean: busiest expert's share over the mean share; entropy in nats"
     return table

@@ -1,8 +1,103 @@
-"""Placeholder while the command is being built in this session; replaced by its owner."""
+"""`moectl generate`: sample text from a model, optionally showing each token's experts."""
 
-from moectl.errors import MoectlError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from moectl.cli.common import console
+
+if TYPE_CHECKING:
+    from moectl.analysis.generation import GenerationResult
 
 
-def generate() -> None:
-    """Not built yet."""
-    raise MoectlError("generate is not built yet")
+def generate(
+    model: Annotated[Path, typer.Argument(help="A run directory or a model artifact directory.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 50,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Sampling temperature; 0 or unset with no --top-k/--top-p means greedy."
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Sample from the k most likely tokens.")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling probability mass."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+    show_experts: Annotated[
+        bool,
+        typer.Option("--show-experts", help="Show the expert each MoE layer chose per token."),
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+) -> None:
+    """Generate text from a model artifact or a run's best model, with its own tokenizer.
+
+    Greedy by default; --temperature, --top-k and --top-p sample (seeded by --seed).
+    --show-experts prints, for each generated token, the expert every MoE layer routed it to.
+
+    Examples:
+
+      moectl generate runs/moe --prompt "def fibonacci(n):" -n 40
+
+      moectl generate runs/moe/best -p "What is 12 times 7?" --temperature 0.8 --top-p 0.9
+
+      moectl generate runs/moe -p "The history of" --show-experts
+    """
+    from moectl.analysis.generation import generate as run_generation
+    from moectl.analysis.runs import resolve_model
+    from moectl.model.io import load_model
+
+    artifact, _ = resolve_model(model)
+    loaded = load_model(artifact, device=device)
+    sampling = (
+        (temperature is not None and temperature > 0) or top_k is not None or top_p is not None
+    )
+    result = run_generation(
+        loaded,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=(temperature or 1.0) if sampling else 0.0,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    text = Text(prompt, style="bold")
+    text.append(result.text)
+    console.print(text)
+    if show_experts:
+        if result.moe_layers:
+            console.print(expert_table(result))
+        else:
+            console.print("[yellow]dense model: no experts to show[/]")
+
+
+def expert_table(result: GenerationResult) -> Table:
+    """One row per generated token: its text and the expert chosen in each MoE layer."""
+    from moectl.viz.palette import expert_color
+
+    table = Table(title="Experts per generated token (first choice, weight)")
+    table.add_column("#", justify="right")
+    table.add_column("token")
+    for layer in result.moe_layers:
+        table.add_column(f"layer {layer}", justify="center")
+    for position, token in enumerate(result.tokens, start=1):
+        cells = [str(position), repr(token.text)]
+        for layer in result.moe_layers:
+            expert = token.experts.get(layer)
+            if expert is None:
+                cells.append("-")
+                continue
+            cells.append(
+                f"[bold {expert_color(expert)}]e{expert}[/] {token.weights.get(layer, 0.0):.2f}"
+            )
+        table.add_row(*cells)
+    return table
