@@ -8,6 +8,7 @@ each chunk's ids are flattened straight out of Arrow.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,37 +29,65 @@ def tokenize_texts(
 ) -> np.ndarray:
     """All texts' ids as one flat int32 array, each text followed by the EOS id."""
     import datasets
-    import pyarrow.compute as pc
 
-    eos = tokenizer.eos_token_id
+    encode = _BatchEncoder(tokenizer)
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-
-    def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [[*row, eos] for row in ids]}
-
     pieces: list[np.ndarray] = []
     with quiet_datasets():
         for start in range(0, len(texts), CHUNK_TEXTS):
             chunk = texts[start : start + CHUNK_TEXTS]
             procs = min(num_proc, max(1, len(chunk) // MAP_BATCH))
-            mapped = datasets.Dataset.from_dict({"text": chunk}).map(
-                encode,
-                batched=True,
-                batch_size=MAP_BATCH,
-                num_proc=procs if procs > 1 else None,
-                remove_columns=["text"],
-                features=features,
-                load_from_cache_file=False,
+            mapped = (
+                datasets.Dataset.from_dict({"text": chunk})
+                .with_format("arrow")
+                .map(
+                    encode,
+                    batched=True,
+                    batch_size=MAP_BATCH,
+                    num_proc=procs if procs > 1 else None,
+                    remove_columns=["text"],
+                    features=features,
+                    load_from_cache_file=False,
+                )
             )
-            column = mapped.data.table.column("input_ids")
-            flat = pc.list_flatten(column.combine_chunks())
-            pieces.append(flat.to_numpy(zero_copy_only=False).astype(np.int32, copy=False))
+            column = mapped.data.table.column("input_ids").combine_chunks()
+            pieces.append(column.flatten().to_numpy(zero_copy_only=False).astype(np.int32))
             if on_chunk is not None:
                 on_chunk(len(chunk))
     if not pieces:
         return np.zeros(0, dtype=np.int32)
     return np.concatenate(pieces)
+
+
+class _BatchEncoder:
+    """Arrow batch of texts -> Arrow list column of ids + EOS, built with numpy, not lists.
+
+    Calls the Rust tokenizer directly (`encode_batch_fast` skips offset tracking, which packing
+    does not need); picklable, so `datasets.map` can ship it to `num_proc` workers.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast) -> None:
+        self.backend = tokenizer.backend_tokenizer
+        self.eos = int(tokenizer.eos_token_id)
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        texts = batch["text"].to_pylist()
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        ids = [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        ends = np.cumsum(lengths)
+        flat = np.fromiter(
+            itertools.chain.from_iterable(ids),
+            dtype=np.int32,
+            count=int(ends[-1]) if len(ids) else 0,
+        )
+        values = np.insert(flat, ends, self.eos)
+        offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+        offsets[1:] = ends + np.arange(1, len(ids) + 1)
+        column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+        return pa.table({"input_ids": column})
 
 
 @contextlib.contextmanager
