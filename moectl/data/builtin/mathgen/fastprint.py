@@ -19,29 +19,63 @@ def _exponent(e: sp.Rational, latex: bool) -> str:
     return rf"^{{\frac{{{e.p}}}{{{e.q}}}}}" if latex else f"^({e.p}/{e.q})"
 
 
-def _monomial(powers: list[tuple[str, sp.Rational]], latex: bool) -> str:
-    texts = (name if e == 1 else name + _exponent(e, latex) for name, e in powers)
-    return (" " if latex else "*").join(texts)
+FUNCTIONS = {"sin": r"\sin", "cos": r"\cos", "tan": r"\tan", "log": r"\ln"}
 
 
-def _term(coeff: sp.Rational, key: sp.Expr, latex: bool) -> tuple[int, str, str, bool] | None:
-    """(-degree, variables, text of |term|, negative), or None for a non-monomial key."""
-    up: list[tuple[str, sp.Rational]] = []
-    down: list[tuple[str, sp.Rational]] = []
+def _factor(base: sp.Expr, exp: sp.Expr, latex: bool) -> tuple[str, float] | None:
+    """base**exp as text (exp positive or symbolic) and its degree in the variables, or None."""
+    if base is sp.E:
+        power = fast_print(exp, latex)
+        if power is None:
+            return None
+        return (f"e^{{{power}}}" if latex else f"exp({power})"), 0.0
+    if not exp.is_Rational:
+        return None
+    if base.is_Symbol:
+        return (base.name if exp == 1 else base.name + _exponent(exp, latex)), float(exp)
+    if base.is_Add:
+        inner = _sum(base, latex)
+        if inner is None:
+            return None
+        if exp == sp.Rational(1, 2):
+            return (rf"\sqrt{{{inner}}}" if latex else f"sqrt({inner})"), 0.0
+        text = _paren(inner, latex)
+        return (text if exp == 1 else text + _exponent(exp, latex)), 0.0
+    name = type(base).__name__
+    if name in FUNCTIONS and exp.is_Integer and len(base.args) == 1:
+        arg = fast_print(base.args[0], latex)
+        if arg is None:
+            return None
+        if latex:
+            power = "" if exp == 1 else f"^{{{exp}}}"
+            return rf"{FUNCTIONS[name]}{power}{_paren(arg, latex)}", 0.0
+        shown = "ln" if name == "log" else name
+        return (f"{shown}({arg})" if exp == 1 else f"{shown}({arg})^{exp}"), 0.0
+    return None
+
+
+def _term(coeff: sp.Rational, key: sp.Expr, latex: bool) -> tuple[float, str, str, bool] | None:
+    """(-degree, factor names, text of |term|, negative), or None for an unsupported key."""
+    up: list[str] = []
+    down: list[str] = []
+    degree = 0.0
     if key != 1:
         for base, exp in key.as_powers_dict().items():
-            if not base.is_Symbol or not exp.is_Rational:
+            below = exp.is_Rational and exp < 0
+            factor = _factor(base, -exp if below else exp, latex)
+            if factor is None:
                 return None
-            (up if exp > 0 else down).append((base.name, abs(exp)))
+            (down if below else up).append((factor[1] == 0, factor[0]))
+            degree += -factor[1] if below else factor[1]
     up.sort()
     down.sort()
+    join = " " if latex else "*"
+    num_mono, den_mono = join.join(t for _, t in up), join.join(t for _, t in down)
     p, q = abs(int(coeff.p)), int(coeff.q)
-    num_mono, den_mono = _monomial(up, latex), _monomial(down, latex)
     sep = " " if latex else ""
     num = num_mono if (p == 1 and num_mono) else f"{p}{sep}{num_mono}".rstrip()
     den = f"{q}{sep}{den_mono}".strip() if q != 1 else den_mono
-    degree = float(sum(e for _, e in up) - sum(e for _, e in down))
-    names = " ".join(name for name, _ in up + down)
+    names = " ".join(t for _, t in up + down)
     if not den:
         text = num
     elif latex:
@@ -91,7 +125,7 @@ def fast_print(expr: Any, latex: bool) -> str | None:
         return _paren(base, latex) + exp
     if expr.is_Mul:
         over = [a.base for a in expr.args if a.is_Pow and a.base.is_Add and a.exp == -1]
-        if over:
+        if over and not any(a.is_Pow and a.exp.is_Number and a.exp < -1 for a in expr.args):
             rest = [a for a in expr.args if not (a.is_Pow and a.base.is_Add and a.exp == -1)]
             top = fast_print(sp.Mul(*rest, evaluate=False) if len(rest) > 1 else rest[0], latex)
             bottom = fast_print(over[0], latex) if len(over) == 1 else None
@@ -100,7 +134,9 @@ def fast_print(expr: Any, latex: bool) -> str | None:
             if latex:
                 return rf"\frac{{{top}}}{{{bottom}}}"
             return f"{_paren(top, latex) if ' ' in top else top}/{_paren(bottom, latex)}"
-    if expr.is_Mul and any(a.is_Add or (a.is_Pow and a.base.is_Add) for a in expr.args):
+    grouped = [a.is_Add or (a.is_Pow and a.base.is_Add and a.exp.is_Integer) for a in expr.args]
+    negative = [a.is_Pow and a.exp.is_Number and a.exp < 0 for a in expr.args]
+    if expr.is_Mul and any(grouped) and not any(negative):
         number = [a for a in expr.args if a.is_Number]
         parts = []
         for arg in expr.args:
