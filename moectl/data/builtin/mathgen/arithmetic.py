@@ -230,7 +230,8 @@ def inventory(rng: random.Random, nt: Notation) -> Problem:
     sold1 = start * pct // 100
     delivered, sold2 = rng.randrange(10, 201, 5), rng.randint(5, 60)
     left = start - sold1 + delivered - sold2
-    day1, day2 = rng.sample(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"], 2)
+    week = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+    day1, day2 = sorted(rng.sample(week, 2), key=week.index)
     question = (
         f"A {store} starts the week with {start} {plural}. On {day1} it sells {pct}% of them. "
         f"A delivery then brings {delivered} more, and on {day2} it sells another {sold2}. "
