@@ -22,7 +22,7 @@ x = sp.Symbol("x")
 
 @pytest.fixture(scope="module")
 def problems():
-    return list(itertools.islice(generate_problems(11), 300))
+    return list(itertools.islice(generate_problems(11), 220))
 
 
 def _zero(expr) -> bool:
@@ -77,7 +77,7 @@ def _check(problem) -> bool:
 
 def test_symbolic_answers_are_correct(problems) -> None:
     checked = [p for p, _ in problems if p.given]
-    assert len(checked) >= 150
+    assert len(checked) >= 110
     wrong = [p.family for p in checked if not _check(p)]
     assert wrong == []
     families = {p.family for p in checked}
@@ -119,12 +119,12 @@ def test_every_family_generates(problems) -> None:
 
 
 def test_math_domain_is_deterministic_and_seeded() -> None:
-    a = load_builtin_domain("math", 40_000, seed=4)
-    b = load_builtin_domain("math", 40_000, seed=4)
-    c = load_builtin_domain("math", 40_000, seed=5)
+    a = load_builtin_domain("math", 20_000, seed=4)
+    b = load_builtin_domain("math", 20_000, seed=4)
+    c = load_builtin_domain("math", 20_000, seed=5)
     assert a.texts == b.texts and a.texts != c.texts
     total = sum(len(t) for t in a.texts)
-    assert total >= 40_000 and total - len(a.texts[-1]) < 40_000
+    assert total >= 20_000 and total - len(a.texts[-1]) < 20_000
     info = a.sources[0]
     assert info.kind == "builtin" and info.details["sympy_version"] == sp.__version__
     assert sum(info.details["families"].values()) == len(a.texts)
@@ -133,7 +133,7 @@ def test_math_domain_is_deterministic_and_seeded() -> None:
 def test_math_is_identical_across_hash_seeds() -> None:
     code = (
         "from moectl.data.builtin import load_builtin_domain;"
-        "print(load_builtin_domain('math', 20000, seed=9).sources[0].fingerprint)"
+        "print(load_builtin_domain('math', 8000, seed=9).sources[0].fingerprint)"
     )
     prints = set()
     for hash_seed in ("1", "2"):
@@ -141,4 +141,4 @@ def test_math_is_identical_across_hash_seeds() -> None:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         prints.add(out.stdout.strip())
-    assert prints == {load_builtin_domain("math", 20_000, seed=9).sources[0].fingerprint}
+    assert prints == {load_builtin_domain("math", 8000, seed=9).sources[0].fingerprint}
