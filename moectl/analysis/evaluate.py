@@ -330,7 +330,11 @@ def save_results(results: list[EvaluationResult], out: Path | None = None) -> li
 
 
 def corpus_for(models: Sequence[Path | str]) -> Path | None:
-    """The corpus recorded in run.json of the first run dir among `models`, if any."""
+    """The corpus recorded in run.json of the first run dir among `models`, if any.
+
+    A relative data_dir was relative to wherever training ran, so it is looked up from the
+    current directory first, then from the run dir and its parents.
+    """
     import json
 
     for model in models:
@@ -338,7 +342,13 @@ def corpus_for(models: Sequence[Path | str]) -> Path | None:
         if run_dir is None or not (run_dir / "run.json").is_file():
             continue
         data_dir = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("data_dir")
-        if data_dir:
-            path = Path(data_dir)
-            return path if path.is_absolute() or path.exists() else run_dir / path
+        if not data_dir:
+            continue
+        path = Path(data_dir)
+        if path.is_absolute() or path.exists():
+            return path
+        for base in [run_dir, *run_dir.resolve().parents]:
+            if (base / path).exists():
+                return base / path
+        return path
     return None

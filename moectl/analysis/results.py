@@ -133,12 +133,16 @@ class EvaluationSet(BaseModel):
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` via a temp file in the same folder, then rename it into place."""
+    """Write `text` via a temp file in the same folder, then rename it into place (with the
+    permissions a plain open() would give, not mkstemp's owner-only ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

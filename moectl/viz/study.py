@@ -73,8 +73,10 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
     if not runs:
         return []
     for run in runs:
-        if run.routing is None:
-            notes.append(f"{run.name}: no routing.jsonl, so no routing figures for it")
+        if run.routing is None and run.is_moe:
+            notes.append(f"{run.name}: no routing.jsonl (or it is empty), so no routing figures")
+        elif run.routing is None:
+            notes.append(f"{run.name}: dense run, no routing over training to draw")
     return [
         ("domain-loss", lambda p: figures.domain_losses(runs, p), "no per-domain losses logged"),
         (
