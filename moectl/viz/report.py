@@ -73,7 +73,9 @@ def _runs_section(runs: list[RunLogs]) -> str:
                 html.escape(kind),
                 str(last_train.get("step", "-")),
                 f"{last_eval['loss']:.3f}" if last_eval.get("loss") is not None else "-",
-                str(len(events)) if run.routing is not None else "no routing log",
+                str(len(events))
+                if run.routing is not None
+                else ("no routing log" if run.is_moe else "- (dense)"),
             ]
         )
     return "<h2>Runs compared</h2>" + _table(
