@@ -9,8 +9,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from moectl.config import MoEConfig
+from moectl.model.dispatch import dispatch
 from moectl.model.factory import apply_moe
-from moectl.model.moe import MoEMLP, RouterStats, dispatch
+from moectl.model.moe import MoEMLP, RouterStats
 from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
 from moectl.model.routing import aux_losses, last_router_stats, moe_layers, set_router_progress
 
@@ -232,3 +233,14 @@ def test_moe_layer_reports_its_shape():
     assert isinstance(layer, MoEMLP)
     assert (layer.layer_index, layer.n_experts, layer.top_k) == (1, 4, 2)
     assert layer.last_stats is None
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_dispatch_gradients_pass_gradcheck(top_k):
+    gen = torch.Generator().manual_seed(3)
+    experts = torch.nn.ModuleList(torch.nn.Linear(4, 3).double() for _ in range(3))
+    x = torch.randn(9, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    probs = torch.rand(9, 3, generator=gen, dtype=torch.float64).softmax(-1)
+    index = probs.topk(top_k, dim=-1).indices
+    weights = torch.rand(9, top_k, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: dispatch(a, index, w, experts), (x, weights))

@@ -1,10 +1,9 @@
 """A routed mixture of GPT-2 MLP experts that drops in for `GPT2MLP`.
 
-Tokens are dispatched by grouping the token-expert assignments once (one stable sort, one
-bincount, one split) so each expert runs a single dense matmul on exactly its tokens; results are
-scattered back with `index_add_`. A per-expert mask scan over all tokens would cost E passes.
-The router runs in float32 even under bf16 autocast: softmax and logsumexp over a handful of
-logits are where low precision bites (ST-MoE).
+Tokens are dispatched by grouping the token-expert assignments once (moectl.model.dispatch), so
+each expert runs a single dense matmul on exactly its tokens. The router runs in float32 even
+under bf16 autocast: softmax and logsumexp over a handful of logits are where low precision
+bites (ST-MoE).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moectl.model.dispatch import dispatch
 from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
 
 
@@ -34,21 +34,6 @@ class RouterStats:
     entropy: Tensor  # (T,) nats
     lb_loss: Tensor  # scalar, carries gradient
     z_loss: Tensor  # scalar, carries gradient
-
-
-def dispatch(x: Tensor, expert_index: Tensor, weights: Tensor, experts: nn.ModuleList) -> Tensor:
-    """sum_k weights[t, k] * experts[expert_index[t, k]](x[t]) for every token t of `x` (T, D)."""
-    n_tokens, top_k = expert_index.shape
-    flat = expert_index.reshape(-1)
-    order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=len(experts)).tolist()
-    token = order // top_k if top_k > 1 else order
-    grouped = x.index_select(0, token).split(counts)
-    pairs = zip(experts, grouped, counts, strict=True)
-    outputs = [expert(chunk) for expert, chunk, n in pairs if n]
-    out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-    out = out * weights.reshape(-1).index_select(0, order).unsqueeze(1).to(out.dtype)
-    return out.new_zeros(n_tokens, out.shape[1]).index_add_(0, token, out)
 
 
 class MoEMLP(nn.Module):

@@ -1,0 +1,111 @@
+"""MoE layer forward+backward time relative to the dense GPT-2 MLP it replaces.
+
+Runs, in one process and interleaved so machine load hits all variants alike: the dense
+`GPT2MLP`, moectl's `MoEMLP` (grouped dispatch) at top-1 and top-2, and a naive MoE that scans
+all tokens with a mask once per expert (the usual research-script loop). Prints milliseconds
+(median of the repeats) and ratios to dense.
+
+    python benchmarks/bench_moe_layer.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from transformers import GPT2Config
+from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
+
+from moectl.model.moe import MoEMLP
+from moectl.model.router import load_balancing_loss, route, z_loss
+
+
+def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
+    """Same router as `layer`, but every expert scans all tokens with a mask."""
+    x = hidden.reshape(-1, hidden.shape[-1])
+    logits = torch.nn.functional.linear(x.float(), layer.gate.weight)
+    routing = route(logits, layer.top_k, layer.current_noise_std if layer.training else 0.0)
+    lb = load_balancing_loss(routing.probs, routing.expert_index, layer.n_experts)
+    out = torch.zeros_like(x) + 0.0 * (lb + z_loss(logits))
+    for e, expert in enumerate(layer.experts):
+        for slot in range(layer.top_k):
+            mask = routing.expert_index[:, slot] == e
+            if mask.any():
+                contribution = routing.weights[mask, slot].unsqueeze(1) * expert(x[mask])
+                out = out.index_put((mask.nonzero().squeeze(1),), contribution, accumulate=True)
+    return out.reshape(hidden.shape)
+
+
+def step_time(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor, params) -> float:
+    for p in params:
+        p.grad = None
+    start = time.perf_counter()
+    out = fn(x)
+    out.backward(grad)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
+    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-naive", action="store_true", help="skip the slow naive loop")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=args.width, resid_pdrop=0.0)
+    dense = GPT2MLP(4 * args.width, config).train()
+    x = torch.randn(args.tokens // args.seq, args.seq, args.width)
+    grad = torch.randn_like(x)
+    variants: dict[str, tuple[Callable[[Tensor], Tensor], list]] = {
+        "dense GPT2MLP": (dense, list(dense.parameters()))
+    }
+    for k in (1, 2):
+        layer = MoEMLP.upcycle(
+            dense,
+            hidden_size=args.width,
+            layer_index=0,
+            n_experts=args.experts,
+            top_k=k,
+            noise_std=0.1,
+            perturbation_std=1e-3,
+            generator=torch.Generator().manual_seed(k),
+        ).train()
+        params = list(layer.parameters())
+        variants[f"moe top-{k} (grouped)"] = (layer, params)
+        if not args.no_naive:
+            variants[f"moe top-{k} (naive mask loop)"] = (
+                lambda h, layer=layer: naive_forward(layer, h),
+                params,
+            )
+
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(args.warmup + args.repeats):
+        for name, (fn, params) in variants.items():
+            elapsed = step_time(fn, x.clone().requires_grad_(), grad, params)
+            if i >= args.warmup:
+                times[name].append(elapsed)
+
+    base = statistics.median(times["dense GPT2MLP"])
+    print(
+        f"MoE layer fwd+bwd: {args.tokens} tokens, width {args.width}, {args.experts} experts, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats} (torch {torch.__version__})"
+    )
+    print(f"{'variant':34} {'ms':>9} {'x dense':>8}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:34} {median * 1e3:9.1f} {median / base:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
