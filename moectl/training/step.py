@@ -51,18 +51,23 @@ def forward_losses(
     """Run `model` (maybe DDP-wrapped; `core` is the bare model) and compute every loss term."""
     with autocast:
         logits = model(input_ids=input_ids, use_cache=False).logits
-    shifted = logits[:, :-1].float()
-    targets = input_ids[:, 1:]
+    # Shift the targets, not the logits: slicing (B, S, V) logits would cost a full-size copy
+    # in backward. The last position has no target and contributes exactly 0.
+    targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)
     ce = F.cross_entropy(
-        shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), reduction="none"
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        reduction="none",
+        ignore_index=-100,
     ).view(targets.shape)
-    lm = ce.mean()
+    predicted = input_ids.shape[1] - 1
+    lm = ce.sum() / (ce.shape[0] * predicted)
     lb, z = aux_losses(core)
     loss = lm + moe.lb_coef * lb + moe.z_coef * z
     row_sum = ce.detach().sum(dim=1)
     domain_sum = torch.zeros(n_domains, device=ce.device, dtype=torch.float64)
     domain_sum.index_add_(0, domain, row_sum.double())
-    domain_count = torch.bincount(domain, minlength=n_domains).double() * targets.shape[1]
+    domain_count = torch.bincount(domain, minlength=n_domains).double() * predicted
     return StepLosses(loss, lm.detach(), lb.detach(), z.detach(), domain_sum, domain_count)
 
 

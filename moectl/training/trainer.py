@@ -149,6 +149,7 @@ class _Trainer:
         self.resumed_from: Path | None = None
         self.saved_step: int | None = None
         self.grad_norm = 0.0
+        self.lr = 0.0
         self.last_tps = 0.0
 
     def setup(self, checkpoint: Path | None, init_from: Path | None, data_dir: Path) -> None:
@@ -304,6 +305,7 @@ class _Trainer:
             domain_count += losses.domain_count
         clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)
+        self.lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -369,7 +371,7 @@ class _Trainer:
             "kind": "train",
             "step": self.step,
             "tokens": self.tokens,
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": self.lr,
             "loss": float(sums[0]),
             "lm_loss": float(sums[1]),
             "lb_loss": float(sums[2]) if self.moe_layers else None,
