@@ -125,6 +125,15 @@ class EvaluationResult(BaseModel):
         )
 
 
+class Finding(BaseModel):
+    """One claim of the reference study checked against a study's own measurements."""
+
+    key: str
+    title: str
+    reproduced: bool
+    text: str
+
+
 class EvaluationSet(BaseModel):
     """Several models evaluated on the same corpus: the comparison `--out` writes."""
 

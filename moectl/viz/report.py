@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from moectl.analysis.metrics import NMI_NORMALIZATION
-from moectl.analysis.results import EvaluationResult, write_text_atomic
+from moectl.analysis.results import EvaluationResult, Finding, write_text_atomic
 from moectl.analysis.runs import RunLogs
 from moectl.viz.palette import domain_color
 
@@ -29,6 +29,7 @@ td.best { font-weight: bold; background: #e8f5e9; }
 figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.9em; }
 p.note { color: #666; font-size: 0.9em; }
+ul.findings li { margin: 0.5em 0; } span.yes { color: #2e7d32; } span.no { color: #c62828; }
 """
 
 
@@ -200,6 +201,16 @@ def _embed(figure: Path) -> str:
     return f"<figure>{body}<figcaption>{caption}</figcaption></figure>"
 
 
+def _findings_section(findings: list[Finding]) -> str:
+    items = "".join(
+        f"<li><b>{html.escape(f.title)}</b>: "
+        f"<span class='{'yes' if f.reproduced else 'no'}'>"
+        f"{'reproduced' if f.reproduced else 'not reproduced'}</span>. {html.escape(f.text)}</li>"
+        for f in findings
+    )
+    return f"<h2>Findings</h2><ul class='findings'>{items}</ul>"
+
+
 def render_report(
     runs: list[RunLogs],
     results: list[EvaluationResult],
@@ -207,6 +218,7 @@ def render_report(
     token_page: Path | None,
     base: Path,
     title: str = "moectl study report",
+    findings: list[Finding] | None = None,
 ) -> str:
     """The report's HTML text; `base` is the folder the page will live in (for links)."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -215,6 +227,8 @@ def render_report(
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p class='note'>Written {created} by moectl.</p>",
     ]
+    if findings:
+        parts.append(_findings_section(findings))
     if runs:
         parts.append(_runs_section(runs))
     if results:
@@ -240,6 +254,8 @@ def write_report(
     results: list[EvaluationResult],
     figures: list[Path],
     token_page: Path | None = None,
+    findings: list[Finding] | None = None,
 ) -> Path:
-    """Write report.html to `path` (atomically) and return it."""
-    return write_text_atomic(path, render_report(runs, results, figures, token_page, path.parent))
+    """Write report.html to `path` (atomically) and return it; `findings` lead the page."""
+    text = render_report(runs, results, figures, token_page, path.parent, findings=findings)
+    return write_text_atomic(path, text)

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from moectl.analysis.results import EvaluationResult
+from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs, load_run
 from moectl.errors import MoectlError
 from moectl.progress import ProgressCallback, report
@@ -33,6 +33,7 @@ def visualize_study(
     *,
     report_path: Path | None = None,
     warnings: list[str] | None = None,
+    findings: list[Finding] | None = None,
     callback: ProgressCallback | None = None,
 ) -> list[Path]:
     """Write the study's figures to `out_dir`, tokens.html beside them and report.html at
@@ -65,7 +66,9 @@ def visualize_study(
     elif eval_results:
         notes.append("no evaluated MoE model has routed samples: token page skipped")
     report_file = report_path or out_dir / "report.html"
-    written.append(write_report(report_file, runs, eval_results, figures_only, token_page))
+    written.append(
+        write_report(report_file, runs, eval_results, figures_only, token_page, findings)
+    )
     return written
 
 
