@@ -32,7 +32,13 @@ VARIANTS: dict[str, str] = {
     "no-lb": "cpu-no-lb",
     "top2": "cpu-top2",
 }
-DONE_MARKER = "study-stage.json"
+STATE_FILE = "study.json"
+
+
+class StudyInterrupted(MoectlError):
+    """A training stage stopped on Ctrl-C / SIGTERM after saving a checkpoint."""
+
+    exit_code = 130
 
 
 class StudyPlan(BaseModel):
@@ -157,27 +163,26 @@ def run_study(
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_plan(out, size)
+    state = _read_state(out, size)
     data_config, run_configs = plan_configs(size)
     stages: list[StageOutcome] = []
 
     def stage(name: str, path: Path, work: Callable[[bool], Any]) -> None:
-        marker = path / DONE_MARKER if path.is_dir() else None
-        if marker is not None and marker.exists():
+        if name in state["done"]:
             outcome = StageOutcome(name=name, status="skipped", seconds=0.0, path=str(path))
         else:
             begun = time.perf_counter()
             resumed = path.exists()
             report(callback, "study", len(stages), None, message=f"stage {name}")
             work(resumed)
-            path.mkdir(parents=True, exist_ok=True)
-            (path / DONE_MARKER).write_text(json.dumps({"stage": name}))
             outcome = StageOutcome(
                 name=name,
                 status="resumed" if resumed else "done",
                 seconds=time.perf_counter() - begun,
                 path=str(path),
             )
+            state["done"][name] = outcome.seconds
+            _write_state(out, state)
         stages.append(outcome)
         if on_stage is not None:
             on_stage(outcome)
@@ -205,7 +210,7 @@ def run_study(
                 callback=callback,
             )
             if result.stop_reason == "interrupted":
-                raise MoectlError(
+                raise StudyInterrupted(
                     f"stage {name} was interrupted at step {result.steps}",
                     hint="run the same quickstart command again to resume",
                 )
@@ -271,18 +276,34 @@ def run_study(
     )
 
 
-def _check_plan(out: Path, size: StudySize) -> None:
-    """Refuse to mix sizes in one folder: the stages of another plan would be skipped as done."""
-    plan_file = out / "study.json"
-    if plan_file.exists():
-        previous = json.loads(plan_file.read_text()).get("size")
-        if previous != size:
-            raise MoectlError(
-                f"{out} holds a '{previous}' study, not a '{size}' one",
-                hint="use another --out, or delete the folder to start over",
-            )
-    else:
-        plan_file.write_text(json.dumps({"size": size, "plan": PLANS[size].model_dump()}))
+def _read_state(out: Path, size: StudySize) -> dict[str, Any]:
+    """The study's state file (size, plan, finished stages); refuses to mix sizes in one folder,
+    since the stages of the other plan would be skipped as done."""
+    state_file = out / STATE_FILE
+    if not state_file.exists():
+        state = {"size": size, "plan": PLANS[size].model_dump(), "done": {}}
+        _write_state(out, state)
+        return state
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        previous, done = state["size"], state["done"]
+    except (ValueError, KeyError, TypeError):
+        raise MoectlError(
+            f"{state_file} is not a moectl study state file",
+            hint="use another --out, or delete the folder to start over",
+        ) from None
+    if previous != size or not isinstance(done, dict):
+        raise MoectlError(
+            f"{out} holds a '{previous}' study, not a '{size}' one",
+            hint="use another --out, or delete the folder to start over",
+        )
+    return state
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+    temporary = out / f".{STATE_FILE}.tmp"
+    temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    temporary.replace(out / STATE_FILE)
 
 
 def study_findings(results: list[Any], run_dirs: dict[str, Path]) -> list[Finding]:
