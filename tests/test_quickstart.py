@@ -20,16 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 class _Interrupter:
-    """Sends this process SIGINT at train step 5 of the moe stage, like a user's Ctrl-C."""
+    """Sends this process SIGINT at train step 5 of the moe run, like a user's Ctrl-C."""
 
     def __init__(self) -> None:
-        self.stage = None
         self.sent = False
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "study":
-            self.stage = event.message
-        elif self.stage == "stage moe" and event.stage == "train" and event.completed >= 5:
+        if event.stage == "train moe" and event.completed >= 5:
             self._send_once()
 
     def _send_once(self) -> None:
@@ -42,11 +39,12 @@ class _Interrupter:
 def study(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("study")
     interrupter = _Interrupter()
-    with pytest.raises(StudyInterrupted, match="stage moe was interrupted"):
+    with pytest.raises(StudyInterrupted, match="moe"):
         run_study(out, "tiny", callback=interrupter)
     assert interrupter.sent
     state = json.loads((out / "study.json").read_text())
-    assert set(state["done"]) == {"prepare-data", "pretrain", "dense"}
+    assert {"prepare-data", "pretrain"} <= set(state["done"]) and "moe" not in state["done"]
+    assert (out / "runs" / "moe" / "checkpoints").is_dir()
     result = run_study(out, "tiny")
     return out, result
 
@@ -70,9 +68,10 @@ class _Spans(HTMLParser):
 def test_interrupted_stage_resumes_from_its_checkpoint(study):
     out, result = study
     status = {s.name: s.status for s in result.stages}
-    assert status["prepare-data"] == status["pretrain"] == status["dense"] == "skipped"
+    assert status["prepare-data"] == status["pretrain"] == "skipped"
     assert status["moe"] == "resumed"
-    assert all(status[s] == "done" for s in ("no-lb", "top2", "evaluate", "visualize"))
+    assert status["dense"] in ("skipped", "resumed")
+    assert status["evaluate"] == status["visualize"] == "done"
     moe = json.loads((out / "runs" / "moe" / "result.json").read_text())
     assert moe["resumed_from"] and moe["steps"] == moe["max_steps"] == 16
     assert moe["stop_reason"] == "completed"

@@ -1,0 +1,152 @@
+"""Training several runs at once in worker processes, one torch thread each.
+
+On a small CPU, small GPT-2s do not scale across threads (two threads are often slower than one
+when anything else runs), but independent runs scale across processes. Workers report progress
+through a queue; the parent forwards it to the caller's callback. Ctrl-C in the parent becomes
+SIGTERM for the workers, which the trainer treats as a request to checkpoint and stop (a second
+SIGINT would abort it without a checkpoint).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moectl.config import RunConfig
+from moectl.errors import MoectlError
+from moectl.progress import ProgressCallback, ProgressEvent
+from moectl.training.results import TrainResult
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training stage: its run config, where it trains, and what it starts from."""
+
+    name: str
+    config: RunConfig
+    corpus_dir: Path
+    run_dir: Path
+    init_from: Path | None = None
+
+
+def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> TrainResult:
+    """Train `job`, resuming from its latest checkpoint if an earlier attempt left one; the
+    result is written to run_dir/result.json once the run is complete."""
+    from moectl.training.checkpoint import latest_checkpoint
+    from moectl.training.trainer import train_run
+
+    resume = latest_checkpoint(job.run_dir) is not None
+    result = train_run(
+        job.config,
+        job.corpus_dir,
+        job.run_dir,
+        resume=True if resume else None,
+        init_from=None if resume else job.init_from,
+        callback=callback,
+    )
+    if result.stop_reason != "interrupted":
+        temporary = job.run_dir / f".{RESULT_FILE}.tmp"
+        temporary.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+        temporary.replace(job.run_dir / RESULT_FILE)
+    return result
+
+
+def _worker(job: TrainJob, messages: Any) -> None:
+    def forward(event: ProgressEvent) -> None:
+        messages.put(("progress", job.name, event))
+
+    try:
+        result = train_stage(job, forward)
+    except MoectlError as error:
+        messages.put(("error", job.name, (error.message, error.hint)))
+    except BaseException as error:  # a crash must reach the parent, not vanish with the process
+        messages.put(("error", job.name, (f"{type(error).__name__}: {error}", None)))
+    else:
+        messages.put(("done", job.name, result.model_dump_json()))
+
+
+def run_parallel(
+    jobs: list[TrainJob],
+    workers: int,
+    callback: ProgressCallback | None = None,
+    on_done: Callable[[str, TrainResult], None] | None = None,
+) -> dict[str, TrainResult]:
+    """Run `jobs` with at most `workers` at a time; returns each job's TrainResult by name.
+
+    Progress events arrive with their stage renamed "<stage> <job>" (e.g. "train moe").
+    A failing job raises its MoectlError after the running jobs have stopped.
+    """
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    waiting = list(jobs)
+    running: dict[str, Any] = {}
+    results: dict[str, TrainResult] = {}
+    failure: MoectlError | None = None
+    stopping = False
+
+    def stop_all() -> None:
+        for process in running.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    while waiting or running:
+        try:
+            while waiting and len(running) < workers and not stopping:
+                job = waiting.pop(0)
+                process = context.Process(target=_worker, args=(job, messages), daemon=True)
+                process.start()
+                running[job.name] = process
+            if not running:
+                break
+            try:
+                kind, name, payload = messages.get(timeout=1.0)
+            except queue_module.Empty:
+                _check_alive(running)
+                continue
+            if kind == "progress":
+                if callback is not None:
+                    callback(
+                        ProgressEvent(
+                            f"{payload.stage} {name}",
+                            payload.completed,
+                            payload.total,
+                            payload.message,
+                            payload.metrics,
+                        )
+                    )
+                continue
+            running.pop(name).join()
+            if kind == "done":
+                results[name] = TrainResult.model_validate_json(payload)
+                if on_done is not None:
+                    on_done(name, results[name])
+            elif failure is None:
+                message, hint = payload
+                failure = MoectlError(f"stage {name} failed: {message}", hint)
+                stopping = True
+                stop_all()
+        except KeyboardInterrupt:
+            stopping = True
+            stop_all()
+    if failure is not None:
+        raise failure
+    return results
+
+
+def _check_alive(running: dict[str, Any]) -> None:
+    """A worker that died without a word (killed, out of memory) is an error, not a hang."""
+    for name, process in list(running.items()):
+        if not process.is_alive() and process.exitcode not in (0, None):
+            running.pop(name)
+            raise MoectlError(
+                f"stage {name}: its worker process died (exit code {process.exitcode})",
+                hint="run the same command again to resume from the last checkpoint",
+            )
