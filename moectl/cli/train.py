@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from moectl.cli.common import ConfigOption, SetOption, console, err_console
+from moectl.cli.common import ConfigOption, RichProgress, SetOption, console, err_console
 from moectl.errors import TrainingError
 from moectl.progress import ProgressEvent
 
@@ -29,32 +20,8 @@ if TYPE_CHECKING:
     from moectl.training.results import TrainResult
 
 
-class TrainProgress:
+class TrainProgress(RichProgress):
     """One bar for the steps (loss, tokens/s); eval results and collapse warnings above it."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
-        self._task = self._progress.add_task("train", total=None, info="")
-
-    def __enter__(self) -> TrainProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
         out = self._progress.console
@@ -62,10 +29,7 @@ class TrainProgress:
             loss = event.metrics.get("loss")
             tps = event.metrics.get("tokens_per_s") or 0.0
             info = f"loss {loss:.4f}  " if loss is not None else ""
-            info += f"{tps:,.0f} tok/s"
-            self._progress.update(
-                self._task, completed=event.completed, total=event.total, info=info
-            )
+            super().__call__(replace(event, message=info + f"{tps:,.0f} tok/s"))
         elif event.stage == "eval":
             metrics = dict(event.metrics)
             overall = metrics.pop("eval_loss")
