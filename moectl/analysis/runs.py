@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import yaml
 
 from moectl.errors import MoectlError
-
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+from moectl.training.checkpoint import latest_checkpoint
+from moectl.training.sinks import read_jsonl
 
 
 def is_run_dir(path: Path) -> bool:
@@ -23,19 +22,6 @@ def is_run_dir(path: Path) -> bool:
 def is_model_dir(path: Path) -> bool:
     """A model artifact (checkpoint or best/): holds model.json."""
     return path.is_dir() and (path / "model.json").is_file()
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoints/step-N folder with the largest N that holds a model, if any."""
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return None
-    steps = [
-        (int(m.group(1)), p)
-        for p in folder.iterdir()
-        if (m := _STEP_DIR.match(p.name)) and is_model_dir(p)
-    ]
-    return max(steps)[1] if steps else None
 
 
 def resolve_model(path: Path) -> tuple[Path, Path | None]:
@@ -62,21 +48,6 @@ def resolve_model(path: Path) -> tuple[Path, Path | None]:
         f"{path} is neither a run directory nor a model artifact",
         hint="a run dir holds config.yaml; a model artifact holds model.json",
     )
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a torn last line (a run killed mid-write) is skipped."""
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 @dataclass
