@@ -2,8 +2,9 @@
 
 Runs, in one process and interleaved so machine load hits all variants alike: the dense
 `GPT2MLP`, moectl's `MoEMLP` (grouped dispatch) at top-1 and top-2, and a naive MoE that scans
-all tokens with a mask once per expert (the usual research-script loop). Prints milliseconds
-(median of the repeats) and ratios to dense.
+all tokens with a mask once per expert (the usual research-script loop). Prints milliseconds and
+ratios to dense, for the fastest repeat (least disturbed by other processes on a shared machine)
+and the median.
 
     python benchmarks/bench_moe_layer.py --threads 2
 """
@@ -20,24 +21,53 @@ from torch import Tensor
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
+from moectl.model.dispatch import dispatch
 from moectl.model.moe import MoEMLP
 from moectl.model.router import load_balancing_loss, route, z_loss
 
 
+def naive_dispatch(x: Tensor, expert_index: Tensor, weights: Tensor, experts) -> Tensor:
+    """The research-script loop: every expert scans all tokens with a mask, per top-k slot."""
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(experts):
+        for slot in range(expert_index.shape[1]):
+            mask = expert_index[:, slot] == e
+            if mask.any():
+                contribution = weights[mask, slot].unsqueeze(1) * expert(x[mask])
+                out = out.index_put((mask.nonzero().squeeze(1),), contribution, accumulate=True)
+    return out
+
+
 def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
-    """Same router as `layer`, but every expert scans all tokens with a mask."""
+    """`layer`'s router and losses, then naive_dispatch instead of the grouped one."""
     x = hidden.reshape(-1, hidden.shape[-1])
     logits = torch.nn.functional.linear(x.float(), layer.gate.weight)
     routing = route(logits, layer.top_k, layer.current_noise_std if layer.training else 0.0)
-    lb = load_balancing_loss(routing.probs, routing.expert_index, layer.n_experts)
-    out = torch.zeros_like(x) + 0.0 * (lb + z_loss(logits))
-    for e, expert in enumerate(layer.experts):
-        for slot in range(layer.top_k):
-            mask = routing.expert_index[:, slot] == e
-            if mask.any():
-                contribution = routing.weights[mask, slot].unsqueeze(1) * expert(x[mask])
-                out = out.index_put((mask.nonzero().squeeze(1),), contribution, accumulate=True)
+    layer.naive_losses = (
+        load_balancing_loss(routing.probs, routing.expert_index, layer.n_experts),
+        z_loss(logits),
+    )
+    out = naive_dispatch(x, routing.expert_index, routing.weights, layer.experts)
     return out.reshape(hidden.shape)
+
+
+def dispatch_only(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Data movement alone: identity experts, so only sorting, gathers and scatters remain."""
+    experts = torch.nn.ModuleList(torch.nn.Identity() for _ in range(args.experts))
+    x = torch.randn(args.tokens, args.width)
+    grad = torch.randn_like(x)
+    logits = torch.randn(args.tokens, args.experts)
+    times: dict[str, list[float]] = {}
+    for _ in range(args.warmup + 3 * args.repeats):
+        for k in (1, 2):
+            for name, fn in (("grouped", dispatch), ("naive mask loop", naive_dispatch)):
+                routing = route(logits.clone().requires_grad_(), k)
+                xx = x.clone().requires_grad_()
+                start = time.perf_counter()
+                fn(xx, routing.expert_index, routing.weights, experts).backward(grad)
+                elapsed = time.perf_counter() - start
+                times.setdefault(f"top-{k} dispatch ({name})", []).append(elapsed)
+    return {name: samples[args.warmup :] for name, samples in times.items()}
 
 
 def step_time(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor, params) -> float:
@@ -96,15 +126,23 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(elapsed)
 
-    base = statistics.median(times["dense GPT2MLP"])
+    base_min = min(times["dense GPT2MLP"])
+    base_median = statistics.median(times["dense GPT2MLP"])
     print(
         f"MoE layer fwd+bwd: {args.tokens} tokens, width {args.width}, {args.experts} experts, "
-        f"{torch.get_num_threads()} threads, median of {args.repeats} (torch {torch.__version__})"
+        f"{torch.get_num_threads()} threads, {args.repeats} repeats (torch {torch.__version__})"
     )
-    print(f"{'variant':34} {'ms':>9} {'x dense':>8}")
+    print(f"{'variant':32} {'min ms':>9} {'x dense':>8} {'median ms':>10} {'x dense':>8}")
     for name, samples in times.items():
-        median = statistics.median(samples)
-        print(f"{name:34} {median * 1e3:9.1f} {median / base:8.2f}")
+        low, median = min(samples), statistics.median(samples)
+        print(
+            f"{name:32} {low * 1e3:9.1f} {low / base_min:8.2f} "
+            f"{median * 1e3:10.1f} {median / base_median:8.2f}"
+        )
+    print("\nDispatch alone (identity experts), fwd+bwd:")
+    print(f"{'variant':32} {'min ms':>9} {'median ms':>10}")
+    for name, samples in dispatch_only(args).items():
+        print(f"{name:32} {min(samples) * 1e3:9.1f} {statistics.median(samples) * 1e3:10.1f}")
 
 
 if __name__ == "__main__":
