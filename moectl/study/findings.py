@@ -19,8 +19,13 @@ def study_findings(results: list[EvaluationResult], run_dirs: dict[str, Path]) -
     no_lb = load_run(run_dirs["no-lb"])
     moe = load_run(run_dirs["moe"])
     findings.append(_collapse_finding(no_lb, moe))
+    findings.append(_top2_finding(by_name["top2"], by_name["moe"], by_name["dense"]))
     findings.append(_specialization_finding(by_name["moe"], by_name["top2"]))
     return findings
+
+
+LOSS_TOLERANCE = 0.005
+"""Relative eval-loss differences below this are reported as no clear difference, not a win."""
 
 
 def _loss_finding(moe: EvaluationResult, dense: EvaluationResult) -> Finding:
@@ -28,18 +33,43 @@ def _loss_finding(moe: EvaluationResult, dense: EvaluationResult) -> Finding:
     per_domain = ", ".join(
         f"{d} {moe.domain_loss[d]:.3f} vs {dense.domain_loss[d]:.3f}" for d in dense.domain_loss
     )
-    better = delta < 0
+    if delta <= -LOSS_TOLERANCE:
+        verdict = "As in the reference study (MoE 3.6% better), the MoE beats the dense baseline."
+    elif delta < LOSS_TOLERANCE:
+        verdict = (
+            f"The difference is within {LOSS_TOLERANCE:.1%}: no clear gain at this scale, unlike "
+            "the reference study's 3.6% (which also trained the MoE for twice the steps)."
+        )
+    else:
+        verdict = (
+            "Unlike the reference study (MoE 3.6% better), the MoE is worse than the matched "
+            "dense baseline at this scale."
+        )
     text = (
         f"MoE (8 experts, top-1) eval loss {moe.loss:.3f} vs matched dense {dense.loss:.3f} "
-        f"({delta:+.1%}); per domain (MoE vs dense): {per_domain}. "
+        f"({delta:+.1%}); per domain (MoE vs dense): {per_domain}. {verdict}"
+    )
+    return Finding(
+        key="loss", title="MoE vs matched dense", reproduced=delta <= -LOSS_TOLERANCE, text=text
+    )
+
+
+def _top2_finding(
+    top2: EvaluationResult, moe: EvaluationResult, dense: EvaluationResult
+) -> Finding:
+    delta = (top2.loss - dense.loss) / dense.loss
+    better = delta <= -LOSS_TOLERANCE
+    text = (
+        f"Top-2 eval loss {top2.loss:.3f} vs top-1 {moe.loss:.3f} and dense {dense.loss:.3f} "
+        f"({delta:+.1%} vs dense). "
         + (
-            "As in the reference study, the MoE is better than the dense baseline."
-            if better
-            else "Unlike the reference study (MoE 3.6% better), the MoE is not better than the "
-            "matched dense baseline at this scale."
+            "As in the reference study, top-2 routing gives the lowest loss."
+            if better and top2.loss < moe.loss
+            else "Top-2 routing does not clearly beat the dense baseline at this scale."
         )
     )
-    return Finding(key="loss", title="MoE vs matched dense", reproduced=better, text=text)
+    reproduced = better and top2.loss < moe.loss
+    return Finding(key="top2", title="Top-2 routing", reproduced=reproduced, text=text)
 
 
 def _collapse_finding(no_lb: RunLogs, moe: RunLogs) -> Finding:

@@ -109,7 +109,7 @@ def run_parallel(
             try:
                 kind, name, payload = messages.get(timeout=1.0)
             except queue_module.Empty:
-                _check_alive(running)
+                _check_alive(running, stopping)
                 continue
             if kind == "progress":
                 if callback is not None:
@@ -141,11 +141,14 @@ def run_parallel(
     return results
 
 
-def _check_alive(running: dict[str, Any]) -> None:
-    """A worker that died without a word (killed, out of memory) is an error, not a hang."""
+def _check_alive(running: dict[str, Any], stopping: bool) -> None:
+    """A worker that died without a word (killed, out of memory) is an error, not a hang; while
+    stopping, one that our SIGTERM caught before its trainer started is simply stopped."""
     for name, process in list(running.items()):
         if not process.is_alive() and process.exitcode not in (0, None):
             running.pop(name)
+            if stopping:
+                continue
             raise MoectlError(
                 f"stage {name}: its worker process died (exit code {process.exitcode})",
                 hint="run the same command again to resume from the last checkpoint",

@@ -46,7 +46,7 @@ PLANS: dict[str, StudyPlan] = {
         },
         pretrain_steps=300,
         pretrain_lr=2e-3,
-        variant_steps=200,
+        variant_steps=350,
         variant_lr=1e-3,
         eval_max_blocks=192,
     ),

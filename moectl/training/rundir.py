@@ -93,7 +93,7 @@ def start_run_dir(
     info.setdefault("created", now)
     info.update(
         moectl_version=__version__,
-        data_dir=str(data_dir),
+        data_dir=str(Path(data_dir).resolve()),
         init_from=str(init_from) if init_from else info.get("init_from"),
         domains=domains,
     )
