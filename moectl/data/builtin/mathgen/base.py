@@ -35,6 +35,23 @@ class Problem:
     value: Any = None
     given: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def expression(
+        cls,
+        family: str,
+        question: str,
+        steps: list[str],
+        nt: Notation,
+        result: Any,
+        given: dict[str, Any],
+    ) -> Problem:
+        """A problem answered by one sympy expression.
+
+        The answer in the problem's notation, its LaTeX and the value all come from `result`,
+        so the three cannot disagree.
+        """
+        return cls(family, question, steps, nt.ex(result), tex(result), value=result, given=given)
+
 
 def plain(expr: Any) -> str:
     """A sympy expression as a person types it: `3x^2 - x/2`, not `3*x**2 - x/2`."""

@@ -49,14 +49,8 @@ def derivative_power(rng: random.Random, nt: Notation) -> Problem:
     ]
     result = sp.Add(*derivatives)
     steps.append(f"Altogether, {nt.eq(sp.Symbol(name + PRIME + '(x)'), result)}.")
-    return Problem(
-        "derivative_power_rule",
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"function": f},
+    return Problem.expression(
+        "derivative_power_rule", question, steps, nt, result, given={"function": f}
     )
 
 
@@ -88,14 +82,8 @@ def derivative_chain(rng: random.Random, nt: Notation) -> Problem:
         + nt.eq(sp.Mul(d_outer.subs(u, inner), d_inner, evaluate=False), result)
         + ".",
     ]
-    return Problem(
-        "derivative_chain_rule",
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"function": f},
+    return Problem.expression(
+        "derivative_chain_rule", question, steps, nt, result, given={"function": f}
     )
 
 
@@ -134,15 +122,7 @@ def derivative_product(rng: random.Random, nt: Notation) -> Problem:
             f"Compute the derivative of {nt.ex(f)}.",
         ]
     )
-    return Problem(
-        family,
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"function": f},
-    )
+    return Problem.expression(family, question, steps, nt, result, given={"function": f})
 
 
 def _antiderivative_term(rng: random.Random) -> tuple[sp.Expr, sp.Expr, str]:
@@ -216,13 +196,12 @@ def definite_integral(rng: random.Random, nt: Notation) -> Problem:
         f"{nt.ex(at_lo)}.",
         f"The integral is F({hi}) - F({lo}) = {nt.ex(result)}.",
     ]
-    return Problem(
+    return Problem.expression(
         "definite_integral",
         question,
         steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
+        nt,
+        result,
         given={"integrand": integrand, "limits": (lo, hi)},
     )
 

@@ -76,15 +76,7 @@ def expand(rng: random.Random, nt: Notation) -> Problem:
             f"Write {nt.ex(product)} as a polynomial in standard form.",
         ]
     )
-    return Problem(
-        "expand",
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"expression": product},
-    )
+    return Problem.expression("expand", question, steps, nt, result, given={"expression": product})
 
 
 def factor(rng: random.Random, nt: Notation) -> Problem:
@@ -126,15 +118,7 @@ def factor(rng: random.Random, nt: Notation) -> Problem:
             f"Write {nt.ex(poly)} as a product of factors.",
         ]
     )
-    return Problem(
-        "factor",
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"expression": poly},
-    )
+    return Problem.expression("factor", question, steps, nt, result, given={"expression": poly})
 
 
 def simplify_rational(rng: random.Random, nt: Notation) -> Problem:
@@ -162,14 +146,8 @@ def simplify_rational(rng: random.Random, nt: Notation) -> Problem:
             f"Reduce the rational expression {nt.ex(expr)} to lowest terms.",
         ]
     )
-    return Problem(
-        "simplify_rational",
-        question,
-        steps,
-        nt.ex(result),
-        tex(result),
-        value=result,
-        given={"expression": expr, "excluded": r},
+    return Problem.expression(
+        "simplify_rational", question, steps, nt, result, given={"expression": expr, "excluded": r}
     )
 
 
