@@ -117,7 +117,8 @@ def test_evaluate_dense_and_moe(tiny_study) -> None:
     assert [s.domain for s in moe.samples] == list(DOMAINS)
     sample = moe.samples[0]
     assert set(sample.layers) == {"0", "1"} and len(sample.layers["0"]) == len(sample.tokens)
-    assert all(w == 1.0 for w in sample.weights["0"])  # top-1 forward weight is exactly 1
+    # eval routing has no noise, so the chosen expert is the argmax: at least 1/E of the mass
+    assert all(0.25 - 1e-6 <= p <= 1.0 for p in sample.probs["0"])
 
 
 def test_routing_counts_match_a_direct_forward(tiny_study) -> None:

@@ -98,7 +98,7 @@ def synthetic_result(name: str, moe: bool = True, seed: int = 0) -> EvaluationRe
                 domain=d,
                 tokens=tokens,
                 layers={"2": [i % N_EXPERTS for i in range(9)], "3": [1] * 9},
-                weights={"2": [1.0] * 9, "3": [0.5] * 9},
+                probs={"2": [1.0] * 9, "3": [0.5] * 9},
                 entropy={"2": [0.3] * 9, "3": [1.1] * 9},
             )
             for d in DOMAINS

@@ -299,17 +299,18 @@ def _token_routing(
     tokenizer: Any,
     cache: dict[int, str],
 ) -> TokenRouting:
-    layers, weights, entropy = {}, {}, {}
+    layers, probs, entropy = {}, {}, {}
     for index, s in sorted(stats.items()):
         key = str(index)
         layers[key] = s.expert_index[lo:hi, 0].cpu().tolist()
-        weights[key] = [round(float(w), 4) for w in s.expert_weight[lo:hi, 0].float().cpu()]
+        chosen = s.probs[lo:hi].gather(1, s.expert_index[lo:hi, :1])[:, 0]
+        probs[key] = [round(float(p), 4) for p in chosen.float().cpu()]
         entropy[key] = [round(float(h), 4) for h in s.entropy[lo:hi].float().cpu()]
     return TokenRouting(
         domain=domain,
         tokens=[decode_piece(tokenizer, t, cache) for t in ids],
         layers=layers,
-        weights=weights,
+        probs=probs,
         entropy=entropy,
     )
 

@@ -27,7 +27,9 @@ class GeneratedToken(BaseModel):
     id: int
     text: str
     experts: dict[int, int] = Field(default_factory=dict)
-    weights: dict[int, float] = Field(default_factory=dict)
+    probs: dict[int, float] = Field(
+        default_factory=dict, description="router probability of the chosen expert, per layer"
+    )
 
 
 class GenerationResult(BaseModel):
@@ -103,7 +105,7 @@ def generate(
             last = context.shape[1] - 1
             for index, s in last_router_stats(model).items():
                 tokens[-1].experts[index] = int(s.expert_index[last, 0])
-                tokens[-1].weights[index] = float(s.expert_weight[last, 0])
+                tokens[-1].probs[index] = float(s.probs[last, s.expert_index[last, 0]])
         return logits
 
     with torch.no_grad():

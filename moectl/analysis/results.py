@@ -79,7 +79,9 @@ class TokenRouting(BaseModel):
     domain: str
     tokens: list[str]
     layers: dict[str, list[int]] = Field(description="layer -> first-choice expert per token")
-    weights: dict[str, list[float]]
+    probs: dict[str, list[float]] = Field(
+        description="layer -> router probability of the first-choice expert per token"
+    )
     entropy: dict[str, list[float]]
 
 

@@ -84,7 +84,7 @@ def expert_table(result: GenerationResult) -> Table:
     """One row per generated token: its text and the expert chosen in each MoE layer."""
     from moectl.viz.palette import expert_color
 
-    table = Table(title="Experts per generated token (first choice, weight)")
+    table = Table(title="Experts per generated token (first choice, router probability)")
     table.add_column("#", justify="right")
     table.add_column("token")
     for layer in result.moe_layers:
@@ -97,7 +97,7 @@ def expert_table(result: GenerationResult) -> Table:
                 cells.append("-")
                 continue
             cells.append(
-                f"[bold {expert_color(expert)}]e{expert}[/] {token.weights.get(layer, 0.0):.2f}"
+                f"[bold {expert_color(expert)}]e{expert}[/] {token.probs.get(layer, 0.0):.2f}"
             )
         table.add_row(*cells)
     return table

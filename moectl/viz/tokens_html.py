@@ -2,7 +2,7 @@
 
 One self-contained HTML file (inline CSS, no scripts, no network) so it opens from disk in any
 browser. Each sample shows one row per MoE layer; hovering a token shows its text, expert,
-routing weight and router entropy (the native `title` tooltip).
+router probability and the router entropy (the native `title` tooltip).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _token_span(token: str, layer: str, sample: TokenRouting, index: int) -> str
     color = expert_color(expert)
     tip = (
         f"token {token!r} | layer {layer} | expert {expert} | "
-        f"weight {sample.weights[layer][index]:.3f} | "
+        f"router prob {sample.probs[layer][index]:.3f} | "
         f"entropy {sample.entropy[layer][index]:.3f} nats"
     )
     return (
@@ -69,8 +69,8 @@ def render_token_page(results: list[EvaluationResult], title: str = "Token routi
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='note'>Each token is coloured by the expert its MoE layer chose first "
-        "(one row per layer). Hover a token for its expert, routing weight and router entropy. "
-        "&#8629; marks a newline.</p>",
+        "(one row per layer). Hover a token for its expert, its router probability and the "
+        "router entropy. &#8629; marks a newline.</p>",
         f"<p>{legend}</p>",
     ]
     for result in with_samples:
