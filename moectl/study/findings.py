@@ -119,7 +119,7 @@ def _specialization_finding(moe: EvaluationResult, top2: EvaluationResult) -> Fi
             clear = clear or is_clear
             parts.append(
                 f"{label} layer {layer.layer}: NMI {score.nmi:.3f} vs uniform-router "
-                f"{score.baseline_nmi:.3f}" + (" (clearly above)" if is_clear else "")
+                f"{score.baseline_nmi:.4f}" + (" (clearly above)" if is_clear else "")
             )
     verdict = (
         "Experts specialize by domain: at least one layer's score is clearly above the baseline."

@@ -23,6 +23,9 @@ class StudyPlan(BaseModel):
     data: dict[str, Any]
     model: dict[str, Any]
     train: dict[str, Any] = Field(description="train settings shared by every stage")
+    moe: dict[str, Any] = Field(
+        default_factory=dict, description="MoE settings over the cpu-* presets' (layers, experts)"
+    )
     pretrain_steps: int
     pretrain_lr: float
     variant_steps: int
@@ -75,7 +78,12 @@ def plan_configs(size: StudySize) -> tuple[DataConfig, dict[str, RunConfig]]:
     """The corpus config and the run config of every training stage ('pretrain' + variants)."""
     plan = PLANS[size]
     data = validate(DataConfig, deep_merge(load_preset("cpu")["data"], plan.data), "study data")
-    shared = {"data": data.model_dump(mode="json"), "model": plan.model, "train": plan.train}
+    shared = {
+        "data": data.model_dump(mode="json"),
+        "model": plan.model,
+        "train": plan.train,
+        "moe": plan.moe,
+    }
     runs = {
         "pretrain": _run_config(
             "cpu-dense",
