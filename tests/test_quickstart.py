@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow
 
 
 class _Interrupter:
-    """Sends this process SIGINT at train step 5 of the moe run, like a user's Ctrl-C."""
+    """Sends this process SIGINT at train step 3 of the moe run, like a user's Ctrl-C."""
 
     def __init__(self) -> None:
         self.sent = False
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "train moe" and event.completed >= 5:
+        if event.stage == "train moe" and event.completed >= 3:
             self._send_once()
 
     def _send_once(self) -> None:
@@ -74,7 +74,7 @@ def test_interrupted_stage_resumes_from_its_checkpoint(study):
     assert status["dense"] in ("skipped", "resumed")
     assert status["evaluate"] == status["visualize"] == "done"
     moe = json.loads((out / "runs" / "moe" / "result.json").read_text())
-    assert moe["resumed_from"] and moe["steps"] == moe["max_steps"] == 16
+    assert moe["resumed_from"] and moe["steps"] == moe["max_steps"] == 40
     assert moe["stop_reason"] == "completed"
 
 

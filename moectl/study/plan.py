@@ -66,7 +66,7 @@ PLANS: dict[str, StudyPlan] = {
         },
         pretrain_steps=16,
         pretrain_lr=3e-3,
-        variant_steps=16,
+        variant_steps=40,
         variant_lr=3e-3,
         eval_max_blocks=24,
         n_permutations=5,
