@@ -330,7 +330,8 @@ def resolve_data_config(
     if config_file is not None:
         file_raw = read_config_file(config_file)
         run_sections = set(RunConfig.model_fields)
-        raw = file_raw.get("data") or {} if run_sections & set(file_raw) else file_raw
+        is_run_file = bool(run_sections & set(file_raw))
+        raw = (file_raw.get("data") or {}) if is_run_file else file_raw
     raw = deep_merge(raw, {k: v for k, v in (options or {}).items() if v is not None})
     for text in overrides or []:
         parsed = parse_override(text)

@@ -25,10 +25,6 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
-def no_progress(event: ProgressEvent) -> None:
-    """Default callback: discard events."""
-
-
 def report(
     callback: ProgressCallback | None,
     stage: str,
