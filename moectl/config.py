@@ -55,7 +55,14 @@ class DataConfig(StrictModel):
     )
     size_mb: float = Field(1.0, gt=0, description="characters per domain, in millions")
     block_size: int = Field(512, gt=0)
-    balance_tokens: bool = False
+    balance_tokens: bool = Field(
+        False, description="truncate every domain's train blocks to the smallest domain's"
+    )
+    balance_eval: bool = Field(
+        False,
+        description="balance the eval split too; off (as in the reference study) keeps every "
+        "eval text, so per-domain eval losses use all held-out data",
+    )
     seed: int = 0
     min_example_chars: int = Field(0, ge=0)
     max_example_chars: int | None = Field(None, gt=0)
@@ -109,6 +116,14 @@ class MoEConfig(StrictModel):
     noise_std: float = Field(0.1, ge=0)
     anneal_fraction: float = Field(0.25, ge=0, le=1)
     perturbation_std: float = Field(1e-3, ge=0)
+    init: Literal["upcycle", "scratch"] = Field(
+        "upcycle",
+        description="experts as copies of the dense MLP (sparse upcycling) or freshly "
+        "initialized, independently per expert (an MoE trained from scratch, as OLMoE)",
+    )
+    router_lr_scale: float = Field(
+        1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:

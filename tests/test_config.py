@@ -33,6 +33,11 @@ def test_reference_presets_carry_the_design_values():
     shake = resolve_run_config("shakedown")
     assert not shake.moe.enabled and shake.train.max_steps == 100 and shake.data.size_mb == 1
     assert resolve_run_config("dense").train.max_steps == 5000
+    for name in ("dense", "moe-main", "no-lb", "top2", "shakedown"):
+        config = resolve_run_config(name)
+        assert config.train.precision == "fp32", name
+        assert config.data.balance_tokens and not config.data.balance_eval, name
+    assert resolve_run_config("cpu-moe").train.precision == "auto"
 
 
 def test_every_preset_validates():

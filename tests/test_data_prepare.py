@@ -122,6 +122,18 @@ def test_balancing_equalizes_domains_and_warns(tmp_path: Path) -> None:
     assert [s.tokens_balanced for s in train] == [smallest * 16] * 3
     assert len(corpus.train) == 3 * smallest
     assert any("balancing cut every domain" in w for w in result.warnings)
+    evals = corpus.manifest.stats["eval"]
+    assert [s.blocks_balanced for s in evals] == [s.blocks for s in evals]
+    assert len(corpus.eval) == sum(s.blocks for s in evals)
+
+
+def test_balance_eval_balances_the_eval_split_too(tmp_path: Path) -> None:
+    config = config_for(tmp_path / "src", balance_tokens=True, balance_eval=True)
+    prepare_corpus(config, tmp_path / "out")
+    evals = load_corpus(tmp_path / "out").manifest.stats["eval"]
+    smallest = min(s.blocks for s in evals)
+    assert len({s.blocks for s in evals}) > 1, "the fixture's eval domains differ in size"
+    assert [s.blocks_balanced for s in evals] == [smallest] * 3
 
 
 def test_block_larger_than_eval_tokens_names_domain(tmp_path: Path) -> None:

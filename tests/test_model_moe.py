@@ -68,6 +68,24 @@ def test_perturbation_is_relative_to_each_parameter_std_and_seeded():
     torch.testing.assert_close(moe_layers(again)[1].experts[0].c_fc.weight, experts[0].c_fc.weight)
 
 
+def test_scratch_experts_are_fresh_gpt2_inits_independent_of_the_dense_mlp():
+    model = tiny_gpt2(n_embd=64)
+    dense = model.transformer.h[1].mlp
+    dense_w = dense.c_fc.weight.detach().clone()
+    apply_moe(model, moe_cfg(init="scratch", perturbation_std=1e-3), seed=5)
+    experts = moe_layers(model)[1].experts
+    c_fc = [e.c_fc.weight.detach() for e in experts]
+    assert all((w - dense_w).abs().max() > 0.01 for w in c_fc)
+    assert not torch.equal(c_fc[0], c_fc[1])
+    assert 0.018 < torch.stack(c_fc).std().item() < 0.022
+    c_proj = torch.stack([e.c_proj.weight.detach() for e in experts])
+    assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(4), rel=0.1)
+    assert all(torch.count_nonzero(e.c_fc.bias) == 0 for e in experts)
+    again = tiny_gpt2(n_embd=64)
+    apply_moe(again, moe_cfg(init="scratch"), seed=5)
+    torch.testing.assert_close(moe_layers(again)[1].experts[2].c_fc.weight, c_fc[2])
+
+
 def test_top1_forward_weight_is_exactly_one_and_router_learns_from_lm_loss_alone():
     model = tiny_gpt2()
     apply_moe(model, moe_cfg(perturbation_std=1e-2), seed=0)

@@ -42,9 +42,35 @@ def test_lr_warmup_then_cosine_to_min_ratio():
 
 def test_no_weight_decay_on_biases_and_layernorm():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    decay, no_decay = parameter_groups(model, 0.01)
+    decay, no_decay = parameter_groups(model, 0.01, 1e-3)
     assert [p.ndim for p in decay["params"]] == [2]
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
+
+
+def test_router_lr_scale_gives_the_gates_their_own_scheduled_lr():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from moectl.config import MoEConfig, TrainConfig
+    from moectl.model.factory import apply_moe
+    from moectl.model.routing import moe_layers
+    from moectl.training.schedule import build_optimizer
+
+    config = GPT2Config(vocab_size=32, n_positions=8, n_embd=16, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config)
+    apply_moe(model, MoEConfig(enabled=True, last_n=2, n_experts=4))
+    gates = {id(layer.gate.weight) for layer in moe_layers(model).values()}
+    train = TrainConfig(lr=1e-3, max_steps=10, warmup_fraction=0.5)
+    assert len(parameter_groups(model, 0.01, 1e-3)) == 2
+    optimizer, scheduler = build_optimizer(model, train, router_lr_scale=10.0)
+    *_, router = optimizer.param_groups
+    assert {id(p) for p in router["params"]} == gates
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        assert lrs[2] == pytest.approx(10 * lrs[0]) and lrs[0] == lrs[1] > 0
+    grouped = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert grouped == len(list(model.parameters()))
 
 
 def test_sampler_resumes_the_same_order_and_never_repeats_within_epoch():

@@ -127,7 +127,10 @@ def _render_header(path: Path, manifest: CorpusManifest) -> None:
     )
     grid.add_row("block size", str(manifest.block_size))
     grid.add_row("seed", str(manifest.seed))
-    grid.add_row("balanced", "yes" if manifest.config.balance_tokens else "no")
+    balanced = "no"
+    if manifest.config.balance_tokens:
+        balanced = "train and eval" if manifest.config.balance_eval else "train only"
+    grid.add_row("balanced", balanced)
     console.print(grid)
 
 

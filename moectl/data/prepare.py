@@ -92,8 +92,8 @@ def prepare_corpus(
     warning = imbalance_warning(train_tokens, config.imbalance_warning_ratio, config.balance_tokens)
     if warning:
         warnings.append(warning)
-    if config.balance_tokens:
-        for salt, split in enumerate(SPLITS):
+    for salt, split in enumerate(SPLITS):
+        if config.balance_tokens and (split == "train" or config.balance_eval):
             blocks[split] = balance_blocks(blocks[split], config.seed, salt)
     for split in SPLITS:
         for stat in stats[split]:

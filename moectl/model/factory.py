@@ -7,6 +7,7 @@ with an OfflineError that names the two offline alternatives instead of a long O
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,7 @@ def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list
         )
     layers = moe_cfg.resolve_layers(model.config.n_layer)
     generator = torch.Generator().manual_seed(seed)
+    scratch = moe_cfg.init == "scratch"
     for index in layers:
         block = model.transformer.h[index]
         block.mlp = MoEMLP.upcycle(
@@ -156,11 +158,32 @@ def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list
             top_k=moe_cfg.top_k,
             noise_std=moe_cfg.noise_std,
             anneal_fraction=moe_cfg.anneal_fraction,
-            perturbation_std=moe_cfg.perturbation_std,
+            perturbation_std=0.0 if scratch else moe_cfg.perturbation_std,
             gate_init_std=model.config.initializer_range,
             generator=generator,
         )
+        if scratch:
+            init_experts_from_scratch(block.mlp, model.config, generator)
     return layers
+
+
+def init_experts_from_scratch(
+    layer: MoEMLP, config: GPT2Config, generator: torch.Generator
+) -> None:
+    """Draw every expert's weights afresh with GPT-2's own initialization, independently.
+
+    Matrices ~ N(0, initializer_range), the output projections scaled by 1/sqrt(2 n_layer) as
+    GPT-2 does for residual writes, biases zero: experts that share nothing with the dense MLP
+    or with each other, the setting of an MoE trained from scratch (OLMoE).
+    """
+    std = config.initializer_range
+    with torch.no_grad():
+        for name, param in layer.experts.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+                continue
+            scale = std / math.sqrt(2 * config.n_layer) if "c_proj" in name else std
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
 def count_parameters(model: nn.Module) -> ParamCount:

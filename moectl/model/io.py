@@ -179,7 +179,10 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         raise ModelError(f"{path / META} has an unusable GPT-2 config: {exc}") from None
     if meta.moe is not None:
         layout = {"enabled": True, "layers": meta.moe_layers, "last_n": None}
-        apply_moe(model, meta.moe.model_copy(update={**layout, "perturbation_std": 0.0}))
+        apply_moe(
+            model,
+            meta.moe.model_copy(update={**layout, "perturbation_std": 0.0, "init": "upcycle"}),
+        )
     _load_weights(model, path, meta)
     model.to(device)
     _check_ties(model, meta, path)

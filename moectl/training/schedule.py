@@ -7,6 +7,7 @@ import math
 import torch
 
 from moectl.config import TrainConfig
+from moectl.model.routing import moe_layers
 
 
 def lr_factor(step: int, max_steps: int, warmup_fraction: float, min_lr_ratio: float) -> float:
@@ -23,24 +24,41 @@ def lr_factor(step: int, max_steps: int, warmup_fraction: float, min_lr_ratio: f
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm gains (1-D tensors) are not shrunk to zero."""
-    decay, no_decay = [], []
+def parameter_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, router_lr_scale: float = 1.0
+) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm gains (1-D tensors) are not shrunk to zero.
+
+    With `router_lr_scale` != 1 the MoE gates get a group of their own at `lr * router_lr_scale`
+    (a router that learns faster than the experts it chooses between); otherwise the groups stay
+    the two above, so checkpoints of either kind resume into the optimizer that wrote them.
+    """
+    gates: set[int] = set()
+    if router_lr_scale != 1.0:
+        gates = {id(p) for layer in moe_layers(model).values() for p in layer.gate.parameters()}
+    decay, no_decay, router = [], [], []
     for _, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        if id(param) in gates:
+            router.append(param)
+        else:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr": lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": lr},
     ]
+    if router:
+        groups.append({"params": router, "weight_decay": weight_decay, "lr": lr * router_lr_scale})
+    return groups
 
 
 def build_optimizer(
-    model: torch.nn.Module, cfg: TrainConfig
+    model: torch.nn.Module, cfg: TrainConfig, router_lr_scale: float = 1.0
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the model's parameters with the run's warmup + cosine schedule."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.lr, router_lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(step, cfg.max_steps, cfg.warmup_fraction, cfg.min_lr_ratio),

@@ -164,7 +164,9 @@ class _Trainer:
         configure_routers(model, self.config)
         self.core = model.to(self.device)
         self.moe_layers = list(moe_layers(self.core))
-        self.optimizer, self.scheduler = build_optimizer(self.core, cfg)
+        self.optimizer, self.scheduler = build_optimizer(
+            self.core, cfg, self.config.moe.router_lr_scale
+        )
         self.sampler = BlockSampler(len(self.corpus.train), cfg.batch_size, cfg.seed)
         self.window = MetricWindow(len(self.domains))
         n_experts = self.config.moe.n_experts
