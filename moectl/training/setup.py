@@ -17,7 +17,7 @@ from moectl import __version__
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
-from moectl.model.factory import apply_moe, build_model
+from moectl.model.initial import InitRecord, build_initial
 from moectl.model.io import LoadedModel, ModelMeta, load_model
 from moectl.model.routing import moe_layers
 
@@ -26,35 +26,44 @@ def corpus_tokenizer_info(corpus: Corpus) -> dict[str, Any]:
     return corpus.manifest.tokenizer.model_dump()
 
 
-def fresh_model(config: RunConfig, corpus: Corpus, init_from: Path | None) -> nn.Module:
-    """The model a new run starts from, with the run's MoE surgery applied."""
+def fresh_model(
+    config: RunConfig, corpus: Corpus, init_from: Path | None
+) -> tuple[nn.Module, InitRecord]:
+    """The model a new run starts from, with the run's MoE surgery applied, and the record that
+    rebuilds exactly this model later (the init-router control, moectl.model.initial)."""
     info = corpus.manifest.tokenizer
+    record = InitRecord(
+        init_from=str(init_from.resolve()) if init_from is not None else None,
+        model=config.model,
+        moe=config.moe,
+        seed=config.train.seed,
+        vocab_size=info.vocab_size,
+        n_positions=corpus.block_size,
+        eos_id=info.eos_id,
+        tokenizer=corpus_tokenizer_info(corpus),
+    )
     if init_from is None:
         if config.model.pretrained is None:
             config.moe.resolve_layers(config.model.n_layer)
-        model = build_model(config.model, info.vocab_size, corpus.block_size, info.eos_id)
-        apply_moe(model, config.moe, seed=config.train.seed)
-        return model
+        return build_initial(record), record
     loaded = load_artifact(init_from)
     check_tokenizer(loaded.meta, corpus, str(init_from))
     check_positions(loaded.model, corpus)
-    existing = moe_layers(loaded.model)
-    if not existing:
-        apply_moe(loaded.model, config.moe, seed=config.train.seed)
-        return loaded.model
-    if not config.moe.enabled:
-        raise ModelError(
-            f"{init_from} is an MoE model but the run's config is dense (moe.enabled is false)",
-            hint="use an MoE preset (e.g. --preset cpu-moe) or start from a dense model",
-        )
-    wanted = layout_of_config(config, loaded.model.config.n_layer)
-    have = layout_of_model(loaded.model)
-    if wanted != have:
-        raise ModelError(
-            f"{init_from} has MoE layout {describe(have)}, the run asks for {describe(wanted)}",
-            hint="start from a dense model to upcycle it with this layout, or match moe.* to it",
-        )
-    return loaded.model
+    if moe_layers(loaded.model):
+        if not config.moe.enabled:
+            raise ModelError(
+                f"{init_from} is an MoE model but the run's config is dense (moe.enabled is false)",
+                hint="use an MoE preset (e.g. --preset cpu-moe) or start from a dense model",
+            )
+        wanted = layout_of_config(config, loaded.model.config.n_layer)
+        have = layout_of_model(loaded.model)
+        if wanted != have:
+            raise ModelError(
+                f"{init_from} has MoE layout {describe(have)}, the run asks for {describe(wanted)}",
+                hint="start from a dense model to upcycle it with this layout, or match moe.* "
+                "to it",
+            )
+    return build_initial(record, loaded), record
 
 
 def load_artifact(path: Path) -> LoadedModel:

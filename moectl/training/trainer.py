@@ -23,6 +23,7 @@ from torch import nn
 from moectl.config import RunConfig
 from moectl.data.store import Corpus, load_corpus
 from moectl.errors import TrainingError
+from moectl.model.initial import write_init_record
 from moectl.model.io import save_model
 from moectl.model.routing import last_router_stats, moe_layers, set_router_progress
 from moectl.progress import ProgressCallback, report
@@ -156,8 +157,9 @@ class _Trainer:
         cfg = self.train_cfg
         shard_rows(self.ctx, cfg.batch_size)
         _seed_everything(cfg.seed)
+        init_record = None
         if checkpoint is None:
-            model = fresh_model(self.config, self.corpus, init_from)
+            model, init_record = fresh_model(self.config, self.corpus, init_from)
         else:
             state = read_trainer_state(checkpoint)
             model = resumed_model(self.config, self.corpus, checkpoint)
@@ -196,6 +198,8 @@ class _Trainer:
             rundir.start_run_dir(
                 self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint
             )
+            if init_record is not None and self.moe_layers:
+                write_init_record(self.run_dir, self.core, init_record)
             for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
                 truncate_after(self.run_dir / name, self.step)
             self.writers = {

@@ -1,0 +1,141 @@
+"""The init-router control: a run's MoE model exactly as it was at step 0, before any update.
+
+A pretrained model's hidden states already separate the domains, so even an untrained random gate
+routes them to different experts. Whether *training* made experts specialize can only be judged
+against the same model at step 0: experts as upcycled (or freshly drawn), gates as initialized.
+
+Saving that model whole would double a run's disk use (about 1 GB more for GPT-2 small with four
+MoE layers), so the run directory keeps only `init/init.json` (everything the model was built
+from: model and MoE config, seed, sizes, the `--init-from` artifact) and `init/gates.safetensors`
+(the initial gates, a few KB). `load_initial_model` rebuilds the model through the same function
+the trainer used and checks a SHA-256 of the whole rebuilt state against the one recorded at step
+0, so a changed `--init-from` artifact or an RNG that draws differently is an error, never a
+silently different control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moectl.config import ModelConfig, MoEConfig
+from moectl.data.store import atomic_directory
+from moectl.errors import ModelError
+from moectl.model.factory import apply_moe, build_model
+from moectl.model.io import LoadedModel, ModelMeta, load_model
+from moectl.model.routing import moe_layers
+
+INIT_DIR = "init"
+RECORD_NAME = "init.json"
+GATES_NAME = "gates.safetensors"
+INIT_FORMAT = 1
+
+
+class InitRecord(BaseModel):
+    """What a run's step-0 model was built from (init/init.json)."""
+
+    format_version: int = INIT_FORMAT
+    init_from: str | None = None
+    model: ModelConfig
+    moe: MoEConfig
+    seed: int
+    vocab_size: int
+    n_positions: int
+    eos_id: int | None = None
+    tokenizer: dict[str, Any]
+    sha256: str = ""
+
+
+def build_initial(record: InitRecord, loaded: LoadedModel | None = None) -> nn.Module:
+    """The step-0 model: scratch or `--init-from`, then the MoE surgery, all seeded by the record.
+
+    The trainer calls this too, so the rebuild runs the very code that built the trained model.
+    A scratch GPT-2 draws from the global torch RNG, which is seeded here with the run's seed
+    (callers that must keep their RNG state wrap the call in `torch.random.fork_rng`).
+    """
+    if record.init_from is None:
+        torch.manual_seed(record.seed)
+        model = build_model(record.model, record.vocab_size, record.n_positions, record.eos_id)
+    else:
+        model = (loaded or load_model(record.init_from)).model
+    if not moe_layers(model):
+        apply_moe(model, record.moe, seed=record.seed)
+    return model
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict (name, dtype, shape and bytes), in key order."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _gates(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        f"{index}.gate.weight": layer.gate.weight.detach().to("cpu").contiguous()
+        for index, layer in moe_layers(model).items()
+    }
+
+
+def write_init_record(run_dir: Path, model: nn.Module, record: InitRecord) -> Path:
+    """Write init/ for a fresh MoE run (atomically; the record gains the model's digest)."""
+    record = record.model_copy(update={"sha256": state_sha256(model)})
+    target = Path(run_dir) / INIT_DIR
+    with atomic_directory(target, overwrite=True) as tmp:
+        save_file(_gates(model), str(tmp / GATES_NAME))
+        (tmp / RECORD_NAME).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+    return target
+
+
+def read_init_record(run_dir: Path) -> InitRecord:
+    """The run's InitRecord; ModelError saying why when there is none to read."""
+    path = Path(run_dir) / INIT_DIR / RECORD_NAME
+    if not path.is_file():
+        raise ModelError(
+            f"run {run_dir} has no {INIT_DIR}/{RECORD_NAME} (dense, or trained before moectl "
+            "recorded the step-0 model)",
+            hint="train the run again with this moectl to get the init-router control",
+        )
+    try:
+        return InitRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise ModelError(f"{path} is not an init record: {exc.errors()[0]['msg']}") from None
+
+
+def load_initial_model(run_dir: Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """The run's model at step 0, rebuilt and verified; ModelError when it cannot be recovered."""
+    record = read_init_record(run_dir)
+    if record.init_from is not None and not Path(record.init_from).is_dir():
+        raise ModelError(
+            f"the step-0 model of {run_dir} was built from {record.init_from}, which no longer "
+            "exists",
+            hint="restore that model directory to evaluate the init-router control",
+        )
+    with torch.random.fork_rng(devices=[]):
+        model = build_initial(record)
+    gates = load_file(str(Path(run_dir) / INIT_DIR / GATES_NAME))
+    for index, layer in moe_layers(model).items():
+        layer.gate.weight.data.copy_(gates[f"{index}.gate.weight"])
+    if state_sha256(model) != record.sha256:
+        raise ModelError(
+            f"the rebuilt step-0 model of {run_dir} differs from the one recorded at training "
+            f"time (changed {record.init_from or 'model code'}, or another torch version)",
+            hint="evaluate with the moectl/torch versions and init model the run was trained with",
+        )
+    meta = ModelMeta(
+        gpt2_config=model.config.to_dict(),
+        moe=record.moe,
+        moe_layers=list(moe_layers(model)),
+        tokenizer=record.tokenizer,
+        step=0,
+    )
+    return LoadedModel(model=model.to(device).eval(), meta=meta)
