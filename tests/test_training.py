@@ -124,6 +124,11 @@ def test_routing_accumulator_fractions_per_domain():
     assert layer["entropy"] == pytest.approx(2.0)
     assert layer["domain_entropy"] == pytest.approx({"code": 1.5, "prose": 3.0})
     assert layer["max_fraction"] == pytest.approx(0.5)
+    assert layer["counts"] == [[2, 1, 1, 0], [1, 0, 0, 1]]
+    # MI over the 6 assignments: experts 1, 2 are code-only and 3 prose-only; H(domain) = H(2/3)
+    h_domain = -(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3)
+    mi = 2 * (1 / 6) * math.log(3 / 2) + (1 / 6) * math.log(3) + 0.5 * 0
+    assert layer["nmi"] == pytest.approx(mi / h_domain)
     assert acc.max_fractions() == {3: pytest.approx(0.5)}
     acc.reset()
     assert acc.row(6)["layers"]["3"]["domain_fractions"] == {}

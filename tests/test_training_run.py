@@ -98,6 +98,10 @@ def test_dense_run_then_upcycle_with_init_from(tiny_corpus, tmp_path):
     moe = train_run(moe_cfg, tiny_corpus, tmp_path / "moe", init_from=best)
     assert moe.steps == 2
     routing = rows(tmp_path / "moe", "routing.jsonl")
+    assert [r["step"] for r in routing] == [0, 2]
+    assert routing[0]["collapse"] is None and routing[-1]["collapse"]["warning"] is not None
+    tokens = 4 * 16  # the first update's batch: 4 blocks of 16 tokens, routed by the init gate
+    assert sum(map(sum, routing[0]["layers"]["0"]["counts"])) == tokens
     assert set(routing[-1]["layers"]) == {"0", "1"}
     assert sum(routing[-1]["layers"]["0"]["fractions"]) == pytest.approx(1.0)
     again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe" / "best")

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import torch
 
+from moectl.analysis.metrics import normalized_mi
+
 
 class _Stats(Protocol):
     expert_index: torch.Tensor
@@ -64,7 +66,11 @@ class RoutingAccumulator:
         )
 
     def row(self, step: int) -> dict[str, Any]:
-        """The routing.jsonl row for the tokens seen since the last reset (without `collapse`)."""
+        """The routing.jsonl row for the tokens seen since the last reset (without `collapse`).
+
+        Each layer keeps its domain x expert assignment counts and the NMI(domain; expert) they
+        give, so specialization over training is exact from the log, with no pass over the data.
+        """
         layers: dict[str, Any] = {}
         for layer in self.layers:
             counts = self.counts[layer]
@@ -77,7 +83,10 @@ class RoutingAccumulator:
                 if domain_total > 0:
                     domain_fractions[domain] = (counts[d] / domain_total).tolist()
                     domain_entropy[domain] = float(self.entropy_sum[layer][d] / self.tokens[d])
+            joint = counts.round().long()
             layers[str(layer)] = {
+                "counts": joint.tolist(),
+                "nmi": normalized_mi(joint.numpy()),
                 "fractions": fractions.tolist(),
                 "domain_fractions": domain_fractions,
                 "entropy": float(self.entropy_sum[layer].sum() / tokens) if tokens > 0 else 0.0,

@@ -309,6 +309,8 @@ class _Trainer:
             values += torch.stack([p.double() for p in parts]) / cfg.grad_accum
             domain_sum += losses.domain_sum
             domain_count += losses.domain_count
+        if self.step == 0 and self.moe_layers:
+            self._log_initial_routing()
         clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)
         self.lr = self.optimizer.param_groups[0]["lr"]
@@ -390,6 +392,16 @@ class _Trainer:
         self.last_train_loss = row["loss"]
         window.reset()
         self._write("metrics", row, "train")
+
+    def _log_initial_routing(self) -> None:
+        """The step-0 routing row: the first update's forward passes, which run on the model as
+        initialized, so the log starts from the init router's routing. It is not a collapse
+        check (`collapse` is null): training has not touched the router yet."""
+        all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
+        row = self.routing.row(0)
+        row["collapse"] = None
+        self.routing.reset()
+        self._write("routing", row, None)
 
     def _log_routing(self) -> bool:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
