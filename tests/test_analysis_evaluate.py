@@ -114,6 +114,15 @@ def test_evaluate_dense_and_moe(tiny_study) -> None:
             assert code.types == list(CODE_TYPES)
             assert code.tokens["keyword"] > 0 and code.tokens["name"] > 0
             assert sum(code.tokens.values()) <= result.domain_tokens["code"] + 3
+        assert result.block_index and len(result.block_loss) == 9
+        assert np.mean(result.block_loss) == pytest.approx(result.loss)
+    for result in (moe, top2):
+        assert "has no init/init.json" in (result.init_control or "")
+        for layer in result.routing:
+            score = layer.specialization
+            assert score.init_nmi is None and score.init_nmi_ci is None
+            assert score.emergent.verdict is None and score.emergent.ci is None
+            assert score.nmi_ci[0] <= score.nmi <= score.nmi_ci[1]
     assert [s.domain for s in moe.samples] == list(DOMAINS)
     sample = moe.samples[0]
     assert set(sample.layers) == {"0", "1"} and len(sample.layers["0"]) == len(sample.tokens)

@@ -77,7 +77,9 @@ def test_layer_routing_analysis() -> None:
     domains = np.array([0, 0, 0, 1, 1, 1])
     experts = np.array([[0], [0], [1], [2], [2], [2]])
     types = np.array([0, 1, 0, -1, -1, -1])
-    layer.add(domains, experts, np.array([1.0, 1.0, 1.0, 0.5, 0.5, 0.5]), {"code": types})
+    blocks = np.array([0, 0, 1, 2, 2, 3])
+    entropy = np.array([1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+    layer.add(domains, blocks, experts, entropy, {"code": types})
     result = layer.analyse(
         ["code", "prose"], {"code": ("keyword", "name")}, {"code": "code"}, n_permutations=5
     )
@@ -91,3 +93,17 @@ def test_layer_routing_analysis() -> None:
     (code_types,) = result.token_types
     assert code_types.tokens == {"keyword": 2, "name": 1}
     assert code_types.counts == [[1, 1, 0, 0], [1, 0, 0, 0]]
+    assert result.specialization.nmi_ci is not None and result.specialization.init_nmi is None
+    assert result.specialization.emergent.verdict is None
+    assert result.top_expert["prose"].ratio_ci == pytest.approx((4.0, 4.0))
+
+
+def test_random_assignment_level_from_counts_matches_the_token_permutation() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, size=400)
+    experts = np.where(rng.random(400) < 0.3, labels, rng.integers(0, 8, size=400))[:, None]
+    counts = metrics.count_matrix(labels, experts, 3, 8)
+    from_tokens, _ = metrics.permutation_baseline(labels, experts, 3, 8, n_permutations=60)
+    from_counts = metrics.random_assignment_nmi(counts, n_draws=60)
+    assert from_counts == pytest.approx(from_tokens, rel=0.25)
+    assert from_counts < metrics.normalized_mi(counts) / 3

@@ -17,7 +17,10 @@ def test_evaluate_compares_models_and_saves_json(cli, tiny_study) -> None:  # no
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Evaluation on mix" in result.output
-    assert "uniform" in result.output and "moe: routing per MoE layer" in result.output
+    assert "random" in result.output and "moe: routing per MoE layer" in result.output
+    assert "uniform-router" not in result.output
+    # hand-made run dirs without init/: the control is missing, said so, never invented
+    assert "no init-router control" in _text(result) and "no control" in result.output
     assert "dense model" in result.output  # the dense run is reported with losses only
     for name in ("dense", "moe", "top2"):
         (saved,) = load_results(tiny_study[name] / "eval" / "mix.json")

@@ -46,7 +46,7 @@ def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = 
     if moe and routing:
         lines = []
         consecutive = 0
-        for step in range(10, 110, 10):
+        for step in range(0, 110, 10):
             top = min(0.25 + step / 100, 0.9) if collapse else 0.3
             fractions = [top] + [(1 - top) / (N_EXPERTS - 1)] * (N_EXPERTS - 1)
             layers = {
@@ -56,15 +56,21 @@ def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = 
                     "entropy": float(np.log(N_EXPERTS)) * (1 - top / 2),
                     "domain_entropy": {d: 1.0 for d in DOMAINS},
                     "max_fraction": top - 0.05 * layer,
+                    "counts": [[100 + step, 10, 10, 10], [10, 100, 10, 10], [10, 10, 100, 10]],
+                    "nmi": 0.3 + step / 1000,
                 }
                 for layer in (2, 3)
             }
             warned = [int(k) for k, v in layers.items() if v["max_fraction"] > 0.6]
             consecutive = consecutive + 1 if warned else 0
+            collapse = {
+                "warning": bool(warned),
+                "layers": warned,
+                "consecutive": consecutive,
+                "stop": consecutive >= 3,
+            }
             lines.append(
-                {"step": step, "layers": layers,
-                 "collapse": {"warning": bool(warned), "layers": warned,
-                              "consecutive": consecutive, "stop": consecutive >= 3}}
+                {"step": step, "layers": layers, "collapse": collapse if step else None}
             )  # fmt: skip
         (path / "routing.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     return path
@@ -82,7 +88,11 @@ def synthetic_result(name: str, moe: bool = True, seed: int = 0) -> EvaluationRe
             code_types = np.where(domains == 0, rng.integers(0, len(CODE_TYPES), 600), -1)
             math_types = np.where(domains == 1, rng.integers(0, len(MATH_TYPES), 600), -1)
             recorder.add(
-                domains, experts[:, None], rng.random(600), {"code": code_types, "math": math_types}
+                domains,
+                np.arange(600) // 50,
+                experts[:, None],
+                rng.random(600),
+                {"code": code_types, "math": math_types},
             )
             routing.append(
                 recorder.analyse(
@@ -161,6 +171,7 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
     names = {p.name for p in written}
     assert {
         "domain-loss.png", "router-entropy.png", "collapse-trajectory.png", "lb-loss.png",
+        "nmi-over-training.png",
         "routing-heatmap-moe.png", "token-types-moe.png", "tokens.html", "report.html",
     } == names  # fmt: skip
     for path in written:
@@ -173,10 +184,11 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
     assert "script" not in tokens.tags
     report = (tmp_path / "figures" / "report.html").read_text(encoding="utf-8")
     _parse(tmp_path / "figures" / "report.html")
-    assert report.count("data:image/png;base64,") == 6
+    assert report.count("data:image/png;base64,") == 7
     assert "tokens.html" in report
     assert "layer 2 at step" in report  # collapse event of the no-lb run
-    assert "uniform-router baseline" in report
+    assert "random-assignment baseline" in report and "uniform-router" not in report
+    assert "init router NMI" in report and "no control (" in report
 
 
 def test_svg_format_and_missing_routing_log(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from moectl.analysis.bootstrap import N_BOOTSTRAP
 from moectl.analysis.results import EvaluationResult, TokenRouting, write_json_atomic
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.runs import resolve_model
@@ -35,6 +36,7 @@ class EvaluationOptions:
     batch_size: int = 8
     device: str = "cpu"
     n_permutations: int = 20
+    n_bootstrap: int = N_BOOTSTRAP
     seed: int = 0
     samples_per_domain: int = 1
     sample_tokens: int = 48
@@ -73,12 +75,35 @@ def evaluate_models(
         loaded = load_model(model_path, device=options.device)
         check_tokenizer(loaded, corpus, model_path)
         name = run_dir.name if run_dir is not None else model_path.name
-        results.append(
-            evaluate_loaded(
-                loaded, name, model_path, run_dir, corpus, blocks, tokenizer, options, callback
-            )
+        init, reason = initial_control(loaded, model_path, run_dir, options.device)
+        result = evaluate_loaded(
+            loaded, name, model_path, run_dir, corpus, blocks, tokenizer, options, callback, init
         )
+        if reason is not None:
+            result.init_control = reason
+            result.notes.append(f"no init-router control: {reason}")
+        results.append(result)
     return results
+
+
+def initial_control(
+    loaded: LoadedModel, model_path: Path, run_dir: Path | None, device: str
+) -> tuple[LoadedModel | None, str | None]:
+    """The model's step-0 version (the init-router control), or None and the reason it has none.
+
+    Only a run directory can give it: a bare artifact does not say what it was built from.
+    """
+    from moectl.model.initial import load_initial_model
+    from moectl.model.routing import moe_layers
+
+    if not moe_layers(loaded.model):
+        return None, None
+    if run_dir is None:
+        return None, f"{model_path} is a model artifact without its run directory"
+    try:
+        return load_initial_model(run_dir, device=device), None
+    except ModelError as exc:
+        return None, exc.message
 
 
 def select_blocks(corpus: Corpus, options: EvaluationOptions) -> list[_Block]:
@@ -177,8 +202,10 @@ def evaluate_loaded(
     tokenizer: Any,
     options: EvaluationOptions,
     callback: ProgressCallback | None = None,
+    init: LoadedModel | None = None,
 ) -> EvaluationResult:
-    """Losses and routing of one loaded model over the selected blocks."""
+    """Losses and routing of one loaded model over the selected blocks; with `init` (the same
+    model at step 0) its router is fed the same batches for the init-router control."""
     import torch
     import torch.nn.functional as F
 
@@ -192,6 +219,10 @@ def evaluate_loaded(
     recorders = {
         index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
     }
+    init_recorders = {
+        index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
+    }
+    block_loss = np.zeros(len(blocks))
     loss_sum = np.zeros(len(domains))
     loss_count = np.zeros(len(domains), dtype=np.int64)
     eos_id = corpus.manifest.tokenizer.eos_id
@@ -218,21 +249,19 @@ def evaluate_loaded(
             for block, total in zip(batch, per_block, strict=True):
                 loss_sum[block.domain] += float(total)
                 loss_count[block.domain] += token_loss.shape[1]
+            block_loss[start : start + len(batch)] = per_block / token_loss.shape[1]
             seq = ids.shape[1]
             domain_ids = np.repeat([b.domain for b in batch], seq)
+            block_ids = np.repeat(np.arange(start, start + len(batch)), seq)
             types = {
                 group: np.concatenate([b.types[group] for b in batch])
                 for group in (batch[0].types if batch else {})
             }
             stats = last_router_stats(model) if recorders else {}
-            for index, recorder in recorders.items():
-                s = stats[index]
-                recorder.add(
-                    domain_ids,
-                    s.expert_index.cpu().numpy(),
-                    s.entropy.float().cpu().numpy(),
-                    types,
-                )
+            _record(recorders, stats, domain_ids, block_ids, types)
+            if init is not None:
+                init.model(input_ids=ids)
+                _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
             for row, block in enumerate(batch):
                 if block.index in sample_blocks and stats:
                     lo, hi = _sample_window(block.ids, eos_id, options.sample_tokens)
@@ -256,8 +285,16 @@ def evaluate_loaded(
         "math": next((d for d in options.math_domains if d in domains), ""),
     }
     routing = [
-        recorder.analyse(domains, GROUP_TYPES, group_domains, options.n_permutations, options.seed)
-        for _, recorder in sorted(recorders.items())
+        recorder.analyse(
+            domains,
+            GROUP_TYPES,
+            group_domains,
+            options.n_permutations,
+            options.seed,
+            init=init_recorders[index] if init is not None else None,
+            n_bootstrap=options.n_bootstrap,
+        )
+        for index, recorder in sorted(recorders.items())
     ]
     first = next(iter(layers.values()), None)
     notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse (losses only)"]
@@ -283,7 +320,28 @@ def evaluate_loaded(
         routing=routing,
         samples=samples,
         notes=notes,
+        block_index=[b.index for b in blocks],
+        block_domain=[b.domain for b in blocks],
+        block_loss=[float(v) for v in block_loss],
     )
+
+
+def _record(
+    recorders: dict[int, LayerRouting],
+    stats: dict[int, Any],
+    domain_ids: np.ndarray,
+    block_ids: np.ndarray,
+    types: dict[str, np.ndarray],
+) -> None:
+    for index, recorder in recorders.items():
+        s = stats[index]
+        recorder.add(
+            domain_ids,
+            block_ids,
+            s.expert_index.cpu().numpy(),
+            s.entropy.float().cpu().numpy(),
+            types,
+        )
 
 
 def _ppl(loss: float) -> float:

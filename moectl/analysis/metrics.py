@@ -103,6 +103,28 @@ def permutation_baseline(
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def random_assignment_nmi(counts: np.ndarray, n_draws: int = 10, seed: int = 0) -> float:
+    """Mean NMI of tables with the same label and expert totals as `counts` but no dependence.
+
+    The count-table form of `permutation_baseline`, for logs that keep counts, not tokens: each
+    expert's assignments are drawn without replacement from the pool of labels (a multivariate
+    hypergeometric draw per expert), which is what shuffling labels across assignments gives.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() == 0 or n_draws <= 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(n_draws):
+        pool = counts.sum(axis=1)
+        table = np.zeros_like(counts)
+        for expert, size in enumerate(counts.sum(axis=0)):
+            table[:, expert] = rng.multivariate_hypergeometric(pool, int(size))
+            pool = pool - table[:, expert]
+        scores.append(normalized_mi(table))
+    return float(np.mean(scores))
+
+
 def top_expert_shares(counts: np.ndarray) -> list[tuple[int, float, float]]:
     """Per row: (busiest expert, its share of the row, share divided by the uniform 1/E)."""
     fractions = row_fractions(counts)

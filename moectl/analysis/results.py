@@ -10,22 +10,49 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from moectl.analysis.bootstrap import Verdict
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.errors import MoectlError
 
 RESULT_FORMAT = 1
 
 
+class Emergence(BaseModel):
+    """Trained minus init-router NMI on the same blocks, with its paired bootstrap interval.
+
+    `verdict` is 'emerged' (interval above 0), 'inherited' (contains 0), 'reduced' (below 0),
+    or None when the model has no init control (then difference and ci are None too).
+    """
+
+    difference: float | None = None
+    ci: tuple[float, float] | None = None
+    verdict: Verdict | None = None
+
+
 class SpecializationScore(BaseModel):
-    """Normalized MI between a label (domain or token type) and the chosen expert."""
+    """Normalized MI between a label (domain or token type) and the chosen expert.
+
+    `baseline_nmi` is the random-assignment baseline (labels shuffled across the same tokens: a
+    router that ignores the token), i.e. the estimator's finite-sample bias. It cannot fail and
+    is no control; the control is the init router (`init_nmi`, `emergent`).
+    """
 
     normalization: str = NMI_NORMALIZATION
     mutual_information: float = Field(description="MI(label; expert) in nats")
     label_entropy: float = Field(description="H(label) in nats")
     nmi: float
-    baseline_nmi: float = Field(description="mean NMI with labels permuted across tokens")
+    baseline_nmi: float = Field(
+        description="random-assignment baseline: mean NMI with labels permuted across tokens"
+    )
     baseline_nmi_std: float
     n_permutations: int
+    nmi_ci: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval over eval blocks"
+    )
+    init_nmi: float | None = Field(None, description="the same model's router at step 0")
+    init_nmi_ci: tuple[float, float] | None = None
+    emergent: Emergence = Field(default_factory=Emergence)
+    n_bootstrap: int = 0
 
     @property
     def excess(self) -> float:
@@ -39,6 +66,9 @@ class TopExpert(BaseModel):
     expert: int
     share: float
     ratio_to_uniform: float
+    ratio_ci: tuple[float, float] | None = Field(
+        None, description="95% bootstrap interval of the top share over uniform"
+    )
 
 
 class TokenTypeRouting(BaseModel):
@@ -110,13 +140,25 @@ class EvaluationResult(BaseModel):
     routing: list[RoutingAnalysis] = Field(default_factory=list)
     samples: list[TokenRouting] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    init_control: str | None = Field(
+        None, description="why the init-router control is missing (None when it was evaluated)"
+    )
+    block_index: list[int] = Field(
+        default_factory=list, description="the evaluated blocks' rows in the split, in order"
+    )
+    block_domain: list[int] = Field(default_factory=list)
+    block_loss: list[float] = Field(
+        default_factory=list, description="mean per-token loss of each evaluated block"
+    )
 
     def mean_specialization(self) -> SpecializationScore | None:
-        """Domain NMI and its baseline averaged over MoE layers (None for a dense model)."""
+        """Domain NMI, its init-router value and the baseline averaged over MoE layers (None for
+        a dense model; init_nmi None when any layer lacks the control)."""
         if not self.routing:
             return None
         n = len(self.routing)
         scores = [layer.specialization for layer in self.routing]
+        inits = [s.init_nmi for s in scores]
         return SpecializationScore(
             mutual_information=sum(s.mutual_information for s in scores) / n,
             label_entropy=scores[0].label_entropy,
@@ -124,6 +166,7 @@ class EvaluationResult(BaseModel):
             baseline_nmi=sum(s.baseline_nmi for s in scores) / n,
             baseline_nmi_std=max(s.baseline_nmi_std for s in scores),
             n_permutations=scores[0].n_permutations,
+            init_nmi=None if None in inits else sum(inits) / n,
         )
 
 
@@ -133,6 +176,7 @@ class Finding(BaseModel):
     key: str
     title: str
     reproduced: bool
+    verdict: str = Field(description="the finding in a word or two, e.g. 'emerged', 'inherited'")
     text: str
 
 

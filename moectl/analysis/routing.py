@@ -1,7 +1,8 @@
 """Accumulating per-token routing over evaluation batches and turning it into RoutingAnalysis.
 
-Per-token arrays (label, chosen experts, entropy) are kept rather than only counts, because the
-uniform-router baseline permutes labels across tokens, which needs the tokens themselves.
+Per-token arrays (label, block, chosen experts, entropy) are kept rather than only counts: the
+random-assignment baseline permutes labels across tokens, and the bootstrap intervals resample
+whole blocks, so both need the tokens themselves.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from moectl.analysis import metrics
+from moectl.analysis import bootstrap, metrics
 from moectl.analysis.results import (
+    Emergence,
     RoutingAnalysis,
     SpecializationScore,
     TokenTypeRouting,
@@ -26,12 +28,31 @@ def specialization(
     n_experts: int,
     n_permutations: int,
     seed: int,
+    intervals: bootstrap.NMIIntervals | None = None,
+    n_bootstrap: int = 0,
 ) -> SpecializationScore:
-    """NMI of label vs chosen expert, beside its permutation baseline."""
+    """NMI of label vs chosen expert, beside its random-assignment baseline and, when given, its
+    bootstrap intervals and the init-router comparison."""
     counts = metrics.count_matrix(labels, experts, n_labels, n_experts)
     base_mean, base_std = metrics.permutation_baseline(
         labels, experts, n_labels, n_experts, n_permutations, seed
     )
+    extra: dict = {}
+    if intervals is not None:
+        emergent = Emergence()
+        if intervals.difference_ci is not None:
+            emergent = Emergence(
+                difference=intervals.difference,
+                ci=intervals.difference_ci,
+                verdict=bootstrap.verdict_of(intervals.difference_ci),
+            )
+        extra = {
+            "nmi_ci": intervals.nmi_ci,
+            "init_nmi": intervals.init_nmi,
+            "init_nmi_ci": intervals.init_nmi_ci,
+            "emergent": emergent,
+            "n_bootstrap": n_bootstrap,
+        }
     return SpecializationScore(
         mutual_information=metrics.mutual_information(counts),
         label_entropy=metrics.entropy(counts.sum(axis=1)),
@@ -39,17 +60,19 @@ def specialization(
         baseline_nmi=base_mean,
         baseline_nmi_std=base_std,
         n_permutations=n_permutations,
+        **extra,
     )
 
 
 @dataclass
 class LayerRouting:
-    """Per-token routing of one layer, appended batch by batch."""
+    """Per-token routing of one layer, appended batch by batch, with each token's block."""
 
     layer: int
     n_experts: int
     top_k: int
     domains: list[int] = field(default_factory=list)
+    blocks: list[np.ndarray] = field(default_factory=list)
     experts: list[np.ndarray] = field(default_factory=list)
     entropy: list[np.ndarray] = field(default_factory=list)
     token_types: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -57,17 +80,32 @@ class LayerRouting:
     def add(
         self,
         domain_ids: np.ndarray,
+        block_ids: np.ndarray,
         expert_index: np.ndarray,
         entropy: np.ndarray,
         token_types: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """One batch: per-token domain id (T,), chosen experts (T, k), entropy (T,), and per
-        group a type id per token (-1 where the token is not of that group)."""
+        """One batch: per-token domain id (T,), position of its block among the evaluated
+        blocks (T,), chosen experts (T, k), entropy (T,), and per group a type id per token
+        (-1 where the token is not of that group)."""
         self.domains.append(np.asarray(domain_ids, dtype=np.int64))
+        self.blocks.append(np.asarray(block_ids, dtype=np.int64))
         self.experts.append(np.asarray(expert_index, dtype=np.int64).reshape(len(domain_ids), -1))
         self.entropy.append(np.asarray(entropy, dtype=np.float64))
         for group, ids in (token_types or {}).items():
             self.token_types.setdefault(group, []).append(np.asarray(ids, dtype=np.int64))
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(domains, blocks, experts, entropy) of every token added so far."""
+        if not self.domains:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, np.zeros((0, self.top_k), np.int64), np.zeros(0)
+        return (
+            np.concatenate(self.domains),
+            np.concatenate(self.blocks),
+            np.concatenate(self.experts),
+            np.concatenate(self.entropy),
+        )
 
     def analyse(
         self,
@@ -76,13 +114,16 @@ class LayerRouting:
         group_domains: dict[str, str],
         n_permutations: int = 20,
         seed: int = 0,
+        *,
+        init: LayerRouting | None = None,
+        n_bootstrap: int = bootstrap.N_BOOTSTRAP,
     ) -> RoutingAnalysis:
-        """The layer's RoutingAnalysis over everything added so far."""
-        domains = np.concatenate(self.domains) if self.domains else np.zeros(0, np.int64)
-        experts = (
-            np.concatenate(self.experts) if self.experts else np.zeros((0, self.top_k), np.int64)
-        )
-        entropy = np.concatenate(self.entropy) if self.entropy else np.zeros(0)
+        """The layer's RoutingAnalysis over everything added so far.
+
+        `init` is the same layer of the model's step-0 router, fed the very same tokens; with
+        it, every NMI gets the init value and the paired trained-minus-init interval.
+        """
+        domains, blocks, experts, entropy = self._arrays()
         n_domains = len(domain_names)
         counts = metrics.count_matrix(domains, experts, n_domains, self.n_experts)
         fractions = metrics.row_fractions(counts)
@@ -91,6 +132,20 @@ class LayerRouting:
         present = [i for i in range(n_domains) if counts[i].sum() > 0]
         domain_entropy = {domain_names[i]: float(entropy[domains == i].mean()) for i in present}
         tops = metrics.top_expert_shares(counts)
+        n_blocks = int(blocks.max()) + 1 if len(blocks) else 0
+        strata = np.zeros(n_blocks, dtype=np.int64)
+        strata[blocks] = domains
+        per_block = bootstrap.block_counts(
+            domains, experts, blocks, n_blocks, n_domains, self.n_experts
+        )
+        init_per_block = None
+        if init is not None:
+            init_domains, init_blocks, init_experts, _ = init._arrays()
+            init_per_block = bootstrap.block_counts(
+                init_domains, init_experts, init_blocks, n_blocks, n_domains, self.n_experts
+            )
+        intervals = bootstrap.nmi_intervals(per_block, init_per_block, strata, n_bootstrap, seed)
+        ratio_cis = bootstrap.top_share_intervals(per_block, strata, n_bootstrap, seed)
         return RoutingAnalysis(
             layer=self.layer,
             n_experts=self.n_experts,
@@ -105,36 +160,76 @@ class LayerRouting:
             entropy=float(entropy.mean()) if len(entropy) else 0.0,
             domain_entropy=domain_entropy,
             specialization=specialization(
-                domains, experts, n_domains, self.n_experts, n_permutations, seed
+                domains,
+                experts,
+                n_domains,
+                self.n_experts,
+                n_permutations,
+                seed,
+                intervals,
+                n_bootstrap,
             ),
             top_expert={
                 domain_names[i]: TopExpert(
-                    expert=tops[i][0], share=tops[i][1], ratio_to_uniform=tops[i][2]
+                    expert=tops[i][0],
+                    share=tops[i][1],
+                    ratio_to_uniform=tops[i][2],
+                    ratio_ci=ratio_cis[i],
                 )
                 for i in present
             },
             token_types=[
                 self._type_routing(
-                    group, experts, type_names[group], group_domains[group], n_permutations, seed
+                    group,
+                    type_names[group],
+                    group_domains[group],
+                    n_permutations,
+                    seed,
+                    init,
+                    n_bootstrap,
                 )
                 for group in self.token_types
             ],
         )
 
+    def _typed_tokens(self, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(type, block, experts) of the tokens that have a type in `group`."""
+        _, blocks, experts, _ = self._arrays()
+        types = np.concatenate(self.token_types[group])
+        keep = types >= 0
+        return types[keep], blocks[keep], experts[keep]
+
     def _type_routing(
         self,
         group: str,
-        experts: np.ndarray,
         names: tuple[str, ...],
         domain: str,
         n_permutations: int,
         seed: int,
+        init: LayerRouting | None,
+        n_bootstrap: int,
     ) -> TokenTypeRouting:
-        types = np.concatenate(self.token_types[group])
-        keep = types >= 0
-        types, chosen = types[keep], experts[keep]
+        types, blocks, chosen = self._typed_tokens(group)
         counts = metrics.count_matrix(types, chosen, len(names), self.n_experts)
         fractions = metrics.row_fractions(counts)
+        intervals = None
+        if len(types):
+            # Blocks of the group's domain only, renumbered 0..n-1; one stratum.
+            used, local = np.unique(blocks, return_inverse=True)
+            per_block = bootstrap.block_counts(
+                types, chosen, local, len(used), len(names), self.n_experts
+            )
+            init_per_block = None
+            if init is not None:
+                init_types, init_blocks, init_chosen = init._typed_tokens(group)
+                init_local = np.searchsorted(used, init_blocks)
+                init_per_block = bootstrap.block_counts(
+                    init_types, init_chosen, init_local, len(used), len(names), self.n_experts
+                )
+            strata = np.zeros(len(used), dtype=np.int64)
+            intervals = bootstrap.nmi_intervals(
+                per_block, init_per_block, strata, n_bootstrap, seed
+            )
         return TokenTypeRouting(
             group=group,
             domain=domain,
@@ -146,6 +241,13 @@ class LayerRouting:
                 for name, n in zip(names, np.bincount(types, minlength=len(names)), strict=True)
             },
             specialization=specialization(
-                types, chosen, len(names), self.n_experts, n_permutations, seed
+                types,
+                chosen,
+                len(names),
+                self.n_experts,
+                n_permutations,
+                seed,
+                intervals,
+                n_bootstrap,
             ),
         )

@@ -69,6 +69,12 @@ class RunLogs:
         return float(collapse.get("threshold", 0.60))
 
     @property
+    def collapse_patience(self) -> int:
+        """Consecutive warnings that make a collapse (DESIGN default 3)."""
+        collapse = (self.config.get("train") or {}).get("collapse") or {}
+        return int(collapse.get("patience", 3))
+
+    @property
     def is_moe(self) -> bool:
         return bool((self.config.get("moe") or {}).get("enabled"))
 

@@ -30,7 +30,7 @@ def run_summary(path: Path) -> dict[str, Any]:
     collapse = [
         {"step": r["step"], **r["collapse"]}
         for r in routing
-        if r.get("collapse", {}).get("warning")
+        if (r.get("collapse") or {}).get("warning")
     ]
     checkpoints = list_checkpoints(path)
     moe = config.moe

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from moectl.cli.common import RichProgress, console
@@ -47,11 +48,13 @@ def quickstart(
 
     findings = Table(title="What this study found", show_lines=True)
     findings.add_column("finding", style="bold")
-    findings.add_column("reproduced")
-    findings.add_column("measured")
+    findings.add_column("verdict")
+    findings.add_column("measured (95% bootstrap intervals over eval blocks)")
     for finding in result.findings:
-        mark = "[green]yes[/]" if finding.reproduced else "[yellow]no[/]"
-        findings.add_row(finding.title, mark, finding.text)
+        colour = "green" if finding.reproduced else "yellow"
+        findings.add_row(
+            escape(finding.title), f"[{colour}]{escape(finding.verdict)}[/]", escape(finding.text)
+        )
     console.print(findings)
 
     paths = Table(title=f"Study in {result.out} ({result.seconds / 60:.1f} min)")

@@ -154,7 +154,7 @@ def run_study(
 
     stage("evaluate", eval_dir, evaluate)
     results = [r for v in VARIANTS for r in load_results(eval_dir / f"{v}.json")]
-    findings = study_findings(results, run_dirs)
+    findings = study_findings(dict(zip(VARIANTS, results, strict=True)), run_dirs)
     stage(
         "visualize",
         figures_dir,

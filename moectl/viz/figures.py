@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from moectl.analysis.metrics import random_assignment_nmi
 from moectl.analysis.results import EvaluationResult
 from moectl.analysis.runs import RunLogs
 from moectl.viz.palette import domain_color, expert_color, run_color
@@ -119,6 +120,39 @@ def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
         ax.legend(fontsize=7)
     axes[0].set_ylabel("router entropy (nats)")
     fig.suptitle("Router entropy over training")
+    return _save(fig, path)
+
+
+def nmi_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+    """NMI(domain; expert) per layer against step, one panel per MoE run, from the routing log's
+    counts: the step-0 row (the init router) as a dotted level per layer, and the
+    random-assignment level (same totals, no dependence) as a grey dashed line."""
+    runs = [run for run in _routing_runs(runs) if _layer_series(run, "nmi")]
+    if not runs:
+        return None
+    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.6))
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    for ax, run in zip(axes, runs, strict=True):
+        series = _layer_series(run, "nmi")
+        for i, (layer, (steps, values)) in enumerate(series.items()):
+            ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+            if steps[0] == 0:
+                ax.axhline(values[0], color=expert_color(i), ls=":", lw=1.2)
+        levels = [
+            (int(row["step"]), np.mean([random_assignment_nmi(v["counts"]) for v in layers]))
+            for row in run.routing or []
+            if (layers := list((row.get("layers") or {}).values()))
+            and all(v.get("counts") for v in layers)
+        ]
+        if levels:
+            steps, values = zip(*levels, strict=True)
+            ax.plot(steps, values, color="gray", ls="--", lw=1, label="random assignment")
+        ax.plot([], [], color="black", ls=":", lw=1.2, label="init router (step 0)")
+        ax.set_title(run.name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("NMI(domain; expert)")
+    fig.suptitle("Domain specialization over training (dotted: the same layer at step 0)")
     return _save(fig, path)
 
 

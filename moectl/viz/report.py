@@ -12,6 +12,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.analysis.results import EvaluationResult, Finding, write_text_atomic
 from moectl.analysis.runs import RunLogs
@@ -79,8 +80,13 @@ def _runs_section(runs: list[RunLogs]) -> str:
                 else ("no routing log" if run.is_moe else "- (dense)"),
             ]
         )
-    return "<h2>Runs compared</h2>" + _table(
-        ["run", "model", "steps", "last eval loss", "collapse warnings"], rows
+    return (
+        "<h2>Runs compared</h2>"
+        + _table(["run", "model", "steps", "training-time eval loss", "collapse warnings"], rows)
+        + "<p class='note'>The training-time eval loss is the trainer's last periodic eval, on "
+        "its own subset of eval blocks (train.eval_max_blocks); the losses below come from "
+        "<code>moectl evaluate</code> on one common block set and are the ones the findings "
+        "use.</p>"
     )
 
 
@@ -103,8 +109,10 @@ def _loss_section(results: list[EvaluationResult]) -> str:
     table = _table(header, rows, _best_rows(values, [True] * len(header)))
     split = results[0].split if results else "eval"
     corpus = results[0].corpus_name if results else ""
+    blocks = results[0].blocks if results else 0
     return (
-        f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split)</h2>"
+        f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split, {blocks} "
+        "blocks, moectl evaluate)</h2>"
         + table
         + "<p class='note'>Mean next-token cross-entropy (nats); best per column in bold.</p>"
     )
@@ -114,47 +122,64 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
     rows = []
     for result in results:
         if not result.routing:
-            rows.append([html.escape(result.name), "dense", "-", "-", "-", "-", "-"])
+            rows.append([html.escape(result.name), "dense"] + ["-"] * 7)
             continue
         for layer in result.routing:
             spec = layer.specialization
+            emergent = spec.emergent
             tops = ", ".join(
-                f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x"
+                f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x "
+                f"{format_interval(t.ratio_ci, 2)}"
                 for d, t in layer.top_expert.items()
             )
             types = ", ".join(
-                f"{html.escape(tt.domain)} {tt.specialization.nmi:.3f} "
-                f"(uniform {tt.specialization.baseline_nmi:.3f})"
+                f"{html.escape(tt.domain)} {tt.specialization.nmi:.3f} vs init "
+                + (
+                    f"{tt.specialization.init_nmi:.3f} ({tt.specialization.emergent.verdict})"
+                    if tt.specialization.init_nmi is not None
+                    else "-"
+                )
                 for tt in layer.token_types
             )
             rows.append(
                 [
                     html.escape(result.name),
                     str(layer.layer),
-                    f"{spec.nmi:.3f}",
-                    f"{spec.baseline_nmi:.3f} &plusmn; {spec.baseline_nmi_std:.3f}",
-                    f"{layer.max_over_mean:.2f}",
+                    f"{spec.nmi:.3f} {format_interval(spec.nmi_ci)}",
+                    f"{spec.init_nmi:.3f} {format_interval(spec.init_nmi_ci)}"
+                    if spec.init_nmi is not None
+                    else html.escape(f"no control ({result.init_control})"),
+                    f"{emergent.difference:+.3f} {format_interval(emergent.ci)}"
+                    if emergent.difference is not None
+                    else "-",
+                    f"<b>{emergent.verdict}</b>" if emergent.verdict else "-",
+                    f"{spec.baseline_nmi:.4f}",
                     tops,
                     types or "-",
                 ]
             )
     return (
-        "<h2>Specialization</h2>"
+        "<h2>Specialization: trained router vs init router</h2>"
         + _table(
             [
                 "model",
                 "layer",
-                "NMI(domain; expert)",
-                "uniform-router baseline",
-                "imbalance max/mean",
-                "top expert share / uniform",
-                "token-type NMI",
+                "NMI(domain; expert) [95% CI]",
+                "init router NMI [95% CI]",
+                "trained - init [95% CI]",
+                "verdict",
+                "random-assignment baseline",
+                "top expert share / uniform [95% CI]",
+                "token-type NMI vs init",
             ],
             rows,
         )
-        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The baseline is the mean "
-        "NMI with domain labels permuted across the same tokens (a router that ignores the "
-        "domain).</p>"
+        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The control is the init "
+        "router: the same model at step 0 (experts as upcycled, gates as initialized) on the "
+        "same blocks. Intervals: 95% bootstrap over eval blocks (whole blocks resampled within "
+        "each domain; trained and init paired). Verdict: emerged (interval above 0), inherited "
+        "(contains 0), reduced (below 0). The random-assignment baseline (domain labels shuffled "
+        "across the same tokens) only measures the estimator's bias.</p>"
     )
 
 
@@ -204,8 +229,8 @@ def _embed(figure: Path) -> str:
 def _findings_section(findings: list[Finding]) -> str:
     items = "".join(
         f"<li><b>{html.escape(f.title)}</b>: "
-        f"<span class='{'yes' if f.reproduced else 'no'}'>"
-        f"{'reproduced' if f.reproduced else 'not reproduced'}</span>. {html.escape(f.text)}</li>"
+        f"<span class='{'yes' if f.reproduced else 'no'}'>{html.escape(f.verdict)}</span>. "
+        f"{html.escape(f.text)}</li>"
         for f in findings
     )
     return f"<h2>Findings</h2><ul class='findings'>{items}</ul>"

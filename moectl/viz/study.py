@@ -88,6 +88,11 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
             "no run has a routing log: router entropy figure skipped",
         ),
         (
+            "nmi-over-training",
+            lambda p: figures.nmi_over_training(runs, p),
+            "no run's routing log has per-step counts: NMI-over-training figure skipped",
+        ),
+        (
             "collapse-trajectory",
             lambda p: figures.collapse_trajectory(runs, p),
             "no run has a routing log: collapse trajectory skipped",

@@ -1,0 +1,199 @@
+"""Bootstrap confidence intervals over evaluation blocks (numpy only).
+
+Tokens inside a block are not independent (a code block routes its tokens alike), so every
+interval here resamples whole blocks, never tokens. Resampling is stratified by domain: the
+evaluation takes a fixed number of blocks per domain by design, and a resample keeps that design.
+Comparisons of two models on the same blocks (trained vs init router, MoE vs dense) are *paired*:
+one resample of block indices is applied to both, so the interval is that of the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+CI_LEVEL = 0.95
+N_BOOTSTRAP = 1000
+
+Verdict = Literal["emerged", "inherited", "reduced"]
+
+
+def resample_counts(strata: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(n_bootstrap, n_blocks) multiplicities: per resample, how often each block was drawn.
+
+    Within each stratum, blocks are drawn with replacement as many times as the stratum has
+    blocks. Row 0 is not special: every row is a resample.
+    """
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((n_bootstrap, len(strata)), dtype=np.float64)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        drawn = members[rng.integers(0, len(members), size=(n_bootstrap, len(members)))]
+        np.add.at(weights, (np.arange(n_bootstrap)[:, None], drawn), 1.0)
+    return weights
+
+
+def block_counts(
+    labels: np.ndarray,
+    experts: np.ndarray,
+    blocks: np.ndarray,
+    n_blocks: int,
+    n_labels: int,
+    n_experts: int,
+) -> np.ndarray:
+    """(n_blocks, n_labels, n_experts) top-k assignment counts per block, from per-token
+    labels (T,), chosen experts (T, k) and block positions (T,) in 0..n_blocks-1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    experts = np.asarray(experts, dtype=np.int64).reshape(len(labels), -1)
+    top_k = experts.shape[1]
+    flat = (np.repeat(blocks, top_k) * n_labels + np.repeat(labels, top_k)) * n_experts
+    flat = flat + experts.ravel()
+    size = n_blocks * n_labels * n_experts
+    return np.bincount(flat, minlength=size).reshape(n_blocks, n_labels, n_experts)
+
+
+def nmi_of_joints(joint: np.ndarray) -> np.ndarray:
+    """NMI = MI(label; expert) / H(label) of each (label x expert) count table in a stack
+    (..., L, E); the same quantity as metrics.normalized_mi, vectorized over resamples."""
+    joint = np.asarray(joint, dtype=np.float64)
+    total = joint.sum(axis=(-2, -1), keepdims=True)
+    p = np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)
+    rows = p.sum(axis=-1, keepdims=True)
+    cols = p.sum(axis=-2, keepdims=True)
+    expected = rows * cols
+    ratio = np.divide(p, expected, out=np.ones_like(p), where=(p > 0) & (expected > 0))
+    mi = np.maximum((p * np.log(ratio)).sum(axis=(-2, -1)), 0.0)
+    r = rows[..., 0]
+    h = -(np.where(r > 0, r * np.log(np.where(r > 0, r, 1.0)), 0.0)).sum(axis=-1)
+    return np.divide(mi, h, out=np.zeros_like(mi), where=h > 0)
+
+
+def percentile_ci(
+    samples: np.ndarray, point: float | None = None, level: float = CI_LEVEL
+) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap samples.
+
+    With `point` (the estimate on the actual blocks) the samples are first shifted by the
+    bootstrap's own bias, mean(samples) - point. Plug-in MI is biased upwards, and more so in a
+    resample, whose duplicated blocks look like extra dependence between label and expert; an
+    uncorrected interval can then lie wholly above the estimate it is meant to bracket.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    if point is not None:
+        samples = samples - (samples.mean() - point)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def format_interval(ci: tuple[float, float] | None, digits: int = 3) -> str:
+    """'[lo, hi]' with signs, or '-' when there is no interval (one spelling everywhere)."""
+    if ci is None:
+        return "-"
+    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def verdict_of(ci: tuple[float, float]) -> Verdict:
+    """'emerged' when the whole interval of (trained - init) is above 0, 'reduced' when below,
+    else 'inherited': training neither added nor removed specialization detectably."""
+    if ci[0] > 0:
+        return "emerged"
+    if ci[1] < 0:
+        return "reduced"
+    return "inherited"
+
+
+@dataclass(frozen=True)
+class NMIIntervals:
+    """Bootstrap intervals of one label's NMI, for the trained router and its init control."""
+
+    nmi_ci: tuple[float, float]
+    init_nmi: float | None
+    init_nmi_ci: tuple[float, float] | None
+    difference: float | None
+    difference_ci: tuple[float, float] | None
+
+
+def nmi_intervals(
+    trained: np.ndarray,
+    init: np.ndarray | None,
+    strata: np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> NMIIntervals:
+    """Intervals from per-block count tables (n_blocks, L, E) of the trained model and (if
+    given) its init control on the same blocks; the difference is paired by block."""
+    weights = resample_counts(strata, n_bootstrap, seed)
+    trained_samples = nmi_of_joints(np.einsum("bn,nle->ble", weights, trained))
+    point_trained = float(nmi_of_joints(trained.sum(axis=0)))
+    nmi_ci = percentile_ci(trained_samples, point_trained)
+    if init is None:
+        return NMIIntervals(nmi_ci, None, None, None, None)
+    init_samples = nmi_of_joints(np.einsum("bn,nle->ble", weights, init))
+    point_init = float(nmi_of_joints(init.sum(axis=0)))
+    difference = point_trained - point_init
+    return NMIIntervals(
+        nmi_ci=nmi_ci,
+        init_nmi=point_init,
+        init_nmi_ci=percentile_ci(init_samples, point_init),
+        difference=difference,
+        difference_ci=percentile_ci(trained_samples - init_samples, difference),
+    )
+
+
+def top_share_intervals(
+    counts: np.ndarray, strata: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
+) -> list[tuple[float, float]]:
+    """Per label: interval of (busiest expert's share of the label) x E, from per-block
+    count tables (n_blocks, L, E). The busiest expert is re-chosen in every resample."""
+    weights = resample_counts(strata, n_bootstrap, seed)
+    joints = np.einsum("bn,nle->ble", weights, counts)
+    totals = joints.sum(axis=-1)
+    shares = np.divide(joints.max(axis=-1), totals, out=np.zeros_like(totals), where=totals > 0)
+    n_experts = counts.shape[-1]
+    joint = counts.sum(axis=0)
+    row_totals = np.maximum(joint.sum(axis=-1), 1)
+    points = joint.max(axis=-1) / row_totals * n_experts
+    return [
+        percentile_ci(shares[:, label] * n_experts, float(points[label]))
+        for label in range(counts.shape[1])
+    ]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean per-token loss difference (a - b) over the same blocks, with its paired interval."""
+
+    difference: float
+    ci: tuple[float, float]
+    relative: float
+    relative_ci: tuple[float, float]
+
+
+def paired_loss_difference(
+    loss_a: np.ndarray,
+    loss_b: np.ndarray,
+    strata: np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> PairedDifference:
+    """Interval of mean(loss_a) - mean(loss_b) over blocks, resampling blocks jointly.
+
+    Blocks hold equally many tokens, so the mean over blocks is the per-token mean loss.
+    `relative` divides by mean(loss_b) (the baseline) in each resample.
+    """
+    loss_a, loss_b = np.asarray(loss_a, np.float64), np.asarray(loss_b, np.float64)
+    weights = resample_counts(strata, n_bootstrap, seed)
+    total = weights.sum(axis=1)
+    mean_a, mean_b = weights @ loss_a / total, weights @ loss_b / total
+    difference = float(loss_a.mean() - loss_b.mean())
+    relative = difference / float(loss_b.mean())
+    return PairedDifference(
+        difference=difference,
+        ci=percentile_ci(mean_a - mean_b, difference),
+        relative=relative,
+        relative_ci=percentile_ci((mean_a - mean_b) / mean_b, relative),
+    )

@@ -1,0 +1,99 @@
+"""The specialization verdict can say both 'no' and 'yes': an untrained router is 'inherited',
+a router made to route by domain is 'emerged'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.config import resolve_run_config
+from moectl.data.store import load_corpus
+from moectl.model.io import load_model, save_model
+from moectl.model.routing import moe_layers
+from moectl.study.findings import specialization_finding
+from moectl.training.trainer import train_run
+
+OPTIONS = {"n_bootstrap": 300, "n_permutations": 3, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def upcycled(tiny_corpus, tmp_path_factory):
+    """A dense tiny GPT-2 trained a few steps, the base every MoE here is upcycled from."""
+    root = tmp_path_factory.mktemp("specialization")
+    dense = resolve_run_config("tiny", overrides=["train.max_steps=6"])
+    train_run(dense, tiny_corpus, root / "dense")
+    return root, root / "dense" / "best"
+
+
+def _moe_run(tiny_corpus, root, name, base, *overrides):
+    config = resolve_run_config(
+        "tiny",
+        overrides=["moe.enabled=true", "moe.layers=[0,1]", "moe.n_experts=4", *overrides],
+    )
+    train_run(config, tiny_corpus, root / name, init_from=base)
+    return root / name
+
+
+def test_one_step_at_negligible_lr_is_inherited_in_every_layer(tiny_corpus, upcycled):
+    root, base = upcycled
+    run = _moe_run(tiny_corpus, root, "frozen", base, "train.max_steps=1", "train.lr=1e-12")
+    (result,) = evaluate_models(
+        [run], load_corpus(tiny_corpus), options=EvaluationOptions(**OPTIONS)
+    )
+    assert result.init_control is None and len(result.routing) == 2
+    for layer in result.routing:
+        score = layer.specialization
+        assert score.init_nmi == pytest.approx(score.nmi, abs=1e-6)
+        lo, hi = score.emergent.ci
+        assert lo <= 0 <= hi and score.emergent.verdict == "inherited"
+        assert score.nmi_ci[0] <= score.nmi <= score.nmi_ci[1]
+        for types in layer.token_types:
+            assert types.specialization.emergent.verdict == "inherited"
+    finding = specialization_finding({"top-1": result})
+    assert finding.verdict == "inherited" and not finding.reproduced
+    assert "emerged" not in finding.text
+
+
+def _domain_probe_gate(model, corpus, layer_index: int, n_experts: int, scale: float = 20.0):
+    """Gate rows that send each domain's tokens to its own expert: a least-squares probe from
+    the layer's input hidden states to the (centred) one-hot domain."""
+    layer = moe_layers(model)[layer_index]
+    captured = []
+    handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    ids = torch.tensor(np.asarray(corpus.train["input_ids"]), dtype=torch.long)
+    domains = np.asarray(corpus.train["domain"])
+    with torch.no_grad():
+        model(input_ids=ids)
+    handle.remove()
+    hidden = captured[0].reshape(-1, captured[0].shape[-1]).double().numpy()
+    labels = np.repeat(domains, ids.shape[1])
+    n_domains = len(corpus.domains)
+    target = np.eye(n_domains)[labels] - 1.0 / n_domains
+    weights, *_ = np.linalg.lstsq(hidden, target, rcond=None)
+    gate = np.zeros((n_experts, hidden.shape[1]))
+    gate[:n_domains] = scale * weights.T
+    return torch.tensor(gate, dtype=torch.float32)
+
+
+def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
+    root, base = upcycled
+    run = _moe_run(tiny_corpus, root, "pushed", base, "train.max_steps=2", "moe.layers=[1]")
+    corpus = load_corpus(tiny_corpus)
+    loaded = load_model(run / "best")
+    with torch.no_grad():
+        moe_layers(loaded.model)[1].gate.weight.copy_(
+            _domain_probe_gate(loaded.model, corpus, 1, 4)
+        )
+    save_model(loaded.model, run / "best", loaded.meta, tokenizer=loaded.tokenizer)
+
+    (result,) = evaluate_models([run], corpus, options=EvaluationOptions(**OPTIONS))
+    (layer,) = result.routing
+    score = layer.specialization
+    assert score.nmi > score.init_nmi + 0.15
+    assert score.emergent.ci[0] > 0 and score.emergent.verdict == "emerged"
+    assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
+    finding = specialization_finding({"top-1": result})
+    assert finding.verdict == "emerged" and finding.reproduced
+    assert "emerged with training in top-1 layer 1" in finding.text
