@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from moectl.cli.common import RichProgress, console
+from moectl.errors import MoectlError
+from moectl.study.plan import DEFAULT_PLAN, PLAN_NAMES
 
 
 def quickstart(
@@ -19,21 +21,47 @@ def quickstart(
     tiny: Annotated[
         bool, typer.Option("--tiny", help="A two-minute version (tiny model and corpus).")
     ] = False,
+    plan: Annotated[
+        str,
+        typer.Option(
+            "--plan",
+            help="upcycle: pretrain a dense GPT-2 and upcycle it; scratch: train every variant "
+            "from random weights (independent experts).",
+        ),
+    ] = DEFAULT_PLAN,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key=value for every training stage, as in `moectl train` (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
-    Prepares the built-in corpus, pretrains a small dense GPT-2, upcycles it into an 8-expert
-    top-1 MoE and continues it next to a matched dense baseline, a no-load-balancing run and a
-    top-2 run, evaluates all four, and writes figures and OUT/report.html. Re-running skips
-    finished stages and resumes an interrupted one.
+    Prepares the built-in corpus and trains four variants: an 8-expert top-1 MoE next to a
+    matched dense baseline, a no-load-balancing run and a top-2 run (with --plan upcycle, the
+    default, all continue from a dense GPT-2 pretrained first). Then it evaluates all four,
+    judges each finding against its control (the MoE's own init router for specialization,
+    paired bootstrap intervals for losses, the LB run for collapse) and writes figures and
+    OUT/report.html. Re-running skips finished stages and resumes an interrupted one.
 
     Examples:
 
       moectl quickstart --out study
 
       moectl quickstart --tiny --out /tmp/tiny-study
+
+      moectl quickstart --plan scratch --out study-scratch
+
+      moectl quickstart --set moe.router_lr_scale=10 --out study-router-lr
     """
     from moectl.study import StageOutcome, run_study
+
+    if plan not in PLAN_NAMES:
+        raise MoectlError(
+            f"unknown plan '{plan}'", hint=f"use --plan {' or --plan '.join(PLAN_NAMES)}"
+        )
 
     def on_stage(outcome: StageOutcome) -> None:
         verb = {"skipped": "already done", "done": "done", "resumed": "resumed and done"}
@@ -44,7 +72,14 @@ def quickstart(
         )
 
     with RichProgress(transient=True) as progress:
-        result = run_study(out, "tiny" if tiny else "default", callback=progress, on_stage=on_stage)
+        result = run_study(
+            out,
+            "tiny" if tiny else "default",
+            callback=progress,
+            on_stage=on_stage,
+            plan_name=plan,
+            overrides=overrides or [],
+        )
 
     findings = Table(title="What this study found", show_lines=True)
     findings.add_column("finding", style="bold")

@@ -1,11 +1,12 @@
 """The reference study scaled to a CPU, as one resumable pipeline (`moectl quickstart`).
 
-Stages: prepare a built-in corpus; pretrain a small dense GPT-2; from that model, continue four
-variants for the same number of steps (dense: the matched baseline; moe: 8 experts, top-1, LB on;
-no-lb: no load balancing and no router noise, stopped on collapse; top2), two at a time in worker
-processes; evaluate all; draw the figures and the report. Finished stages are recorded in
-OUT/study.json, so a re-run skips them, and an interrupted training stage resumes from its latest
-checkpoint.
+Stages: prepare a built-in corpus; with the `upcycle` plan, pretrain a small dense GPT-2 and
+continue four variants from it for the same number of steps (dense: the matched baseline; moe:
+8 experts, top-1, LB on; no-lb: no load balancing and no router noise, stopped on collapse;
+top2); with the `scratch` plan, train the same four from random weights. Variants train two at
+a time in worker processes; then evaluate all (each MoE against its own init router) and draw
+the figures and the report. Finished stages are recorded in OUT/study.json, so a re-run skips
+them, and an interrupted training stage resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from pydantic import BaseModel
 from moectl.analysis.results import Finding
 from moectl.errors import MoectlError
 from moectl.progress import ProgressCallback, report
-from moectl.study.plan import PLANS, VARIANTS, StudySize, plan_configs
+from moectl.study.plan import (
+    DEFAULT_PLAN,
+    PLANS,
+    VARIANTS,
+    StudyPlanName,
+    StudySize,
+    plan_configs,
+)
 
 STATE_FILE = "study.json"
 
@@ -46,6 +54,7 @@ class StudyResult(BaseModel):
 
     out: str
     size: StudySize
+    plan: StudyPlanName
     corpus: str
     runs: dict[str, str]
     eval_files: list[str]
@@ -62,8 +71,15 @@ def run_study(
     size: StudySize = "default",
     callback: ProgressCallback | None = None,
     on_stage: Callable[[StageOutcome], None] | None = None,
+    *,
+    plan_name: StudyPlanName = DEFAULT_PLAN,
+    overrides: list[str] | None = None,
 ) -> StudyResult:
-    """Run (or finish) the study in `out`; finished stages are skipped, interrupted ones resume."""
+    """Run (or finish) the study in `out`; finished stages are skipped, interrupted ones resume.
+
+    `overrides` (`key=value`, as `train --set`) apply to every training stage, so any arm of the
+    specialization experiment (docs/study.md) runs as a study, e.g. `moe.router_lr_scale=10`.
+    """
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
     from moectl.analysis.results import load_results
     from moectl.data.prepare import prepare_corpus
@@ -75,9 +91,9 @@ def run_study(
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = _read_state(out, size)
+    state = _read_state(out, size, plan_name, overrides or [])
     plan = PLANS[size]
-    data_config, run_configs = plan_configs(size)
+    data_config, run_configs = plan_configs(size, plan_name, overrides)
     stages: list[StageOutcome] = []
     corpus_dir = out / "data"
     run_dirs = {name: out / "runs" / name for name in run_configs}
@@ -138,8 +154,11 @@ def run_study(
         corpus_dir,
         lambda: prepare_corpus(data_config, corpus_dir, force=True, callback=callback),
     )
-    train(["pretrain"], None, workers=1)
-    train(list(VARIANTS), run_dirs["pretrain"] / "best", workers=plan.workers)
+    start = None
+    if "pretrain" in run_configs:
+        train(["pretrain"], None, workers=1)
+        start = run_dirs["pretrain"] / "best"
+    train(list(VARIANTS), start, workers=plan.workers)
 
     variant_dirs = [run_dirs[v] for v in VARIANTS]
 
@@ -173,6 +192,7 @@ def run_study(
     return StudyResult(
         out=str(out),
         size=size,
+        plan=plan_name,
         corpus=str(corpus_dir),
         runs={name: str(path) for name, path in run_dirs.items()},
         eval_files=[str(eval_dir / f"{v}.json") for v in VARIANTS],
@@ -185,28 +205,37 @@ def run_study(
     )
 
 
-def _read_state(out: Path, size: StudySize) -> dict[str, Any]:
-    """The study's state file (size, plan, finished stages); refuses to mix sizes in one folder,
-    since the stages of the other plan would be skipped as done."""
+def _read_state(
+    out: Path, size: StudySize, plan_name: StudyPlanName, overrides: list[str]
+) -> dict[str, Any]:
+    """The study's state file (size, plan, overrides, finished stages); refuses to mix studies
+    in one folder, since the stages of the other one would be skipped as done."""
     state_file = out / STATE_FILE
+    wanted = {"size": size, "plan_name": plan_name, "overrides": overrides}
     if not state_file.exists():
-        state = {"size": size, "plan": PLANS[size].model_dump(), "done": {}}
+        state = {**wanted, "plan": PLANS[size].model_dump(), "done": {}}
         _write_state(out, state)
         return state
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        previous, done = state["size"], state["done"]
+        previous = {key: state[key] for key in wanted}
+        done = state["done"]
     except (ValueError, KeyError, TypeError):
         raise MoectlError(
-            f"{state_file} is not a moectl study state file",
+            f"{state_file} is not a moectl study state file of this version",
             hint="use another --out, or delete the folder to start over",
         ) from None
-    if previous != size or not isinstance(done, dict):
+    if previous != wanted or not isinstance(done, dict):
         raise MoectlError(
-            f"{out} holds a '{previous}' study, not a '{size}' one",
+            f"{out} holds a {_describe(previous)} study, not a {_describe(wanted)} one",
             hint="use another --out, or delete the folder to start over",
         )
     return state
+
+
+def _describe(study: dict[str, Any]) -> str:
+    text = f"'{study['size']}' '{study['plan_name']}'"
+    return text + (f" ({' '.join(study['overrides'])})" if study["overrides"] else "")
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:

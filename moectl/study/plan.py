@@ -1,4 +1,15 @@
-"""What the CPU study trains: corpus size, model size, steps and learning rates per size."""
+"""What the CPU study trains: which presets, how many steps, from what, for each size and plan.
+
+The model, corpus and logging of a study live in presets (`study-cpu`, `study-cpu-tiny`), the
+variants in the `cpu-*` presets, so `moectl train --preset study-cpu ...` reproduces any stage
+by hand. This module adds only what a preset cannot say: the step counts and learning rates of
+the two phases, and the plan, i.e. where the variants start:
+
+- `upcycle`: pretrain a dense GPT-2, then continue every variant from it (the reference study's
+  sparse upcycling; the MoE starts with experts copied from the dense MLP);
+- `scratch`: train every variant from random weights for the same total steps in one schedule,
+  MoE experts drawn independently (`moe.init: scratch`, the OLMoE setting).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from moectl.config import DataConfig, RunConfig, deep_merge, load_preset, validate
+from moectl.config import DataConfig, RunConfig, deep_merge, load_preset, parse_override, validate
 
 StudySize = Literal["tiny", "default"]
+StudyPlanName = Literal["upcycle", "scratch"]
+PLAN_NAMES: tuple[StudyPlanName, ...] = ("upcycle", "scratch")
+DEFAULT_PLAN: StudyPlanName = "upcycle"
 VARIANTS: dict[str, str] = {
     "dense": "cpu-dense",
     "moe": "cpu-moe",
@@ -18,14 +32,9 @@ VARIANTS: dict[str, str] = {
 
 
 class StudyPlan(BaseModel):
-    """Sizes of one study: corpus, model, step counts and learning rates."""
+    """Steps and learning rates of one study size; the rest comes from its preset."""
 
-    data: dict[str, Any]
-    model: dict[str, Any]
-    train: dict[str, Any] = Field(description="train settings shared by every stage")
-    moe: dict[str, Any] = Field(
-        default_factory=dict, description="MoE settings over the cpu-* presets' (layers, experts)"
-    )
+    preset: str = Field(description="the study preset: corpus, model, logging")
     pretrain_steps: int
     pretrain_lr: float
     variant_steps: int
@@ -37,16 +46,7 @@ class StudyPlan(BaseModel):
 
 PLANS: dict[str, StudyPlan] = {
     "default": StudyPlan(
-        data={"size_mb": 1.0, "block_size": 128, "tokenizer": "bpe:4096"},
-        model={"n_layer": 4, "n_embd": 128, "n_head": 4},
-        train={
-            "batch_size": 16,
-            "eval_every": 50,
-            "eval_max_blocks": 96,
-            "save_every": 50,
-            "router_log_every": 10,
-            "log_every": 10,
-        },
+        preset="study-cpu",
         pretrain_steps=300,
         pretrain_lr=2e-3,
         variant_steps=350,
@@ -54,16 +54,7 @@ PLANS: dict[str, StudyPlan] = {
         eval_max_blocks=192,
     ),
     "tiny": StudyPlan(
-        data={"size_mb": 0.03, "block_size": 32, "tokenizer": "bpe:384"},
-        model={"n_layer": 2, "n_embd": 32, "n_head": 2},
-        train={
-            "batch_size": 8,
-            "eval_every": 10,
-            "eval_max_blocks": 12,
-            "save_every": 10,
-            "router_log_every": 2,
-            "log_every": 2,
-        },
+        preset="study-cpu-tiny",
         pretrain_steps=16,
         pretrain_lr=3e-3,
         variant_steps=40,
@@ -74,42 +65,43 @@ PLANS: dict[str, StudyPlan] = {
 }
 
 
-def plan_configs(size: StudySize) -> tuple[DataConfig, dict[str, RunConfig]]:
-    """The corpus config and the run config of every training stage ('pretrain' + variants)."""
-    plan = PLANS[size]
-    data = validate(DataConfig, deep_merge(load_preset("cpu")["data"], plan.data), "study data")
-    shared = {
-        "data": data.model_dump(mode="json"),
-        "model": plan.model,
-        "train": plan.train,
-        "moe": plan.moe,
-    }
-    runs = {
-        "pretrain": _run_config(
-            "cpu-dense",
-            shared,
-            name="pretrain",
-            steps=plan.pretrain_steps,
-            lr=plan.pretrain_lr,
-            threads=None,
+def plan_configs(
+    size: StudySize, plan: StudyPlanName = DEFAULT_PLAN, overrides: list[str] | None = None
+) -> tuple[DataConfig, dict[str, RunConfig]]:
+    """The corpus config and the run config of every training stage: 'pretrain' (upcycle plan
+    only) and the variants. `overrides` (`key=value`, as `--set`) apply to every stage."""
+    sizes = PLANS[size]
+    study = load_preset(sizes.preset)
+    data = validate(DataConfig, study["data"], "study data")
+    extra: dict[str, Any] = {}
+    for text in overrides or []:
+        extra = deep_merge(extra, parse_override(text))
+    threads = 1 if sizes.workers > 1 else None
+    runs: dict[str, RunConfig] = {}
+    if plan == "upcycle":
+        runs["pretrain"] = _run_config(
+            "cpu-dense", study, extra, "pretrain", sizes.pretrain_steps, sizes.pretrain_lr, None
         )
-    }
+        steps, lr = sizes.variant_steps, sizes.variant_lr
+    else:
+        steps, lr = sizes.pretrain_steps + sizes.variant_steps, sizes.pretrain_lr
+        extra = deep_merge({"moe": {"init": "scratch"}}, extra)
     for variant, preset in VARIANTS.items():
-        runs[variant] = _run_config(
-            preset,
-            shared,
-            name=variant,
-            steps=plan.variant_steps,
-            lr=plan.variant_lr,
-            threads=1 if plan.workers > 1 else None,
-        )
+        runs[variant] = _run_config(preset, study, extra, variant, steps, lr, threads)
     return data, runs
 
 
 def _run_config(
-    preset: str, shared: dict[str, Any], *, name: str, steps: int, lr: float, threads: int | None
+    preset: str,
+    study: dict[str, Any],
+    extra: dict[str, Any],
+    name: str,
+    steps: int,
+    lr: float,
+    threads: int | None,
 ) -> RunConfig:
+    shared = {key: study[key] for key in ("data", "model", "train") if key in study}
     raw = deep_merge(load_preset(preset), shared)
     train = {"max_steps": steps, "lr": lr, "num_threads": threads}
     raw = deep_merge(raw, {"name": name, "train": train})
-    return validate(RunConfig, raw, f"study run '{name}'")
+    return validate(RunConfig, deep_merge(raw, extra), f"study run '{name}'")
