@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from moectl import __version__
 from moectl.cli.common import render_error
-from moectl.errors import MoectlError
+from moectl.errors import MoectlError, did_you_mean
 
 
 class _State:
@@ -23,7 +23,18 @@ STATE = _State()
 
 
 class MoectlGroup(TyperGroup):
-    """Turns MoectlError from any command into one message and its exit code (no traceback)."""
+    """Turns MoectlError from any command into one message and its exit code (no traceback),
+    and answers a mistyped command with the closest one."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            if args:
+                error.message += did_you_mean(args[0], self.list_commands(ctx))
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -77,6 +88,7 @@ def _register() -> None:
         generate,
         inspect,
         prepare_data,
+        presets,
         quickstart,
         train,
         visualize,
@@ -89,6 +101,7 @@ def _register() -> None:
     app.command("visualize")(visualize.visualize)
     app.command("generate")(generate.generate)
     app.command("quickstart")(quickstart.quickstart)
+    app.command("presets")(presets.presets)
 
 
 _register()

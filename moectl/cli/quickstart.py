@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from moectl.cli.common import RichProgress, console
@@ -51,16 +52,16 @@ def quickstart(
     findings.add_column("measured")
     for finding in result.findings:
         mark = "[green]yes[/]" if finding.reproduced else "[yellow]no[/]"
-        findings.add_row(finding.title, mark, finding.text)
+        findings.add_row(escape(finding.title), mark, escape(finding.text))
     console.print(findings)
 
-    paths = Table(title=f"Study in {result.out} ({result.seconds / 60:.1f} min)")
+    paths = Table(title=escape(f"Study in {result.out} ({result.seconds / 60:.1f} min)"))
     paths.add_column("what", style="bold")
     paths.add_column("path")
-    paths.add_row("report", result.report or "(not written)")
-    paths.add_row("token routing page", result.token_page or "(not written)")
-    paths.add_row("corpus", result.corpus)
+    paths.add_row("report", escape(result.report or "(not written)"))
+    paths.add_row("token routing page", escape(result.token_page or "(not written)"))
+    paths.add_row("corpus", escape(result.corpus))
     for name, run_dir in result.runs.items():
-        paths.add_row(f"run {name}", run_dir)
-    paths.add_row("figures", str(Path(result.out) / "figures"))
+        paths.add_row(f"run {name}", escape(run_dir))
+    paths.add_row("figures", escape(str(Path(result.out) / "figures")))
     console.print(paths)

@@ -20,6 +20,7 @@ from typing import Any
 
 from moectl.config import RunConfig
 from moectl.errors import MoectlError
+from moectl.fs import write_json
 from moectl.progress import ProgressCallback, ProgressEvent
 from moectl.training.results import TrainResult
 
@@ -40,7 +41,7 @@ class TrainJob:
 def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> TrainResult:
     """Train `job`, resuming from its latest checkpoint if an earlier attempt left one; the
     result is written to run_dir/result.json once the run is complete."""
-    from moectl.training.checkpoint import latest_checkpoint
+    from moectl.rundir import latest_checkpoint
     from moectl.training.trainer import train_run
 
     resume = latest_checkpoint(job.run_dir) is not None
@@ -53,9 +54,7 @@ def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> Trai
         callback=callback,
     )
     if result.stop_reason != "interrupted":
-        temporary = job.run_dir / f".{RESULT_FILE}.tmp"
-        temporary.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-        temporary.replace(job.run_dir / RESULT_FILE)
+        write_json(job.run_dir / RESULT_FILE, result)
     return result
 
 
