@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from moectl import __version__
 from moectl.cli.common import render_error
-from moectl.errors import MoectlError, did_you_mean
+from moectl.errors import MoectlError
 
 
 class _State:
@@ -23,18 +23,8 @@ STATE = _State()
 
 
 class MoectlGroup(TyperGroup):
-    """Turns MoectlError from any command into one message and its exit code (no traceback),
-    and answers a mistyped command with the closest one."""
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as error:
-            if args:
-                error.message += did_you_mean(args[0], self.list_commands(ctx))
-            raise
+    """Turns MoectlError from any command into one message and its exit code (no traceback).
+    (A mistyped command or option gets "Did you mean" from Typer and click themselves.)"""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -62,12 +62,16 @@ def domain_style(domain: str, domains: list[str]) -> str:
 
 
 def render_error(error: MoectlError) -> None:
-    """One clear error (plus its problems and hint) on stderr, no traceback."""
-    err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
+    """One clear error (plus its problems and hint) on stderr, no traceback; each is one line
+    however narrow the terminal (soft wrap), so a log keeps it greppable."""
+    out = err_console
+    out.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
     for path, message in getattr(error, "problems", []):
-        err_console.print(f"  [yellow]{escape(path)}[/]: {escape(message)}", highlight=False)
+        out.print(
+            f"  [yellow]{escape(path)}[/]: {escape(message)}", highlight=False, soft_wrap=True
+        )
     if error.hint:
-        err_console.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False)
+        out.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
 
 
 def render_warnings(warnings: list[str]) -> None:

@@ -14,8 +14,9 @@ from moectl.errors import DataError
 
 
 def _default(field: str) -> str:
-    """A DataConfig default, shown in --help for options whose unset value defers to it."""
-    return str(DataConfig.model_fields[field].default)
+    """'[default: X]' for the DataConfig default an unset option defers to (the bracket escaped,
+    as --help text is rich markup)."""
+    return rf"\[default: {DataConfig.model_fields[field].default}]"
 
 
 def parse_domains(values: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -44,8 +45,9 @@ def prepare_data(
     source: Annotated[
         str | None,
         typer.Option(
-            help="builtin (offline corpus), files (--domain NAME=PATH) or hf (hub).",
-            show_default=_default("source"),
+            help="builtin (offline corpus), files (--domain NAME=PATH) or hf (hub). "
+            + _default("source"),
+            show_default=False,
         ),
     ] = None,
     domain: Annotated[
@@ -58,11 +60,13 @@ def prepare_data(
     ] = None,
     size_mb: Annotated[
         float | None,
-        typer.Option(help="Characters per domain, in millions.", show_default=_default("size_mb")),
+        typer.Option(
+            help="Characters per domain, in millions. " + _default("size_mb"), show_default=False
+        ),
     ] = None,
     block_size: Annotated[
         int | None,
-        typer.Option(help="Tokens per packed block.", show_default=_default("block_size")),
+        typer.Option(help="Tokens per packed block. " + _default("block_size"), show_default=False),
     ] = None,
     balance_tokens: Annotated[
         bool | None,
@@ -74,7 +78,9 @@ def prepare_data(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed for split, shuffles and sources.", show_default=_default("seed")),
+        typer.Option(
+            help="Seed for split, shuffles and sources. " + _default("seed"), show_default=False
+        ),
     ] = None,
     min_example_chars: Annotated[
         int | None, typer.Option(help="Drop texts shorter than this.")
@@ -85,8 +91,9 @@ def prepare_data(
     tokenizer: Annotated[
         str | None,
         typer.Option(
-            help="gpt2, a local tokenizer path, or bpe:N (trained on the corpus).",
-            show_default=_default("tokenizer"),
+            help="gpt2, a local tokenizer path, or bpe:N (trained on the corpus). "
+            + _default("tokenizer"),
+            show_default=False,
         ),
     ] = None,
     text_column: Annotated[

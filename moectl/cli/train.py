@@ -135,7 +135,7 @@ def train(
     resume_path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[PATH]",
+            metavar="PATH",
             help="With --resume: a checkpoints/step-N directory (default: the run's latest).",
             show_default=False,
         ),
@@ -243,6 +243,7 @@ def _run(
             f"run {run_dir} is already complete at step {result.steps}; nothing to do",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         return
     render_result(result)
