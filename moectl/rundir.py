@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -189,6 +189,8 @@ class RunInfo(BaseModel):
     resumes: list[Resume] = Field(default_factory=list)
     amendments: list[Amendment] = Field(default_factory=list)
 
+
+Row = TypeVar("Row", bound=BaseModel)
 
 # --- what a path is -----------------------------------------------------------------------------
 
@@ -363,17 +365,32 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _validated(path: Path, model: type[Row], rows: list[dict[str, Any]]) -> list[Row]:
+    """`rows` of the JSONL file `path` as `model`s; a row of another shape is a MoectlError."""
+    try:
+        return [model.model_validate(row) for row in rows]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MoectlError(
+            f"{path} has a row that is not a moectl {model.__name__} ({where}: {first['msg']})",
+            hint="the file was written by another moectl version or edited; check the run",
+        ) from None
+
+
 def read_metrics(run_dir: Path) -> tuple[list[TrainRow], list[EvalRow]]:
     """The train and eval rows of metrics.jsonl."""
-    rows = read_jsonl(Path(run_dir) / METRICS_NAME)
-    train = [TrainRow.model_validate(r) for r in rows if r.get("kind") == "train"]
-    evals = [EvalRow.model_validate(r) for r in rows if r.get("kind") == "eval"]
+    path = Path(run_dir) / METRICS_NAME
+    rows = read_jsonl(path)
+    train = _validated(path, TrainRow, [r for r in rows if r.get("kind") == "train"])
+    evals = _validated(path, EvalRow, [r for r in rows if r.get("kind") == "eval"])
     return train, evals
 
 
 def read_routing(run_dir: Path) -> list[RoutingRow]:
     """The rows of routing.jsonl ([] for a dense run or one that logged no routing yet)."""
-    return [RoutingRow.model_validate(r) for r in read_jsonl(Path(run_dir) / ROUTING_NAME)]
+    path = Path(run_dir) / ROUTING_NAME
+    return _validated(path, RoutingRow, read_jsonl(path))
 
 
 # --- summary ------------------------------------------------------------------------------------
