@@ -75,12 +75,12 @@ def test_typos_get_did_you_mean(cli):
 def test_train_without_a_terminal_prints_one_line_per_log_step(cli, tiny_corpus, tmp_path):
     result = cli(
         "train", "--preset", "tiny", "--data", tiny_corpus, "--run-dir", tmp_path / "run",
-        "--set", "train.max_steps=4", "--set", "train.log_every=2",
+        "--set", "train.max_steps=5", "--set", "train.log_every=2",
         "--set", "moe.enabled=true", "--set", "moe.last_n=1", "--set", "moe.n_experts=4",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("step ")]
     logged = [line for line in lines if " loss " in line and "eval" not in line]
-    assert [line.split()[1] for line in logged] == ["2/4", "4/4"]
+    assert [line.split()[1] for line in logged] == ["2/5", "4/5", "5/5"]
     for line in logged:
         assert " lr " in line and " tok/s" in line and " max share " in line

@@ -180,6 +180,7 @@ class _Trainer:
         self.lr = 0.0
         self.last_tps = 0.0
         self.last_max_share: float | None = None
+        self.logged_step: int | None = None
 
     def setup(
         self,
@@ -270,8 +271,10 @@ class _Trainer:
                     if final:
                         stop_reason = "collapse" if collapsed else "completed"
                         self._final_logs()
+                        self._report_step()
                         self._save_checkpoint()
                         break
+                    self._report_step()
                     if any_rank(self.ctx, stop.requested, self.device):
                         stop_reason, stop_signal = "interrupted", stop.signal_name
                         if self.saved_step != self.step:
@@ -363,18 +366,21 @@ class _Trainer:
             self._evaluate()
         if self.step % cfg.save_every == 0 and self.step != cfg.max_steps and not collapsed:
             self._save_checkpoint()
+        return collapsed
+
+    def _report_step(self) -> None:
+        """The `train` progress event of this step (`logged`: a train row was just written)."""
         report(
             self.callback,
             "train",
             self.step,
-            cfg.max_steps,
+            self.train_cfg.max_steps,
             loss=self.last_train_loss,
             lr=self.lr,
             tokens_per_s=self._tokens_per_s,
             max_share=self.last_max_share,
-            logged=self.step % cfg.log_every == 0,
+            logged=self.logged_step == self.step,
         )
-        return collapsed
 
     def _final_logs(self) -> None:
         """The last step always gets a train row, a routing row and an eval."""
@@ -415,6 +421,7 @@ class _Trainer:
             time=time.time(),
         )
         self.last_train_loss = row.loss
+        self.logged_step = row.step
         if self.moe_layers:
             self.last_max_share = max(self.routing.max_fractions().values())
         window.reset()
