@@ -43,20 +43,28 @@ def apply_umask(path: Path) -> None:
         os.chmod(path, 0o666 & ~mask)
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, then rename it into place."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp file path beside `path`; on success it is renamed to `path`, on an error
+    removed. For writers that take a file name (a figure's savefig)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        apply_umask(Path(tmp))
+        yield tmp
+        apply_umask(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temp file beside `path`, then rename it into place."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json(path: Path, model: BaseModel) -> Path:
