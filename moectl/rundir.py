@@ -528,9 +528,11 @@ RESUMABLE_KEY = "train.max_steps"
 
 def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amendment]:
     """Check that `config` is the run's saved config but for train.max_steps; the change, if
-    any, as an amendment to record. Anything else differing is a TrainingError naming it."""
+    any, as an amendment to record. Anything else differing is a TrainingError naming it. The
+    data section is not compared: it is always the corpus manifest's (a run saved before that
+    rule recorded its preset's, and gets the corpus's on this resume)."""
     saved = read_run_config(run_dir)
-    ours, theirs = _flatten(config.model_dump(mode="json")), _flatten(saved.model_dump(mode="json"))
+    ours, theirs = (_flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
     differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     others = [k for k in differing if k != RESUMABLE_KEY]
     if others:
