@@ -69,6 +69,8 @@ def test_a_second_writer_is_refused_naming_the_holder(cli, run, tiny_corpus):
             f"is in use by another moectl process (pid {os.getpid()})",
         )
         assert tree_hash(run) == before and "Traceback" not in line
+        reader = cli("inspect", run, "--json")  # readers need no lock
+        assert reader.exit_code == 0 and '"steps_done": 4' in reader.output
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

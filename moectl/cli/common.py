@@ -2,7 +2,8 @@
 
 Rich reads square brackets as markup, so every piece of user or library text printed through it
 goes through `escape` first (paths, names, messages, hints such as `pip install "moectl[offline]"`).
-Short flags are only the ones defined here, so each means the same in every command.
+Options several commands share (--data, --device, --config, --set) are declared once here; a
+short flag means the same option in every command or does not exist.
 """
 
 from __future__ import annotations
