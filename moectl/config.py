@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moectl.errors import ConfigError
+from moectl.errors import ConfigError, did_you_mean
 
 SourceKind = Literal["builtin", "files", "hf"]
 
@@ -225,7 +225,8 @@ def _load_preset(name: str, seen: list[str]) -> dict[str, Any]:
     resource = resources.files(PRESET_PACKAGE) / f"{name}.yaml"
     if not resource.is_file():
         raise ConfigError(
-            f"unknown preset '{name}'", hint=f"choose one of: {', '.join(preset_names())}"
+            f"unknown preset '{name}'{did_you_mean(name, preset_names())}",
+            hint="`moectl presets` lists them with descriptions",
         )
     raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
     parent = raw.pop("extends", None)
@@ -300,19 +301,39 @@ def validate(model_cls: type[StrictModel], raw: dict[str, Any], what: str = "con
     try:
         return model_cls.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid {what}", validation_problems(exc)) from None
+        raise ConfigError(f"invalid {what}", validation_problems(exc, model_cls)) from None
 
 
-def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
-    """(dotted field path, message) for each problem pydantic found."""
+def validation_problems(
+    exc: ValidationError, model_cls: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """(dotted field path, message) for each problem pydantic found; an unknown key names the
+    closest known one of its section when `model_cls` is given."""
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(root)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling)"
+            known = _section_fields(model_cls, err["loc"][:-1]) if model_cls else []
+            message = "unknown field" + (did_you_mean(str(err["loc"][-1]), known) or "")
         problems.append((path, message))
     return problems
+
+
+def preset_description(name: str) -> str:
+    """A preset's one-line description (its own or the nearest one it extends)."""
+    return str(load_preset(name).get("description", ""))
+
+
+def _section_fields(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the config section at `loc` (e.g. ("train",) -> TrainConfig's)."""
+    for part in loc:
+        field = model_cls.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model_cls = annotation
+    return list(model_cls.model_fields)
 
 
 def resolve_run_config(

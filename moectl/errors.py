@@ -47,5 +47,17 @@ class TrainingError(MoectlError):
     """A run directory, checkpoint or resume request that cannot be honoured."""
 
 
+class DeviceError(MoectlError):
+    """A device that was asked for but is not there (CUDA on a CPU-only build, a bad index)."""
+
+
 class OfflineError(MoectlError):
     """A hub request with no network; the hint names the offline alternatives."""
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices` to a mistyped `word`, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -23,17 +23,17 @@ def _torch_threads() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture
-def cli():
-    """Run the moectl CLI in-process: cli("inspect", "x") -> click Result (exit_code, output)."""
+def invoke_cli(*args):
+    """Run the moectl CLI in-process: invoke_cli("inspect", "x") -> click Result."""
     from moectl.cli.app import app
 
-    runner = CliRunner()
+    return CliRunner().invoke(app, [str(a) for a in args])
 
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
 
-    return invoke
+@pytest.fixture
+def cli():
+    """`invoke_cli` as a fixture: cli("inspect", "x") -> click Result (exit_code, output)."""
+    return invoke_cli
 
 
 def write_domain_texts(root, n_texts: int = 40) -> dict[str, list[str]]:
@@ -100,3 +100,35 @@ def tiny_corpus(tmp_path_factory):
         source="files", domains=list(files), files=files, tokenizer="bpe:300", block_size=16
     )
     return prepare_corpus(config, root / "corpus").path
+
+
+def tree_hash(root) -> str:
+    """A digest of every file and folder below `root` (paths, modes, contents): equal before and
+    after a refused command means it changed nothing on disk."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    digest = hashlib.sha256()
+    if not root.exists():
+        return "absent"
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(oct(path.stat().st_mode).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def refused(result, *needles: str) -> str:
+    """Assert a clean refusal: exit 2, no traceback, the error on one line (plus an optional
+    hint line) naming every needle; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(errors) == 1 and len(lines) - errors[0] <= 2, result.output
+    line = lines[errors[0]]
+    for needle in needles:
+        assert needle in line, result.output
+    return line

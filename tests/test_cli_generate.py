@@ -39,17 +39,17 @@ def test_sampling_seeded_and_filters() -> None:
 
 def test_cli_generate(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
     shown = cli(
-        "generate", tiny_study["moe"], "-p", "def f(x):", "-n", "5",
+        "generate", tiny_study["moe"], "--prompt", "def f(x):", "--max-new-tokens", "5",
         "--temperature", "0.8", "--top-p", "0.9", "--seed", "3", "--show-experts",
     )  # fmt: skip
     assert shown.exit_code == 0, shown.output
     assert "def f(x):" in shown.output and "layer 0" in shown.output and "layer 1" in shown.output
     repeat = cli(
-        "generate", tiny_study["moe"], "-p", "def f(x):", "-n", "5",
+        "generate", tiny_study["moe"], "--prompt", "def f(x):", "--max-new-tokens", "5",
         "--temperature", "0.8", "--top-p", "0.9", "--seed", "3", "--show-experts",
     )  # fmt: skip
     assert repeat.output == shown.output
-    dense = cli("generate", tiny_study["dense"], "-n", "3", "--show-experts")
+    dense = cli("generate", tiny_study["dense"], "--max-new-tokens", "3", "--show-experts")
     assert dense.exit_code == 0 and "dense model" in dense.output
     missing = cli("generate", tmp_path / "missing")
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())

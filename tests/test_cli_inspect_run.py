@@ -40,6 +40,6 @@ def test_inspect_checkpoint_and_model(cli, moe_run):
     assert ckpt["trainer"]["tokens"] == 4 * 4 * 16
     best = json.loads(cli("inspect", moe_run / "best", "--json").output)
     assert best["kind"] == "model" and best["has_tokenizer"]
-    assert set(best["metrics"]["eval_domain_loss"]) == {"code", "math", "prose"}
+    assert set(best["metrics"]["eval"]["domain_loss"]) == {"code", "math", "prose"}
     text = cli("inspect", moe_run / "best")
     assert text.exit_code == 0 and "active per token" in text.output

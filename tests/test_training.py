@@ -14,18 +14,17 @@ import torch
 
 from moectl.config import CollapseConfig, RunConfig
 from moectl.errors import TrainingError
+from moectl.rundir import latest_checkpoint, list_checkpoints, truncate_after
 from moectl.training.batches import BlockSampler, eval_subset
 from moectl.training.checkpoint import (
     capture_rng_state,
-    latest_checkpoint,
-    list_checkpoints,
     restore_rng_state,
     write_checkpoint,
 )
 from moectl.training.collapse import CollapseDetector
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import lr_factor, parameter_groups
-from moectl.training.sinks import check_sinks, truncate_after
+from moectl.training.sinks import check_sinks
 from moectl.training.step import forward_losses
 
 
@@ -158,7 +157,6 @@ def test_per_domain_loss_comes_from_the_same_cross_entropy():
 
 def test_checkpoints_rotate_and_skip_half_written(tmp_path):
     def write_model(path):
-        path.mkdir()
         (path / "model.json").write_text("{}")
 
     for step in (10, 20, 30):
@@ -168,7 +166,6 @@ def test_checkpoints_rotate_and_skip_half_written(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step-30"
 
     def failing(path):
-        path.mkdir()
         raise OSError("disk full")
 
     with pytest.raises(OSError):

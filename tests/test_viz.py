@@ -24,7 +24,8 @@ def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = 
     path.mkdir(parents=True)
     lb = 0.0 if collapse else 0.01
     (path / "config.yaml").write_text(
-        f"name: {path.name}\nmoe:\n  enabled: {str(moe).lower()}\n  n_experts: {N_EXPERTS}\n"
+        f"name: {path.name}\nmoe:\n  enabled: {str(moe).lower()}\n  last_n: 2\n"
+        f"  n_experts: {N_EXPERTS}\n"
         f"  top_k: 1\n  lb_coef: {lb}\ntrain:\n  collapse:\n    threshold: 0.6\n",
         encoding="utf-8",
     )
@@ -33,14 +34,16 @@ def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = 
         decay = 5.0 * np.exp(-step / 60)
         losses = {"code": 2.0 + decay, "math": 1.0 + decay, "prose": 3.0 + decay}
         rows.append(
-            {"kind": "train", "step": step, "loss": 2 + decay, "lm_loss": 2 + decay,
+            {"kind": "train", "step": step, "tokens": 64 * step, "lr": 1e-3,
+             "loss": 2 + decay, "lm_loss": 2 + decay,
              "lb_loss": (1.0 + (step / 100 if collapse else 0.02)) if moe else None,
-             "z_loss": 0.1 if moe else None, "domain_loss": losses}
+             "z_loss": 0.1 if moe else None, "grad_norm": 1.0, "tokens_per_s": 1000.0,
+             "domain_loss": losses, "time": 0.0}
         )  # fmt: skip
         if step % 50 == 0:
             rows.append(
                 {"kind": "eval", "step": step, "loss": 2.1 + decay, "ppl": 8.0,
-                 "domain_loss": {d: v + 0.1 for d, v in losses.items()}}
+                 "domain_loss": {d: v + 0.1 for d, v in losses.items()}, "domain_ppl": {}}
             )  # fmt: skip
     (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     if moe and routing:

@@ -6,7 +6,6 @@ records during that pass (`last_router_stats`), so adding layers adds no passes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moectl.analysis.bootstrap import N_BOOTSTRAP
-from moectl.analysis.results import EvaluationResult, TokenRouting, write_json_atomic
+from moectl.analysis.results import EvaluationResult, TokenRouting
 from moectl.analysis.routing import LayerRouting
-from moectl.analysis.runs import resolve_model
 from moectl.analysis.tokentypes import GROUP_TYPES, classify_block
 from moectl.errors import DataError, ModelError
+from moectl.fs import write_json
+from moectl.model.compat import check_model_fits_corpus
 from moectl.progress import ProgressCallback, report
+from moectl.rundir import corpus_dir, perplexity, resolve_model
 
 if TYPE_CHECKING:
     from moectl.data.store import Corpus
@@ -34,7 +35,7 @@ class EvaluationOptions:
     split: str = "eval"
     max_blocks: int | None = None
     batch_size: int = 8
-    device: str = "cpu"
+    device: str = "auto"
     n_permutations: int = 20
     n_bootstrap: int = N_BOOTSTRAP
     seed: int = 0
@@ -61,7 +62,7 @@ def evaluate_models(
     callback: ProgressCallback | None = None,
 ) -> list[EvaluationResult]:
     """Evaluate each model (run dir or artifact) on `corpus`; results in the given order."""
-    from moectl.model.io import load_model
+    from moectl.model.io import load_model, read_meta
 
     options = options or EvaluationOptions()
     if max_blocks is not None:
@@ -72,10 +73,10 @@ def evaluate_models(
     annotate_token_types(blocks, corpus, tokenizer, options)
     results = []
     for model_path, run_dir in resolved:
+        check_model_fits_corpus(read_meta(model_path), corpus, str(model_path))
         loaded = load_model(model_path, device=options.device)
-        check_tokenizer(loaded, corpus, model_path)
         name = run_dir.name if run_dir is not None else model_path.name
-        init, reason = initial_control(loaded, model_path, run_dir, options.device)
+        init, reason = initial_control(loaded, model_path, run_dir)
         result = evaluate_loaded(
             loaded, name, model_path, run_dir, corpus, blocks, tokenizer, options, callback, init
         )
@@ -87,7 +88,7 @@ def evaluate_models(
 
 
 def initial_control(
-    loaded: LoadedModel, model_path: Path, run_dir: Path | None, device: str
+    loaded: LoadedModel, model_path: Path, run_dir: Path | None
 ) -> tuple[LoadedModel | None, str | None]:
     """The model's step-0 version (the init-router control), or None and the reason it has none.
 
@@ -101,6 +102,7 @@ def initial_control(
     if run_dir is None:
         return None, f"{model_path} is a model artifact without its run directory"
     try:
+        device = next(loaded.model.parameters()).device
         return load_initial_model(run_dir, device=device), None
     except ModelError as exc:
         return None, exc.message
@@ -159,28 +161,6 @@ def decode_piece(tokenizer: Any, token_id: int, cache: dict[int, str]) -> str:
     if token_id not in cache:
         cache[token_id] = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
     return cache[token_id]
-
-
-def check_tokenizer(loaded: LoadedModel, corpus: Corpus, model_path: Path) -> None:
-    """A ModelError when the model was trained on different token ids than the corpus holds."""
-    model_tok = loaded.meta.tokenizer or {}
-    corpus_tok = corpus.manifest.tokenizer
-    hint = "evaluate on a corpus prepared with the model's tokenizer (see `moectl inspect`)"
-    if model_tok.get("hash") and model_tok["hash"] != corpus_tok.hash:
-        raise ModelError(
-            f"{model_path} uses tokenizer {model_tok.get('name')} (hash "
-            f"{str(model_tok['hash'])[:12]}) but corpus {corpus.path} uses {corpus_tok.name} "
-            f"(hash {corpus_tok.hash[:12]})",
-            hint=hint,
-        )
-    vocab = model_tok.get("vocab_size")
-    mismatch = vocab is not None and vocab != corpus_tok.vocab_size
-    if mismatch or loaded.model.config.vocab_size < corpus_tok.vocab_size:
-        raise ModelError(
-            f"{model_path} has a vocabulary of {vocab or loaded.model.config.vocab_size} tokens "
-            f"but corpus {corpus.path} was tokenized with {corpus_tok.vocab_size}",
-            hint=hint,
-        )
 
 
 def _sample_window(ids: list[int], eos_id: int, length: int) -> tuple[int, int]:
@@ -310,9 +290,9 @@ def evaluate_loaded(
         blocks=len(blocks),
         tokens=int(sum(len(b.ids) for b in blocks)),
         loss=total_loss,
-        ppl=_ppl(total_loss),
+        ppl=perplexity(total_loss),
         domain_loss=domain_loss,
-        domain_ppl={d: _ppl(v) for d, v in domain_loss.items()},
+        domain_ppl={d: perplexity(v) for d, v in domain_loss.items()},
         domain_tokens={domains[i]: int(loss_count[i]) for i in present},
         moe_layers=sorted(layers),
         n_experts=first.n_experts if first is not None else None,
@@ -342,10 +322,6 @@ def _record(
             s.entropy.float().cpu().numpy(),
             types,
         )
-
-
-def _ppl(loss: float) -> float:
-    return math.exp(min(loss, 700.0))
 
 
 def _token_routing(
@@ -384,30 +360,15 @@ def save_results(results: list[EvaluationResult], out: Path | None = None) -> li
     from moectl.analysis.results import EvaluationSet
 
     if out is not None:
-        return [write_json_atomic(out, EvaluationSet(results=results))]
-    return [write_json_atomic(result_path(r), r) for r in results]
+        return [write_json(out, EvaluationSet(results=results))]
+    return [write_json(result_path(r), r) for r in results]
 
 
 def corpus_for(models: Sequence[Path | str]) -> Path | None:
-    """The corpus recorded in run.json of the first run dir among `models`, if any.
-
-    A relative data_dir was relative to wherever training ran, so it is looked up from the
-    current directory first, then from the run dir and its parents.
-    """
-    import json
-
+    """The corpus recorded in run.json of the first run dir among `models`, if any."""
     for model in models:
         _, run_dir = resolve_model(Path(model))
-        if run_dir is None or not (run_dir / "run.json").is_file():
-            continue
-        data_dir = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("data_dir")
-        if not data_dir:
-            continue
-        path = Path(data_dir)
-        if path.is_absolute() or path.exists():
-            return path
-        for base in [run_dir, *run_dir.resolve().parents]:
-            if (base / path).exists():
-                return base / path
-        return path
+        found = corpus_dir(run_dir) if run_dir is not None else None
+        if found is not None:
+            return found
     return None

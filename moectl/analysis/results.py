@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -185,29 +183,6 @@ class EvaluationSet(BaseModel):
 
     format_version: int = RESULT_FORMAT
     results: list[EvaluationResult]
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` via a temp file in the same folder, then rename it into place (with the
-    permissions a plain open() would give, not mkstemp's owner-only ones)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, model: BaseModel) -> Path:
-    """Write a pydantic model as indented JSON, atomically."""
-    return write_text_atomic(path, model.model_dump_json(indent=2))
 
 
 def load_results(path: Path) -> list[EvaluationResult]:

@@ -23,7 +23,8 @@ STATE = _State()
 
 
 class MoectlGroup(TyperGroup):
-    """Turns MoectlError from any command into one message and its exit code (no traceback)."""
+    """Turns MoectlError from any command into one message and its exit code (no traceback).
+    (A mistyped command or option gets "Did you mean" from Typer and click themselves.)"""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -77,6 +78,7 @@ def _register() -> None:
         generate,
         inspect,
         prepare_data,
+        presets,
         quickstart,
         train,
         visualize,
@@ -89,6 +91,7 @@ def _register() -> None:
     app.command("visualize")(visualize.visualize)
     app.command("generate")(generate.generate)
     app.command("quickstart")(quickstart.quickstart)
+    app.command("presets")(presets.presets)
 
 
 _register()

@@ -1,4 +1,10 @@
-"""Shared CLI pieces: consoles, config options, error rendering and a rich progress renderer."""
+"""Shared CLI pieces: consoles, shared options, error rendering and a rich progress renderer.
+
+Rich reads square brackets as markup, so every piece of user or library text printed through it
+goes through `escape` first (paths, names, messages, hints such as `pip install "moectl[offline]"`).
+Options several commands share (--data, --device, --config, --set) are declared once here; a
+short flag means the same option in every command or does not exist.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,6 +46,13 @@ SetOption = Annotated[
         show_default=False,
     ),
 ]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Prepared corpus (moectl prepare-data).", show_default=False),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+]
 DOMAIN_COLORS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_black"]
 
 
@@ -49,18 +63,22 @@ def domain_style(domain: str, domains: list[str]) -> str:
 
 
 def render_error(error: MoectlError) -> None:
-    """One clear error (plus its problems and hint) on stderr, no traceback."""
-    err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    """One clear error (plus its problems and hint) on stderr, no traceback; each is one line
+    however narrow the terminal (soft wrap), so a log keeps it greppable."""
+    out = err_console
+    out.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
     for path, message in getattr(error, "problems", []):
-        err_console.print(f"  [yellow]{path}[/]: {message}", highlight=False)
+        out.print(
+            f"  [yellow]{escape(path)}[/]: {escape(message)}", highlight=False, soft_wrap=True
+        )
     if error.hint:
-        err_console.print(f"  [dim]hint:[/] {error.hint}", highlight=False)
+        out.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
 
 
 def render_warnings(warnings: list[str]) -> None:
     """Warnings the core returned, one per line, on stderr."""
     for warning in warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 class RichProgress:
@@ -92,12 +110,17 @@ class RichProgress:
         self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
-        info = event.message or " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in event.metrics.items()
+        info = escape(
+            event.message
+            or " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in event.metrics.items()
+                if isinstance(v, int | float | str) and not isinstance(v, bool)
+            )
         )
         if event.stage not in self._tasks:
             self._tasks[event.stage] = self._progress.add_task(
-                event.stage, total=event.total, info=info
+                escape(event.stage), total=event.total, info=info
             )
         self._progress.update(
             self._tasks[event.stage], completed=event.completed, total=event.total, info=info

@@ -12,7 +12,13 @@ from rich.table import Table
 from rich.text import Text
 
 from moectl.analysis.bootstrap import format_interval
-from moectl.cli.common import RichProgress, console, domain_style, render_warnings
+from moectl.cli.common import (
+    DeviceOption,
+    RichProgress,
+    console,
+    domain_style,
+    render_warnings,
+)
 from moectl.errors import MoectlError
 
 if TYPE_CHECKING:
@@ -36,7 +42,7 @@ def evaluate(
         typer.Option("--max-blocks", min=1, help="Evaluate at most this many blocks."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "cpu",
+    device: DeviceOption = "auto",
     permutations: Annotated[
         int,
         typer.Option(min=1, help="Label permutations for the random-assignment baseline."),
@@ -95,7 +101,7 @@ def evaluate(
         split=split,
         max_blocks=max_blocks,
         batch_size=batch_size,
-        device=_device(device),
+        device=device,
         n_permutations=permutations,
         n_bootstrap=bootstrap,
         samples_per_domain=samples,
@@ -114,17 +120,7 @@ def evaluate(
         if result.routing:
             console.print(routing_table(result))
     for path in paths:
-        console.print(f"[dim]saved {path}[/]", highlight=False)
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+        console.print(f"[dim]saved {escape(str(path))}[/]", highlight=False)
 
 
 def _mark_best(values: list[float | None], lower: bool) -> int | None:
@@ -178,7 +174,7 @@ def comparison_table(results: list[EvaluationResult], domains: list[str]) -> Tab
         kind = "dense" if result.kind == "dense" else f"top-{result.top_k}x{result.n_experts}"
         if result.step is not None:
             kind += f" @{result.step}"
-        cells = [result.name, kind]
+        cells = [escape(result.name), kind]
         for c, (_, _, values) in enumerate(columns):
             value = values[row]
             text = "-" if value is None else f"{value:.1f}" if value >= 100 else f"{value:.3f}"
@@ -188,7 +184,7 @@ def comparison_table(results: list[EvaluationResult], domains: list[str]) -> Tab
     headers = [("model", None), ("kind", None)]
     headers += [(h, domain_style(h, domains) if h in domains else None) for h, _, _ in columns]
     table = _table(
-        f"Evaluation on {results[0].corpus_name} ({results[0].split} split)", headers, rows
+        escape(f"Evaluation on {results[0].corpus_name} ({results[0].split} split)"), headers, rows
     )
     table.caption = (
         "Loss in nats/token (domain columns: that domain's loss); * best per column. "
@@ -233,7 +229,7 @@ def routing_table(result: EvaluationResult) -> Table:
     headers = ["layer", "NMI", "init NMI", "trained\n- init", "verdict", "random\nassign."]
     headers += ["max/\nmean", "entropy", "top expert\n/ uniform", "token-type NMI\nvs init"]
     table = _table(
-        f"{escape(result.name)}: routing per MoE layer ({result.tokens} tokens)",
+        escape(f"{result.name}: routing per MoE layer ({result.tokens} tokens)"),
         [(h, None) for h in headers],
         rows,
     )

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from moectl.cli.common import console
+from moectl.cli.common import DeviceOption, console
 
 if TYPE_CHECKING:
     from moectl.analysis.generation import GenerationResult
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 
 def generate(
     model: Annotated[Path, typer.Argument(help="A run directory or a model artifact directory.")],
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 50,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 50,
     temperature: Annotated[
         float | None,
         typer.Option(
@@ -37,7 +38,7 @@ def generate(
         bool,
         typer.Option("--show-experts", help="Show the expert each MoE layer chose per token."),
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    device: DeviceOption = "auto",
 ) -> None:
     """Generate text from a model artifact or a run's best model, with its own tokenizer.
 
@@ -46,15 +47,15 @@ def generate(
 
     Examples:
 
-      moectl generate runs/moe --prompt "def fibonacci(n):" -n 40
+      moectl generate runs/moe --prompt "def fibonacci(n):" --max-new-tokens 40
 
-      moectl generate runs/moe/best -p "What is 12 times 7?" --temperature 0.8 --top-p 0.9
+      moectl generate runs/moe/best --prompt "What is 12 times 7?" --temperature 0.8 --top-p 0.9
 
-      moectl generate runs/moe -p "The history of" --show-experts
+      moectl generate runs/moe --prompt "The history of" --show-experts
     """
     from moectl.analysis.generation import generate as run_generation
-    from moectl.analysis.runs import resolve_model
     from moectl.model.io import load_model
+    from moectl.rundir import resolve_model
 
     artifact, _ = resolve_model(model)
     loaded = load_model(artifact, device=device)
@@ -90,7 +91,7 @@ def expert_table(result: GenerationResult) -> Table:
     for layer in result.moe_layers:
         table.add_column(f"layer {layer}", justify="center")
     for position, token in enumerate(result.tokens, start=1):
-        cells = [str(position), repr(token.text)]
+        cells = [str(position), escape(repr(token.text))]
         for layer in result.moe_layers:
             expert = token.experts.get(layer)
             if expert is None:

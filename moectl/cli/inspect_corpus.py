@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -106,7 +107,7 @@ def render_corpus(path: Path, samples: int = 0, as_json: bool = False) -> None:
             console.print(
                 Panel(
                     Text(shorten(text)),
-                    title=f"{domain} sample {number}",
+                    title=escape(f"{domain} sample {number}"),
                     title_align="left",
                     border_style=style,
                 )
@@ -118,12 +119,13 @@ def _render_header(path: Path, manifest: CorpusManifest) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("corpus", str(path))
+    grid.add_row("corpus", Text(str(path)))
     grid.add_row("created", f"{manifest.created} by moectl {manifest.moectl_version}")
     grid.add_row("source", manifest.config.source)
-    grid.add_row("domains", ", ".join(manifest.domains))
+    grid.add_row("domains", Text(", ".join(manifest.domains)))
     grid.add_row(
-        "tokenizer", f"{tok.name} ({tok.vocab_size:,} tokens, eos {tok.eos_id}, hash {tok.hash})"
+        "tokenizer",
+        Text(f"{tok.name} ({tok.vocab_size:,} tokens, eos {tok.eos_id}, hash {tok.hash})"),
     )
     grid.add_row("block size", str(manifest.block_size))
     grid.add_row("seed", str(manifest.seed))
@@ -145,9 +147,9 @@ def _render_sources(manifest: CorpusManifest) -> None:
             Text(source.domain, style=domain_style(source.domain, manifest.domains)),
             source.kind,
             Text(source.dataset or "-"),
-            source.config or "-",
-            source.split or "-",
-            str(version or "-"),
+            Text(source.config or "-"),
+            Text(source.split or "-"),
+            Text(str(version or "-")),
             source.fingerprint or "-",
         )
     console.print(table)

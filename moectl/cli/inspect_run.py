@@ -7,116 +7,72 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from moectl.cli.common import console, domain_style
 
 
-def run_summary(path: Path) -> dict[str, Any]:
-    """Everything `inspect RUN` shows, as plain data: config, progress, evals, collapse, files."""
-    from moectl.training.checkpoint import list_checkpoints
-    from moectl.training.rundir import BEST_DIR, METRICS_NAME, ROUTING_NAME, load_run_config
-    from moectl.training.sinks import read_jsonl
-
-    config = load_run_config(path)
-    info_path = path / "run.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    metrics = read_jsonl(path / METRICS_NAME)
-    routing = read_jsonl(path / ROUTING_NAME)
-    train_rows = [r for r in metrics if r.get("kind") == "train"]
-    eval_rows = [r for r in metrics if r.get("kind") == "eval"]
-    best = min(eval_rows, key=lambda r: r["loss"]) if eval_rows else None
-    collapse = [
-        {"step": r["step"], **r["collapse"]}
-        for r in routing
-        if (r.get("collapse") or {}).get("warning")
-    ]
-    checkpoints = list_checkpoints(path)
-    moe = config.moe
-    return {
-        "kind": "run",
-        "path": str(path),
-        "name": config.name,
-        "description": config.description,
-        "data_dir": info.get("data_dir"),
-        "init_from": info.get("init_from"),
-        "created": info.get("created"),
-        "model": config.model.model_dump(mode="json"),
-        "moe": moe.model_dump(mode="json") if moe.enabled else None,
-        "train": {
-            k: getattr(config.train, k) for k in ("max_steps", "batch_size", "grad_accum", "lr")
-        },
-        "steps_done": train_rows[-1]["step"] if train_rows else 0,
-        "max_steps": config.train.max_steps,
-        "tokens": train_rows[-1]["tokens"] if train_rows else 0,
-        "last_train_loss": train_rows[-1]["loss"] if train_rows else None,
-        "tokens_per_s": train_rows[-1]["tokens_per_s"] if train_rows else None,
-        "best_eval": (
-            {"step": best["step"], "loss": best["loss"], "domain_loss": best["domain_loss"]}
-            if best
-            else None
-        ),
-        "last_eval": eval_rows[-1] if eval_rows else None,
-        "collapse_events": collapse,
-        "collapse_stop": any(event["stop"] for event in collapse),
-        "checkpoints": [{"step": step, "path": str(p)} for step, p in checkpoints],
-        "best_model": str(path / BEST_DIR) if (path / BEST_DIR / "model.json").is_file() else None,
-    }
-
-
 def render_run(path: Path, as_json: bool = False) -> None:
     """Print a run directory for people (rich) or scripts (--json)."""
+    from moectl.rundir import run_summary
+
     summary = run_summary(path)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(summary.model_dump_json(indent=2))
         return
-    table = Table(title=f"run {path}", show_header=False, title_justify="left")
+    table = Table(title=escape(f"run {path}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("name", f"{summary['name']}  [dim]{summary['description']}[/]")
-    table.add_row("corpus", str(summary["data_dir"]))
-    if summary["init_from"]:
-        table.add_row("init from", summary["init_from"])
-    table.add_row("model", _describe_model(summary["model"]))
-    table.add_row("moe", _describe_moe(summary["moe"]))
-    train = summary["train"]
+    table.add_row("name", f"{escape(summary.name)}  [dim]{escape(summary.description)}[/]")
+    table.add_row("corpus", escape(str(summary.data_dir)))
+    if summary.init_from:
+        table.add_row("init from", escape(summary.init_from))
+    table.add_row("model", escape(_describe_model(summary.model)))
+    table.add_row("moe", escape(_describe_moe(summary.moe)))
+    train = summary.train
     table.add_row(
         "train",
         f"batch {train['batch_size']} x accum {train['grad_accum']}, lr {train['lr']:g}",
     )
-    table.add_row("progress", f"{summary['steps_done']} / {summary['max_steps']} steps")
-    if summary["last_train_loss"] is not None:
-        table.add_row("last train loss", f"{summary['last_train_loss']:.4f}")
-    best = summary["best_eval"]
+    table.add_row("progress", f"{summary.steps_done} / {summary.max_steps} steps")
+    for amendment in summary.amendments:
+        table.add_row(
+            "amended",
+            f"{amendment.key} {amendment.old} -> {amendment.new} at step {amendment.step}",
+        )
+    if summary.last_train_loss is not None:
+        table.add_row("last train loss", f"{summary.last_train_loss:.4f}")
+    best = summary.best_eval
     if best:
-        table.add_row("best eval loss", f"{best['loss']:.4f} (step {best['step']})")
-    checkpoints = ", ".join(str(c["step"]) for c in summary["checkpoints"]) or "none"
+        table.add_row("best eval loss", f"{best.loss:.4f} (step {best.step})")
+    checkpoints = ", ".join(str(c.step) for c in summary.checkpoints) or "none"
     table.add_row("checkpoints", checkpoints)
-    table.add_row("best model", summary["best_model"] or "none")
+    table.add_row("best model", escape(summary.best_model or "none"))
     console.print(table)
-    last_eval = summary["last_eval"]
+    last_eval = summary.last_eval
     if last_eval:
-        domains = list(last_eval["domain_loss"])
-        evals = Table(title=f"eval at step {last_eval['step']}", title_justify="left")
+        domains = list(last_eval.domain_loss)
+        evals = Table(title=f"eval at step {last_eval.step}", title_justify="left")
         for column in ("domain", "loss", "ppl"):
             evals.add_column(column, justify="left" if column == "domain" else "right")
         for domain in domains:
             evals.add_row(
                 Text(domain, style=domain_style(domain, domains)),
-                f"{last_eval['domain_loss'][domain]:.4f}",
-                f"{last_eval['domain_ppl'][domain]:.2f}",
+                f"{last_eval.domain_loss[domain]:.4f}",
+                f"{last_eval.domain_ppl[domain]:.2f}",
             )
-        evals.add_row("all", f"{last_eval['loss']:.4f}", f"{last_eval['ppl']:.2f}", style="bold")
+        evals.add_row("all", f"{last_eval.loss:.4f}", f"{last_eval.ppl:.2f}", style="bold")
         console.print(evals)
-    events = summary["collapse_events"]
+    events = summary.collapse_events
     if events:
-        verdict = "[bold red]run stopped on collapse[/]" if summary["collapse_stop"] else ""
+        verdict = "[bold red]run stopped on collapse[/]" if summary.collapse_stop else ""
         console.print(f"[bold yellow]{len(events)} collapse warning(s)[/] {verdict}")
         for event in events:
             console.print(
-                f"  step {event['step']}: layers {event['layers']}, "
-                f"{event['consecutive']} consecutive"
+                f"  step {event.step}: layers {escape(str(event.layers))}, "
+                f"{event.consecutive} consecutive"
             )
     else:
         console.print("no collapse warnings")
@@ -127,7 +83,8 @@ def model_summary(path: Path) -> dict[str, Any]:
     from moectl.model.factory import count_parameters
     from moectl.model.io import load_model
     from moectl.model.routing import moe_layers
-    from moectl.training.checkpoint import STATE_NAME, read_trainer_state
+    from moectl.rundir import STATE_NAME
+    from moectl.training.checkpoint import read_trainer_state
 
     loaded = load_model(path)
     cfg = loaded.model.config
@@ -165,7 +122,8 @@ def render_model(path: Path, as_json: bool = False) -> None:
         typer.echo(json.dumps(summary, indent=2))
         return
     arch = summary["architecture"]
-    table = Table(title=f"{summary['kind']} {path}", show_header=False, title_justify="left")
+    title = escape(f"{summary['kind']} {path}")
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row(
@@ -184,10 +142,11 @@ def render_model(path: Path, as_json: bool = False) -> None:
     table.add_row("parameters", f"{params['total']:,} total, {params['active']:,} active per token")
     table.add_row("step", str(summary["step"]))
     for key, value in summary["metrics"].items():
-        table.add_row(key, _format_metric(value))
+        table.add_row(escape(key), escape(_format_metric(value)))
     tokenizer = summary["tokenizer"]
     if tokenizer:
-        table.add_row("tokenizer", f"{tokenizer.get('name')} ({tokenizer.get('vocab_size')} ids)")
+        name = escape(str(tokenizer.get("name")))
+        table.add_row("tokenizer", f"{name} ({tokenizer.get('vocab_size')} ids)")
     if "trainer" in summary:
         trainer = summary["trainer"]
         table.add_row("tokens seen", f"{trainer['tokens']:,}")

@@ -6,9 +6,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from moectl.cli.common import ConfigOption, RichProgress, SetOption, console, render_warnings
+from moectl.config import DataConfig
 from moectl.errors import DataError
+
+
+def _default(field: str) -> str:
+    """'[default: X]' for the DataConfig default an unset option defers to (the bracket escaped,
+    as --help text is rich markup)."""
+    return rf"\[default: {DataConfig.model_fields[field].default}]"
 
 
 def parse_domains(values: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -36,22 +44,29 @@ def prepare_data(
     ],
     source: Annotated[
         str | None,
-        typer.Option(help="builtin (offline corpus), files (--domain NAME=PATH) or hf (hub)."),
+        typer.Option(
+            help="builtin (offline corpus), files (--domain NAME=PATH) or hf (hub). "
+            + _default("source"),
+            show_default=False,
+        ),
     ] = None,
     domain: Annotated[
         list[str] | None,
         typer.Option(
             "--domain",
-            "-d",
             help="NAME=PATH_OR_GLOB for --source files (repeatable), or NAME to pick domains.",
             show_default=False,
         ),
     ] = None,
     size_mb: Annotated[
-        float | None, typer.Option(help="Characters per domain, in millions. [default: 1]")
+        float | None,
+        typer.Option(
+            help="Characters per domain, in millions. " + _default("size_mb"), show_default=False
+        ),
     ] = None,
     block_size: Annotated[
-        int | None, typer.Option(help="Tokens per packed block. [default: 512]")
+        int | None,
+        typer.Option(help="Tokens per packed block. " + _default("block_size"), show_default=False),
     ] = None,
     balance_tokens: Annotated[
         bool | None,
@@ -61,7 +76,12 @@ def prepare_data(
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, shuffles and sources.")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed for split, shuffles and sources. " + _default("seed"), show_default=False
+        ),
+    ] = None,
     min_example_chars: Annotated[
         int | None, typer.Option(help="Drop texts shorter than this.")
     ] = None,
@@ -70,14 +90,23 @@ def prepare_data(
     ] = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="gpt2, a local tokenizer path, or bpe:N (trained on the corpus)."),
+        typer.Option(
+            help="gpt2, a local tokenizer path, or bpe:N (trained on the corpus). "
+            + _default("tokenizer"),
+            show_default=False,
+        ),
     ] = None,
     text_column: Annotated[
         str | None, typer.Option(help="Text column of .jsonl/.json/.parquet/.csv inputs.")
     ] = None,
     num_proc: Annotated[int | None, typer.Option(help="Processes for tokenization.")] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace --out if it exists (once the new one is done).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace --out if it is a moectl corpus or an empty folder (once the new one "
+            "is done); anything else is refused.",
+        ),
     ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -116,8 +145,19 @@ def prepare_data(
         names, files = parse_domains(domain)
         options["domains"] = names
         if files:
+            if source in ("builtin", "hf"):
+                raise DataError(
+                    f"--domain NAME=PATH gives files, but --source is {source}",
+                    hint="use --source files with --domain NAME=PATH, or --domain NAME alone "
+                    f"to pick {source} domains",
+                )
             options["files"] = files
             options["source"] = source or "files"
+    if text_column is not None and source == "builtin":
+        raise DataError(
+            "--text-column applies to files and hub datasets, not --source builtin",
+            hint="drop --text-column, or use --source files/hf",
+        )
     data_config = resolve_data_config(config, overrides, options)
     with RichProgress(transient=True) as progress:
         result = prepare_corpus(data_config, out, force=force, callback=progress)
@@ -126,9 +166,9 @@ def prepare_data(
         render_split_table(manifest, split)
     render_warnings(manifest.warnings)
     console.print(
-        f"[bold green]corpus written to {result.path}[/] "
+        f"[bold green]corpus written to {escape(str(result.path))}[/] "
         f"({manifest.blocks('train'):,} train / {manifest.blocks('eval'):,} eval blocks of "
-        f"{manifest.block_size} tokens, tokenizer {manifest.tokenizer.name} "
+        f"{manifest.block_size} tokens, tokenizer {escape(manifest.tokenizer.name)} "
         f"with {manifest.tokenizer.vocab_size:,} tokens) in {result.seconds:.1f}s, "
         f"tokenized at {result.tokens_per_s:,.0f} tokens/s",
         highlight=False,

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from moectl.cli.common import ConfigOption, RichProgress, SetOption, console, err_console
+from moectl.cli.common import (
+    ConfigOption,
+    DataOption,
+    RichProgress,
+    SetOption,
+    console,
+    err_console,
+)
 from moectl.errors import TrainingError
 from moectl.progress import ProgressEvent
 
@@ -21,59 +29,88 @@ if TYPE_CHECKING:
 
 
 class TrainProgress(RichProgress):
-    """One bar for the steps (loss, tokens/s); eval results and collapse warnings above it."""
+    """One bar for the steps (loss, tokens/s); eval results and collapse warnings above it.
+
+    Without a terminal (a batch job's log) there is no bar: each log step is one plain line
+    with step, loss, learning rate, tokens/s and, for an MoE, the busiest expert's share.
+    """
+
+    def __init__(self, plain: bool) -> None:
+        super().__init__(err_console)
+        self.plain = plain
+
+    def __enter__(self) -> TrainProgress:
+        if not self.plain:
+            super().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.plain:
+            self._progress.stop()
 
     def __call__(self, event: ProgressEvent) -> None:
-        out = self._progress.console
+        out = err_console
+        metrics = event.metrics
         if event.stage == "train":
-            loss = event.metrics.get("loss")
-            tps = event.metrics.get("tokens_per_s") or 0.0
-            info = f"loss {loss:.4f}  " if loss is not None else ""
-            super().__call__(replace(event, message=info + f"{tps:,.0f} tok/s"))
+            loss = metrics.get("loss")
+            tps = metrics.get("tokens_per_s") or 0.0
+            if not self.plain:
+                info = f"loss {loss:.4f}  " if loss is not None else ""
+                super().__call__(replace(event, message=info + f"{tps:,.0f} tok/s"))
+            elif metrics.get("logged"):
+                share = metrics.get("max_share")
+                out.print(
+                    f"step {event.completed:.0f}/{event.total:.0f}  loss {loss:.4f}  "
+                    f"lr {metrics['lr']:.3g}  {tps:,.0f} tok/s"
+                    + (f"  max share {share:.3f}" if share is not None else ""),
+                    markup=False,
+                    highlight=False,
+                )
         elif event.stage == "eval":
-            metrics = dict(event.metrics)
-            overall = metrics.pop("eval_loss")
-            domains = "  ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in metrics.items())
+            domains = "  ".join(f"{k} {v:.3f}" for k, v in metrics["domain_loss"].items())
             out.print(
-                f"step {event.completed:.0f}  eval loss {overall:.4f}  [dim]{domains}[/]",
+                f"step {event.completed:.0f}  eval loss {metrics['loss']:.4f}  "
+                f"[dim]{escape(domains)}[/]",
                 highlight=False,
             )
         elif event.stage == "collapse":
-            out.print(f"[bold yellow]collapse warning:[/] {event.message}", highlight=False)
+            out.print(f"[bold yellow]collapse warning:[/] {escape(event.message)}", highlight=False)
         elif event.stage == "checkpoint":
-            out.print(f"[dim]checkpoint {event.message}[/]", highlight=False)
+            out.print(f"[dim]checkpoint {escape(event.message)}[/]", highlight=False)
 
 
-def resolve_config(
+def resume_config(
+    run_dir: Path,
     preset: str | None,
     config: Path | None,
-    overrides: list[str] | None,
-    run_dir: Path,
-    resuming: bool,
-) -> RunConfig:
-    """The run's config: preset/config/--set, or on --resume without them the run's own."""
+    overrides: list[str],
+    data: Path | None,
+) -> tuple[RunConfig, Path]:
+    """The saved config (with an allowed max_steps change) and corpus of a run to resume."""
+    from moectl import rundir
     from moectl.config import resolve_run_config
-    from moectl.training.rundir import load_run_config
 
-    if resuming and preset is None and config is None:
-        return load_run_config(run_dir, overrides)
-    return resolve_run_config(preset, config, overrides)
+    given = [flag for flag, value in (("--preset", preset), ("--config", config)) if value]
+    given += [
+        f"--set {o}" for o in overrides if o.partition("=")[0].strip() != rundir.RESUMABLE_KEY
+    ]
+    given += ["--data"] if data is not None else []
+    if given:
+        raise TrainingError(
+            f"--resume continues the run with its saved config and corpus; {given[0]} cannot "
+            f"change them (only --set {rundir.RESUMABLE_KEY}=N can)",
+            hint="drop it, or start a new --run-dir",
+        )
+    saved = rundir.read_run_config(run_dir)
+    cfg = resolve_run_config(base=saved.model_dump(mode="json"), overrides=overrides)
+    data_dir = rundir.corpus_dir(run_dir)
+    if data_dir is None:
+        raise TrainingError(f"{run_dir} has no run.json naming its corpus")
+    return cfg, data_dir
 
 
-def resolve_data_dir(data: Path | None, run_dir: Path, resuming: bool) -> Path:
-    """--data, or on --resume the corpus the run was started with (run.json)."""
-    if data is not None:
-        return data
-    info = run_dir / "run.json"
-    if resuming and info.is_file():
-        return Path(json.loads(info.read_text(encoding="utf-8"))["data_dir"])
-    raise TrainingError(
-        "no corpus given", hint="pass --data DIR, a corpus written by `moectl prepare-data`"
-    )
-
-
-def render_result(result: TrainResult, domains_loss: dict[str, float]) -> None:
-    table = Table(title=f"run {result.run_dir}", show_header=False, title_justify="left")
+def render_result(result: TrainResult) -> None:
+    table = Table(title=escape(f"run {result.run_dir}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("steps", f"{result.steps} / {result.max_steps}")
@@ -82,39 +119,31 @@ def render_result(result: TrainResult, domains_loss: dict[str, float]) -> None:
         table.add_row("last train loss", f"{result.last_train_loss:.4f}")
     if result.best_eval_loss is not None:
         table.add_row("best eval loss", f"{result.best_eval_loss:.4f} (step {result.best_step})")
-    for domain, loss in domains_loss.items():
-        table.add_row(f"  eval {domain}", f"{loss:.4f}")
+    for domain, loss in (result.last_eval.domain_loss if result.last_eval else {}).items():
+        table.add_row(f"  eval {escape(domain)}", f"{loss:.4f}")
     table.add_row("collapse warnings", str(len(result.collapse_events)))
     table.add_row("throughput", f"{result.tokens_per_s:,.0f} tokens/s")
-    table.add_row("last checkpoint", result.last_checkpoint or "-")
+    table.add_row("last checkpoint", escape(result.last_checkpoint or "-"))
     console.print(table)
 
 
 def train(
     run_dir: Annotated[
-        Path,
+        Path | None,
         typer.Option("--run-dir", "-r", help="Run directory to write.", show_default=False),
-    ],
+    ] = None,
     resume_path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[PATH]",
+            metavar="PATH",
             help="With --resume: a checkpoints/step-N directory (default: the run's latest).",
             show_default=False,
         ),
     ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Prepared corpus (moectl prepare-data). On --resume: the run's own.",
-            show_default=False,
-        ),
-    ] = None,
+    data: DataOption = None,
     preset: Annotated[
         str | None,
-        typer.Option("--preset", "-p", help="Preset name, e.g. cpu-moe (see moectl/presets)."),
+        typer.Option("--preset", "-p", help="Preset name, e.g. cpu-moe (see moectl presets)."),
     ] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -122,7 +151,8 @@ def train(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the run from its latest checkpoint, or from the PATH given after it.",
+            help="Continue the run with its saved config and corpus from its latest checkpoint, "
+            "or from the PATH given after it; only --set train.max_steps=N may change.",
         ),
     ] = False,
     init_from: Annotated[
@@ -134,8 +164,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved config and exit (writes nothing)."),
+    ] = False,
 ) -> None:
     """Train a dense or MoE GPT-2 on a prepared corpus; Ctrl-C saves a checkpoint to resume.
+
+    An interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM) after its checkpoint; resuming a
+    run that is already complete does nothing and exits 0.
 
     Examples:
 
@@ -149,48 +186,79 @@ def train(
       moectl train --run-dir runs/moe --resume runs/moe/checkpoints/step-100
         --set train.max_steps=600
 
+      moectl train --preset cpu-moe --set moe.top_k=2 --print-config
+
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp
     """
-    from moectl.training.trainer import train_run
+    from moectl.config import dump_yaml, resolve_run_config
+    from moectl.data.store import read_manifest
 
     if resume_path is not None and not resume:
         raise TrainingError(
             f"unexpected argument {resume_path}",
             hint="a checkpoint path goes right after --resume: --resume PATH",
         )
-    cfg = resolve_config(preset, config, overrides, run_dir, resume)
-    data_dir = resolve_data_dir(data, run_dir, resume)
-    resume_arg: Path | bool | None = (resume_path or True) if resume else None
-    main = int(os.environ.get("RANK", "0")) == 0
-    if main:
-        err_console.print(
-            f"training [bold]{cfg.name}[/] on {data_dir} -> {run_dir}", highlight=False
+    if resume and init_from is not None:
+        raise TrainingError(
+            "--resume and --init-from cannot be combined: a resumed run continues its own model",
+            hint="drop --init-from to resume, or start a new --run-dir from the artifact",
         )
-    if main:
-        with TrainProgress(err_console) as progress:
-            result = train_run(
-                cfg, data_dir, run_dir, resume=resume_arg, init_from=init_from, callback=progress
-            )
+    if run_dir is None and (resume or not print_config):
+        raise TrainingError("--run-dir is required", hint="pass --run-dir DIR for the run's files")
+    if resume:
+        assert run_dir is not None
+        cfg, data_dir = resume_config(run_dir, preset, config, overrides or [], data)
     else:
-        result = train_run(cfg, data_dir, run_dir, resume=resume_arg, init_from=init_from)
-    if not main:
+        cfg = resolve_run_config(preset, config, overrides)
+        data_dir = data
+    if data_dir is not None and print_config:
+        cfg = cfg.model_copy(update={"data": read_manifest(data_dir).config})
+    if print_config:
+        typer.echo(dump_yaml(cfg), nl=False)
         return
-    domain_loss = {
-        k.removeprefix("loss/"): v for k, v in result.last_eval.items() if k.startswith("loss/")
-    }
-    render_result(result, domain_loss)
+    if data_dir is None:
+        raise TrainingError(
+            "no corpus given", hint="pass --data DIR, a corpus written by `moectl prepare-data`"
+        )
+    assert run_dir is not None
+    _run(cfg, data_dir, run_dir, (resume_path or True) if resume else None, init_from)
+
+
+def _run(
+    cfg: RunConfig, data_dir: Path, run_dir: Path, resume: Path | bool | None, init: Path | None
+) -> None:
+    from moectl.training.trainer import train_run
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        train_run(cfg, data_dir, run_dir, resume=resume, init_from=init)
+        return
+    err_console.print(
+        f"training {cfg.name} on {data_dir} -> {run_dir}", highlight=False, markup=False
+    )
+    with TrainProgress(plain=not err_console.is_terminal) as progress:
+        result = train_run(cfg, data_dir, run_dir, resume=resume, init_from=init, callback=progress)
+    if result.stop_reason == "already_complete":
+        err_console.print(
+            f"run {run_dir} is already complete at step {result.steps}; nothing to do",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    render_result(result)
     if result.stop_reason == "collapse":
         last = result.collapse_events[-1]
         err_console.print(
-            f"[bold red]stopped: router collapse[/] at step {last.step} in layers {last.layers} "
-            f"({last.consecutive} consecutive warnings over "
+            f"[bold red]stopped: router collapse[/] at step {last.step} in layers "
+            f"{escape(str(last.layers))} ({last.consecutive} consecutive warnings over "
             f"{cfg.train.collapse.threshold:.0%})",
             highlight=False,
         )
     elif result.stop_reason == "interrupted":
         err_console.print(
             f"[bold yellow]interrupted[/] at step {result.steps}; checkpoint saved. Resume with: "
-            f"moectl train --run-dir {run_dir} --resume",
+            + escape(f"moectl train --run-dir {run_dir} --resume"),
             highlight=False,
         )
+        raise typer.Exit(128 + signal.Signals[result.stop_signal or "SIGINT"].value)

@@ -75,7 +75,7 @@ def visualize(
     )
     render_warnings(warnings)
     for path in written:
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, markup=False)
 
 
 def _common_parent(paths: list[Path]) -> Path:

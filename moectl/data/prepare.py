@@ -27,13 +27,14 @@ from moectl.data.store import (
     CorpusManifest,
     DomainStats,
     TokenizerInfo,
-    atomic_directory,
     write_manifest,
 )
 from moectl.data.tokenizer import resolve_tokenizer, tokenizer_fingerprint
 from moectl.data.types import SourceInfo
 from moectl.errors import DataError
+from moectl.fs import atomic_directory
 from moectl.progress import ProgressCallback, report
+from moectl.rundir import KIND_LABELS, describe_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -62,10 +63,7 @@ def prepare_corpus(
     """Build the corpus described by `config` at `out` (refused if it exists, unless `force`)."""
     started = time.perf_counter()
     out = Path(out)
-    if out.exists() and not force:
-        raise DataError(
-            f"{out} already exists", hint="choose another --out, or pass --force to replace it"
-        )
+    check_out(out, force)
     domains = list(config.domains)
     texts: dict[str, dict[str, list[str]]] = {split: {} for split in SPLITS}
     sources: list[SourceInfo] = []
@@ -117,7 +115,7 @@ def prepare_corpus(
         stats=stats,
         warnings=warnings,
     )
-    with atomic_directory(out, overwrite=force) as temp:
+    with atomic_directory(out) as temp:
         for split in SPLITS:
             report(callback, "write", SPLITS.index(split), len(SPLITS), message=split)
             write_split(temp / split, blocks[split], domains, config.block_size)
@@ -132,6 +130,26 @@ def prepare_corpus(
         tokenize_seconds=tokenize_seconds,
         tokens_per_s=total_tokens / max(tokenize_seconds, 1e-9),
     )
+
+
+def check_out(out: Path, force: bool) -> None:
+    """A DataError unless `out` is new, or `force` and it is a moectl corpus or an empty folder:
+    --force never replaces a run, a model or anyone's other files."""
+    if not out.exists():
+        return
+    found = describe_path(out)
+    if not force:
+        hint = "choose another --out" + (
+            ", or pass --force to replace it"
+            if found in (KIND_LABELS["corpus"], "an empty folder")
+            else ""
+        )
+        raise DataError(f"{out} already exists ({found})", hint=hint)
+    if found not in (KIND_LABELS["corpus"], "an empty folder"):
+        raise DataError(
+            f"--force replaces only a moectl corpus or an empty folder, and {out} is {found}",
+            hint="choose another --out",
+        )
 
 
 def _tokenize_and_pack(

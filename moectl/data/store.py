@@ -1,4 +1,4 @@
-"""The prepared corpus on disk: its manifest, loading it back, and writing directories atomically.
+"""The prepared corpus on disk: its manifest and loading it back.
 
 A corpus is `manifest.json` + Arrow splits `train/` and `eval/` + `tokenizer/` (DESIGN.md
 section 4). Everything downstream (training, evaluation, analysis) reads it through
@@ -8,12 +8,7 @@ as one clear `DataError` instead of failing later inside a training loop.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from moectl.config import DataConfig
 from moectl.data.types import SourceInfo
 from moectl.errors import DataError
+from moectl.rundir import describe_path, detect_kind
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -128,9 +124,13 @@ def read_manifest(path: Path) -> CorpusManifest:
     if not path.exists():
         raise DataError(f"corpus {path} does not exist", hint="run `moectl prepare-data` first")
     if not manifest_path.is_file():
-        raise DataError(
-            f"{path} has no {MANIFEST_NAME}, so it is not a complete prepared corpus", hint=rebuild
+        found = describe_path(path)
+        hint = (
+            f"pass the corpus it was trained on (`moectl inspect {path}` shows it)"
+            if detect_kind(path) == "run"
+            else "prepare one with `moectl prepare-data --out NEW_DIR`"
         )
+        raise DataError(f"{path} is {found}, not a prepared corpus (no {MANIFEST_NAME})", hint=hint)
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -200,32 +200,3 @@ def write_manifest(directory: Path, manifest: CorpusManifest) -> None:
     """Write manifest.json into `directory` (itself a temp dir that is renamed into place)."""
     text = manifest.model_dump_json(indent=2)
     (directory / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp dir beside `target`; on success it replaces `target`, on error it vanishes.
-
-    An interrupted write therefore leaves either nothing or the previous complete directory,
-    never a half-written one under the final name. An existing `target` is an error unless
-    `overwrite`, and even then it is only removed once the new directory is complete.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise DataError(
-            f"{target} already exists", hint="choose another --out, or pass --force to replace it"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield temp
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(temp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temp, target)

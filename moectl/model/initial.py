@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moectl.config import ModelConfig, MoEConfig
-from moectl.data.store import atomic_directory
 from moectl.errors import ModelError
+from moectl.fs import atomic_directory
 from moectl.model.factory import apply_moe, build_model
 from moectl.model.io import LoadedModel, ModelMeta, load_model
 from moectl.model.routing import moe_layers
@@ -90,7 +90,7 @@ def write_init_record(run_dir: Path, model: nn.Module, record: InitRecord) -> Pa
     """Write init/ for a fresh MoE run (atomically; the record gains the model's digest)."""
     record = record.model_copy(update={"sha256": state_sha256(model)})
     target = Path(run_dir) / INIT_DIR
-    with atomic_directory(target, overwrite=True) as tmp:
+    with atomic_directory(target) as tmp:
         save_file(_gates(model), str(tmp / GATES_NAME))
         (tmp / RECORD_NAME).write_text(record.model_dump_json(indent=2), encoding="utf-8")
     return target

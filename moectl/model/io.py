@@ -8,9 +8,6 @@ is checked after loading. Writes go to a temporary sibling directory that is ren
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,9 @@ from torch import nn
 
 from moectl import __version__
 from moectl.config import MoEConfig
+from moectl.device import resolve_device
 from moectl.errors import ModelError
+from moectl.fs import atomic_directory
 from moectl.model.routing import moe_layers
 
 FORMAT_VERSION = 1
@@ -72,18 +71,19 @@ def save_model(model: nn.Module, path: Path, meta: ModelMeta, tokenizer: Any = N
         )
     tensors, tied = _unique_tensors(model)
     meta = _complete_meta(model, meta, tied, tokenizer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / META).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(path) as tmp:
+        _write_artifact(tmp, tensors, meta, tokenizer)
     return path
+
+
+def _write_artifact(
+    folder: Path, tensors: dict[str, torch.Tensor], meta: ModelMeta, tokenizer: Any
+) -> None:
+    """The artifact's files in `folder` (a staging folder that is renamed into place)."""
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    (folder / META).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
 
 def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -134,17 +134,6 @@ def _complete_meta(
     )
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing target is moved aside first and removed after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def read_meta(path: Path) -> ModelMeta:
     """model.json of the artifact at `path`, or a ModelError saying what is wrong."""
     file = Path(path) / META
@@ -172,6 +161,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     from moectl.model.factory import apply_moe
 
     path = Path(path)
+    target = resolve_device(device) if isinstance(device, str) else device
     meta = read_meta(path)
     try:
         model = GPT2LMHeadModel(GPT2Config.from_dict(meta.gpt2_config))
@@ -184,7 +174,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
             meta.moe.model_copy(update={**layout, "perturbation_std": 0.0, "init": "upcycle"}),
         )
     _load_weights(model, path, meta)
-    model.to(device)
+    model.to(target)
     _check_ties(model, meta, path)
     return LoadedModel(model=model.eval(), meta=meta, tokenizer=_load_tokenizer(path))
 

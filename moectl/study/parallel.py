@@ -20,10 +20,17 @@ from typing import Any
 
 from moectl.config import RunConfig
 from moectl.errors import MoectlError
+from moectl.fs import write_json
 from moectl.progress import ProgressCallback, ProgressEvent
 from moectl.training.results import TrainResult
 
 RESULT_FILE = "result.json"
+PROGRESS_BACKLOG = 4
+"""Progress messages a worker may have queued before its next one waits for the parent.
+
+Bounding the queue keeps every worker within a few steps of what the parent has seen, so a
+Ctrl-C that the parent handles at step N stops the workers by step N + a few, however loaded
+the machine is (an unbounded queue let a fast worker finish while the parent lagged behind)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class TrainJob:
 def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> TrainResult:
     """Train `job`, resuming from its latest checkpoint if an earlier attempt left one; the
     result is written to run_dir/result.json once the run is complete."""
-    from moectl.training.checkpoint import latest_checkpoint
+    from moectl.rundir import latest_checkpoint
     from moectl.training.trainer import train_run
 
     resume = latest_checkpoint(job.run_dir) is not None
@@ -53,9 +60,7 @@ def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> Trai
         callback=callback,
     )
     if result.stop_reason != "interrupted":
-        temporary = job.run_dir / f".{RESULT_FILE}.tmp"
-        temporary.write_text(result.model_dump_json(indent=2), encoding="utf-8")
-        temporary.replace(job.run_dir / RESULT_FILE)
+        write_json(job.run_dir / RESULT_FILE, result)
     return result
 
 
@@ -85,7 +90,7 @@ def run_parallel(
     A failing job raises its MoectlError after the running jobs have stopped.
     """
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
+    messages = context.Queue(maxsize=PROGRESS_BACKLOG)
     waiting = list(jobs)
     running: dict[str, Any] = {}
     results: dict[str, TrainResult] = {}

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from moectl.analysis.results import Finding
 from moectl.errors import MoectlError
+from moectl.fs import write_text
 from moectl.progress import ProgressCallback, report
 from moectl.study.plan import (
     DEFAULT_PLAN,
@@ -239,6 +240,4 @@ def _describe(study: dict[str, Any]) -> str:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    temporary = out / f".{STATE_FILE}.tmp"
-    temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    temporary.replace(out / STATE_FILE)
+    write_text(out / STATE_FILE, json.dumps(state, indent=2))

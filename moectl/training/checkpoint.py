@@ -7,11 +7,8 @@ checkpoints intact and never a half one that `--resume` would pick up.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,33 +17,10 @@ import numpy as np
 import torch
 
 from moectl.errors import TrainingError
+from moectl.fs import atomic_directory
+from moectl.rundir import STATE_NAME, checkpoint_path, list_checkpoints
 
-CHECKPOINTS = "checkpoints"
-STATE_NAME = "trainer_state.pt"
 STATE_FORMAT = 1
-_STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINTS / f"step-{step}"
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run as (step, path), oldest first."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and (child / STATE_NAME).is_file() and (child / "model.json").is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
 
 
 def write_checkpoint(
@@ -58,21 +32,13 @@ def write_checkpoint(
 ) -> Path:
     """Write checkpoint `step` atomically, then delete all but the newest `keep_last`.
 
-    `write_model(path)` must create the model artifact at `path` (a directory that does not
-    exist yet); the trainer state is added beside it before the rename.
+    `write_model(path)` must write the model artifact into `path` (an empty staging folder);
+    the trainer state is added beside it before the rename.
     """
     target = checkpoint_path(run_dir, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    holder = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=target.parent))
-    staging = holder / target.name
-    try:
+    with atomic_directory(target) as staging:
         write_model(staging)
         torch.save(state, staging / STATE_NAME)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(holder, ignore_errors=True)
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -7,40 +7,10 @@ Its state travels in the trainer checkpoint so a resumed run counts on where it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
 from moectl.config import CollapseConfig
-
-
-class CollapseEvent(BaseModel):
-    """One router-log step at which at least one layer was over the threshold."""
-
-    step: int
-    layers: list[int]
-    max_fraction: dict[str, float]
-    consecutive: int
-    stop: bool
-
-
-@dataclass(frozen=True)
-class CollapseStatus:
-    """The detector's verdict for one routing row (the `collapse` field of routing.jsonl)."""
-
-    warning: bool
-    layers: list[int]
-    consecutive: int
-    stop: bool
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "warning": self.warning,
-            "layers": self.layers,
-            "consecutive": self.consecutive,
-            "stop": self.stop,
-        }
+from moectl.rundir import CollapseEvent, CollapseFlag
 
 
 class CollapseDetector:
@@ -51,13 +21,13 @@ class CollapseDetector:
         self.consecutive = 0
         self.events: list[CollapseEvent] = []
 
-    def update(self, step: int, max_fractions: dict[int, float]) -> CollapseStatus:
+    def update(self, step: int, max_fractions: dict[int, float]) -> CollapseFlag:
         """Judge one routing row: `max_fractions` maps layer -> busiest expert's share."""
         threshold = self.config.threshold
         over = sorted(layer for layer, share in max_fractions.items() if share > threshold)
         if not over:
             self.consecutive = 0
-            return CollapseStatus(False, [], 0, False)
+            return CollapseFlag()
         self.consecutive += 1
         stop = self.config.stop and self.consecutive >= self.config.patience
         self.events.append(
@@ -69,7 +39,7 @@ class CollapseDetector:
                 stop=stop,
             )
         )
-        return CollapseStatus(True, over, self.consecutive, stop)
+        return CollapseFlag(warning=True, layers=over, consecutive=self.consecutive, stop=stop)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -6,23 +6,27 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from moectl.training.collapse import CollapseEvent
+from moectl.rundir import CollapseEvent, EvalScores
 
-StopReason = Literal["completed", "collapse", "interrupted"]
+StopReason = Literal["completed", "collapse", "interrupted", "already_complete"]
 
 
 class TrainResult(BaseModel):
-    """The outcome of `train_run`; the run directory holds the full record."""
+    """The outcome of `train_run`; the run directory holds the full record.
+
+    `already_complete`: a resume found the run at train.max_steps and touched nothing.
+    """
 
     run_dir: str
     steps: int
     max_steps: int
     stop_reason: StopReason
+    stop_signal: str | None = Field(
+        None, description="SIGINT or SIGTERM when stop_reason is interrupted"
+    )
     best_step: int | None = None
     best_eval_loss: float | None = None
-    last_eval: dict[str, float] = Field(
-        default_factory=dict, description="last eval row's loss and per-domain losses"
-    )
+    last_eval: EvalScores | None = None
     last_train_loss: float | None = None
     last_checkpoint: str | None = None
     collapse_events: list[CollapseEvent] = Field(default_factory=list)

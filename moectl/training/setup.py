@@ -1,8 +1,8 @@
 """The model a run trains: scratch or pretrained, from an artifact (--init-from), or a checkpoint.
 
 Each path ends in the same place (a GPT-2 whose MoE layers match the run's MoEConfig) or in a
-clear error before any step runs: a layout that does not fit, a tokenizer that does not match the
-corpus, a checkpoint of another architecture.
+clear error before any step runs: a layout that does not fit, a checkpoint of another
+architecture (whether an artifact fits the corpus is checked before, by `moectl.model.compat`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from moectl import __version__
@@ -47,8 +46,6 @@ def fresh_model(
             config.moe.resolve_layers(config.model.n_layer)
         return build_initial(record), record
     loaded = load_artifact(init_from)
-    check_tokenizer(loaded.meta, corpus, str(init_from))
-    check_positions(loaded.model, corpus)
     if moe_layers(loaded.model):
         if not config.moe.enabled:
             raise ModelError(
@@ -73,33 +70,6 @@ def load_artifact(path: Path) -> LoadedModel:
             hint="pass a run's best/ directory or a checkpoints/step-N directory",
         )
     return load_model(path)
-
-
-def check_tokenizer(meta: ModelMeta, corpus: Corpus, where: str) -> None:
-    """ModelError if the model was trained on other token ids than the corpus uses."""
-    theirs = meta.tokenizer or {}
-    ours = corpus.manifest.tokenizer
-    if theirs.get("hash") and theirs["hash"] != ours.hash:
-        raise ModelError(
-            f"{where} was trained with tokenizer {theirs.get('name')} (hash {theirs['hash'][:12]}) "
-            f"but corpus {corpus.path} uses {ours.name} (hash {ours.hash[:12]})",
-            hint="prepare the corpus with the model's tokenizer (data.tokenizer=<model>/tokenizer)",
-        )
-    if ours.vocab_size > meta.gpt2_config.get("vocab_size", ours.vocab_size):
-        raise ModelError(
-            f"corpus {corpus.path} has {ours.vocab_size} token ids but {where} embeds only "
-            f"{meta.gpt2_config['vocab_size']}",
-            hint="prepare the corpus with the model's tokenizer",
-        )
-
-
-def check_positions(model: nn.Module, corpus: Corpus) -> None:
-    if corpus.block_size > model.config.n_positions:
-        raise ModelError(
-            f"corpus blocks of {corpus.block_size} tokens exceed the model's "
-            f"{model.config.n_positions} positions",
-            hint=f"prepare the corpus with data.block_size <= {model.config.n_positions}",
-        )
 
 
 def layout_of_config(config: RunConfig, n_layer: int) -> dict[str, Any]:
@@ -140,11 +110,10 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def resumed_model(config: RunConfig, corpus: Corpus, checkpoint: Path) -> nn.Module:
+def resumed_model(config: RunConfig, checkpoint: Path) -> nn.Module:
     """The checkpoint's model, after checking it is the architecture the config describes."""
     loaded = load_artifact(checkpoint)
     model = loaded.model
-    check_tokenizer(loaded.meta, corpus, str(checkpoint))
     have = architecture(model)
     wanted = {"layers": have["layers"], "n_experts": have["n_experts"], "top_k": have["top_k"]}
     wanted.update(layout_of_config(config, model.config.n_layer))
@@ -182,24 +151,3 @@ def model_meta(
         step=step,
         metrics=metrics,
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an explicit device that is absent is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available[name]:
-        raise TrainingError(
-            f"train.device is {name} but no {name} device is available",
-            hint="use --set train.device=auto (or cpu)",
-        )
-    return torch.device(name)

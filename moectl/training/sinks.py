@@ -1,58 +1,18 @@
-"""Where metrics go: the run directory's JSONL files, plus TensorBoard and W&B when asked for.
+"""Where metrics go besides the run directory's JSONL files (`moectl.rundir`): TensorBoard and
+W&B when asked for.
 
-The JSONL files are the contract other commands read; the optional sinks only mirror the scalar
+The JSONL files are the contract other commands read; these sinks only mirror the scalar
 metrics. Asking for a sink whose package is missing is a TrainingError before training starts.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from moectl.config import RunConfig
 from moectl.errors import TrainingError
-
-
-class JsonlWriter:
-    """Appends one JSON object per line, flushed so a killed run keeps every finished row."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete rows of a JSONL file (a torn last line from a crash is skipped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def truncate_after(path: Path, step: int) -> None:
-    """Drop rows logged after `step`, so a resumed run does not repeat steps in the log."""
-    if not path.is_file():
-        return
-    kept = [row for row in read_jsonl(path) if row.get("step", 0) <= step]
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
-    os.replace(temp, path)
 
 
 class MetricSink(Protocol):

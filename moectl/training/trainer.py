@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from moectl import rundir
 from moectl.config import RunConfig
 from moectl.data.store import Corpus, load_corpus
+from moectl.device import resolve_device
 from moectl.errors import TrainingError
+from moectl.model.compat import check_model_fits_corpus
 from moectl.model.initial import write_init_record
-from moectl.model.io import save_model
+from moectl.model.io import read_meta, save_model
 from moectl.model.routing import last_router_stats, moe_layers, set_router_progress
 from moectl.progress import ProgressCallback, report
-from moectl.training import rundir
+from moectl.rundir import EvalRow, EvalScores, JsonlWriter, RoutingRow, TrainRow
 from moectl.training.batches import BlockSampler, eval_subset, fetch
 from moectl.training.checkpoint import (
     STATE_FORMAT,
@@ -54,18 +58,10 @@ from moectl.training.setup import (
     configure_routers,
     fresh_model,
     model_meta,
-    resolve_device,
     resumed_model,
 )
 from moectl.training.signals import StopRequest
-from moectl.training.sinks import (
-    JsonlWriter,
-    MetricSink,
-    build_sinks,
-    check_sinks,
-    scalars,
-    truncate_after,
-)
+from moectl.training.sinks import MetricSink, build_sinks, check_sinks, scalars
 from moectl.training.step import (
     MetricWindow,
     autocast_context,
@@ -87,10 +83,19 @@ def train_run(
 
     `resume=True` continues from the run's latest checkpoint, a path from that checkpoint;
     `init_from` starts a new run from a model artifact (upcycling it if it is dense).
+    The config.yaml written records what runs: its data section is the corpus manifest's. A
+    resume must bring the run's saved config, except for train.max_steps (recorded in run.json
+    as an amendment); a resume of a run already at max_steps returns `already_complete` and
+    touches nothing. While it writes, the run directory is locked against a second writer.
     Under torchrun this joins the process group and trains with DDP; only rank 0 writes.
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     init_path = Path(init_from) if init_from is not None else None
+    if resume and init_path is not None:
+        raise TrainingError(
+            "--resume and --init-from cannot be combined: a resumed run continues its own model",
+            hint="drop --init-from to resume, or start a new --run-dir from the artifact",
+        )
     check_sinks(config.train.sinks)
     if init_path is not None and not init_path.is_dir():
         raise TrainingError(
@@ -99,16 +104,40 @@ def train_run(
         )
     checkpoint = rundir.resolve_resume(run_dir, resume)
     corpus = load_corpus(data_dir)
+    config = config.model_copy(update={"data": corpus.manifest.config})
+    amendments: list[rundir.Amendment] = []
+    if checkpoint is not None:
+        step = rundir.artifact_step(checkpoint)
+        amendments = rundir.resume_amendments(run_dir, config, step)
+        if step >= config.train.max_steps:
+            return TrainResult(
+                run_dir=str(run_dir),
+                steps=step,
+                max_steps=config.train.max_steps,
+                stop_reason="already_complete",
+                resumed_from=str(checkpoint),
+            )
+    source = checkpoint or init_path
+    if source is not None:
+        check_model_fits_corpus(read_meta(source), corpus, str(source))
     device = resolve_device(config.train.device)
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     ctx = init_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
+    fresh_dir = not run_dir.exists()
+    lock = rundir.lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
     try:
-        trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
-        trainer.setup(checkpoint, init_path, data_dir)
-        return trainer.run()
+        with lock:
+            trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
+            try:
+                trainer.setup(checkpoint, init_path, data_dir, amendments)
+            except BaseException:
+                if fresh_dir and ctx.is_main:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            return trainer.run()
     finally:
         shutdown(ctx)
 
@@ -143,8 +172,7 @@ class _Trainer:
         self.tokens = 0
         self.best_step: int | None = None
         self.best_loss: float | None = None
-        self.last_eval: dict[str, float] = {}
-        self.last_eval_metrics: dict[str, Any] = {}
+        self.last_eval: EvalScores | None = None
         self.last_train_loss: float | None = None
         self.last_checkpoint: Path | None = None
         self.resumed_from: Path | None = None
@@ -152,8 +180,16 @@ class _Trainer:
         self.grad_norm = 0.0
         self.lr = 0.0
         self.last_tps = 0.0
+        self.last_max_share: float | None = None
+        self.logged_step: int | None = None
 
-    def setup(self, checkpoint: Path | None, init_from: Path | None, data_dir: Path) -> None:
+    def setup(
+        self,
+        checkpoint: Path | None,
+        init_from: Path | None,
+        data_dir: Path,
+        amendments: list[rundir.Amendment],
+    ) -> None:
         cfg = self.train_cfg
         shard_rows(self.ctx, cfg.batch_size)
         _seed_everything(cfg.seed)
@@ -162,7 +198,7 @@ class _Trainer:
             model, init_record = fresh_model(self.config, self.corpus, init_from)
         else:
             state = read_trainer_state(checkpoint)
-            model = resumed_model(self.config, self.corpus, checkpoint)
+            model = resumed_model(self.config, checkpoint)
         configure_routers(model, self.config)
         self.core = model.to(self.device)
         self.moe_layers = list(moe_layers(self.core))
@@ -195,13 +231,13 @@ class _Trainer:
         self.writers: dict[str, JsonlWriter] = {}
         self.sinks: list[MetricSink] = []
         if self.ctx.is_main:
-            rundir.start_run_dir(
-                self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint
+            rundir.start_run(
+                self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint, amendments
             )
             if init_record is not None and self.moe_layers:
                 write_init_record(self.run_dir, self.core, init_record)
             for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
-                truncate_after(self.run_dir / name, self.step)
+                rundir.truncate_after(self.run_dir / name, self.step)
             self.writers = {
                 "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
                 "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
@@ -211,12 +247,6 @@ class _Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
-        if self.step >= self.train_cfg.max_steps:
-            raise TrainingError(
-                f"the checkpoint is at step {self.step}, already at train.max_steps "
-                f"({self.train_cfg.max_steps})",
-                hint="raise it to train further, e.g. --set train.max_steps=...",
-            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["data"])
@@ -231,6 +261,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         cfg = self.train_cfg
         stop_reason: StopReason = "completed"
+        stop_signal: str | None = None
         session_tokens, session_seconds = 0, 0.0
         try:
             with StopRequest() as stop:
@@ -246,10 +277,12 @@ class _Trainer:
                     if final:
                         stop_reason = "collapse" if collapsed else "completed"
                         self._final_logs()
+                        self._report_step()
                         self._save_checkpoint()
                         break
+                    self._report_step()
                     if any_rank(self.ctx, stop.requested, self.device):
-                        stop_reason = "interrupted"
+                        stop_reason, stop_signal = "interrupted", stop.signal_name
                         if self.saved_step != self.step:
                             self._save_checkpoint()
                         break
@@ -263,6 +296,7 @@ class _Trainer:
             steps=self.step,
             max_steps=cfg.max_steps,
             stop_reason=stop_reason,
+            stop_signal=stop_signal,
             best_step=self.best_step,
             best_eval_loss=self.best_loss,
             last_eval=self.last_eval,
@@ -340,15 +374,21 @@ class _Trainer:
             self._evaluate()
         if self.step % cfg.save_every == 0 and self.step != cfg.max_steps and not collapsed:
             self._save_checkpoint()
+        return collapsed
+
+    def _report_step(self) -> None:
+        """The `train` progress event of this step (`logged`: a train row was just written)."""
         report(
             self.callback,
             "train",
             self.step,
-            cfg.max_steps,
+            self.train_cfg.max_steps,
             loss=self.last_train_loss,
+            lr=self.lr,
             tokens_per_s=self._tokens_per_s,
+            max_share=self.last_max_share,
+            logged=self.logged_step == self.step,
         )
-        return collapsed
 
     def _final_logs(self) -> None:
         """The last step always gets a train row, a routing row and an eval."""
@@ -375,21 +415,23 @@ class _Trainer:
             if window.domain_count[d] > 0
         }
         self.last_tps = self._tokens_per_s
-        row = {
-            "kind": "train",
-            "step": self.step,
-            "tokens": self.tokens,
-            "lr": self.lr,
-            "loss": float(sums[0]),
-            "lm_loss": float(sums[1]),
-            "lb_loss": float(sums[2]) if self.moe_layers else None,
-            "z_loss": float(sums[3]) if self.moe_layers else None,
-            "grad_norm": self.grad_norm,
-            "tokens_per_s": self.last_tps,
-            "domain_loss": domain_loss,
-            "time": time.time(),
-        }
-        self.last_train_loss = row["loss"]
+        row = TrainRow(
+            step=self.step,
+            tokens=self.tokens,
+            lr=self.lr,
+            loss=float(sums[0]),
+            lm_loss=float(sums[1]),
+            lb_loss=float(sums[2]) if self.moe_layers else None,
+            z_loss=float(sums[3]) if self.moe_layers else None,
+            grad_norm=self.grad_norm,
+            tokens_per_s=self.last_tps,
+            domain_loss=domain_loss,
+            time=time.time(),
+        )
+        self.last_train_loss = row.loss
+        self.logged_step = row.step
+        if self.moe_layers:
+            self.last_max_share = max(self.routing.max_fractions().values())
         window.reset()
         self._write("metrics", row, "train")
 
@@ -398,20 +440,18 @@ class _Trainer:
         initialized, so the log starts from the init router's routing. It is not a collapse
         check (`collapse` is null): training has not touched the router yet."""
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
-        row = self.routing.row(0)
-        row["collapse"] = None
+        row = RoutingRow.model_validate({**self.routing.row(0), "collapse": None})
         self.routing.reset()
         self._write("routing", row, None)
 
     def _log_routing(self) -> bool:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
-        row = self.routing.row(self.step)
         status = self.detector.update(self.step, self.routing.max_fractions())
-        row["collapse"] = status.as_row()
+        row = RoutingRow.model_validate({**self.routing.row(self.step), "collapse": status})
         self.routing.reset()
         self._write("routing", row, None)
         if status.warning:
-            shares = {k: round(v["max_fraction"], 3) for k, v in row["layers"].items()}
+            shares = {k: round(v.max_fraction, 3) for k, v in row.layers.items()}
             report(
                 self.callback,
                 "collapse",
@@ -443,32 +483,20 @@ class _Trainer:
             for d, domain in enumerate(self.domains)
             if result.domain_loss[d] is not None
         }
-        row = {
-            "kind": "eval",
-            "step": self.step,
-            "loss": result.loss,
-            "ppl": math.exp(min(result.loss, 50.0)),
-            "domain_loss": domain_loss,
-            "domain_ppl": {k: math.exp(min(v, 50.0)) for k, v in domain_loss.items()},
-            "lb_loss": result.lb_loss if self.moe_layers else None,
-            "z_loss": result.z_loss if self.moe_layers else None,
-        }
-        self.last_eval = {"loss": result.loss, **{f"loss/{k}": v for k, v in domain_loss.items()}}
-        self.last_eval_metrics = {"eval_loss": result.loss, "eval_domain_loss": domain_loss}
-        self._write("metrics", row, "eval")
-        report(
-            self.callback,
-            "eval",
-            self.step,
-            self.train_cfg.max_steps,
-            eval_loss=result.loss,
-            **{f"{k}_loss": v for k, v in domain_loss.items()},
+        scores = EvalScores.of(result.loss, domain_loss)
+        row = EvalRow(
+            step=self.step,
+            **scores.model_dump(),
+            lb_loss=result.lb_loss if self.moe_layers else None,
+            z_loss=result.z_loss if self.moe_layers else None,
         )
+        self.last_eval = scores
+        self._write("metrics", row, "eval")
+        report(self.callback, "eval", self.step, self.train_cfg.max_steps, **scores.model_dump())
         if self.best_loss is None or result.loss < self.best_loss:
             self.best_loss, self.best_step = result.loss, self.step
             if self.ctx.is_main:
-                metrics = self.last_eval_metrics
-                meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
+                meta = model_meta(self.core, self.config, self.corpus, self.step, self._metrics())
                 save_model(
                     self.core,
                     self.run_dir / rundir.BEST_DIR,
@@ -477,13 +505,18 @@ class _Trainer:
                 )
             barrier(self.ctx)
 
-    def _write(self, writer: str, row: dict[str, Any], prefix: str | None) -> None:
+    def _metrics(self) -> dict[str, Any]:
+        """What model.json records of the run at this step."""
+        evaluated = self.last_eval.model_dump() if self.last_eval else None
+        return {"train_loss": self.last_train_loss, "eval": evaluated}
+
+    def _write(self, writer: str, row: TrainRow | EvalRow | RoutingRow, prefix: str | None) -> None:
         if not self.ctx.is_main:
             return
         self.writers[writer].write(row)
         if prefix is not None:
             for sink in self.sinks:
-                sink.log(prefix, row["step"], scalars(row))
+                sink.log(prefix, row.step, scalars(row.model_dump()))
 
     def _trainer_state(self) -> dict[str, Any]:
         rng = capture_rng_state()
@@ -510,8 +543,7 @@ class _Trainer:
         self.saved_step = self.step
         state = self._trainer_state()
         if self.ctx.is_main:
-            metrics = {"train_loss": self.last_train_loss, **self.last_eval_metrics}
-            meta = model_meta(self.core, self.config, self.corpus, self.step, metrics)
+            meta = model_meta(self.core, self.config, self.corpus, self.step, self._metrics())
             self.last_checkpoint = write_checkpoint(
                 self.run_dir,
                 self.step,

@@ -16,14 +16,15 @@ from matplotlib.figure import Figure
 from moectl.analysis.metrics import random_assignment_nmi
 from moectl.analysis.results import EvaluationResult
 from moectl.analysis.runs import RunLogs
+from moectl.fs import atomic_file
 from moectl.viz.palette import domain_color, expert_color, run_color
 
 DPI = 110
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format=path.suffix.lstrip("."))
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip("."))
     return path
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.metrics import NMI_NORMALIZATION
-from moectl.analysis.results import EvaluationResult, Finding, write_text_atomic
+from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs
+from moectl.fs import write_text
 from moectl.viz.palette import domain_color
 
 STYLE = """
@@ -60,12 +61,8 @@ def _best_rows(values: list[list[float | None]], lower_is_better: list[bool]) ->
 def _runs_section(runs: list[RunLogs]) -> str:
     rows = []
     for run in runs:
-        moe = run.config.get("moe") or {}
-        kind = (
-            f"MoE top-{moe.get('top_k')} x{moe.get('n_experts')}, lb {moe.get('lb_coef')}"
-            if run.is_moe
-            else "dense"
-        )
+        moe = run.config.moe
+        kind = f"MoE top-{moe.top_k} x{moe.n_experts}, lb {moe.lb_coef}" if run.is_moe else "dense"
         last_train = run.train[-1] if run.train else {}
         last_eval = run.eval[-1] if run.eval else {}
         events = run.collapse_events()
@@ -283,4 +280,4 @@ def write_report(
 ) -> Path:
     """Write report.html to `path` (atomically) and return it; `findings` lead the page."""
     text = render_report(runs, results, figures, token_page, path.parent, findings=findings)
-    return write_text_atomic(path, text)
+    return write_text(path, text)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from moectl.analysis.results import EvaluationResult, TokenRouting, write_text_atomic
+from moectl.analysis.results import EvaluationResult, TokenRouting
+from moectl.fs import write_text
 from moectl.viz.palette import domain_color, expert_color, text_color_on
 
 STYLE = """
@@ -93,4 +94,4 @@ def render_token_page(results: list[EvaluationResult], title: str = "Token routi
 
 def write_token_page(results: list[EvaluationResult], path: Path) -> Path:
     """Write the token routing page for `results` to `path`."""
-    return write_text_atomic(path, render_token_page(results))
+    return write_text(path, render_token_page(results))

@@ -1,0 +1,135 @@
+"""Atomic writes of files and directories, with the permissions the user's umask asks for.
+
+Every writer of a corpus, run directory, model artifact, result or report goes through here, so
+a reader (`inspect`, `evaluate`, `visualize` during a run) sees either the previous complete file
+or the new complete one, never a half-written one under the final name. Temporary names start
+with a dot beside the target, so a rename never crosses a file system. `tempfile` creates
+owner-only files and folders and safetensors writes 0600 weights, so whatever is renamed into
+place gets 0666/0777 minus the umask, as a plain `open()` or `mkdir` would have made it: a run
+or corpus in a shared group directory stays readable by the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path) -> None:
+    """Give `path`, and everything below it if it is a folder, the umask's default modes."""
+    mask = current_umask()
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~mask)
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp file path beside `path`; on success it is renamed to `path`, on an error
+    removed. For writers that take a file name (a figure's savefig)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to a temp file beside `path`, then rename it into place."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: Path, model: BaseModel) -> Path:
+    """Write a pydantic model as indented JSON, atomically."""
+    return write_text(path, model.model_dump_json(indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a new, empty temp folder beside `target`; on success it replaces `target`.
+
+    On an error the temp folder vanishes and `target` is as it was. An existing `target` is
+    moved aside only once the new folder is complete, and removed after the swap. Deciding
+    whether `target` may be replaced is the caller's job.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = holder / target.name
+    staging.mkdir()
+    try:
+        yield staging
+        apply_umask(staging)
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Rename `new` to `target`; an existing target is moved aside first and removed after."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class LockHeld(Exception):
+    """The lock file is held by another process; `pid` is the holder's, when it wrote one."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(f"held by pid {pid}")
+        self.pid = pid
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an OS lock (flock) on `path` for the block; the holder's pid is written into it.
+
+    The kernel drops the lock when the process exits in any way, `kill -9` included, so a
+    crashed run never leaves a stale lock. A held lock raises `LockHeld` at once (no waiting)
+    and leaves the file as it was. The file itself stays: deleting it would let a third process
+    lock a new file while the second still holds the old one.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise LockHeld(int(text) if text.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
