@@ -166,12 +166,18 @@ def read_meta(path: Path) -> ModelMeta:
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`."""
+    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`.
+
+    `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from moectl.model.factory import apply_moe
+    from moectl.model.hf_format import is_hf_dir, load_hf_dir
 
     path = Path(path)
+    if is_hf_dir(path):
+        return load_hf_dir(path, device)
     meta = read_meta(path)
     try:
         model = GPT2LMHeadModel(GPT2Config.from_dict(meta.gpt2_config))

@@ -1,0 +1,160 @@
+"""`moectl export`: the exported directory loads and runs in a process that cannot import moectl.
+
+The reference logits and greedy tokens come from `moectl.load_model` (greedy without the KV
+cache); the exported model is loaded by transformers alone (custom code for MoE) and generates
+with the cache, so both the weight mapping and the cache path are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_model_io import small_tokenizer, tiny
+
+from moectl.config import MoEConfig
+from moectl.export import export_model
+from moectl.model.io import ModelMeta, load_model, save_model
+
+IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
+NEW_TOKENS = 6
+
+LOADER = textwrap.dedent(
+    """
+    import json, sys
+
+    class BlockMoectl:
+        def find_spec(self, name, path=None, target=None):
+            if name == "moectl" or name.startswith("moectl."):
+                raise ImportError("moectl is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, BlockMoectl())
+    try:
+        import moectl  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("moectl is importable")
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, ids = sys.argv[1], json.loads(sys.argv[2])
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    ids = torch.tensor(ids)
+    with torch.no_grad():
+        out = model(ids, output_router_logits=True)
+        generated = model.generate(ids[:1], max_new_tokens=int(sys.argv[3]), do_sample=False)
+    router = getattr(out, "router_logits", None)
+    print(json.dumps({
+        "class": type(model).__name__,
+        "logits": out.logits.tolist(),
+        "generated": generated[0].tolist(),
+        "router_shapes": [list(r.shape) for r in router] if router is not None else None,
+        "aux_loss": float(out.aux_loss) if router is not None else None,
+        "eos": tokenizer.eos_token_id,
+    }))
+    """
+)
+
+
+def run_without_moectl(path: Path, tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "hf-modules")
+    done = subprocess.run(
+        [sys.executable, "-c", LOADER, str(path), json.dumps(IDS), str(NEW_TOKENS)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def artifact(tmp_path: Path, moe: MoEConfig | None, *, with_tokenizer: bool = True) -> Path:
+    """A tiny artifact whose experts differ enough that routing matters."""
+    model = tiny(moe)
+    path = tmp_path / "artifact"
+    tokenizer = small_tokenizer() if with_tokenizer else None
+    save_model(model, path, ModelMeta(moe=moe), tokenizer=tokenizer)
+    return path
+
+
+MOE = {
+    "dense": None,
+    "top1": MoEConfig(enabled=True, layers=[1], n_experts=4, top_k=1, perturbation_std=0.5),
+    "top2": MoEConfig(enabled=True, layers=[0, 1], n_experts=4, top_k=2, perturbation_std=0.5),
+}
+
+
+@pytest.mark.parametrize("kind", list(MOE))
+def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None:
+    moe = MOE[kind]
+    source = artifact(tmp_path, moe)
+    result = export_model(source, tmp_path / "hf")
+    assert result.kind == ("dense" if moe is None else "moe") and result.has_tokenizer
+    assert {"config.json", "model.safetensors", "generation_config.json"} <= set(result.files)
+    assert "tokenizer.json" in result.files and not result.warnings
+
+    reference = load_model(source).model
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        want = reference(ids).logits
+        greedy = reference.generate(
+            ids[:1], max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=False
+        )
+    got = run_without_moectl(tmp_path / "hf", tmp_path)
+    assert (torch.tensor(got["logits"]) - want).abs().max() <= 1e-5
+    assert got["generated"] == greedy[0].tolist()
+    assert got["eos"] == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    if moe is None:
+        assert config["model_type"] == "gpt2" and got["class"] == "GPT2LMHeadModel"
+        assert got["router_shapes"] is None
+    else:
+        assert (
+            config["model_type"] == "moectl_gpt2_moe"
+            and "AutoModelForCausalLM" in (config["auto_map"])
+        )
+        tokens = ids.numel()
+        assert got["router_shapes"] == [[tokens, 4]] * len(moe.layers)
+        assert got["aux_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", ["dense", "top2"])
+def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
+    source = artifact(tmp_path, MOE[kind])
+    export_model(source, tmp_path / "hf")
+    back = load_model(tmp_path / "hf")
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        diff = back.model(ids).logits - load_model(source).model(ids).logits
+    assert diff.abs().max() == 0
+    assert back.meta.moe_layers == ([] if MOE[kind] is None else [0, 1])
+    assert back.tokenizer is not None and back.tokenizer.eos_token_id == 0
+
+
+def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path: Path) -> None:
+    source = artifact(tmp_path, None, with_tokenizer=False)
+    result = export_model(source, tmp_path / "hf")
+    assert not result.has_tokenizer and len(result.warnings) == 1
+    assert "has no tokenizer" in result.warnings[0] and "--tokenizer" in result.warnings[0]
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    from moectl.errors import ModelError
+
+    with pytest.raises(ModelError, match="already exists"):
+        export_model(source, existing)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
