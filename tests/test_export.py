@@ -158,3 +158,63 @@ def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path:
     with pytest.raises(ModelError, match="already exists"):
         export_model(source, existing)
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpus, tmp_path):
+    from moectl.config import resolve_run_config
+    from moectl.errors import ModelError
+    from moectl.training.trainer import train_run
+
+    short = ["train.max_steps=2", "train.eval_every=2", "train.save_every=2"]
+    moe = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4"]
+    dense_cfg = resolve_run_config("tiny", overrides=short)
+    train_run(dense_cfg, tiny_corpus, tmp_path / "dense")
+    export_model(tmp_path / "dense", tmp_path / "dense-hf")
+
+    # model.pretrained: a dense run's best/ (what the offline hint suggests) and its export.
+    for base in (tmp_path / "dense" / "best", tmp_path / "dense-hf"):
+        config = resolve_run_config("tiny", overrides=[*short, *moe, f"model.pretrained={base}"])
+        name = f"from-{base.name}"
+        assert train_run(config, tiny_corpus, tmp_path / name).stop_reason == "completed"
+
+    # --init-from: a dense export is upcycled; an MoE export continues with its own layout.
+    moe_cfg = resolve_run_config("tiny", overrides=[*short, *moe])
+    train_run(moe_cfg, tiny_corpus, tmp_path / "moe", init_from=tmp_path / "dense-hf")
+    export_model(tmp_path / "moe", tmp_path / "moe-hf")
+    again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe-hf")
+    assert again.stop_reason == "completed"
+
+    # An MoE model is not a dense base: the error names the option that works.
+    config = resolve_run_config(
+        "tiny", overrides=[*short, *moe, f"model.pretrained={tmp_path / 'moe-hf'}"]
+    )
+    with pytest.raises(ModelError) as raised:
+        train_run(config, tiny_corpus, tmp_path / "bad")
+    assert "--init-from" in raised.value.hint
+
+
+def test_cli_export_checkpoint_tokenizer_hint_and_force(cli, tiny_corpus, tmp_path):
+    from moectl.config import resolve_run_config
+    from moectl.training.trainer import train_run
+
+    config = resolve_run_config("tiny", overrides=["train.max_steps=2", "train.save_every=2"])
+    train_run(config, tiny_corpus, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-2"
+    bare = cli("export", checkpoint, "--out", tmp_path / "bare")
+    assert bare.exit_code == 0, bare.output
+    text = " ".join(bare.output.split())
+    assert f"--tokenizer {tiny_corpus.resolve() / 'tokenizer'}" in text
+    assert not (tmp_path / "bare" / "tokenizer.json").exists()
+
+    refused = cli("export", checkpoint, "--out", tmp_path / "bare")
+    assert refused.exit_code == 2 and "already exists" in " ".join(refused.output.split())
+    assert "Traceback" not in refused.output
+
+    fixed = cli(
+        "export", checkpoint, "--out", tmp_path / "bare", "--force",
+        "--tokenizer", tiny_corpus / "tokenizer",
+    )  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    assert "warning" not in fixed.output
+    assert (tmp_path / "bare" / "tokenizer.json").is_file()
+    assert load_model(tmp_path / "bare").tokenizer is not None

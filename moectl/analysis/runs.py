@@ -20,8 +20,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def is_model_dir(path: Path) -> bool:
-    """A model artifact (checkpoint or best/): holds model.json."""
-    return path.is_dir() and (path / "model.json").is_file()
+    """A model artifact (checkpoint or best/, model.json) or a transformers directory (config.json,
+    e.g. from `moectl export`)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("model.json", "config.json"))
 
 
 def resolve_model(path: Path) -> tuple[Path, Path | None]:
@@ -46,7 +47,7 @@ def resolve_model(path: Path) -> tuple[Path, Path | None]:
         return path, None
     raise MoectlError(
         f"{path} is neither a run directory nor a model artifact",
-        hint="a run dir holds config.yaml; a model artifact holds model.json",
+        hint="a run dir holds config.yaml; a model directory holds model.json or config.json",
     )
 
 

@@ -74,6 +74,7 @@ def _main(
 def _register() -> None:
     from moectl.cli import (
         evaluate,
+        export,
         generate,
         inspect,
         prepare_data,
@@ -88,6 +89,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.command("visualize")(visualize.visualize)
     app.command("generate")(generate.generate)
+    app.command("export")(export.export)
     app.command("quickstart")(quickstart.quickstart)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -50,17 +51,17 @@ def domain_style(domain: str, domains: list[str]) -> str:
 
 def render_error(error: MoectlError) -> None:
     """One clear error (plus its problems and hint) on stderr, no traceback."""
-    err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
     for path, message in getattr(error, "problems", []):
-        err_console.print(f"  [yellow]{path}[/]: {message}", highlight=False)
+        err_console.print(f"  [yellow]{escape(path)}[/]: {escape(message)}", highlight=False)
     if error.hint:
-        err_console.print(f"  [dim]hint:[/] {error.hint}", highlight=False)
+        err_console.print(f"  [dim]hint:[/] {escape(error.hint)}", highlight=False)
 
 
 def render_warnings(warnings: list[str]) -> None:
     """Warnings the core returned, one per line, on stderr."""
     for warning in warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 class RichProgress:
