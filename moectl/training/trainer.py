@@ -62,7 +62,7 @@ from moectl.training.sinks import (
     MetricSink,
     build_sinks,
     check_sinks,
-    scalars,
+    log_row,
     truncate_after,
 )
 from moectl.training.step import (
@@ -200,7 +200,8 @@ class _Trainer:
                 "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
                 "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
             }
-            self.sinks = build_sinks(self.config, self.run_dir)
+            resume_step = self.step if checkpoint is not None else None
+            self.sinks = build_sinks(self.config, self.run_dir, resume_step)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -391,7 +392,7 @@ class _Trainer:
         status = self.detector.update(self.step, self.routing.max_fractions())
         row["collapse"] = status.as_row()
         self.routing.reset()
-        self._write("routing", row, None)
+        self._write("routing", row, "routing")
         if status.warning:
             shares = {k: round(v["max_fraction"], 3) for k, v in row["layers"].items()}
             report(
@@ -459,13 +460,12 @@ class _Trainer:
                 )
             barrier(self.ctx)
 
-    def _write(self, writer: str, row: dict[str, Any], prefix: str | None) -> None:
+    def _write(self, writer: str, row: dict[str, Any], kind: str) -> None:
         if not self.ctx.is_main:
             return
         self.writers[writer].write(row)
-        if prefix is not None:
-            for sink in self.sinks:
-                sink.log(prefix, row["step"], scalars(row))
+        for sink in self.sinks:
+            log_row(sink, kind, row)
 
     def _trainer_state(self) -> dict[str, Any]:
         rng = capture_rng_state()
