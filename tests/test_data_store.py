@@ -143,3 +143,17 @@ def test_atomic_directory_replaces_only_on_success(tmp_path: Path) -> None:
         (temp / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_corpus_root_loads_as_a_datasetdict(tiny_corpus) -> None:
+    from datasets import DatasetDict, load_from_disk
+
+    from moectl.data.store import load_corpus
+
+    loaded = load_from_disk(str(tiny_corpus))
+    corpus = load_corpus(tiny_corpus)
+    assert isinstance(loaded, DatasetDict) and list(loaded) == ["train", "eval"]
+    for split in ("train", "eval"):
+        assert len(loaded[split]) == len(getattr(corpus, split)) > 0
+        assert loaded[split].features == getattr(corpus, split).features
+        assert loaded[split][0] == getattr(corpus, split)[0]
