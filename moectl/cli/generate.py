@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -38,11 +39,22 @@ def generate(
         typer.Option("--show-experts", help="Show the expert each MoE layer chose per token."),
     ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gen",
+            help="Another transformers GenerationConfig field, e.g. --gen repetition_penalty=1.3 "
+            "(repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate text from a model artifact or a run's best model, with its own tokenizer.
 
-    Greedy by default; --temperature, --top-k and --top-p sample (seeded by --seed).
+    Decoding is transformers' generate() with the KV cache: greedy by default; --temperature,
+    --top-k and --top-p sample (seeded by --seed); --gen passes any other GenerationConfig field.
     --show-experts prints, for each generated token, the expert every MoE layer routed it to.
+    MODEL may also be a `moectl export` directory.
 
     Examples:
 
@@ -51,10 +63,17 @@ def generate(
       moectl generate runs/moe/best -p "What is 12 times 7?" --temperature 0.8 --top-p 0.9
 
       moectl generate runs/moe -p "The history of" --show-experts
+
+      moectl generate runs/moe -p "x = " --temperature 0.7 --gen repetition_penalty=1.3
     """
     from moectl.analysis.generation import generate as run_generation
     from moectl.analysis.runs import resolve_model
+    from moectl.config import parse_override
     from moectl.model.io import load_model
+
+    extra: dict[str, object] = {}
+    for text in options or []:
+        extra.update(parse_override(text))
 
     artifact, _ = resolve_model(model)
     loaded = load_model(artifact, device=device)
@@ -69,6 +88,7 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        options=extra,
     )
     text = Text(prompt, style="bold")
     text.append(result.text)
@@ -90,7 +110,7 @@ def expert_table(result: GenerationResult) -> Table:
     for layer in result.moe_layers:
         table.add_column(f"layer {layer}", justify="center")
     for position, token in enumerate(result.tokens, start=1):
-        cells = [str(position), repr(token.text)]
+        cells = [str(position), escape(repr(token.text))]
         for layer in result.moe_layers:
             expert = token.experts.get(layer)
             if expert is None:
