@@ -162,6 +162,8 @@ def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path:
 
 def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpus, tmp_path):
     from moectl.config import resolve_run_config
+    from moectl.data.store import load_corpus
+    from moectl.data.tokenizer import resolve_tokenizer, tokenizer_fingerprint
     from moectl.errors import ModelError
     from moectl.training.trainer import train_run
 
@@ -183,6 +185,12 @@ def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpu
     export_model(tmp_path / "moe", tmp_path / "moe-hf")
     again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe-hf")
     assert again.stop_reason == "completed"
+    # The export's top-level tokenizer is the corpus's (data.tokenizer=DIR reads it).
+    exported_tokenizer = resolve_tokenizer(str(tmp_path / "moe-hf"))
+    assert (
+        tokenizer_fingerprint(exported_tokenizer)
+        == load_corpus(tiny_corpus).manifest.tokenizer.hash
+    )
 
     # An MoE model is not a dense base: the error names the option that works.
     config = resolve_run_config(

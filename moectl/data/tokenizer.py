@@ -110,6 +110,10 @@ def _load_local(path: Path) -> PreTrainedTokenizerFast:
     try:
         if path.is_file():
             return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS_TOKEN)
+        if (path / "tokenizer.json").is_file():
+            # Not AutoTokenizer: it reads config.json, which for an exported MoE model asks to
+            # run the model's custom code.
+            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"cannot load a tokenizer from {path}: {exc}", hint=_SPEC_HINT) from None

@@ -71,11 +71,12 @@ def check_tokenizer(meta: ModelMeta, corpus: Corpus, where: str) -> None:
     """ModelError if the model was trained on other token ids than the corpus uses."""
     theirs = meta.tokenizer or {}
     ours = corpus.manifest.tokenizer
+    folder = Path(where) / "tokenizer" if (Path(where) / "tokenizer").is_dir() else Path(where)
     if theirs.get("hash") and theirs["hash"] != ours.hash:
         raise ModelError(
             f"{where} was trained with tokenizer {theirs.get('name')} (hash {theirs['hash'][:12]}) "
             f"but corpus {corpus.path} uses {ours.name} (hash {ours.hash[:12]})",
-            hint="prepare the corpus with the model's tokenizer (data.tokenizer=<model>/tokenizer)",
+            hint=f"prepare the corpus with the model's tokenizer (data.tokenizer={folder})",
         )
     if ours.vocab_size > meta.gpt2_config.get("vocab_size", ours.vocab_size):
         raise ModelError(
