@@ -96,6 +96,7 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
                 "moe_layers": meta.moe_layers,
                 "num_local_experts": meta.moe.n_experts,
                 "num_experts_per_tok": meta.moe.top_k,
+                "router_aux_loss_coef": meta.moe.lb_coef,
                 "auto_map": dict(AUTO_MAP),
                 "architectures": ["MoectlGPT2MoEForCausalLM"],
             }

@@ -53,6 +53,8 @@ LOADER = textwrap.dedent(
     with torch.no_grad():
         out = model(ids, output_router_logits=True)
         generated = model.generate(ids[:1], max_new_tokens=int(sys.argv[3]), do_sample=False)
+        plain = model(ids, labels=ids).loss
+        with_aux = model(ids, labels=ids, output_router_logits=True).loss
     router = getattr(out, "router_logits", None)
     print(json.dumps({
         "class": type(model).__name__,
@@ -60,6 +62,8 @@ LOADER = textwrap.dedent(
         "generated": generated[0].tolist(),
         "router_shapes": [list(r.shape) for r in router] if router is not None else None,
         "aux_loss": float(out.aux_loss) if router is not None else None,
+        "aux_in_loss": float(with_aux - plain),
+        "aux_coef": getattr(model.config, "router_aux_loss_coef", None),
         "eos": tokenizer.eos_token_id,
     }))
     """
@@ -128,7 +132,8 @@ def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None
         )
         tokens = ids.numel()
         assert got["router_shapes"] == [[tokens, 4]] * len(moe.layers)
-        assert got["aux_loss"] > 0
+        assert got["aux_loss"] > 0 and got["aux_coef"] == moe.lb_coef
+        assert got["aux_in_loss"] == pytest.approx(moe.lb_coef * got["aux_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["dense", "top2"])

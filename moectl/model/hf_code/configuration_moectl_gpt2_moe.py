@@ -15,7 +15,7 @@ class MoectlGPT2MoEConfig(GPT2Config):
     num_local_experts: experts per MoE layer. num_experts_per_tok: top-k routing.
     output_router_logits: return each MoE layer's router logits (T, E) by default.
     router_aux_loss_coef: weight of the load-balancing loss added to the LM loss when labels
-        and router logits are both requested (0 keeps the loss pure LM).
+        and router logits are both requested (moectl exports its run's lb_coef).
     """
 
     model_type = "moectl_gpt2_moe"
