@@ -50,9 +50,29 @@ LOADER = textwrap.dedent(
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     ids = torch.tensor(ids)
+    lengths = []
+
+    def record_length(module, args, kwargs):
+        lengths.append((args[0] if args else kwargs["input_ids"]).shape[1])
+
+    model.transformer.register_forward_pre_hook(record_length, with_kwargs=True)
     with torch.no_grad():
         out = model(ids, output_router_logits=True)
+        lengths.clear()
         generated = model.generate(ids[:1], max_new_tokens=int(sys.argv[3]), do_sample=False)
+        cached = lengths[1:]
+        # A left-padded batch: the second row, cut by two tokens, must continue as it does alone.
+        short = ids[1:, :-2]
+        padded = torch.cat([torch.zeros_like(ids[:1, :2]), short], dim=1)
+        batch = torch.cat([ids[:1], padded])
+        mask = torch.ones_like(batch)
+        mask[1, :2] = 0
+        options = {"max_new_tokens": 3, "do_sample": False, "output_logits": True,
+                   "return_dict_in_generate": True}
+        both = model.generate(batch, attention_mask=mask, **options)
+        alone = model.generate(short, **options)
+        steps = zip(both.logits, alone.logits)
+        padded_diff = max(float((b[1] - a[0]).abs().max()) for b, a in steps)
         plain = model(ids, labels=ids).loss
         with_aux = model(ids, labels=ids, output_router_logits=True).loss
     router = getattr(out, "router_logits", None)
@@ -60,6 +80,8 @@ LOADER = textwrap.dedent(
         "class": type(model).__name__,
         "logits": out.logits.tolist(),
         "generated": generated[0].tolist(),
+        "cached_lengths": cached,
+        "padded_diff": padded_diff,
         "router_shapes": [list(r.shape) for r in router] if router is not None else None,
         "aux_loss": float(out.aux_loss) if router is not None else None,
         "aux_in_loss": float(with_aux - plain),
@@ -120,6 +142,8 @@ def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None
     got = run_without_moectl(tmp_path / "hf", tmp_path)
     assert (torch.tensor(got["logits"]) - want).abs().max() <= 1e-5
     assert got["generated"] == greedy[0].tolist()
+    assert got["cached_lengths"] == [1] * (NEW_TOKENS - 1)  # one new token per cached step
+    assert got["padded_diff"] <= 1e-5
     assert got["eos"] == 0
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     if moe is None:

@@ -132,12 +132,34 @@ class MoectlGPT2MoEForCausalLM(GPT2LMHeadModel):
         """The MoE MLPs in layer order."""
         return [self.transformer.h[layer].mlp for layer in self.config.moe_layers or []]
 
-    def forward(self, *args, output_router_logits: bool | None = None, **kwargs):
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        output_router_logits: bool | None = None,
+        **kwargs,
+    ):
+        """GPT2LMHeadModel.forward (pass the other arguments, e.g. the cache, by keyword), plus
+        `router_logits` and `aux_loss` when `output_router_logits` (or the config) asks.
+
+        The parameters generate() looks for (attention_mask, position_ids, logits_to_keep) are
+        named here so that padded batches and the cache work as for GPT-2.
+        """
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
         for block in self.moe_blocks():
             block.router_logits = None
-        outputs = super().forward(*args, **kwargs)
+        outputs = super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
         if not output_router_logits:
             return outputs
         router_logits = tuple(block.router_logits for block in self.moe_blocks())
