@@ -168,6 +168,17 @@ class CollapseConfig(StrictModel):
     stop: bool = Field(False, description="stop the run after `patience` consecutive warnings")
 
 
+class WandbConfig(StrictModel):
+    """Where the `wandb` sink logs; unset fields fall back to W&B's own defaults and env vars."""
+
+    project: str | None = Field(None, description="W&B project (default: WANDB_PROJECT)")
+    entity: str | None = Field(None, description="W&B team or user (default: WANDB_ENTITY)")
+    tags: list[str] = Field(default_factory=list)
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="None: WANDB_MODE, else online"
+    )
+
+
 class TrainConfig(StrictModel):
     """The optimisation loop, logging, evaluation and checkpoint cadence."""
 
@@ -190,6 +201,7 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")
     sinks: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
     collapse: CollapseConfig = Field(default_factory=CollapseConfig)
 
 

@@ -202,19 +202,21 @@ Row = TypeVar("Row", bound=BaseModel)
 
 # --- what a path is -----------------------------------------------------------------------------
 
-Kind = Literal["corpus", "run", "checkpoint", "model"]
+Kind = Literal["corpus", "run", "checkpoint", "model", "export"]
 KIND_LABELS = {
     "corpus": "a prepared corpus",
     "run": "a run directory",
     "checkpoint": "a training checkpoint",
     "model": "a model artifact",
+    "export": "a transformers model directory",
 }
 
 
 def detect_kind(path: Path) -> Kind | None:
     """Which moectl folder `path` is (None for anything else): a corpus holds manifest.json, a
     run config.yaml beside run.json, metrics.jsonl or checkpoints/, a model model.json (a
-    checkpoint also trainer_state.pt)."""
+    checkpoint also trainer_state.pt), an export (`moectl export`, or any transformers model
+    directory) config.json."""
     path = Path(path)
     if not path.is_dir():
         return None
@@ -228,6 +230,8 @@ def detect_kind(path: Path) -> Kind | None:
         return "run"
     if (path / MODEL_META).is_file():
         return "checkpoint" if (path / STATE_NAME).is_file() else "model"
+    if (path / "config.json").is_file():
+        return "export"
     return None
 
 
@@ -304,14 +308,15 @@ def resolve_model(path: Path) -> tuple[Path, Path | None]:
                 hint="train longer than one save interval, or pass a model directory",
             )
         return model, path
-    if kind in ("model", "checkpoint"):
+    if kind in ("model", "checkpoint", "export"):
         for parent in (path.parent, path.parent.parent):
             if detect_kind(parent) == "run":
                 return path, parent
         return path, None
     raise MoectlError(
         f"{path} is neither a run directory nor a model artifact (it is {describe_path(path)})",
-        hint="a run dir holds config.yaml; a model artifact holds model.json",
+        hint="a run dir holds config.yaml; a model artifact holds model.json (an exported "
+        "transformers directory config.json)",
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from test_analysis_evaluate import tiny_study  # noqa: F401  (session fixture)
 
-from moectl.analysis.generation import filter_logits, generate
+from moectl.analysis.generation import generate
+from moectl.errors import ModelError
 from moectl.model.io import load_model
+from moectl.model.routing import last_router_stats
 
 
 def test_greedy_is_deterministic_and_records_experts(tiny_study) -> None:  # noqa: F811
@@ -29,12 +32,50 @@ def test_greedy_is_deterministic_and_records_experts(tiny_study) -> None:  # noq
     assert first.text == decoded
 
 
-def test_sampling_seeded_and_filters() -> None:
-    logits = torch.tensor([3.0, 2.0, 1.0, 0.0])
-    assert torch.isinf(filter_logits(logits, 1.0, 2, None)[2:]).all()
-    kept = filter_logits(logits, 1.0, None, 0.5)
-    assert not torch.isinf(kept[0]) and torch.isinf(kept[1:]).all()
-    assert torch.allclose(filter_logits(logits, 2.0, None, None), logits / 2)
+def test_the_cached_trace_equals_a_full_forwards_routing(tiny_study) -> None:  # noqa: F811
+    """Each generated token's experts (hooks during cached decoding) are those a cache-free
+    forward over the whole sequence assigns to that position."""
+    loaded = load_model(tiny_study["moe"] / "best")
+    result = generate(loaded, "x = 1", max_new_tokens=5, stop_at_eos=False)
+    ids = loaded.tokenizer("x = 1")["input_ids"] + [t.id for t in result.tokens]
+    with torch.no_grad():
+        loaded.model(input_ids=torch.tensor([ids]))
+    stats = last_router_stats(loaded.model)
+    start = len(ids) - len(result.tokens)
+    for offset, token in enumerate(result.tokens):
+        position = start + offset
+        for layer, expert in token.experts.items():
+            assert expert == int(stats[layer].expert_index[position, 0])
+            want = float(stats[layer].probs[position, expert])
+            assert abs(token.probs[layer] - want) < 1e-5
+
+
+def test_sampling_is_seeded_and_options_are_checked(tiny_study) -> None:  # noqa: F811
+    loaded = load_model(tiny_study["moe"] / "best")
+
+    def sample(seed: int, **kwargs) -> list[int]:
+        result = generate(loaded, "def", max_new_tokens=8, temperature=1.0, seed=seed,
+                          stop_at_eos=False, **kwargs)  # fmt: skip
+        return [t.id for t in result.tokens]
+
+    state = torch.random.get_rng_state()
+    assert sample(3) == sample(3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
+    greedy = [t.id for t in generate(loaded, "def", max_new_tokens=8, stop_at_eos=False).tokens]
+    assert sample(3, top_k=1) == greedy
+    # Any GenerationConfig field reaches generate(): suppressing greedy's first pick.
+    options = {"suppress_tokens": [greedy[0]]}
+    other = generate(loaded, "def", max_new_tokens=8, stop_at_eos=False, options=options)
+    assert other.tokens[0].id != greedy[0]
+    with pytest.raises(ModelError, match="unknown generation option"):
+        sample(0, options={"not_an_option": 1})
+    with pytest.raises(ModelError, match="num_beams"):
+        sample(0, options={"num_beams": 2})
+    window = loaded.model.config.n_positions
+    with pytest.raises(ModelError, match=f"at most {window} positions"):
+        generate(loaded, "def", max_new_tokens=window)
+    long_prompt = generate(loaded, "def f(x): " * window, max_new_tokens=4)
+    assert long_prompt.prompt_tokens_dropped > 0 and len(long_prompt.tokens) >= 1
 
 
 def test_cli_generate(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
@@ -53,3 +94,16 @@ def test_cli_generate(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
     assert dense.exit_code == 0 and "dense model" in dense.output
     missing = cli("generate", tmp_path / "missing")
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
+
+
+def test_cli_generate_options_and_exported_models(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
+    from moectl.export import export_model
+
+    export_model(tiny_study["moe"], tmp_path / "hf")
+    args = ("--prompt", "def f(x):", "--max-new-tokens", "5", "--show-experts")
+    original = cli("generate", tiny_study["moe"], *args)
+    exported = cli("generate", tmp_path / "hf", *args)
+    assert exported.exit_code == 0, exported.output
+    assert exported.output == original.output
+    bad = cli("generate", tiny_study["moe"], "--max-new-tokens", "3", "--gen", "bogus=1")
+    assert bad.exit_code == 2 and "unknown generation option" in bad.output

@@ -86,7 +86,8 @@ def test_inspect_missing_manifest(cli, corpus: Path, tmp_path: Path) -> None:
     (stripped / "manifest.json").unlink()
     result = cli("inspect", stripped)
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "is a folder with 3 entries, not a prepared corpus" in " ".join(result.output.split())
+    # train/, eval/, tokenizer/ and dataset_dict.json
+    assert "is a folder with 4 entries, not a prepared corpus" in " ".join(result.output.split())
 
 
 def test_shorten_keeps_head_and_tail() -> None:

@@ -124,3 +124,17 @@ def test_load_corpus_rejects_block_count_mismatch(tmp_path: Path) -> None:
 def test_load_corpus_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_corpus(tmp_path / "nope")
+
+
+def test_corpus_root_loads_as_a_datasetdict(tiny_corpus) -> None:
+    from datasets import DatasetDict, load_from_disk
+
+    from moectl.data.store import load_corpus
+
+    loaded = load_from_disk(str(tiny_corpus))
+    corpus = load_corpus(tiny_corpus)
+    assert isinstance(loaded, DatasetDict) and list(loaded) == ["train", "eval"]
+    for split in ("train", "eval"):
+        assert len(loaded[split]) == len(getattr(corpus, split)) > 0
+        assert loaded[split].features == getattr(corpus, split).features
+        assert loaded[split][0] == getattr(corpus, split)[0]

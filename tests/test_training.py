@@ -192,7 +192,7 @@ def test_missing_sink_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(TrainingError, match="tensorboard") as info:
         check_sinks(["tensorboard"])
-    assert "pip install tensorboard" in info.value.hint
+    assert 'pip install "moectl[tracking]"' in info.value.hint
 
 
 def test_truncate_after_drops_later_rows(tmp_path):

@@ -1,14 +1,16 @@
-"""Sampling from a model artifact, recording which expert each MoE layer chose per new token.
+"""Text from a model with transformers' `generate()`, plus which expert each MoE layer chose.
 
-The loop runs one forward per new token over the (window-limited) context instead of using
-`generate()`, because the router statistics of each forward are what `--show-experts` reports:
-each new token's routing is read from the pass that feeds it back in (one final extra pass for
-the last token).
+`generate()` runs the model with its KV cache and all of transformers' decoding options; forward
+hooks on the MoE layers record the routing of every forward it makes. Routing is reported per
+input token, as the token page shows it: a generated token's experts are those of the forward
+that feeds it back in (the prefill's last position belongs to the prompt). The last generated
+token is never fed back by `generate()`, so one extra forward over the sequence supplies its
+routing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
     from moectl.model.io import LoadedModel
+
+# Options that would make generate() return or track several sequences: the trace follows one.
+_SINGLE_SEQUENCE = ("num_beams", "num_return_sequences", "num_beam_groups")
 
 
 class GeneratedToken(BaseModel):
@@ -38,25 +43,9 @@ class GenerationResult(BaseModel):
     tokens: list[GeneratedToken]
     moe_layers: list[int]
     stopped_at_eos: bool
-
-
-def filter_logits(
-    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
-) -> torch.Tensor:
-    """Temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf."""
-    import torch
-
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the first token always
-        logits = logits.clone()
-        logits[order[drop]] = float("-inf")
-    return logits
+    prompt_tokens_dropped: int = Field(
+        0, description="leading prompt tokens cut so prompt + new tokens fit the model's window"
+    )
 
 
 def generate(
@@ -69,18 +58,18 @@ def generate(
     top_p: float | None = None,
     seed: int = 0,
     stop_at_eos: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> GenerationResult:
-    """Greedy (temperature 0) or sampled continuation of `prompt` with the artifact's tokenizer."""
+    """Greedy (temperature 0) or sampled continuation of `prompt` with the artifact's tokenizer.
+
+    `options` are further `GenerationConfig` fields (e.g. repetition_penalty, min_p); sampling
+    is seeded by `seed` without touching the global RNG.
+    """
     import torch
 
-    from moectl.model.routing import last_router_stats
+    from moectl.model.routing import moe_layers
 
-    tokenizer = loaded.tokenizer
-    if tokenizer is None:
-        raise ModelError(
-            "this model artifact has no tokenizer/ folder, so text cannot be encoded",
-            hint="generate from a run's best/ model, which is saved with its tokenizer",
-        )
+    tokenizer = _tokenizer(loaded)
     model = loaded.model.eval()
     device = next(model.parameters()).device
     eos_id = tokenizer.eos_token_id
@@ -92,43 +81,133 @@ def generate(
             )
         ids = [eos_id]
     window = model.config.n_positions
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    tokens: list[GeneratedToken] = []
-    stopped = False
-
-    def forward() -> torch.Tensor:
-        """Logits after the context; the context's last token (the newest generated one) gets
-        the routing its own forward pass chose."""
-        context = torch.tensor([ids[-window:]], dtype=torch.long, device=device)
-        logits = model(input_ids=context).logits[0, -1].float().cpu()
-        if tokens:
-            last = context.shape[1] - 1
-            for index, s in last_router_stats(model).items():
-                tokens[-1].experts[index] = int(s.expert_index[last, 0])
-                tokens[-1].probs[index] = float(s.probs[last, s.expert_index[last, 0]])
-        return logits
-
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            logits = forward()
-            if temperature <= 0:
-                next_id = int(logits.argmax())
-            else:
-                probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
-                next_id = int(torch.multinomial(probs, 1, generator=generator))
-            text = tokenizer.decode([next_id], clean_up_tokenization_spaces=False)
-            tokens.append(GeneratedToken(id=next_id, text=text))
-            ids.append(next_id)
-            if stop_at_eos and next_id == eos_id:
-                stopped = True
-                break
-        if tokens:
-            forward()
-    new_ids = [t.id for t in tokens if not (stopped and t.id == eos_id)]
+    if max_new_tokens >= window:
+        raise ModelError(
+            f"the model sees at most {window} positions, so it cannot add {max_new_tokens} tokens",
+            hint=f"ask for fewer new tokens (-n {window // 2})",
+        )
+    dropped = max(0, len(ids) + max_new_tokens - window)
+    ids = ids[dropped:]
+    config = _generation_config(
+        max_new_tokens, temperature, top_k, top_p, eos_id if stop_at_eos else None, eos_id, options
+    )
+    layers = moe_layers(model)
+    trace: list[dict[int, tuple[int, float]]] = []
+    hooks = [
+        layer.register_forward_hook(lambda module, args, out: _record(trace, module))
+        for layer in layers.values()
+    ]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            inputs = torch.tensor([ids], dtype=torch.long, device=device)
+            mask = torch.ones_like(inputs)
+            output = model.generate(inputs, attention_mask=mask, generation_config=config)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    new_ids = output[0, len(ids) :].tolist()
+    per_token = _routing_per_token(trace, len(layers))
+    if layers and len(per_token) < len(new_ids):
+        per_token.append(_last_token_routing(model, output[0]))
+    tokens = []
+    for index, token in enumerate(new_ids):
+        routing = per_token[index] if index < len(per_token) else {}
+        tokens.append(
+            GeneratedToken(
+                id=token,
+                text=tokenizer.decode([token], clean_up_tokenization_spaces=False),
+                experts={layer: choice[0] for layer, choice in routing.items()},
+                probs={layer: choice[1] for layer, choice in routing.items()},
+            )
+        )
+    stopped = stop_at_eos and bool(new_ids) and new_ids[-1] == eos_id
+    text_ids = new_ids[:-1] if stopped else new_ids
     return GenerationResult(
         prompt=prompt,
-        text=tokenizer.decode(new_ids, clean_up_tokenization_spaces=False),
+        text=tokenizer.decode(text_ids, clean_up_tokenization_spaces=False),
         tokens=tokens,
-        moe_layers=sorted(last_router_stats(model)),
+        moe_layers=list(layers),
         stopped_at_eos=stopped,
+        prompt_tokens_dropped=dropped,
     )
+
+
+def _tokenizer(loaded: LoadedModel) -> Any:
+    if loaded.tokenizer is None:
+        raise ModelError(
+            "this model has no tokenizer, so text cannot be encoded",
+            hint="generate from a run's best/ model, which is saved with its tokenizer, or "
+            "export the model with --tokenizer",
+        )
+    return loaded.tokenizer
+
+
+def _generation_config(
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_id: int | None,
+    pad_id: int | None,
+    options: dict[str, Any] | None,
+) -> Any:
+    """The GenerationConfig: greedy unless temperature > 0, plus validated extra options."""
+    from transformers import GenerationConfig
+
+    options = dict(options or {})
+    unknown = [key for key in options if not hasattr(GenerationConfig(), key)]
+    if unknown:
+        raise ModelError(
+            f"unknown generation option(s) {', '.join(unknown)}",
+            hint="use GenerationConfig field names, e.g. repetition_penalty=1.2 or min_p=0.05",
+        )
+    several = [key for key in _SINGLE_SEQUENCE if int(options.get(key, 1)) != 1]
+    if several:
+        raise ModelError(
+            f"{', '.join(several)} other than 1 would decode several sequences",
+            hint="the expert trace follows one sequence; leave these at 1",
+        )
+    sampling: dict[str, Any] = {}
+    if temperature > 0:
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k or 0}
+        if top_p is not None:
+            sampling["top_p"] = top_p
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        **{"do_sample": False, **sampling, **options},
+    )
+
+
+def _record(trace: list[dict[int, tuple[int, float]]], module: Any) -> None:
+    """Append the first-choice expert and its router prob at the forward's last position."""
+    stats = module.last_stats
+    if not trace or module.layer_index in trace[-1]:
+        trace.append({})
+    expert = int(stats.expert_index[-1, 0])
+    trace[-1][module.layer_index] = (expert, float(stats.probs[-1, expert]))
+
+
+def _routing_per_token(
+    trace: list[dict[int, tuple[int, float]]], n_layers: int
+) -> list[dict[int, tuple[int, float]]]:
+    """Routing per generated token: forwards after the prefill, each feeding one token back."""
+    complete = [step for step in trace if len(step) == n_layers]
+    return complete[1:]
+
+
+def _last_token_routing(model: Any, sequence: torch.Tensor) -> dict[int, tuple[int, float]]:
+    """Routing of the sequence's last token from one cache-free forward over the sequence."""
+    import torch
+
+    from moectl.model.routing import last_router_stats
+
+    with torch.no_grad():
+        model(input_ids=sequence[None, :])
+    routing = {}
+    for layer, stats in last_router_stats(model).items():
+        expert = int(stats.expert_index[-1, 0])
+        routing[layer] = (expert, float(stats.probs[-1, expert]))
+    return routing

@@ -75,6 +75,7 @@ def _main(
 def _register() -> None:
     from moectl.cli import (
         evaluate,
+        export,
         generate,
         inspect,
         prepare_data,
@@ -90,6 +91,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.command("visualize")(visualize.visualize)
     app.command("generate")(generate.generate)
+    app.command("export")(export.export)
     app.command("quickstart")(quickstart.quickstart)
     app.command("presets")(presets.presets)
 

@@ -39,11 +39,22 @@ def generate(
         typer.Option("--show-experts", help="Show the expert each MoE layer chose per token."),
     ] = False,
     device: DeviceOption = "auto",
+    options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gen",
+            help="Another transformers GenerationConfig field, e.g. --gen repetition_penalty=1.3 "
+            "(repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate text from a model artifact or a run's best model, with its own tokenizer.
 
-    Greedy by default; --temperature, --top-k and --top-p sample (seeded by --seed).
+    Decoding is transformers' generate() with the KV cache: greedy by default; --temperature,
+    --top-k and --top-p sample (seeded by --seed); --gen passes any other GenerationConfig field.
     --show-experts prints, for each generated token, the expert every MoE layer routed it to.
+    MODEL may also be a `moectl export` directory.
 
     Examples:
 
@@ -52,10 +63,17 @@ def generate(
       moectl generate runs/moe/best --prompt "What is 12 times 7?" --temperature 0.8 --top-p 0.9
 
       moectl generate runs/moe --prompt "The history of" --show-experts
+
+      moectl generate runs/moe --prompt "x = " --temperature 0.7 --gen repetition_penalty=1.3
     """
     from moectl.analysis.generation import generate as run_generation
+    from moectl.config import parse_override
     from moectl.model.io import load_model
     from moectl.rundir import resolve_model
+
+    extra: dict[str, object] = {}
+    for text in options or []:
+        extra.update(parse_override(text))
 
     artifact, _ = resolve_model(model)
     loaded = load_model(artifact, device=device)
@@ -70,6 +88,7 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        options=extra,
     )
     text = Text(prompt, style="bold")
     text.append(result.text)

@@ -1,9 +1,10 @@
 """The prepared corpus on disk: its manifest and loading it back.
 
 A corpus is `manifest.json` + Arrow splits `train/` and `eval/` + `tokenizer/` (DESIGN.md
-section 4). Everything downstream (training, evaluation, analysis) reads it through
-`load_corpus`, which validates the manifest so that a corrupt or half-written corpus is reported
-as one clear `DataError` instead of failing later inside a training loop.
+section 4), plus `dataset_dict.json`, which makes the corpus root a `datasets.DatasetDict`.
+Everything downstream (training, evaluation, analysis) reads it through `load_corpus`, which
+validates the manifest so that a corrupt or half-written corpus is reported as one clear
+`DataError` instead of failing later inside a training loop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 MANIFEST_NAME = "manifest.json"
+DATASET_DICT_NAME = "dataset_dict.json"
 TOKENIZER_DIR = "tokenizer"
 SPLITS = ("train", "eval")
 FORMAT_VERSION = 1
@@ -197,6 +199,12 @@ def _check_split(path: Path, split: str, dataset: Any, manifest: CorpusManifest)
 
 
 def write_manifest(directory: Path, manifest: CorpusManifest) -> None:
-    """Write manifest.json into `directory` (itself a temp dir that is renamed into place)."""
+    """Write manifest.json into `directory` (itself a temp dir that is renamed into place).
+
+    dataset_dict.json goes next to it, listing the splits as `DatasetDict.save_to_disk` would,
+    so `datasets.load_from_disk(corpus)` returns a DatasetDict of train and eval.
+    """
     text = manifest.model_dump_json(indent=2)
     (directory / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
+    splits = json.dumps({"splits": list(SPLITS)})
+    (directory / DATASET_DICT_NAME).write_text(splits + "\n", encoding="utf-8")

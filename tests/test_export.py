@@ -1,0 +1,257 @@
+"""`moectl export`: the exported directory loads and runs in a process that cannot import moectl.
+
+The reference logits and greedy tokens come from `moectl.load_model` (greedy without the KV
+cache); the exported model is loaded by transformers alone (custom code for MoE) and generates
+with the cache, so both the weight mapping and the cache path are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_model_io import small_tokenizer, tiny
+
+from moectl.config import MoEConfig
+from moectl.export import export_model
+from moectl.model.io import ModelMeta, load_model, save_model
+
+IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
+NEW_TOKENS = 6
+
+LOADER = textwrap.dedent(
+    """
+    import json, sys
+
+    class BlockMoectl:
+        def find_spec(self, name, path=None, target=None):
+            if name == "moectl" or name.startswith("moectl."):
+                raise ImportError("moectl is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, BlockMoectl())
+    try:
+        import moectl  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("moectl is importable")
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, ids = sys.argv[1], json.loads(sys.argv[2])
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    ids = torch.tensor(ids)
+    lengths = []
+
+    def record_length(module, args, kwargs):
+        lengths.append((args[0] if args else kwargs["input_ids"]).shape[1])
+
+    model.transformer.register_forward_pre_hook(record_length, with_kwargs=True)
+    with torch.no_grad():
+        out = model(ids, output_router_logits=True)
+        lengths.clear()
+        generated = model.generate(ids[:1], max_new_tokens=int(sys.argv[3]), do_sample=False)
+        cached = lengths[1:]
+        # A left-padded batch: the second row, cut by two tokens, must continue as it does alone.
+        short = ids[1:, :-2]
+        padded = torch.cat([torch.zeros_like(ids[:1, :2]), short], dim=1)
+        batch = torch.cat([ids[:1], padded])
+        mask = torch.ones_like(batch)
+        mask[1, :2] = 0
+        options = {"max_new_tokens": 3, "do_sample": False, "output_logits": True,
+                   "return_dict_in_generate": True}
+        both = model.generate(batch, attention_mask=mask, **options)
+        alone = model.generate(short, **options)
+        steps = zip(both.logits, alone.logits)
+        padded_diff = max(float((b[1] - a[0]).abs().max()) for b, a in steps)
+        plain = model(ids, labels=ids).loss
+        with_aux = model(ids, labels=ids, output_router_logits=True).loss
+    router = getattr(out, "router_logits", None)
+    print(json.dumps({
+        "class": type(model).__name__,
+        "logits": out.logits.tolist(),
+        "generated": generated[0].tolist(),
+        "cached_lengths": cached,
+        "padded_diff": padded_diff,
+        "router_shapes": [list(r.shape) for r in router] if router is not None else None,
+        "aux_loss": float(out.aux_loss) if router is not None else None,
+        "aux_in_loss": float(with_aux - plain),
+        "aux_coef": getattr(model.config, "router_aux_loss_coef", None),
+        "eos": tokenizer.eos_token_id,
+    }))
+    """
+)
+
+
+def run_without_moectl(path: Path, tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "hf-modules")
+    done = subprocess.run(
+        [sys.executable, "-c", LOADER, str(path), json.dumps(IDS), str(NEW_TOKENS)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def artifact(tmp_path: Path, moe: MoEConfig | None, *, with_tokenizer: bool = True) -> Path:
+    """A tiny artifact whose experts differ enough that routing matters."""
+    model = tiny(moe)
+    path = tmp_path / "artifact"
+    tokenizer = small_tokenizer() if with_tokenizer else None
+    save_model(model, path, ModelMeta(moe=moe), tokenizer=tokenizer)
+    return path
+
+
+MOE = {
+    "dense": None,
+    "top1": MoEConfig(enabled=True, layers=[1], n_experts=4, top_k=1, perturbation_std=0.5),
+    "top2": MoEConfig(enabled=True, layers=[0, 1], n_experts=4, top_k=2, perturbation_std=0.5),
+}
+
+
+@pytest.mark.parametrize("kind", list(MOE))
+def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None:
+    moe = MOE[kind]
+    source = artifact(tmp_path, moe)
+    result = export_model(source, tmp_path / "hf")
+    assert result.kind == ("dense" if moe is None else "moe") and result.has_tokenizer
+    assert {"config.json", "model.safetensors", "generation_config.json"} <= set(result.files)
+    assert "tokenizer.json" in result.files and not result.warnings
+
+    reference = load_model(source).model
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        want = reference(ids).logits
+        greedy = reference.generate(
+            ids[:1], max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=False
+        )
+    got = run_without_moectl(tmp_path / "hf", tmp_path)
+    assert (torch.tensor(got["logits"]) - want).abs().max() <= 1e-5
+    assert got["generated"] == greedy[0].tolist()
+    assert got["cached_lengths"] == [1] * (NEW_TOKENS - 1)  # one new token per cached step
+    assert got["padded_diff"] <= 1e-5
+    assert got["eos"] == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    if moe is None:
+        assert config["model_type"] == "gpt2" and got["class"] == "GPT2LMHeadModel"
+        assert got["router_shapes"] is None
+    else:
+        assert (
+            config["model_type"] == "moectl_gpt2_moe"
+            and "AutoModelForCausalLM" in (config["auto_map"])
+        )
+        tokens = ids.numel()
+        assert got["router_shapes"] == [[tokens, 4]] * len(moe.layers)
+        assert got["aux_loss"] > 0 and got["aux_coef"] == moe.lb_coef
+        assert got["aux_in_loss"] == pytest.approx(moe.lb_coef * got["aux_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["dense", "top2"])
+def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
+    source = artifact(tmp_path, MOE[kind])
+    export_model(source, tmp_path / "hf")
+    back = load_model(tmp_path / "hf")
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        diff = back.model(ids).logits - load_model(source).model(ids).logits
+    assert diff.abs().max() == 0
+    assert back.meta.moe_layers == ([] if MOE[kind] is None else [0, 1])
+    assert back.tokenizer is not None and back.tokenizer.eos_token_id == 0
+
+
+def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path: Path) -> None:
+    source = artifact(tmp_path, None, with_tokenizer=False)
+    result = export_model(source, tmp_path / "hf")
+    assert not result.has_tokenizer and len(result.warnings) == 1
+    assert "has no tokenizer" in result.warnings[0] and "--tokenizer" in result.warnings[0]
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    from moectl.errors import ModelError
+
+    with pytest.raises(ModelError, match="already exists"):
+        export_model(source, existing)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpus, tmp_path):
+    from moectl.config import resolve_run_config
+    from moectl.data.store import load_corpus
+    from moectl.data.tokenizer import resolve_tokenizer, tokenizer_fingerprint
+    from moectl.errors import ModelError
+    from moectl.training.trainer import train_run
+
+    short = ["train.max_steps=2", "train.eval_every=2", "train.save_every=2"]
+    moe = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4"]
+    dense_cfg = resolve_run_config("tiny", overrides=short)
+    train_run(dense_cfg, tiny_corpus, tmp_path / "dense")
+    export_model(tmp_path / "dense", tmp_path / "dense-hf")
+
+    # model.pretrained: a dense run's best/ (what the offline hint suggests) and its export.
+    for base in (tmp_path / "dense" / "best", tmp_path / "dense-hf"):
+        config = resolve_run_config("tiny", overrides=[*short, *moe, f"model.pretrained={base}"])
+        name = f"from-{base.name}"
+        assert train_run(config, tiny_corpus, tmp_path / name).stop_reason == "completed"
+
+    # --init-from: a dense export is upcycled; an MoE export continues with its own layout.
+    moe_cfg = resolve_run_config("tiny", overrides=[*short, *moe])
+    train_run(moe_cfg, tiny_corpus, tmp_path / "moe", init_from=tmp_path / "dense-hf")
+    export_model(tmp_path / "moe", tmp_path / "moe-hf")
+    again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe-hf")
+    assert again.stop_reason == "completed"
+    # The export's top-level tokenizer is the corpus's (data.tokenizer=DIR reads it).
+    exported_tokenizer = resolve_tokenizer(str(tmp_path / "moe-hf"))
+    assert (
+        tokenizer_fingerprint(exported_tokenizer)
+        == load_corpus(tiny_corpus).manifest.tokenizer.hash
+    )
+
+    # An MoE model is not a dense base: the error names the option that works.
+    config = resolve_run_config(
+        "tiny", overrides=[*short, *moe, f"model.pretrained={tmp_path / 'moe-hf'}"]
+    )
+    with pytest.raises(ModelError) as raised:
+        train_run(config, tiny_corpus, tmp_path / "bad")
+    assert "--init-from" in raised.value.hint
+
+
+def test_cli_export_checkpoint_tokenizer_hint_and_force(cli, tiny_corpus, tmp_path):
+    from moectl.config import resolve_run_config
+    from moectl.training.trainer import train_run
+
+    config = resolve_run_config("tiny", overrides=["train.max_steps=2", "train.save_every=2"])
+    train_run(config, tiny_corpus, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-2"
+    bare = cli("export", checkpoint, "--out", tmp_path / "bare")
+    assert bare.exit_code == 0, bare.output
+    text = " ".join(bare.output.split())
+    assert f"--tokenizer {tiny_corpus.resolve() / 'tokenizer'}" in text
+    assert not (tmp_path / "bare" / "tokenizer.json").exists()
+
+    refused = cli("export", checkpoint, "--out", tmp_path / "bare")
+    assert refused.exit_code == 2 and "already exists" in " ".join(refused.output.split())
+    assert "Traceback" not in refused.output
+
+    fixed = cli(
+        "export", checkpoint, "--out", tmp_path / "bare", "--force",
+        "--tokenizer", tiny_corpus / "tokenizer",
+    )  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    assert "warning" not in fixed.output
+    assert (tmp_path / "bare" / "tokenizer.json").is_file()
+    assert load_model(tmp_path / "bare").tokenizer is not None
