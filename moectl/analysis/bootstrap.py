@@ -72,7 +72,10 @@ def nmi_of_joints(joint: np.ndarray) -> np.ndarray:
 
 
 def percentile_ci(
-    samples: np.ndarray, point: float | None = None, level: float = CI_LEVEL
+    samples: np.ndarray,
+    point: float | None = None,
+    level: float = CI_LEVEL,
+    floor: float | None = None,
 ) -> tuple[float, float]:
     """The central `level` percentile interval of bootstrap samples.
 
@@ -80,20 +83,26 @@ def percentile_ci(
     bootstrap's own bias, mean(samples) - point. Plug-in MI is biased upwards, and more so in a
     resample, whose duplicated blocks look like extra dependence between label and expert; an
     uncorrected interval can then lie wholly above the estimate it is meant to bracket.
+    `floor` clips the interval at the quantity's natural bound (0 for an NMI, 1 for a top
+    share over uniform), which the shift can cross.
     """
     samples = np.asarray(samples, dtype=np.float64)
     if point is not None:
         samples = samples - (samples.mean() - point)
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(samples, [tail, 100 - tail])
+    if floor is not None:
+        lo, hi = max(lo, floor), max(hi, floor)
     return float(lo), float(hi)
 
 
-def format_interval(ci: tuple[float, float] | None, digits: int = 3) -> str:
-    """'[lo, hi]' with signs, or '-' when there is no interval (one spelling everywhere)."""
+def format_interval(ci: tuple[float, float] | None, digits: int = 3, signed: bool = True) -> str:
+    """'[lo, hi]' (with signs unless `signed` is False), or '-' when there is no interval: one
+    spelling everywhere."""
     if ci is None:
         return "-"
-    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+    sign = "+" if signed else ""
+    return f"[{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
 
 
 def verdict_of(ci: tuple[float, float]) -> Verdict:
@@ -129,7 +138,7 @@ def nmi_intervals(
     weights = resample_counts(strata, n_bootstrap, seed)
     trained_samples = nmi_of_joints(np.einsum("bn,nle->ble", weights, trained))
     point_trained = float(nmi_of_joints(trained.sum(axis=0)))
-    nmi_ci = percentile_ci(trained_samples, point_trained)
+    nmi_ci = percentile_ci(trained_samples, point_trained, floor=0.0)
     if init is None:
         return NMIIntervals(nmi_ci, None, None, None, None)
     init_samples = nmi_of_joints(np.einsum("bn,nle->ble", weights, init))
@@ -138,7 +147,7 @@ def nmi_intervals(
     return NMIIntervals(
         nmi_ci=nmi_ci,
         init_nmi=point_init,
-        init_nmi_ci=percentile_ci(init_samples, point_init),
+        init_nmi_ci=percentile_ci(init_samples, point_init, floor=0.0),
         difference=difference,
         difference_ci=percentile_ci(trained_samples - init_samples, difference),
     )
@@ -158,7 +167,7 @@ def top_share_intervals(
     row_totals = np.maximum(joint.sum(axis=-1), 1)
     points = joint.max(axis=-1) / row_totals * n_experts
     return [
-        percentile_ci(shares[:, label] * n_experts, float(points[label]))
+        percentile_ci(shares[:, label] * n_experts, float(points[label]), floor=1.0)
         for label in range(counts.shape[1])
     ]
 

@@ -118,6 +118,7 @@ def evaluate(
     console.print(comparison_table(results, corpus.domains))
     for result in results:
         if result.routing:
+            console.print(specialization_table(result))
             console.print(routing_table(result))
     for path in paths:
         console.print(f"[dim]saved {escape(str(path))}[/]", highlight=False)
@@ -194,20 +195,12 @@ def comparison_table(results: list[EvaluationResult], domains: list[str]) -> Tab
     return table
 
 
-def routing_table(result: EvaluationResult) -> Table:
-    """Per-layer routing of one MoE model: specialization against its init router, balance."""
+def specialization_table(result: EvaluationResult) -> Table:
+    """Per-layer domain specialization of one MoE model against its init router."""
     rows = []
     for layer in result.routing:
         spec = layer.specialization
         emergent = spec.emergent
-        tops = "\n".join(
-            f"{d} e{t.expert} {t.ratio_to_uniform:.1f}x {format_interval(t.ratio_ci, 1)}"
-            for d, t in layer.top_expert.items()
-        )
-        types = "\n".join(
-            f"{tt.domain} {tt.specialization.nmi:.3f} vs {_init_text(tt.specialization)}"
-            for tt in layer.token_types
-        )
         rows.append(
             [
                 str(layer.layer),
@@ -220,24 +213,19 @@ def routing_table(result: EvaluationResult) -> Table:
                 else "-",
                 f"[bold]{emergent.verdict}[/]" if emergent.verdict else "no control",
                 f"{spec.baseline_nmi:.4f}",
-                f"{layer.max_over_mean:.2f}",
-                f"{layer.entropy:.3f}",
-                escape(tops),
-                escape(types) or "-",
             ]
         )
-    headers = ["layer", "NMI", "init NMI", "trained\n- init", "verdict", "random\nassign."]
-    headers += ["max/\nmean", "entropy", "top expert\n/ uniform", "token-type NMI\nvs init"]
+    headers = ["layer", "NMI(domain;\nexpert)", "init router\nNMI", "trained\n- init"]
+    headers += ["verdict", "random\nassignment"]
     table = _table(
-        escape(f"{result.name}: routing per MoE layer ({result.tokens} tokens)"),
+        escape(f"{result.name}: domain specialization ({result.tokens} tokens)"),
         [(h, None) for h in headers],
         rows,
     )
     caption = (
         "[lo, hi]: 95% bootstrap intervals over eval blocks (paired for trained - init). "
-        "verdict: emerged (interval above 0), inherited (contains 0), reduced (below 0). "
-        "random assign.: NMI with labels shuffled (estimator bias, not a control). max/mean: "
-        "busiest expert's share over the mean share; entropy in nats."
+        "Verdict: emerged (interval above 0), inherited (contains 0), reduced (below 0). "
+        "Random assignment: NMI with labels shuffled (estimator bias, not a control)."
     )
     if result.init_control is not None:
         caption += f" No init-router control: {result.init_control}."
@@ -245,7 +233,40 @@ def routing_table(result: EvaluationResult) -> Table:
     return table
 
 
-def _init_text(spec: SpecializationScore) -> str:
+def routing_table(result: EvaluationResult) -> Table:
+    """Per-layer balance, busiest experts and token-type specialization of one MoE model."""
+    rows = []
+    for layer in result.routing:
+        tops = "\n".join(
+            f"{d} e{t.expert} {t.ratio_to_uniform:.1f}x {format_interval(t.ratio_ci, 1, False)}"
+            for d, t in layer.top_expert.items()
+        )
+        types = "\n".join(
+            f"{tt.domain} {tt.specialization.nmi:.3f} {_versus_init(tt.specialization)}"
+            for tt in layer.token_types
+        )
+        rows.append(
+            [
+                str(layer.layer),
+                f"{layer.max_over_mean:.2f}",
+                f"{layer.entropy:.3f}",
+                escape(tops),
+                escape(types) or "-",
+            ]
+        )
+    headers = ["layer", "max/\nmean", "entropy", "top expert\n/ uniform", "token-type NMI"]
+    table = _table(
+        escape(f"{result.name}: routing per MoE layer"), [(h, None) for h in headers], rows
+    )
+    table.caption = escape(
+        "max/mean: busiest expert's share over the mean share; entropy in nats; top expert: "
+        "each domain's busiest expert, its share over uniform and 95% interval; token-type NMI "
+        "against the init router."
+    )
+    return table
+
+
+def _versus_init(spec: SpecializationScore) -> str:
     if spec.init_nmi is None:
-        return "-"
-    return f"{spec.init_nmi:.3f} {format_interval(spec.init_nmi_ci)} ({spec.emergent.verdict})"
+        return "(no control)"
+    return f"(init {spec.init_nmi:.3f}, {spec.emergent.verdict})"
