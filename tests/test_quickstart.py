@@ -16,7 +16,7 @@ from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
 from moectl.study import VARIANTS, StudyInterrupted, run_study
 from moectl.study.findings import paired_difference
-from moectl.study.plan import plan_configs
+from moectl.study.plan import PLAN_NAMES, PLANS, plan_configs
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +37,17 @@ class _Interrupter:
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("study")
+@pytest.fixture(scope="module", params=PLAN_NAMES)
+def study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    plan = request.param
+    out = tmp_path_factory.mktemp(f"study-{plan}")
     interrupter = _Interrupter()
     with pytest.raises(StudyInterrupted, match="moe"):
-        run_study(out, "tiny", callback=interrupter)
+        run_study(out, "tiny", callback=interrupter, plan_name=plan)
     assert interrupter.sent
     state = json.loads((out / "study.json").read_text())
-    assert {"prepare-data", "pretrain"} <= set(state["done"]) and "moe" not in state["done"]
+    before = {"prepare-data", "pretrain"} if plan == "upcycle" else {"prepare-data"}
+    assert before <= set(state["done"]) and "moe" not in state["done"]
     assert (out / "runs" / "moe" / "checkpoints").is_dir()
     # The dense worker runs beside moe: how far it got by the Ctrl-C is up to the clock, so the
     # expected outcome of its stage on resume is read from what is on disk now.
@@ -55,7 +57,8 @@ def study(tmp_path_factory: pytest.TempPathFactory):
         dense = "resumed"
     else:
         dense = "done"
-    result = run_study(out, "tiny")
+    result = run_study(out, "tiny", plan_name=plan)
+    assert result.plan == plan
     return out, result, dense
 
 
@@ -78,19 +81,22 @@ class _Spans(HTMLParser):
 def test_interrupted_stage_resumes_from_its_checkpoint(study):
     out, result, dense = study
     status = {s.name: s.status for s in result.stages}
-    assert status["prepare-data"] == status["pretrain"] == "skipped"
+    assert status["prepare-data"] == "skipped"
+    assert status.get("pretrain", "skipped") == "skipped"
+    assert ("pretrain" in status) == (result.plan == "upcycle")
     assert status["moe"] == "resumed"
     assert status["dense"] == dense
     assert status["evaluate"] == status["visualize"] == "done"
     moe = json.loads((out / "runs" / "moe" / "result.json").read_text())
-    assert moe["resumed_from"] and moe["steps"] == moe["max_steps"] == 40
+    steps = {"upcycle": PLANS["tiny"].variant_steps, "scratch": PLANS["tiny"].scratch_steps}
+    assert moe["resumed_from"] and moe["steps"] == moe["max_steps"] == steps[result.plan]
     assert moe["stop_reason"] == "completed"
 
 
 def test_every_artefact_is_written(study):
     out, result, _ = study
     assert (out / "data" / "manifest.json").is_file()
-    for name in ("pretrain", *VARIANTS):
+    for name in result.runs:
         run = out / "runs" / name
         for part in ("config.yaml", "metrics.jsonl", "best/model.safetensors", "best/model.json"):
             assert (run / part).is_file(), f"{run}/{part} missing"
@@ -171,18 +177,21 @@ def test_findings_are_measured_not_asserted(study):
 
 
 def test_rerun_skips_everything_and_sizes_do_not_mix(study, cli):
-    out, _, _ = study
-    again = run_study(out, "tiny")
+    out, first, _ = study
+    plan, other = first.plan, next(p for p in PLAN_NAMES if p != first.plan)
+    again = run_study(out, "tiny", plan_name=plan)
     assert {s.status for s in again.stages} == {"skipped"}
-    result = cli("quickstart", "--tiny", "--out", out)
+    result = cli("quickstart", "--tiny", "--plan", plan, "--out", out)
     assert result.exit_code == 0, result.output
     assert "already done" in result.output and "report" in result.output
-    with pytest.raises(MoectlError, match="holds a 'tiny' 'upcycle' study"):
-        run_study(out, "default")
-    result = cli("quickstart", "--out", out)
+    with pytest.raises(MoectlError, match=f"holds a 'tiny' '{plan}' study"):
+        run_study(out, "default", plan_name=plan)
+    result = cli("quickstart", "--plan", plan, "--out", out)
     assert result.exit_code == 2
-    with pytest.raises(MoectlError, match="holds a 'tiny' 'upcycle' study, not a 'tiny' 'scratch'"):
-        run_study(out, "tiny", plan_name="scratch")
+    with pytest.raises(MoectlError, match=f"holds a 'tiny' '{plan}' study, not a 'tiny' '{other}'"):
+        run_study(out, "tiny", plan_name=other)
+    with pytest.raises(MoectlError, match=r"not a 'tiny' '.*' \(moe.top_k=2\) one"):
+        run_study(out, "tiny", plan_name=plan, overrides=["moe.top_k=2"])
     unknown = cli("quickstart", "--tiny", "--plan", "sideways", "--out", out)
     assert unknown.exit_code == 2 and "unknown plan 'sideways'" in unknown.output
 
@@ -191,9 +200,9 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
     data, upcycle = plan_configs("default", "upcycle")
     _, scratch = plan_configs("default", "scratch", ["moe.router_lr_scale=10"])
     assert "pretrain" not in scratch and set(scratch) == set(VARIANTS)
-    total = upcycle["pretrain"].train.max_steps + upcycle["moe"].train.max_steps
     for name, config in scratch.items():
-        assert config.train.max_steps == total and config.moe.router_lr_scale == 10
+        assert config.train.max_steps == 450 and config.train.lr == 2e-3
+        assert config.moe.router_lr_scale == 10
         assert config.model == upcycle[name].model and config.train.num_threads == 1
         assert config.moe.init == ("scratch" if config.moe.enabled else config.moe.init)
     assert scratch["top2"].moe.top_k == 2 and scratch["no-lb"].moe.lb_coef == 0

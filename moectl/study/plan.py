@@ -7,8 +7,9 @@ the two phases, and the plan, i.e. where the variants start:
 
 - `upcycle`: pretrain a dense GPT-2, then continue every variant from it (the reference study's
   sparse upcycling; the MoE starts with experts copied from the dense MLP);
-- `scratch`: train every variant from random weights for the same total steps in one schedule,
-  MoE experts drawn independently (`moe.init: scratch`, the OLMoE setting).
+- `scratch`: train every variant from random weights in one schedule (no pretraining stage, so
+  `scratch_steps` fits the same time budget), MoE experts drawn independently (`moe.init:
+  scratch`, the OLMoE setting).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class StudyPlan(BaseModel):
     pretrain_lr: float
     variant_steps: int
     variant_lr: float
+    scratch_steps: int = Field(description="steps of every variant in the scratch plan")
+    scratch_lr: float
     eval_max_blocks: int
     n_permutations: int = 20
     workers: int = Field(2, ge=1, description="variants trained at once, one process each")
@@ -51,6 +54,8 @@ PLANS: dict[str, StudyPlan] = {
         pretrain_lr=2e-3,
         variant_steps=350,
         variant_lr=1e-3,
+        scratch_steps=450,
+        scratch_lr=2e-3,
         eval_max_blocks=192,
     ),
     "tiny": StudyPlan(
@@ -59,6 +64,8 @@ PLANS: dict[str, StudyPlan] = {
         pretrain_lr=3e-3,
         variant_steps=40,
         variant_lr=3e-3,
+        scratch_steps=48,
+        scratch_lr=3e-3,
         eval_max_blocks=24,
         n_permutations=5,
     ),
@@ -84,7 +91,7 @@ def plan_configs(
         )
         steps, lr = sizes.variant_steps, sizes.variant_lr
     else:
-        steps, lr = sizes.pretrain_steps + sizes.variant_steps, sizes.pretrain_lr
+        steps, lr = sizes.scratch_steps, sizes.scratch_lr
         extra = deep_merge({"moe": {"init": "scratch"}}, extra)
     for variant, preset in VARIANTS.items():
         runs[variant] = _run_config(preset, study, extra, variant, steps, lr, threads)
