@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -103,23 +104,39 @@ def _n_experts(run: RunLogs) -> int | None:
     return None
 
 
-def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
-    """Mean router entropy per layer against step, one panel per run with routing logs."""
-    runs = _routing_runs(runs)
+def _layer_panels(
+    runs: list[RunLogs], key: str, height: float
+) -> tuple[Figure, list[tuple[Any, RunLogs, dict[str, tuple[list[int], list[float]]]]]] | None:
+    """One panel per run whose routing log has `key`, each with one line per MoE layer; returns
+    the figure and (axes, run, series) per panel for the caller's extra marks, or None."""
+    runs = [run for run in _routing_runs(runs) if _layer_series(run, key)]
     if not runs:
         return None
-    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.4))
+    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), height))
     axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    panels = []
     for ax, run in zip(axes, runs, strict=True):
-        for i, (layer, (steps, values)) in enumerate(_layer_series(run, "entropy").items()):
+        series = _layer_series(run, key)
+        for i, (layer, (steps, values)) in enumerate(series.items()):
             ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+        ax.set_title(run.name)
+        ax.set_xlabel("step")
+        panels.append((ax, run, series))
+    return fig, panels
+
+
+def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+    """Mean router entropy per layer against step, one panel per run with routing logs."""
+    drawn = _layer_panels(runs, "entropy", 3.4)
+    if drawn is None:
+        return None
+    fig, panels = drawn
+    for ax, run, _ in panels:
         n_experts = _n_experts(run)
         if n_experts:
             ax.axhline(math.log(n_experts), color="gray", ls="--", lw=1, label="uniform router")
-        ax.set_title(run.name)
-        ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("router entropy (nats)")
+    panels[0][0].set_ylabel("router entropy (nats)")
     fig.suptitle("Router entropy over training")
     return _save(fig, path)
 
@@ -128,15 +145,12 @@ def nmi_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     """NMI(domain; expert) per layer against step, one panel per MoE run, from the routing log's
     counts: the step-0 row (the init router) as a dotted level per layer, and the
     random-assignment level (same totals, no dependence) as a grey dashed line."""
-    runs = [run for run in _routing_runs(runs) if _layer_series(run, "nmi")]
-    if not runs:
+    drawn = _layer_panels(runs, "nmi", 3.6)
+    if drawn is None:
         return None
-    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.6))
-    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
-    for ax, run in zip(axes, runs, strict=True):
-        series = _layer_series(run, "nmi")
-        for i, (layer, (steps, values)) in enumerate(series.items()):
-            ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+    fig, panels = drawn
+    for ax, run, series in panels:
+        for i, (steps, values) in enumerate(series.values()):
             if steps[0] == 0:
                 ax.axhline(values[0], color=expert_color(i), ls=":", lw=1.2)
         levels = [
@@ -149,25 +163,19 @@ def nmi_over_training(runs: list[RunLogs], path: Path) -> Path | None:
             steps, values = zip(*levels, strict=True)
             ax.plot(steps, values, color="gray", ls="--", lw=1, label="random assignment")
         ax.plot([], [], color="black", ls=":", lw=1.2, label="init router (step 0)")
-        ax.set_title(run.name)
-        ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("NMI(domain; expert)")
+    panels[0][0].set_ylabel("NMI(domain; expert)")
     fig.suptitle("Domain specialization over training (dotted: the same layer at step 0)")
     return _save(fig, path)
 
 
 def collapse_trajectory(runs: list[RunLogs], path: Path) -> Path | None:
     """Busiest expert's share per layer against step, with the collapse threshold and events."""
-    runs = _routing_runs(runs)
-    if not runs:
+    drawn = _layer_panels(runs, "max_fraction", 3.6)
+    if drawn is None:
         return None
-    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), 3.6))
-    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
-    for ax, run in zip(axes, runs, strict=True):
-        series = _layer_series(run, "max_fraction")
-        for i, (layer, (steps, values)) in enumerate(series.items()):
-            ax.plot(steps, values, color=expert_color(i), label=f"layer {layer}")
+    fig, panels = drawn
+    for ax, run, series in panels:
         ax.axhline(
             run.collapse_threshold,
             color="black",
@@ -197,10 +205,8 @@ def collapse_trajectory(runs: list[RunLogs], path: Path) -> Path | None:
         if stop is not None:
             ax.axvline(stop, color="red", lw=1.2, label=f"collapse stop (step {stop})")
         ax.set_ylim(0, 1.02)
-        ax.set_title(run.name)
-        ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("busiest expert's share of tokens")
+    panels[0][0].set_ylabel("busiest expert's share of tokens")
     fig.suptitle("Expert utilization: collapse trajectory (x = collapse warning)")
     return _save(fig, path)
 
