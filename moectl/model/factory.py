@@ -171,6 +171,6 @@ def count_parameters(model: nn.Module) -> ParamCount:
     total = sum(p.numel() for p in model.parameters())
     inactive = 0
     for layer in moe_layers(model).values():
-        per_expert = sum(p.numel() for p in layer.experts[0].parameters())
+        per_expert = sum(p.numel() for p in layer.experts.parameters()) // layer.n_experts
         inactive += (layer.n_experts - layer.top_k) * per_expert
     return ParamCount(total=total, active=total - inactive)
