@@ -95,3 +95,13 @@ def test_parameter_counts_by_hand():
     counts = count_parameters(model)
     assert counts.total == moe_total
     assert counts.active == moe_total - 2 * (4 - 2) * mlp
+
+
+def test_models_use_sdpa_attention(tmp_path):
+    from moectl.model.io import ModelMeta, load_model, save_model
+
+    model = build_model(SCRATCH, 80, 16)
+    assert model.config._attn_implementation == "sdpa"
+    model.config._attn_implementation = "eager"
+    save_model(model, tmp_path / "m", ModelMeta())
+    assert load_model(tmp_path / "m").model.config._attn_implementation == "sdpa"

@@ -47,6 +47,21 @@ def test_no_weight_decay_on_biases_and_layernorm():
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
 
 
+def test_stacked_expert_biases_are_not_decayed():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from moectl.config import MoEConfig
+    from moectl.model.factory import apply_moe
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    apply_moe(model, MoEConfig(enabled=True, last_n=1, n_experts=3))
+    decay, _ = parameter_groups(model, 0.01)
+    experts = model.transformer.h[0].mlp.experts
+    decayed = {id(p) for p in decay["params"]}
+    assert id(experts.fc_weight) in decayed and id(experts.proj_weight) in decayed
+    assert id(experts.fc_bias) not in decayed and id(experts.proj_bias) not in decayed
+
+
 def test_sampler_resumes_the_same_order_and_never_repeats_within_epoch():
     sampler = BlockSampler(10, 3, seed=7)
     first = [sampler.next_batch() for _ in range(3)]

@@ -20,6 +20,9 @@ from moectl.errors import ModelError, OfflineError
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
+# Attention kernel for every GPT-2 moectl builds: torch's scaled_dot_product_attention (flash or
+# memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
+ATTENTION = "sdpa"
 OFFLINE_HINT = (
     "use a local model directory (--set model.pretrained=PATH, e.g. one written by "
     "save_pretrained or a run's best/ model) or a scratch model (--set model.pretrained=null "
@@ -57,6 +60,7 @@ def build_model(
             attn_pdrop=dropout,
             bos_token_id=eos_token_id,
             eos_token_id=eos_token_id,
+            attn_implementation=ATTENTION,
         )
         return GPT2LMHeadModel(config)
     model = load_pretrained(model_cfg.pretrained, dropout)
@@ -90,7 +94,9 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
             )
         overrides = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
         config.update(overrides)
-        return GPT2LMHeadModel.from_pretrained(source, config=config)
+        return GPT2LMHeadModel.from_pretrained(
+            source, config=config, attn_implementation=ATTENTION
+        )
     except (OSError, ValueError) as exc:
         if source == spec and _is_offline(exc):
             raise OfflineError(

@@ -24,12 +24,15 @@ def lr_factor(step: int, max_steps: int, warmup_fraction: float, min_lr_ratio: f
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm gains (1-D tensors) are not shrunk to zero."""
+    """Decay matrices only: biases and LayerNorm gains are not shrunk to zero.
+
+    Stacked expert biases are 2-D (experts x width), hence the name test next to the shape test.
+    """
     decay, no_decay = [], []
-    for _, param in model.named_parameters():
+    for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (decay if param.ndim >= 2 else no_decay).append(param)
+        (decay if param.ndim >= 2 and not name.endswith("bias") else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
