@@ -326,3 +326,19 @@ def test_moe_layer_compiles_to_one_graph_forward_and_backward(top_k):
         results.append((out.detach(), *grads))
     torch.testing.assert_close(results[1], results[0])
     assert not torch.equal(results[2][2], results[0][2])  # step 2 routed with less noise
+
+
+def test_whole_moe_model_forward_and_backward_compile_to_one_graph():
+    """The GPT-2 around the layer (SDPA attention included) has no graph break either."""
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    torch._dynamo.reset()
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(top_k=2, noise_std=0.1), seed=0)
+    model.train()
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    logits = compiled(input_ids=ids, use_cache=False).logits
+    lb, z = aux_losses(model)
+    (logits.logsumexp(-1).mean() + lb + z).backward()
+    assert moe_layers(model)[1].experts.fc_weight.grad is not None
