@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError, OfflineError
@@ -62,9 +63,21 @@ def build_model(
             eos_token_id=eos_token_id,
             attn_implementation=ATTENTION,
         )
-        return GPT2LMHeadModel(config)
+        return fuse_gelu(GPT2LMHeadModel(config))
     model = load_pretrained(model_cfg.pretrained, dropout)
     check_fits(model, vocab_size, n_positions, model_cfg.pretrained)
+    return fuse_gelu(model)
+
+
+def fuse_gelu(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
+    """GPT-2's gelu_new as torch's fused kernel (F.gelu tanh, the same formula) in every MLP.
+
+    transformers computes gelu_new as eight elementwise ops in Python; the fused kernel is ~3x
+    faster on the CPU. The config keeps `gelu_new`, so artifacts and exports are unchanged.
+    """
+    for block in model.transformer.h:
+        if isinstance(getattr(block.mlp, "act", None), NewGELUActivation):
+            block.mlp.act = GELUTanh()
     return model
 
 
@@ -94,9 +107,7 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
             )
         overrides = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
         config.update(overrides)
-        return GPT2LMHeadModel.from_pretrained(
-            source, config=config, attn_implementation=ATTENTION
-        )
+        return GPT2LMHeadModel.from_pretrained(source, config=config, attn_implementation=ATTENTION)
     except (OSError, ValueError) as exc:
         if source == spec and _is_offline(exc):
             raise OfflineError(

@@ -178,13 +178,13 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from moectl.model.factory import ATTENTION, apply_moe
+    from moectl.model.factory import ATTENTION, apply_moe, fuse_gelu
 
     path = Path(path)
     meta = read_meta(path)
     try:
         config = GPT2Config.from_dict(meta.gpt2_config, attn_implementation=ATTENTION)
-        model = GPT2LMHeadModel(config)
+        model = fuse_gelu(GPT2LMHeadModel(config))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"{path / META} has an unusable GPT-2 config: {exc}") from None
     if meta.moe is not None:

@@ -42,8 +42,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: torch.nn.Module, cfg: TrainConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the model's parameters with the run's warmup + cosine schedule."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    """AdamW over the model's parameters with the run's warmup + cosine schedule.
+
+    The fused kernel (one pass per parameter instead of ~10 elementwise ops) where torch has it.
+    """
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
+    groups = parameter_groups(model, cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(step, cfg.max_steps, cfg.warmup_fraction, cfg.min_lr_ratio),

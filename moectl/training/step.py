@@ -1,7 +1,8 @@
 """One forward pass and its losses: LM, per-domain LM from the same logits, and the router terms.
 
-Per-token cross-entropy is computed once (reduction='none'); the batch mean and the per-domain
-means are both read from it, so per-domain logging costs no second pass over the vocabulary.
+Per-token cross-entropy is computed once (moectl.training.loss); the batch mean and the
+per-domain means are both read from it, so per-domain logging costs no second pass over the
+vocabulary.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from moectl.config import MoEConfig
 from moectl.model.routing import aux_losses
+from moectl.training.loss import IGNORE_INDEX, token_cross_entropy
 
 
 @dataclass
@@ -53,13 +55,9 @@ def forward_losses(
         logits = model(input_ids=input_ids, use_cache=False).logits
     # Shift the targets, not the logits: slicing (B, S, V) logits would cost a full-size copy
     # in backward. The last position has no target and contributes exactly 0.
-    targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)
-    ce = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        reduction="none",
-        ignore_index=-100,
-    ).view(targets.shape)
+    targets = F.pad(input_ids[:, 1:], (0, 1), value=IGNORE_INDEX)
+    flat = logits.reshape(-1, logits.shape[-1])
+    ce = token_cross_entropy(flat, targets.reshape(-1)).view(targets.shape)
     predicted = input_ids.shape[1] - 1
     lm = ce.sum() / (ce.shape[0] * predicted)
     lb, z = aux_losses(core)
