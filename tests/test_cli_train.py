@@ -116,17 +116,8 @@ def test_compile_where_torch_compile_is_unavailable_is_one_line_exit_2(
     from moectl.training import compiling
 
     monkeypatch.setattr(compiling, "compile_unavailable", lambda device: "no compiler here")
-    result = cli(
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        tiny_corpus,
-        "--run-dir",
-        tmp_path / "run",
-        "--set",
-        "train.compile=true",
-    )
+    options = ["--data", tiny_corpus, "--run-dir", tmp_path / "run"]
+    result = cli("train", "--preset", "tiny", *options, "--set", "train.compile=true")
     assert result.exit_code == 2
     assert "train.compile is on but no compiler here" in result.output
     assert "Traceback" not in result.output

@@ -65,9 +65,9 @@ class MoEMLP(nn.Module):
         self.top_k = top_k
         # The current noise std, kept on the layer's device: a Python float that changes every
         # step would make torch.compile re-trace the layer at each step.
-        self.register_buffer("routing_noise", torch.zeros(()), persistent=False)
+        self.register_buffer("routing_noise", torch.tensor(float(noise_std)), persistent=False)
         self.progress: tuple[int, int] | None = None
-        self._noise_std = noise_std
+        self.noise_std = noise_std
         self.anneal_fraction = anneal_fraction
         self.last_stats: RouterStats | None = None
 
@@ -105,32 +105,14 @@ class MoEMLP(nn.Module):
         layer.gate.weight.data = gate.to(device=device, dtype=torch.float32)
         return layer.to(device).train(dense.training)
 
-    @property
-    def noise_std(self) -> float:
-        return self._noise_std
-
-    @noise_std.setter
-    def noise_std(self, value: float) -> None:
-        self._noise_std = value
-        self._refresh_noise()
-
-    @property
-    def anneal_fraction(self) -> float:
-        return self._anneal_fraction
-
-    @anneal_fraction.setter
-    def anneal_fraction(self, value: float) -> None:
-        self._anneal_fraction = value
-        self._refresh_noise()
-
     def set_progress(self, step: int, total_steps: int) -> None:
-        """Anneal the routing noise linearly to 0 over anneal_fraction of training."""
-        self.progress = (step, total_steps)
-        self._refresh_noise()
+        """Anneal the routing noise linearly to 0 over anneal_fraction of training.
 
-    def _refresh_noise(self) -> None:
-        if hasattr(self, "_anneal_fraction"):
-            self.routing_noise.fill_(self.current_noise_std)
+        Also where a changed noise_std or anneal_fraction reaches the noise buffer: the trainer
+        calls this before every step.
+        """
+        self.progress = (step, total_steps)
+        self.routing_noise.fill_(self.current_noise_std)
 
     @property
     def current_noise_std(self) -> float:
