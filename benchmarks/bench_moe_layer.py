@@ -1,7 +1,8 @@
 """MoE layer forward+backward time relative to the dense GPT-2 MLP it replaces.
 
 Runs, in one process and interleaved so machine load hits all variants alike: the dense
-`GPT2MLP`, moectl's `MoEMLP` at top-1 and top-2 with its CPU path (a loop over the stacked
+`GPT2MLP` (as transformers runs it, and with torch's fused GELU as moectl's models run it),
+moectl's `MoEMLP` at top-1 and top-2 with its CPU path (a loop over the stacked
 experts), optionally with torch's grouped_mm kernel forced (`--grouped-mm`), and a naive MoE that
 scans all tokens with a mask once per expert (the usual research-script loop). Prints
 milliseconds and ratios to dense, for the fastest repeat (least disturbed by other processes on a
@@ -13,6 +14,7 @@ shared machine) and the median.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from transformers import GPT2Config
+from transformers.activations import GELUTanh
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
 from moectl.model.experts import StackedExperts
@@ -95,8 +98,11 @@ def main() -> None:
     dense = GPT2MLP(4 * args.width, config).train()
     x = torch.randn(args.tokens // args.seq, args.seq, args.width)
     grad = torch.randn_like(x)
+    fused = copy.deepcopy(dense)
+    fused.act = GELUTanh()  # as moectl's own models run it (moectl.model.factory.fuse_gelu)
     variants: dict[str, tuple[Callable[[Tensor], Tensor], list]] = {
-        "dense GPT2MLP": (dense, list(dense.parameters()))
+        "dense GPT2MLP": (dense, list(dense.parameters())),
+        "dense, fused GELU": (fused, list(fused.parameters())),
     }
     for k in (1, 2):
         layer = upcycled(dense, args, k)
