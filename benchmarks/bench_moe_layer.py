@@ -1,17 +1,20 @@
 """MoE layer forward+backward time relative to the dense GPT-2 MLP it replaces.
 
 Runs, in one process and interleaved so machine load hits all variants alike: the dense
-`GPT2MLP`, moectl's `MoEMLP` (grouped dispatch) at top-1 and top-2, and a naive MoE that scans
-all tokens with a mask once per expert (the usual research-script loop). Prints milliseconds and
-ratios to dense, for the fastest repeat (least disturbed by other processes on a shared machine)
-and the median.
+`GPT2MLP` (as transformers runs it, and with torch's fused GELU as moectl's models run it),
+moectl's `MoEMLP` at top-1 and top-2 with its CPU path (a loop over the stacked
+experts), optionally with torch's grouped_mm kernel forced (`--grouped-mm`), and a naive MoE that
+scans all tokens with a mask once per expert (the usual research-script loop). Prints
+milliseconds and ratios to dense, for the fastest repeat (least disturbed by other processes on a
+shared machine) and the median.
 
-    python benchmarks/bench_moe_layer.py --threads 2
+    python benchmarks/bench_moe_layer.py --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -19,23 +22,26 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from transformers import GPT2Config
+from transformers.activations import GELUTanh
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-from moectl.model.dispatch import dispatch
+from moectl.model.experts import StackedExperts
 from moectl.model.moe import MoEMLP
 from moectl.model.router import load_balancing_loss, route, z_loss
 
 
-def naive_dispatch(x: Tensor, expert_index: Tensor, weights: Tensor, experts) -> Tensor:
+def naive_dispatch(x: Tensor, expert_index: Tensor, weights: Tensor, experts: StackedExperts):
     """The research-script loop: every expert scans all tokens with a mask, per top-k slot."""
     out = torch.zeros_like(x)
-    for e, expert in enumerate(experts):
+    for e in range(experts.n_experts):
         for slot in range(expert_index.shape[1]):
             mask = expert_index[:, slot] == e
             if mask.any():
-                contribution = weights[mask, slot].unsqueeze(1) * expert(x[mask])
+                hidden = experts.act(x[mask] @ experts.fc_weight[e] + experts.fc_bias[e])
+                y = hidden @ experts.proj_weight[e] + experts.proj_bias[e]
+                contribution = weights[mask, slot].unsqueeze(1) * y
                 out = out.index_put((mask.nonzero().squeeze(1),), contribution, accumulate=True)
-    return out
+    return experts.dropout(out)
 
 
 def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
@@ -51,25 +57,6 @@ def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
     return out.reshape(hidden.shape)
 
 
-def dispatch_only(args: argparse.Namespace) -> dict[str, list[float]]:
-    """Data movement alone: identity experts, so only sorting, gathers and scatters remain."""
-    experts = torch.nn.ModuleList(torch.nn.Identity() for _ in range(args.experts))
-    x = torch.randn(args.tokens, args.width)
-    grad = torch.randn_like(x)
-    logits = torch.randn(args.tokens, args.experts)
-    times: dict[str, list[float]] = {}
-    for _ in range(args.warmup + 3 * args.repeats):
-        for k in (1, 2):
-            for name, fn in (("grouped", dispatch), ("naive mask loop", naive_dispatch)):
-                routing = route(logits.clone().requires_grad_(), k)
-                xx = x.clone().requires_grad_()
-                start = time.perf_counter()
-                fn(xx, routing.expert_index, routing.weights, experts).backward(grad)
-                elapsed = time.perf_counter() - start
-                times.setdefault(f"top-{k} dispatch ({name})", []).append(elapsed)
-    return {name: samples[args.warmup :] for name, samples in times.items()}
-
-
 def step_time(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor, params) -> float:
     for p in params:
         p.grad = None
@@ -77,6 +64,19 @@ def step_time(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor, params) -
     out = fn(x)
     out.backward(grad)
     return time.perf_counter() - start
+
+
+def upcycled(dense: GPT2MLP, args: argparse.Namespace, top_k: int) -> MoEMLP:
+    return MoEMLP.upcycle(
+        dense,
+        hidden_size=args.width,
+        layer_index=0,
+        n_experts=args.experts,
+        top_k=top_k,
+        noise_std=0.1,
+        perturbation_std=1e-3,
+        generator=torch.Generator().manual_seed(top_k),
+    ).train()
 
 
 def main() -> None:
@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-naive", action="store_true", help="skip the slow naive loop")
+    parser.add_argument("--grouped-mm", action="store_true", help="also time torch's grouped_mm")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -97,22 +98,20 @@ def main() -> None:
     dense = GPT2MLP(4 * args.width, config).train()
     x = torch.randn(args.tokens // args.seq, args.seq, args.width)
     grad = torch.randn_like(x)
+    fused = copy.deepcopy(dense)
+    fused.act = GELUTanh()  # as moectl's own models run it (moectl.model.factory.fuse_gelu)
     variants: dict[str, tuple[Callable[[Tensor], Tensor], list]] = {
-        "dense GPT2MLP": (dense, list(dense.parameters()))
+        "dense GPT2MLP": (dense, list(dense.parameters())),
+        "dense, fused GELU": (fused, list(fused.parameters())),
     }
     for k in (1, 2):
-        layer = MoEMLP.upcycle(
-            dense,
-            hidden_size=args.width,
-            layer_index=0,
-            n_experts=args.experts,
-            top_k=k,
-            noise_std=0.1,
-            perturbation_std=1e-3,
-            generator=torch.Generator().manual_seed(k),
-        ).train()
+        layer = upcycled(dense, args, k)
         params = list(layer.parameters())
-        variants[f"moe top-{k} (grouped)"] = (layer, params)
+        variants[f"moe top-{k} (expert loop)"] = (layer, params)
+        if args.grouped_mm:
+            forced = upcycled(dense, args, k)
+            forced.experts.grouped = True
+            variants[f"moe top-{k} (grouped_mm)"] = (forced, list(forced.parameters()))
         if not args.no_naive:
             variants[f"moe top-{k} (naive mask loop)"] = (
                 lambda h, layer=layer: naive_forward(layer, h),
@@ -139,10 +138,6 @@ def main() -> None:
             f"{name:32} {low * 1e3:9.1f} {low / base_min:8.2f} "
             f"{median * 1e3:10.1f} {median / base_median:8.2f}"
         )
-    print("\nDispatch alone (identity experts), fwd+bwd:")
-    print(f"{'variant':32} {'min ms':>9} {'median ms':>10}")
-    for name, samples in dispatch_only(args).items():
-        print(f"{name:32} {min(samples) * 1e3:9.1f} {statistics.median(samples) * 1e3:10.1f}")
 
 
 if __name__ == "__main__":

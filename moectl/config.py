@@ -200,6 +200,7 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")
+    compile: bool = Field(False, description="torch.compile the model for training")
     sinks: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     collapse: CollapseConfig = Field(default_factory=CollapseConfig)

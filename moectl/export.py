@@ -79,13 +79,14 @@ def export_model(
 
 
 def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
-    """The transformers model to save: GPT-2 itself, or the exported MoE class with the weights
-    mapped by `to_hf_state_dict`; its generation config stops at the tokenizer's EOS."""
+    """The transformers model to save: GPT-2 itself, or the exported MoE class loaded with the
+    same state dict (the exported layout is moectl's own); its generation config stops at the
+    tokenizer's EOS."""
     from transformers import GenerationConfig
 
     from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
     from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
-    from moectl.model.hf_format import AUTO_MAP, to_hf_state_dict
+    from moectl.model.hf_format import AUTO_MAP
 
     model = loaded.model
     meta = loaded.meta
@@ -102,7 +103,7 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
             }
         )
         exported = MoectlGPT2MoEForCausalLM(config)
-        exported.load_state_dict(to_hf_state_dict(model), strict=True)
+        exported.load_state_dict(model.state_dict(), strict=True)
         model = exported.eval()
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:

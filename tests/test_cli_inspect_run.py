@@ -43,3 +43,16 @@ def test_inspect_checkpoint_and_model(cli, moe_run):
     assert set(best["metrics"]["eval"]["domain_loss"]) == {"code", "math", "prose"}
     text = cli("inspect", moe_run / "best")
     assert text.exit_code == 0 and "active per token" in text.output
+
+
+def test_inspect_format_1_artifact(cli):
+    """tests/fixtures/model_v1_moe: per-expert tensors, stacked on load; counted the same."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "model_v1_moe"
+    summary = json.loads(cli("inspect", fixture, "--json").output)
+    assert summary["kind"] == "model" and summary["step"] == 7
+    assert summary["experts"] == {"1": 3} and summary["top_k"] == 2
+    expert = (4 * 16 + 16) + (16 * 4 + 4)
+    params = summary["parameters"]
+    assert params["total"] - params["active"] == expert

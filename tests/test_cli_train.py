@@ -108,3 +108,17 @@ def test_collapse_stop_is_reported(cli, tiny_corpus, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "stopped: router collapse" in result.output
+
+
+def test_compile_where_torch_compile_is_unavailable_is_one_line_exit_2(
+    cli, tiny_corpus, tmp_path, monkeypatch
+):
+    from moectl.training import compiling
+
+    monkeypatch.setattr(compiling, "compile_unavailable", lambda device: "no compiler here")
+    options = ["--data", tiny_corpus, "--run-dir", tmp_path / "run"]
+    result = cli("train", "--preset", "tiny", *options, "--set", "train.compile=true")
+    assert result.exit_code == 2
+    assert "train.compile is on but no compiler here" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -95,3 +95,23 @@ def test_parameter_counts_by_hand():
     counts = count_parameters(model)
     assert counts.total == moe_total
     assert counts.active == moe_total - 2 * (4 - 2) * mlp
+
+
+def test_models_use_sdpa_attention_and_the_fused_gelu(tmp_path):
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from moectl.model.io import ModelMeta, load_model, save_model
+
+    model = build_model(SCRATCH, 80, 16).eval()
+    assert model.config._attn_implementation == "sdpa"
+    assert all(isinstance(block.mlp.act, GELUTanh) for block in model.transformer.h)
+    assert model.config.activation_function == "gelu_new"
+    ids = torch.arange(16).reshape(1, 16)
+    with torch.no_grad():
+        fused = model(ids).logits
+        for block in model.transformer.h:
+            block.mlp.act = NewGELUActivation()
+        torch.testing.assert_close(model(ids).logits, fused, atol=1e-5, rtol=1e-5)
+    model.config._attn_implementation = "eager"
+    save_model(model, tmp_path / "m", ModelMeta())
+    assert load_model(tmp_path / "m").model.config._attn_implementation == "sdpa"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -15,6 +18,8 @@ from moectl.errors import ModelError
 from moectl.model.factory import apply_moe, build_model
 from moectl.model.io import ModelMeta, load_model, save_model
 from moectl.model.routing import moe_layers
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 IDS = torch.arange(24).remainder(50).reshape(2, 12)
 
@@ -66,6 +71,39 @@ def test_moe_round_trip_identical_logits_and_layout(tmp_path):
     assert torch.equal(logits(loaded.model), logits(model))
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
     assert loaded.meta.moe.last_n == 1  # the config is kept as given; layers are resolved
+    assert loaded.meta.format_version == 2
+    keys = load_file(str(tmp_path / "moe" / "model.safetensors"))
+    experts = {k: tuple(v.shape) for k, v in keys.items() if ".mlp.experts." in k}
+    assert experts == {
+        "transformer.h.1.mlp.experts.fc_weight": (4, 32, 128),
+        "transformer.h.1.mlp.experts.fc_bias": (4, 128),
+        "transformer.h.1.mlp.experts.proj_weight": (4, 128, 32),
+        "transformer.h.1.mlp.experts.proj_bias": (4, 32),
+    }
+
+
+def test_format_1_artifact_loads_with_the_logits_it_was_saved_with(tmp_path):
+    """tests/fixtures/README.md: written by moectl before experts were stacked."""
+    reference = load_file(str(FIXTURES / "model_v1_moe_logits.safetensors"))
+    loaded = load_model(FIXTURES / "model_v1_moe")
+    assert loaded.meta.format_version == 1 and loaded.meta.moe_layers == [1]
+    with torch.no_grad():
+        got = loaded.model(reference["input_ids"]).logits
+    torch.testing.assert_close(got, reference["logits"], atol=1e-6, rtol=1e-5)
+    resaved = save_model(loaded.model, tmp_path / "v2", loaded.meta)
+    again = load_model(resaved)
+    assert again.meta.format_version == 2
+    with torch.no_grad():
+        assert torch.equal(again.model(reference["input_ids"]).logits, got)
+
+
+def test_format_1_artifact_missing_an_expert_tensor_names_it(tmp_path):
+    path = Path(shutil.copytree(FIXTURES / "model_v1_moe", tmp_path / "v1"))
+    tensors = load_file(str(path / "model.safetensors"))
+    del tensors["transformer.h.1.mlp.experts.2.c_proj.bias"]
+    save_file(tensors, str(path / "model.safetensors"))
+    with pytest.raises(ModelError, match=r"lacks expert tensor transformer\.h\.1\.mlp\.experts\.2"):
+        load_model(path)
 
 
 def test_moe_config_is_derived_from_the_model_when_not_given(tmp_path):

@@ -9,7 +9,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from moectl.config import MoEConfig
-from moectl.model.dispatch import dispatch
+from moectl.model.dispatch import expert_counts, expert_gelu_mlp, expert_linear, group
+from moectl.model.experts import StackedExperts
 from moectl.model.factory import apply_moe
 from moectl.model.moe import MoEMLP, RouterStats
 from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
@@ -59,31 +60,31 @@ def test_perturbation_is_relative_to_each_parameter_std_and_seeded():
     dense_w = model.transformer.h[1].mlp.c_fc.weight.detach().clone()
     apply_moe(model, moe_cfg(perturbation_std=1e-2), seed=5)
     experts = moe_layers(model)[1].experts
-    diffs = [e.c_fc.weight.detach() - dense_w for e in experts]
+    assert experts.fc_weight.shape == (4, 32, 128) and experts.proj_weight.shape == (4, 128, 32)
+    assert experts.fc_bias.shape == (4, 128) and experts.proj_bias.shape == (4, 32)
+    diffs = [w.detach() - dense_w for w in experts.fc_weight]
     ratio = diffs[0].std() / dense_w.std()
     assert 0.8e-2 < ratio.item() < 1.2e-2
     assert not torch.equal(diffs[0], diffs[1])
     again = tiny_gpt2()
     apply_moe(again, moe_cfg(perturbation_std=1e-2), seed=5)
-    torch.testing.assert_close(moe_layers(again)[1].experts[0].c_fc.weight, experts[0].c_fc.weight)
+    torch.testing.assert_close(moe_layers(again)[1].experts.fc_weight, experts.fc_weight)
 
 
 def test_scratch_experts_are_fresh_gpt2_inits_independent_of_the_dense_mlp():
     model = tiny_gpt2(n_embd=64)
-    dense = model.transformer.h[1].mlp
-    dense_w = dense.c_fc.weight.detach().clone()
+    dense_w = model.transformer.h[1].mlp.c_fc.weight.detach().clone()
     apply_moe(model, moe_cfg(init="scratch", perturbation_std=1e-3), seed=5)
     experts = moe_layers(model)[1].experts
-    c_fc = [e.c_fc.weight.detach() for e in experts]
-    assert all((w - dense_w).abs().max() > 0.01 for w in c_fc)
-    assert not torch.equal(c_fc[0], c_fc[1])
-    assert 0.018 < torch.stack(c_fc).std().item() < 0.022
-    c_proj = torch.stack([e.c_proj.weight.detach() for e in experts])
-    assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(4), rel=0.1)
-    assert all(torch.count_nonzero(e.c_fc.bias) == 0 for e in experts)
+    fc = experts.fc_weight.detach()
+    assert all((w - dense_w).abs().max() > 0.01 for w in fc)
+    assert not torch.equal(fc[0], fc[1])
+    assert 0.018 < fc.std().item() < 0.022
+    assert experts.proj_weight.std().item() == pytest.approx(0.02 / math.sqrt(4), rel=0.1)
+    assert torch.count_nonzero(experts.fc_bias) == torch.count_nonzero(experts.proj_bias) == 0
     again = tiny_gpt2(n_embd=64)
     apply_moe(again, moe_cfg(init="scratch"), seed=5)
-    torch.testing.assert_close(moe_layers(again)[1].experts[2].c_fc.weight, c_fc[2])
+    torch.testing.assert_close(moe_layers(again)[1].experts.fc_weight, experts.fc_weight)
 
 
 def test_top1_forward_weight_is_exactly_one_and_router_learns_from_lm_loss_alone():
@@ -167,40 +168,104 @@ def test_router_noise_only_in_training_before_annealing_ends():
         torch.testing.assert_close(weights, clean)
 
 
-def naive_moe(x, index, weights, experts):
-    """Reference: every expert scans all tokens with a mask."""
+def naive_moe(x, index, weights, experts: StackedExperts):
+    """Reference: every expert scans all tokens with a mask, one matmul pair per expert."""
     out = torch.zeros_like(x)
-    for e, expert in enumerate(experts):
+    for e in range(experts.n_experts):
         for slot in range(index.shape[1]):
             mask = index[:, slot] == e
             if mask.any():
-                out[mask] += weights[mask, slot].unsqueeze(1) * expert(x[mask])
+                h = experts.act(x[mask] @ experts.fc_weight[e] + experts.fc_bias[e])
+                y = h @ experts.proj_weight[e] + experts.proj_bias[e]
+                out[mask] += weights[mask, slot].unsqueeze(1) * y
     return out
 
 
+def run_experts(experts, x, logits, top_k, grouped):
+    """Output and gradients (input, router logits, all four stacked parameters) of one pass."""
+    experts.zero_grad()
+    xg = x.clone().requires_grad_()
+    lg = logits.clone().requires_grad_()
+    routing = route(lg, top_k)
+    if grouped is None:
+        out = naive_moe(xg, routing.expert_index, routing.weights, experts)
+    else:
+        experts.grouped = grouped
+        out = experts(xg, routing.expert_index, routing.weights)
+    (out * torch.linspace(-1, 1, x.shape[1])).sum().backward()
+    grads = [p.grad.clone() for p in experts.parameters()]
+    return out.detach(), xg.grad, lg.grad, grads
+
+
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_grouped_dispatch_matches_naive_reference_in_outputs_and_gradients(top_k):
-    layer = mlp_layer(top_k=top_k, n_experts=4)
+@pytest.mark.parametrize("grouped", [False, True], ids=["loop", "grouped_mm"])
+def test_stacked_experts_match_naive_reference_in_outputs_and_gradients(top_k, grouped):
+    """float32 on the CPU; grouped=True runs torch's grouped_mm kernel, False the expert loop."""
+    experts = mlp_layer(top_k=top_k, n_experts=4).experts.eval()
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(40, 32, generator=gen)
     logits = torch.randn(40, 4, generator=gen)
-    logits[:, 3] -= 100  # expert 3 gets no tokens: dispatch must skip it
-    results = []
-    for fn in (dispatch, naive_moe):
-        xg = x.clone().requires_grad_()
-        lg = logits.clone().requires_grad_()
-        layer.zero_grad()
-        routing = route(lg, top_k)
-        out = fn(xg, routing.expert_index, routing.weights, layer.experts)
-        (out * torch.linspace(-1, 1, 32)).sum().backward()
-        grads = [p.grad.clone() for p in layer.experts[:3].parameters()]
-        results.append((out.detach(), xg.grad, lg.grad, grads))
-    (out_a, gx_a, gl_a, gp_a), (out_b, gx_b, gl_b, gp_b) = results
-    torch.testing.assert_close(out_a, out_b, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(gx_a, gx_b, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(gl_a, gl_b, atol=1e-6, rtol=1e-5)
-    for a, b in zip(gp_a, gp_b, strict=True):
+    logits[:, 2] -= 100  # expert 2 gets no tokens: its group is empty
+    got = run_experts(experts, x, logits, top_k, grouped)
+    want = run_experts(experts, x, logits, top_k, None)
+    for a, b in zip(got[:3], want[:3], strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(got[3], want[3], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert got[3][0][2].abs().max() == 0  # the idle expert's weight gradient is exactly zero
+
+
+def test_grouping_sorts_assignments_by_expert_with_device_offsets():
+    index = torch.tensor([[2, 0], [0, 1], [2, 1]])
+    weights = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.5, 0.5]])
+    groups = group(index, weights, n_experts=4)
+    assert groups.offsets.dtype == torch.int32
+    assert groups.offsets.tolist() == [2, 4, 6, 6]
+    assert groups.expert.tolist() == [0, 0, 1, 1, 2, 2]
+    assert groups.token.tolist() == [0, 1, 1, 2, 0, 2]
+    assert groups.weight.tolist() == pytest.approx([0.4, 0.7, 0.3, 0.5, 0.6, 0.5])
+    assert expert_counts(index, 4).tolist() == [2, 2, 2, 0]
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_fused_gelu_expert_loop_gradients_pass_gradcheck(approximate):
+    gen = torch.Generator().manual_seed(4)
+    groups = group(torch.tensor([[1], [0], [1], [3], [1]]), torch.ones(5, 1), n_experts=4)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    inputs = (rand(5, 3), rand(4, 3, 6), rand(4, 6), rand(4, 6, 3), rand(4, 3))
+    assert torch.autograd.gradcheck(
+        lambda *a: expert_gelu_mlp(*a, groups, approximate=approximate), inputs
+    )
+
+
+def test_experts_with_another_activation_run_the_two_projection_loop():
+    model = tiny_gpt2()
+    model.config.activation_function = "relu"
+    for block in model.transformer.h:
+        block.mlp.act = torch.nn.ReLU()
+    apply_moe(model, moe_cfg(top_k=2, perturbation_std=0.1), seed=0)
+    experts = moe_layers(model)[1].experts.eval()
+    assert experts.gelu is None
+    gen = torch.Generator().manual_seed(9)
+    x, logits = torch.randn(12, 32, generator=gen), torch.randn(12, 4, generator=gen)
+    got = run_experts(experts, x, logits, 2, grouped=False)
+    want = run_experts(experts, x, logits, 2, None)
+    torch.testing.assert_close(got[:3], want[:3])
+    torch.testing.assert_close(got[3], want[3])
+
+
+def test_expert_loop_gradients_pass_gradcheck():
+    gen = torch.Generator().manual_seed(3)
+    groups = group(torch.tensor([[1], [0], [1], [2], [1]]), torch.ones(5, 1), n_experts=4)
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: expert_linear(a, w, b, groups, grouped=False), (x, weight, bias)
+    )
 
 
 def test_router_stats_shapes_and_aux_losses():
@@ -254,11 +319,42 @@ def test_moe_layer_reports_its_shape():
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_dispatch_gradients_pass_gradcheck(top_k):
-    gen = torch.Generator().manual_seed(3)
-    experts = torch.nn.ModuleList(torch.nn.Linear(4, 3).double() for _ in range(3))
-    x = torch.randn(9, 4, generator=gen, dtype=torch.float64, requires_grad=True)
-    probs = torch.rand(9, 3, generator=gen, dtype=torch.float64).softmax(-1)
-    index = probs.topk(top_k, dim=-1).indices
-    weights = torch.rand(9, top_k, generator=gen, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w: dispatch(a, index, w, experts), (x, weights))
+def test_moe_layer_compiles_to_one_graph_forward_and_backward(top_k):
+    """No data-dependent Python control flow: fullgraph capture of forward and backward works,
+    gives the eager results, and a new noise scale each step does not re-trace the layer."""
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    torch._dynamo.reset()
+    layer = mlp_layer(top_k=top_k, noise_std=0.5).train()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0))
+    results = []
+    for fn, step in ((layer, 1), (compiled, 1), (compiled, 2)):
+        set_router_progress(layer, step, 10)
+        layer.zero_grad()
+        xg = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        with torch._dynamo.config.patch(error_on_recompile=len(results) == 2):
+            out = fn(xg)
+        stats = layer.last_stats
+        (out.square().sum() + stats.lb_loss + stats.z_loss).backward()
+        grads = (xg.grad, layer.gate.weight.grad, layer.experts.fc_weight.grad)
+        results.append((out.detach(), *grads))
+    torch.testing.assert_close(results[1], results[0])
+    assert not torch.equal(results[2][2], results[0][2])  # step 2 routed with less noise
+
+
+def test_whole_moe_model_forward_and_backward_compile_to_one_graph():
+    """The GPT-2 around the layer (SDPA attention included) has no graph break either."""
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    torch._dynamo.reset()
+    model = tiny_gpt2()
+    apply_moe(model, moe_cfg(top_k=2, noise_std=0.1), seed=0)
+    model.train()
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    logits = compiled(input_ids=ids, use_cache=False).logits
+    lb, z = aux_losses(model)
+    (logits.logsumexp(-1).mean() + lb + z).backward()
+    assert moe_layers(model)[1].experts.fc_weight.grad is not None

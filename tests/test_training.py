@@ -72,6 +72,21 @@ def test_router_lr_scale_gives_the_gates_their_own_scheduled_lr():
     assert grouped == len(list(model.parameters()))
 
 
+def test_stacked_expert_biases_are_not_decayed():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from moectl.config import MoEConfig
+    from moectl.model.factory import apply_moe
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2))
+    apply_moe(model, MoEConfig(enabled=True, last_n=1, n_experts=3))
+    decay, _ = parameter_groups(model, 0.01, 1e-3)
+    experts = model.transformer.h[0].mlp.experts
+    decayed = {id(p) for p in decay["params"]}
+    assert id(experts.fc_weight) in decayed and id(experts.proj_weight) in decayed
+    assert id(experts.fc_bias) not in decayed and id(experts.proj_bias) not in decayed
+
+
 def test_sampler_resumes_the_same_order_and_never_repeats_within_epoch():
     sampler = BlockSampler(10, 3, seed=7)
     first = [sampler.next_batch() for _ in range(3)]
@@ -200,3 +215,29 @@ def test_truncate_after_drops_later_rows(tmp_path):
     path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4')
     truncate_after(path, 2)
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_cross_entropy_matches_torch_in_value_and_gradient(dtype, monkeypatch):
+    import torch.nn.functional as F
+
+    from moectl.training import loss
+
+    monkeypatch.setitem(loss._CHUNK, "cpu", 50 * 64)  # several row chunks
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(300, 50, generator=gen) * 3).to(dtype).requires_grad_()
+    targets = torch.randint(0, 50, (300,), generator=gen)
+    targets[::7] = -100
+    grad = torch.randn(300, generator=gen)
+    ours = loss.token_cross_entropy(logits, targets)
+    ours.backward(grad)
+    ours_grad, logits.grad = logits.grad, None
+    ref = F.cross_entropy(logits.float(), targets, reduction="none", ignore_index=-100)
+    ref.backward(grad)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(ours_grad, logits.grad)
+    assert ours[::7].abs().max() == 0 and ours_grad[::7].abs().max() == 0
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 4, -100, 1, 2, 3])
+    assert torch.autograd.gradcheck(lambda a: loss.token_cross_entropy(a, t), (x,))

@@ -51,6 +51,35 @@ def test_interrupted_then_resumed_run_matches_uninterrupted_bitwise(tiny_corpus,
     assert checkpoints == ["step-10", "step-12"]
 
 
+def test_compiled_run_saves_plain_keys_and_resumes_to_the_same_losses(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    """train.compile wraps the forward only; checkpoints hold the bare model's keys. The eager
+    backend (graph capture, no code generation) keeps this fast; inductor is benchmarked."""
+    import torch._dynamo
+    from safetensors.torch import load_file
+
+    from moectl.training import compiling
+
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    overrides = [*MOE, "train.max_steps=6", "train.save_every=3", "train.log_every=1"]
+    config = resolve_run_config("tiny", overrides=[*overrides, "train.compile=true"])
+    run = tmp_path / "run"
+    train_run(config, tiny_corpus, run)
+    keys = load_file(str(run / "checkpoints" / "step-3" / "model.safetensors"))
+    assert "transformer.h.1.mlp.experts.fc_weight" in keys
+    assert not any("_orig_mod" in key for key in keys)
+    full = rows(run, kind="train")
+    train_run(config, tiny_corpus, run, resume=run / "checkpoints" / "step-3")
+    assert [r["loss"] for r in rows(run, kind="train")] == [r["loss"] for r in full]
+    eager = resolve_run_config("tiny", overrides=overrides)
+    train_run(eager, tiny_corpus, tmp_path / "eager")
+    losses = [r["loss"] for r in rows(tmp_path / "eager", kind="train")]
+    assert losses == pytest.approx([r["loss"] for r in full], rel=1e-5)
+
+
 def test_collapse_without_load_balancing_stops_the_run(tiny_corpus, tmp_path):
     config = resolve_run_config(
         "tiny",

@@ -1,111 +1,106 @@
-"""Grouped token dispatch: each expert runs one dense matmul on exactly its tokens.
+"""Token dispatch over stacked expert weights, without reading a device value on the host.
 
-The token-expert assignments are grouped once (a stable sort and a bincount). Two autograd
-functions move rows between token order and expert order without the copies plain autograd
-would add: the gather's backward scatters each expert's input gradient straight into the token
-gradient (no concatenation), and the combine scatters each expert's output into the layer output
-(no concatenation; for top-1, whose weights are exactly 1.0 and whose assignment order is a
-permutation of the tokens, no multiply, no zero fill, and one row-wise dot for the router).
-docs/benchmarks.md has the timings against the dense MLP and a per-expert mask loop.
+The token-expert assignments are sorted once by expert (a stable argsort); per-expert counts
+come from a scatter-add and their running sum gives int32 group offsets, all on the device.
+Each projection is then one grouped matrix multiply over the sorted rows:
+
+- `torch.nn.functional.grouped_mm` where the kernel exists (CUDA, bf16, SM90 or later, rows
+  16-byte aligned): one launch for all experts, no host sync;
+- elsewhere a loop over the experts' slices (moectl.model.expert_ops): a whole GELU expert MLP
+  per expert (`moectl::expert_mlp`, the CPU path), or one projection for other activations
+  (`moectl::expert_linear`). Opaque custom ops: torch.compile still sees one graph.
+
+Both run the same index logic and are tested equal in tests/test_model_moe.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
-Spans = list[tuple[int, int]]
+from moectl.model import expert_ops  # noqa: F401 - registers the torch.ops.moectl loop ops
 
-
-class _Gather(torch.autograd.Function):
-    """x (T, D) -> x[token] in expert order, split into one tensor per busy expert."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, token: Tensor, spans: Spans, permutation: bool):
-        ctx.save_for_backward(token)
-        ctx.spans, ctx.permutation, ctx.n_tokens = spans, permutation, x.shape[0]
-        return x.index_select(0, token).split([b - a for a, b in spans])
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None):
-        (token,) = ctx.saved_tensors
-        present = [(span, g) for span, g in zip(ctx.spans, grads, strict=True) if g is not None]
-        like = present[0][1]
-        shape = (ctx.n_tokens, like.shape[1])
-        complete = ctx.permutation and len(present) == len(ctx.spans)
-        grad_x = like.new_empty(shape) if complete else like.new_zeros(shape)
-        for (a, b), g in present:
-            if complete:
-                grad_x.index_copy_(0, token[a:b], g)
-            else:
-                grad_x.index_add_(0, token[a:b], g)
-        return grad_x, None, None, None
+_grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
 
-class _Combine(torch.autograd.Function):
-    """Expert outputs in expert order -> sum over assignments of weight * output, per token."""
+@dataclass
+class Groups:
+    """The top-k assignments of T tokens sorted by expert (N = T * k rows)."""
 
-    @staticmethod
-    def forward(
-        ctx: Any,
-        token: Tensor,
-        weight: Tensor,
-        spans: Spans,
-        n_tokens: int,
-        permutation: bool,
-        *outputs: Tensor,
-    ):
-        # Top-1: every weight is exactly 1.0 and each token appears once, so y is a pure scatter.
-        fast = permutation and bool((weight == 1).all())
-        first = outputs[0]
-        shape = (n_tokens, first.shape[1])
-        y = first.new_empty(shape) if permutation else first.new_zeros(shape)
-        for (a, b), out in zip(spans, outputs, strict=True):
-            src = out if fast else out * weight[a:b].unsqueeze(1).to(out.dtype)
-            if permutation:
-                y.index_copy_(0, token[a:b], src)
-            else:
-                y.index_add_(0, token[a:b], src)
-        ctx.spans, ctx.fast = spans, fast
-        ctx.save_for_backward(token, weight, y, *([] if fast else outputs))
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad_y: Tensor):
-        token, weight, y, *outputs = ctx.saved_tensors
-        grad_sorted = grad_y.index_select(0, token)
-        sizes = [b - a for a, b in ctx.spans]
-        want_weight = ctx.needs_input_grad[1]
-        if ctx.fast:
-            # y[token[i]] is output row i, so d/dweight is a row-wise dot with y.
-            grad_weight = None
-            if want_weight:
-                dots = torch.linalg.vecdot(grad_y, y.to(grad_y.dtype))
-                grad_weight = dots.index_select(0, token).to(weight.dtype)
-            return None, grad_weight, None, None, None, *grad_sorted.split(sizes)
-        grad_weight = torch.zeros_like(weight) if want_weight else None
-        grad_outputs = []
-        for (a, b), g, out in zip(ctx.spans, grad_sorted.split(sizes), outputs, strict=True):
-            if grad_weight is not None:
-                grad_weight[a:b] = torch.linalg.vecdot(g, out.to(g.dtype)).to(weight.dtype)
-            grad_outputs.append(g * weight[a:b].unsqueeze(1).to(g.dtype))
-        return None, grad_weight, None, None, None, *grad_outputs
+    token: Tensor  # (N,) long: the token of each sorted row
+    expert: Tensor  # (N,) long: its expert, non-decreasing
+    weight: Tensor  # (N,) its routing weight (carries gradient)
+    offsets: Tensor  # (E,) int32: end of each expert's rows
 
 
-def dispatch(x: Tensor, expert_index: Tensor, weights: Tensor, experts: nn.ModuleList) -> Tensor:
-    """sum_k weights[t, k] * experts[expert_index[t, k]](x[t]) for every token t of `x` (T, D)."""
-    n_tokens, top_k = expert_index.shape
+def expert_counts(expert_index: Tensor, n_experts: int) -> Tensor:
+    """Assignments per expert (E,) long, by scatter-add: bincount would sync on CUDA."""
+    flat = expert_index.reshape(-1)
+    counts = torch.zeros(n_experts, dtype=torch.long, device=flat.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat))
+
+
+def group(expert_index: Tensor, weights: Tensor, n_experts: int) -> Groups:
+    """Sort the (T, k) assignments by expert; ties keep token order (stable)."""
+    top_k = expert_index.shape[1]
     flat = expert_index.reshape(-1)
     order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=len(experts)).tolist()
     token = order // top_k if top_k > 1 else order
-    starts = [sum(counts[:e]) for e in range(len(counts))]
-    busy = [e for e, n in enumerate(counts) if n]
-    spans = [(starts[e], starts[e] + counts[e]) for e in busy]
-    permutation = top_k == 1
-    chunks = _Gather.apply(x, token, spans, permutation)
-    outputs = [experts[e](chunk) for e, chunk in zip(busy, chunks, strict=True)]
+    offsets = expert_counts(flat, n_experts).cumsum(0).to(torch.int32)
     weight = weights.reshape(-1).index_select(0, order)
-    return _Combine.apply(token, weight, spans, n_tokens, permutation, *outputs)
+    return Groups(token=token, expert=flat.index_select(0, order), weight=weight, offsets=offsets)
+
+
+@torch.compiler.assume_constant_result
+def _sm90_or_later(index: int) -> bool:
+    return torch.version.hip is None and torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def grouped_mm_supported(x: Tensor, weight: Tensor) -> bool:
+    """Whether `x @ weight[e]` per group can run as one grouped_mm kernel on this device."""
+    if _grouped_mm is None or x.device.type != "cuda":
+        return False
+    aligned = x.shape[1] % 8 == 0 and weight.shape[2] % 8 == 0
+    bf16 = x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16
+    return aligned and bf16 and _sm90_or_later(x.device.index or 0)
+
+
+def expert_linear(
+    x: Tensor, weight: Tensor, bias: Tensor, groups: Groups, grouped: bool | None = None
+) -> Tensor:
+    """x[rows of e] @ weight[e] + bias[e] for every expert e: x (N, K), weight (E, K, M).
+
+    The groups cover every row (offsets[-1] == N). `grouped` picks the implementation (None:
+    grouped_mm where supported, else the loop).
+    """
+    if grouped is None:
+        grouped = grouped_mm_supported(x, weight)
+    if grouped:
+        out = _grouped_mm(x, weight, offs=groups.offsets)
+        return out + bias.index_select(0, groups.expert)
+    return torch.ops.moectl.expert_linear(x, weight, bias, groups.offsets)
+
+
+def expert_gelu_mlp(
+    x: Tensor,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+    proj_weight: Tensor,
+    proj_bias: Tensor,
+    groups: Groups,
+    approximate: str,
+) -> Tensor:
+    """The per-expert loop of a whole GELU MLP (F.gelu with `approximate`) over the sorted rows."""
+    out, _ = torch.ops.moectl.expert_mlp(
+        x, fc_weight, fc_bias, proj_weight, proj_bias, groups.offsets, approximate
+    )
+    return out
+
+
+def combine(y: Tensor, groups: Groups, n_tokens: int) -> Tensor:
+    """sum over each token's assignments of weight * expert output: (N, D) -> (T, D)."""
+    weighted = y * groups.weight.unsqueeze(1).to(y.dtype)
+    return y.new_zeros(n_tokens, y.shape[1]).index_add_(0, groups.token, weighted)

@@ -15,12 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError, OfflineError
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
+# Attention kernel for every GPT-2 moectl builds: torch's scaled_dot_product_attention (flash or
+# memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
+ATTENTION = "sdpa"
 OFFLINE_HINT = (
     "use a local dense GPT-2 (--set model.pretrained=PATH: a dense run's best/, a `moectl "
     "export` directory or any save_pretrained directory) or a scratch model (--set "
@@ -62,10 +66,23 @@ def build_model(
             attn_pdrop=dropout,
             bos_token_id=eos_token_id,
             eos_token_id=eos_token_id,
+            attn_implementation=ATTENTION,
         )
-        return GPT2LMHeadModel(config)
+        return fuse_gelu(GPT2LMHeadModel(config))
     model = load_pretrained(model_cfg.pretrained, dropout)
     check_fits(model, vocab_size, n_positions, model_cfg.pretrained)
+    return fuse_gelu(model)
+
+
+def fuse_gelu(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
+    """GPT-2's gelu_new as torch's fused kernel (F.gelu tanh, the same formula) in every MLP.
+
+    transformers computes gelu_new as eight elementwise ops in Python; the fused kernel is ~3x
+    faster on the CPU. The config keeps `gelu_new`, so artifacts and exports are unchanged.
+    """
+    for block in model.transformer.h:
+        if isinstance(getattr(block.mlp, "act", None), NewGELUActivation):
+            block.mlp.act = GELUTanh()
     return model
 
 
@@ -97,7 +114,7 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
             )
         overrides = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
         config.update(overrides)
-        return GPT2LMHeadModel.from_pretrained(source, config=config)
+        return GPT2LMHeadModel.from_pretrained(source, config=config, attn_implementation=ATTENTION)
     except (OSError, ValueError) as exc:
         if source == spec and _is_offline(exc):
             raise OfflineError(
@@ -216,7 +233,7 @@ def init_experts_from_scratch(
             if name.endswith("bias"):
                 param.zero_()
                 continue
-            scale = std / math.sqrt(2 * config.n_layer) if "c_proj" in name else std
+            scale = std / math.sqrt(2 * config.n_layer) if name.startswith("proj") else std
             param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
@@ -228,6 +245,6 @@ def count_parameters(model: nn.Module) -> ParamCount:
     total = sum(p.numel() for p in model.parameters())
     inactive = 0
     for layer in moe_layers(model).values():
-        per_expert = sum(p.numel() for p in layer.experts[0].parameters())
+        per_expert = sum(p.numel() for p in layer.experts.parameters()) // layer.n_experts
         inactive += (layer.n_experts - layer.top_k) * per_expert
     return ParamCount(total=total, active=total - inactive)

@@ -1,24 +1,23 @@
 """The standard transformers form of a moectl model, both ways.
 
 A dense model is GPT-2 itself. An MoE model is the custom-code model in `hf_code/` (model_type
-`moectl_gpt2_moe`), whose experts are stacked along a leading expert dimension. The whole weight
-mapping between moectl's module tree and that layout is `to_hf_state_dict` /
-`from_hf_state_dict`, so a change of moectl's in-memory expert layout touches only those two.
-Reading an exported directory back (`load_hf_dir`) needs neither trust_remote_code nor the
-modeling file: the config is read as JSON and the weights are mapped into moectl's own model.
+`moectl_gpt2_moe`), whose experts are stacked along a leading expert dimension exactly as
+moectl's own (`...mlp.experts.{fc_weight (E, D, H), fc_bias, proj_weight (E, H, D), proj_bias}`,
+gate `...mlp.gate.weight`), so the state dict is the same both ways. Reading an exported
+directory back (`load_hf_dir`) needs neither trust_remote_code nor the modeling file: the config
+is read as JSON and the weights go into moectl's own model.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
@@ -40,50 +39,8 @@ MOE_FIELDS = (
     "auto_map",
     "moectl",
 )
-# moectl expert parameter (GPT2MLP copy) -> stacked exported parameter (E, ...) in Conv1D order.
-_STACKED = {
-    "c_fc.weight": "fc_weight",
-    "c_fc.bias": "fc_bias",
-    "c_proj.weight": "proj_weight",
-    "c_proj.bias": "proj_bias",
-}
-_EXPERT_KEY = re.compile(r"^(.*\.mlp\.experts)\.(\d+)\.(c_fc|c_proj)\.(weight|bias)$")
-_STACKED_KEY = re.compile(r"^(.*\.mlp\.experts)\.(fc_weight|fc_bias|proj_weight|proj_bias)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 HF_DIR_HINT = "give a directory written by `moectl export` or by save_pretrained (config.json)"
-
-
-def to_hf_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """moectl model -> exported weights: each MoE layer's experts stacked on a new dim 0.
-
-    The gate keeps its name (`...mlp.gate.weight`, (E, D)); all other weights are GPT-2's.
-    """
-    state: dict[str, Tensor] = {}
-    experts: dict[tuple[str, str], dict[int, Tensor]] = {}
-    for key, value in model.state_dict().items():
-        match = _EXPERT_KEY.match(key)
-        if match is None:
-            state[key] = value
-            continue
-        prefix, expert, param = match[1], int(match[2]), f"{match[3]}.{match[4]}"
-        experts.setdefault((prefix, _STACKED[param]), {})[expert] = value
-    for (prefix, name), by_expert in experts.items():
-        state[f"{prefix}.{name}"] = torch.stack([by_expert[e] for e in sorted(by_expert)])
-    return state
-
-
-def from_hf_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Exported weights -> moectl model keys: the inverse of `to_hf_state_dict`."""
-    names = {stacked: param for param, stacked in _STACKED.items()}
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        match = _STACKED_KEY.match(key)
-        if match is None:
-            out[key] = value
-            continue
-        for expert, tensor in enumerate(value.unbind(0)):
-            out[f"{match[1]}.{expert}.{names[match[2]]}"] = tensor.contiguous()
-    return out
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -134,7 +91,7 @@ def load_hf_weights(path: Path) -> dict[str, Tensor]:
     if not file.is_file():
         raise ModelError(f"no model.safetensors in {path}", hint=HF_DIR_HINT)
     try:
-        return from_hf_state_dict(load_file(str(file)))
+        return load_file(str(file))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"cannot load the weights in {file}: {exc}", hint=HF_DIR_HINT) from None
 
@@ -143,18 +100,21 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """A transformers GPT-2 or exported moectl MoE directory as moectl's own model, eval mode."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from moectl.model.factory import apply_moe
+    from moectl.model.factory import ATTENTION, apply_moe, fuse_gelu
 
     path = Path(path)
     config = read_hf_config(path)
     moe = moe_config_of(config)
     if moe is None:
         try:
-            model = GPT2LMHeadModel.from_pretrained(str(path))
+            model = fuse_gelu(
+                GPT2LMHeadModel.from_pretrained(str(path), attn_implementation=ATTENTION)
+            )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the GPT-2 in {path}: {exc}", hint=HF_DIR_HINT) from None
     else:
-        model = GPT2LMHeadModel(GPT2Config.from_dict(gpt2_config_of(config)))
+        gpt2 = GPT2Config.from_dict(gpt2_config_of(config), attn_implementation=ATTENTION)
+        model = fuse_gelu(GPT2LMHeadModel(gpt2))
         apply_moe(model, moe.model_copy(update={"perturbation_std": 0.0, "init": "upcycle"}))
         missing, unexpected = model.load_state_dict(load_hf_weights(path), strict=False)
         tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()

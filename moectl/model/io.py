@@ -25,7 +25,15 @@ from moectl.errors import ModelError
 from moectl.fs import atomic_directory
 from moectl.model.routing import moe_layers
 
-FORMAT_VERSION = 1
+# 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT2MLP per expert
+# (mlp.experts.<e>.c_fc.weight, ...), stacked on load.
+FORMAT_VERSION = 2
+V1_EXPERT_TENSORS = {
+    "fc_weight": "c_fc.weight",
+    "fc_bias": "c_fc.bias",
+    "proj_weight": "c_proj.weight",
+    "proj_bias": "c_proj.bias",
+}
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TOKENIZER_DIR = "tokenizer"
@@ -125,6 +133,7 @@ def _complete_meta(
         }
     return meta.model_copy(
         update={
+            "format_version": FORMAT_VERSION,
             "gpt2_config": model.config.to_dict(),
             "moe": moe if layers else None,
             "moe_layers": list(layers),
@@ -166,7 +175,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from moectl.model.factory import apply_moe
+    from moectl.model.factory import ATTENTION, apply_moe, fuse_gelu
     from moectl.model.hf_format import is_hf_dir, load_hf_dir
 
     path = Path(path)
@@ -175,7 +184,8 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
         return load_hf_dir(path, target)
     meta = read_meta(path)
     try:
-        model = GPT2LMHeadModel(GPT2Config.from_dict(meta.gpt2_config))
+        config = GPT2Config.from_dict(meta.gpt2_config, attn_implementation=ATTENTION)
+        model = fuse_gelu(GPT2LMHeadModel(config))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"{path / META} has an unusable GPT-2 config: {exc}") from None
     if meta.moe is not None:
@@ -196,6 +206,8 @@ def _load_weights(model: nn.Module, path: Path, meta: ModelMeta) -> None:
         raise ModelError(f"no {WEIGHTS} in {path}", hint=ARTIFACT_HINT)
     try:
         tensors = load_file(str(file))
+        if meta.format_version < 2:
+            _stack_v1_experts(tensors, meta, file)
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise ModelError(f"cannot load the weights in {file}: {exc}", hint=ARTIFACT_HINT) from None
@@ -206,6 +218,21 @@ def _load_weights(model: nn.Module, path: Path, meta: ModelMeta) -> None:
             f"{unexpected[:3]})",
             hint=ARTIFACT_HINT,
         )
+
+
+def _stack_v1_experts(tensors: dict[str, torch.Tensor], meta: ModelMeta, file: Path) -> None:
+    """Format 1 -> 2 in place: each layer's per-expert MLP tensors become four stacked ones."""
+    n_experts = meta.moe.n_experts if meta.moe is not None else 0
+    for layer in meta.moe_layers:
+        prefix = f"transformer.h.{layer}.mlp.experts"
+        for name, old in V1_EXPERT_TENSORS.items():
+            keys = [f"{prefix}.{e}.{old}" for e in range(n_experts)]
+            absent = [key for key in keys if key not in tensors]
+            if absent:
+                raise ModelError(
+                    f"{file} (format 1) lacks expert tensor {absent[0]}", hint=ARTIFACT_HINT
+                )
+            tensors[f"{prefix}.{name}"] = torch.stack([tensors.pop(key) for key in keys])
 
 
 def _check_ties(model: nn.Module, meta: ModelMeta, path: Path) -> None:

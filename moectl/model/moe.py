@@ -1,21 +1,22 @@
 """A routed mixture of GPT-2 MLP experts that drops in for `GPT2MLP`.
 
-Tokens are dispatched by grouping the token-expert assignments once (moectl.model.dispatch), so
-each expert runs a single dense matmul on exactly its tokens. The router runs in float32 even
-under bf16 autocast: softmax and logsumexp over a handful of logits are where low precision
-bites (ST-MoE).
+The experts are stacked weights (moectl.model.experts) run by a grouped dispatch
+(moectl.model.dispatch). The router runs in float32 even under bf16 autocast: softmax and
+logsumexp over a handful of logits are where low precision bites (ST-MoE). Nothing in the
+forward or backward reads a device value on the host (no .item(), .tolist() or bool(tensor) on
+the CUDA path), so a training step queues without waiting for the GPU and the layer compiles to
+one graph; the annealed noise scale is a buffer for the same reason.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moectl.model.dispatch import dispatch
+from moectl.model.experts import StackedExperts
 from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
 
 
@@ -45,7 +46,7 @@ class MoEMLP(nn.Module):
 
     def __init__(
         self,
-        experts: nn.ModuleList,
+        experts: StackedExperts,
         hidden_size: int,
         *,
         layer_index: int,
@@ -54,16 +55,20 @@ class MoEMLP(nn.Module):
         anneal_fraction: float = 0.25,
     ) -> None:
         super().__init__()
-        if not 1 <= top_k <= len(experts):
-            raise ValueError(f"top_k must be in 1..{len(experts)}, got {top_k}")
+        n_experts = experts.n_experts
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"top_k must be in 1..{n_experts}, got {top_k}")
         self.experts = experts
-        self.gate = nn.Linear(hidden_size, len(experts), bias=False)
+        self.gate = nn.Linear(hidden_size, n_experts, bias=False)
         self.layer_index = layer_index
-        self.n_experts = len(experts)
+        self.n_experts = n_experts
         self.top_k = top_k
+        # The current noise std, kept on the layer's device: a Python float that changes every
+        # step would make torch.compile re-trace the layer at each step.
+        self.register_buffer("routing_noise", torch.tensor(float(noise_std)), persistent=False)
+        self.progress: tuple[int, int] | None = None
         self.noise_std = noise_std
         self.anneal_fraction = anneal_fraction
-        self.progress: tuple[int, int] | None = None
         self.last_stats: RouterStats | None = None
 
     @classmethod
@@ -86,13 +91,7 @@ class MoEMLP(nn.Module):
         The noise (and the gate's N(0, gate_init_std) init) come from `generator`, so a seed
         fixes the upcycled model. With perturbation 0 every expert equals the dense MLP.
         """
-        experts = nn.ModuleList(copy.deepcopy(dense) for _ in range(n_experts))
-        if perturbation_std > 0:
-            with torch.no_grad():
-                for param in experts.parameters():
-                    if param.numel() > 1:
-                        noise = torch.randn(param.shape, generator=generator).to(param)
-                        param.add_(noise * (perturbation_std * param.std()))
+        experts = StackedExperts.upcycle(dense, n_experts, perturbation_std, generator)
         layer = cls(
             experts,
             hidden_size,
@@ -104,11 +103,16 @@ class MoEMLP(nn.Module):
         gate = torch.randn(layer.gate.weight.shape, generator=generator) * gate_init_std
         device = next(dense.parameters()).device
         layer.gate.weight.data = gate.to(device=device, dtype=torch.float32)
-        return layer
+        return layer.to(device).train(dense.training)
 
     def set_progress(self, step: int, total_steps: int) -> None:
-        """Anneal the routing noise linearly to 0 over anneal_fraction of training."""
+        """Anneal the routing noise linearly to 0 over anneal_fraction of training.
+
+        Also where a changed noise_std or anneal_fraction reaches the noise buffer: the trainer
+        calls this before every step.
+        """
         self.progress = (step, total_steps)
+        self.routing_noise.fill_(self.current_noise_std)
 
     @property
     def current_noise_std(self) -> float:
@@ -122,11 +126,11 @@ class MoEMLP(nn.Module):
         x = hidden_states.reshape(-1, shape[-1])
         with torch.autocast(device_type=x.device.type, enabled=False):
             logits = F.linear(x.float(), self.gate.weight.float())
-            noise = self.current_noise_std if self.training else 0.0
-            routing = route(logits, self.top_k, noise)
+            noisy = self.training and self.noise_std > 0
+            routing = route(logits, self.top_k, self.routing_noise if noisy else 0.0)
             lb = load_balancing_loss(routing.probs, routing.expert_index, self.n_experts)
             z = z_loss(logits)
-        out = dispatch(x, routing.expert_index, routing.weights, self.experts)
+        out = self.experts(x, routing.expert_index, routing.weights)
         self.last_stats = RouterStats(
             logits=logits.detach(),
             probs=routing.clean_probs.detach(),

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from moectl.model.dispatch import expert_counts
+
 
 @dataclass
 class Routing:
@@ -39,17 +41,21 @@ def noise_scale(noise_std: float, anneal_fraction: float, step: int, total_steps
     return noise_std * max(0.0, 1.0 - step / anneal_steps)
 
 
-def route(logits: Tensor, top_k: int, noise_std: float = 0.0) -> Routing:
+def route(logits: Tensor, top_k: int, noise_std: float | Tensor = 0.0) -> Routing:
     """Pick `top_k` experts per token from float32 `logits` (T, E).
 
     Gaussian noise of `noise_std` is added to the logits for the choice (the caller passes 0 in
-    eval). Top-1 uses a straight-through weight: exactly 1.0 forward, gradient of the soft prob.
+    eval). A tensor `noise_std` (the layer's annealed scale, kept on the device) always draws
+    the noise, even once it has annealed to 0, so the choice never reads the device. Top-1 uses
+    a straight-through weight: exactly 1.0 forward, gradient of the soft prob.
     Top-k > 1 renormalizes the chosen probs to sum to 1.
     """
     clean_probs = logits.softmax(dim=-1)
     entropy = -(clean_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-    noisy = logits + torch.randn_like(logits) * noise_std if noise_std > 0 else logits
-    probs = noisy.softmax(dim=-1) if noise_std > 0 else clean_probs
+    if isinstance(noise_std, Tensor) or noise_std > 0:
+        probs = (logits + torch.randn_like(logits) * noise_std).softmax(dim=-1)
+    else:
+        probs = clean_probs
     top_probs, expert_index = probs.topk(top_k, dim=-1)
     if top_k == 1:
         # p - p.detach() is exactly 0.0, so the forward weight is exactly 1.0; d/dp is 1.
@@ -65,8 +71,7 @@ def load_balancing_loss(probs: Tensor, expert_index: Tensor, n_experts: int) -> 
     f_i is the fraction of the top-k assignments that went to expert i (no gradient); P_i the
     mean routing probability of expert i (carries the gradient).
     """
-    counts = torch.bincount(expert_index.reshape(-1), minlength=n_experts)
-    fractions = counts.to(probs.dtype) / expert_index.numel()
+    fractions = expert_counts(expert_index, n_experts).to(probs.dtype) / expert_index.numel()
     return n_experts * (fractions * probs.mean(dim=0)).sum()
 
 

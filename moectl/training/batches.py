@@ -81,6 +81,12 @@ def fetch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids long (B, S), domain long (B,)) for `indices` of a numpy-formatted split."""
     rows = dataset[indices]
-    input_ids = torch.as_tensor(rows["input_ids"]).long().to(device)
-    domain = torch.as_tensor(rows["domain"]).long().to(device)
-    return input_ids, domain
+    return _to_device(rows["input_ids"], device), _to_device(rows["domain"], device)
+
+
+def _to_device(array: Any, device: torch.device) -> torch.Tensor:
+    """Long tensor on `device`; to CUDA through pinned memory, so the copy does not block."""
+    tensor = torch.as_tensor(array).long()
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

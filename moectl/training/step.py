@@ -1,7 +1,8 @@
 """One forward pass and its losses: LM, per-domain LM from the same logits, and the router terms.
 
-Per-token cross-entropy is computed once (reduction='none'); the batch mean and the per-domain
-means are both read from it, so per-domain logging costs no second pass over the vocabulary.
+Per-token cross-entropy is computed once (moectl.training.loss); the batch mean and the
+per-domain means are both read from it, so per-domain logging costs no second pass over the
+vocabulary.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from moectl.config import MoEConfig
 from moectl.model.routing import aux_losses
+from moectl.training.loss import IGNORE_INDEX, token_cross_entropy
 
 
 @dataclass
@@ -53,13 +55,9 @@ def forward_losses(
         logits = model(input_ids=input_ids, use_cache=False).logits
     # Shift the targets, not the logits: slicing (B, S, V) logits would cost a full-size copy
     # in backward. The last position has no target and contributes exactly 0.
-    targets = F.pad(input_ids[:, 1:], (0, 1), value=-100)
-    ce = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        reduction="none",
-        ignore_index=-100,
-    ).view(targets.shape)
+    targets = F.pad(input_ids[:, 1:], (0, 1), value=IGNORE_INDEX)
+    flat = logits.reshape(-1, logits.shape[-1])
+    ce = token_cross_entropy(flat, targets.reshape(-1)).view(targets.shape)
     predicted = input_ids.shape[1] - 1
     lm = ce.sum() / (ce.shape[0] * predicted)
     lb, z = aux_losses(core)
@@ -67,7 +65,9 @@ def forward_losses(
     row_sum = ce.detach().sum(dim=1)
     domain_sum = torch.zeros(n_domains, device=ce.device, dtype=torch.float64)
     domain_sum.index_add_(0, domain, row_sum.double())
-    domain_count = torch.bincount(domain, minlength=n_domains).double() * predicted
+    # index_add, not bincount: bincount reads its input's maximum on the host (a CUDA sync).
+    tokens = torch.full_like(row_sum, predicted, dtype=torch.float64)
+    domain_count = torch.zeros_like(domain_sum).index_add_(0, domain, tokens)
     return StepLosses(loss, lm.detach(), lb.detach(), z.detach(), domain_sum, domain_count)
 
 
@@ -79,40 +79,44 @@ def token_domains(domain: Tensor, seq_len: int) -> Tensor:
 class MetricWindow:
     """Sums of the train metrics since the last logged row (averaged when the row is written).
 
-    Tokens and seconds only feed the throughput figure, so they restart at zero on resume.
+    The sums stay on `device` and are read only when a row is written, so a step never waits
+    for the GPU. Tokens and seconds only feed the throughput figure, so they restart at zero on
+    resume.
     """
 
-    def __init__(self, n_domains: int) -> None:
+    def __init__(self, n_domains: int, device: torch.device | str = "cpu") -> None:
         self.n_domains = n_domains
+        self.device = torch.device(device)
         self.reset()
 
     def reset(self) -> None:
         self.steps = 0
         self.tokens = 0
         self.seconds = 0.0
-        self.sums = torch.zeros(4, dtype=torch.float64)  # loss, lm, lb, z
-        self.domain_sum = torch.zeros(self.n_domains, dtype=torch.float64)
-        self.domain_count = torch.zeros(self.n_domains, dtype=torch.float64)
+        zeros = {"dtype": torch.float64, "device": self.device}
+        self.sums = torch.zeros(4, **zeros)  # loss, lm, lb, z
+        self.domain_sum = torch.zeros(self.n_domains, **zeros)
+        self.domain_count = torch.zeros(self.n_domains, **zeros)
 
     def add(self, values: Tensor, domain_sum: Tensor, domain_count: Tensor) -> None:
         """One optimizer step: `values` (4,) = loss, lm, lb, z averaged over its micro-batches."""
         self.steps += 1
-        self.sums += values.cpu().double()
-        self.domain_sum += domain_sum.cpu().double()
-        self.domain_count += domain_count.cpu().double()
+        self.sums += values
+        self.domain_sum += domain_sum
+        self.domain_count += domain_count
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
-            "sums": self.sums.clone(),
-            "domain_sum": self.domain_sum.clone(),
-            "domain_count": self.domain_count.clone(),
+            "sums": self.sums.cpu().clone(),
+            "domain_sum": self.domain_sum.cpu().clone(),
+            "domain_count": self.domain_count.cpu().clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
         self.tokens = 0
         self.seconds = 0.0
-        self.sums = state["sums"].clone()
-        self.domain_sum = state["domain_sum"].clone()
-        self.domain_count = state["domain_count"].clone()
+        self.sums = state["sums"].to(self.device, torch.float64, copy=True)
+        self.domain_sum = state["domain_sum"].to(self.device, torch.float64, copy=True)
+        self.domain_count = state["domain_count"].to(self.device, torch.float64, copy=True)

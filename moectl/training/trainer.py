@@ -41,6 +41,7 @@ from moectl.training.checkpoint import (
     write_checkpoint,
 )
 from moectl.training.collapse import CollapseDetector
+from moectl.training.compiling import check_compile, compile_model, synchronize
 from moectl.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -121,6 +122,8 @@ def train_run(
     if source is not None:
         check_model_fits_corpus(read_meta(source), corpus, str(source))
     device = resolve_device(config.train.device)
+    if config.train.compile:
+        check_compile(device)
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     ctx = init_distributed(device.type)
@@ -177,7 +180,7 @@ class _Trainer:
         self.last_checkpoint: Path | None = None
         self.resumed_from: Path | None = None
         self.saved_step: int | None = None
-        self.grad_norm = 0.0
+        self.grad_norm: float | torch.Tensor = 0.0
         self.lr = 0.0
         self.last_tps = 0.0
         self.last_max_share: float | None = None
@@ -206,9 +209,9 @@ class _Trainer:
             self.core, cfg, self.config.moe.router_lr_scale
         )
         self.sampler = BlockSampler(len(self.corpus.train), cfg.batch_size, cfg.seed)
-        self.window = MetricWindow(len(self.domains))
+        self.window = MetricWindow(len(self.domains), self.device)
         n_experts = self.config.moe.n_experts
-        self.routing = RoutingAccumulator(self.moe_layers, n_experts, self.domains)
+        self.routing = RoutingAccumulator(self.moe_layers, n_experts, self.domains, self.device)
         self.detector = CollapseDetector(cfg.collapse)
         if checkpoint is not None:
             self._restore(state)
@@ -218,9 +221,10 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(
-                self.core, device_ids=device_ids, find_unused_parameters=bool(self.moe_layers)
-            )
+            # Stacked experts get a gradient (zero for an idle expert) at every step.
+            self.model = DistributedDataParallel(self.core, device_ids=device_ids)
+        if cfg.compile:
+            self.model = compile_model(self.model)
         self.train_data = self.corpus.train.with_format("numpy")
         eval_data = self.corpus.eval.with_format("numpy")
         domain_ids = np.asarray(eval_data["domain"])
@@ -269,6 +273,10 @@ class _Trainer:
                 while self.step < cfg.max_steps:
                     started = time.perf_counter()
                     step_tokens = self._train_step()
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        # Steps queue on the GPU without waiting; the window's time must
+                        # include their execution before its throughput is logged.
+                        synchronize(self.device)
                     elapsed = time.perf_counter() - started
                     session_tokens += step_tokens
                     session_seconds += elapsed
@@ -356,7 +364,7 @@ class _Trainer:
         all_reduce_sum(self.ctx, [merged], self.device)
         values = merged[:4] / self.ctx.world_size
         self.window.add(values, merged[4 : 4 + n_domains], merged[4 + n_domains :])
-        self.grad_norm = float(grad_norm)
+        self.grad_norm = grad_norm.detach()  # read when a row is written
         self.step += 1
         step_tokens = cfg.batch_size * cfg.grad_accum * self.corpus.block_size
         self.tokens += step_tokens
@@ -409,11 +417,12 @@ class _Trainer:
 
     def _log_train(self) -> None:
         window = self.window
-        sums = window.sums / max(1, window.steps)
+        sums = window.sums.cpu() / max(1, window.steps)
+        domain_sum, domain_count = window.domain_sum.cpu(), window.domain_count.cpu()
         domain_loss = {
-            domain: float(window.domain_sum[d] / window.domain_count[d])
+            domain: float(domain_sum[d] / domain_count[d])
             for d, domain in enumerate(self.domains)
-            if window.domain_count[d] > 0
+            if domain_count[d] > 0
         }
         self.last_tps = self._tokens_per_s
         row = TrainRow(
@@ -424,7 +433,7 @@ class _Trainer:
             lm_loss=float(sums[1]),
             lb_loss=float(sums[2]) if self.moe_layers else None,
             z_loss=float(sums[3]) if self.moe_layers else None,
-            grad_norm=self.grad_norm,
+            grad_norm=float(self.grad_norm),
             tokens_per_s=self.last_tps,
             domain_loss=domain_loss,
             time=time.time(),
