@@ -25,8 +25,8 @@ def quickstart(
         str,
         typer.Option(
             "--plan",
-            help="upcycle: pretrain a dense GPT-2 and upcycle it; scratch: train every variant "
-            "from random weights (independent experts).",
+            help="scratch: train every variant from random weights (independent experts); "
+            "upcycle: pretrain a dense GPT-2 and upcycle it.",
         ),
     ] = DEFAULT_PLAN,
     overrides: Annotated[
@@ -39,12 +39,14 @@ def quickstart(
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
-    Prepares the built-in corpus and trains four variants: an 8-expert top-1 MoE next to a
-    matched dense baseline, a no-load-balancing run and a top-2 run (with --plan upcycle, the
-    default, all continue from a dense GPT-2 pretrained first). Then it evaluates all four,
-    judges each finding against its control (the MoE's own init router for specialization,
-    paired bootstrap intervals for losses, the LB run for collapse) and writes figures and
-    OUT/report.html. Re-running skips finished stages and resumes an interrupted one.
+    Prepares the built-in corpus and trains four variants two at a time: an 8-expert top-1 MoE
+    next to a matched dense baseline, a no-load-balancing run and a top-2 run. With --plan
+    scratch (the default) all four train from random weights, the MoE with independently drawn
+    experts; with --plan upcycle a dense GPT-2 is pretrained first and every variant continues
+    from it, the MoE upcycled. Then it evaluates all four, judges each finding against its
+    control (the MoE's own init router for specialization, paired bootstrap intervals for
+    losses, the LB run for collapse) and writes figures and OUT/report.html. Re-running skips
+    finished stages and resumes an interrupted one.
 
     Examples:
 
@@ -52,9 +54,9 @@ def quickstart(
 
       moectl quickstart --tiny --out /tmp/tiny-study
 
-      moectl quickstart --plan scratch --out study-scratch
+      moectl quickstart --plan upcycle --out study-upcycle
 
-      moectl quickstart --set moe.router_lr_scale=10 --out study-router-lr
+      moectl quickstart --plan upcycle --set moe.router_lr_scale=10 --out study-router-lr
     """
     from moectl.study import StageOutcome, run_study
 

@@ -149,8 +149,9 @@ def collapse_finding(no_lb: RunLogs, lb: RunLogs) -> Finding:
         text = (
             f"Without the load-balancing loss the busiest expert passed {threshold:.0%} of a "
             f"layer's tokens at step {events[0]['step']} and stayed over it for {patience} "
-            f"consecutive router-log steps by step {confirmed}; with LB on, never more than "
-            f"{lb_streak} in a row. {peaks}"
+            f"consecutive router-log steps by step {confirmed}; with LB on, "
+            + ("never over it" if lb_streak == 0 else f"never more than {lb_streak} in a row")
+            + f". {peaks}"
         )
     elif confirmed is not None:
         verdict = "not attributable to LB"

@@ -5,11 +5,11 @@ variants in the `cpu-*` presets, so `moectl train --preset study-cpu ...` reprod
 by hand. This module adds only what a preset cannot say: the step counts and learning rates of
 the two phases, and the plan, i.e. where the variants start:
 
+- `scratch` (the default): train every variant from random weights in one schedule (no
+  pretraining stage, so `scratch_steps` fits the same time budget), MoE experts drawn
+  independently (`moe.init: scratch`, the OLMoE setting);
 - `upcycle`: pretrain a dense GPT-2, then continue every variant from it (the reference study's
-  sparse upcycling; the MoE starts with experts copied from the dense MLP);
-- `scratch`: train every variant from random weights in one schedule (no pretraining stage, so
-  `scratch_steps` fits the same time budget), MoE experts drawn independently (`moe.init:
-  scratch`, the OLMoE setting).
+  sparse upcycling; the MoE starts with experts copied from the dense MLP).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from moectl.config import DataConfig, RunConfig, deep_merge, load_preset, parse_
 StudySize = Literal["tiny", "default"]
 StudyPlanName = Literal["upcycle", "scratch"]
 PLAN_NAMES: tuple[StudyPlanName, ...] = ("upcycle", "scratch")
-DEFAULT_PLAN: StudyPlanName = "upcycle"
+DEFAULT_PLAN: StudyPlanName = "scratch"
+"""The specialization experiment's clearest result (docs/study.md): from scratch, domain routing
+emerges with training; upcycled, training reduces what the pretrained representation gave."""
 VARIANTS: dict[str, str] = {
     "dense": "cpu-dense",
     "moe": "cpu-moe",
