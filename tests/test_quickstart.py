@@ -201,7 +201,7 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
     _, scratch = plan_configs("default", "scratch", ["moe.router_lr_scale=10"])
     assert "pretrain" not in scratch and set(scratch) == set(VARIANTS)
     for name, config in scratch.items():
-        assert config.train.max_steps == 450 and config.train.lr == 2e-3
+        assert config.train.max_steps == 650 and config.train.lr == 2e-3
         assert config.moe.router_lr_scale == 10
         assert config.model == upcycle[name].model and config.train.num_threads == 1
         assert config.moe.init == ("scratch" if config.moe.enabled else config.moe.init)

@@ -56,7 +56,7 @@ PLANS: dict[str, StudyPlan] = {
         pretrain_lr=2e-3,
         variant_steps=350,
         variant_lr=1e-3,
-        scratch_steps=450,
+        scratch_steps=650,
         scratch_lr=2e-3,
         eval_max_blocks=192,
     ),
