@@ -42,8 +42,14 @@ def study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     plan = request.param
     out = tmp_path_factory.mktemp(f"study-{plan}")
     interrupter = _Interrupter()
-    with pytest.raises(StudyInterrupted, match="moe"):
-        run_study(out, "tiny", callback=interrupter, plan_name=plan)
+    # A shell starts background jobs with SIGINT ignored, and Python then raises no
+    # KeyboardInterrupt: give this process the handler a terminal's Ctrl-C would meet.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(StudyInterrupted, match="moe"):
+            run_study(out, "tiny", callback=interrupter, plan_name=plan)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert interrupter.sent
     state = json.loads((out / "study.json").read_text())
     before = {"prepare-data", "pretrain"} if plan == "upcycle" else {"prepare-data"}
