@@ -126,7 +126,7 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
             emergent = spec.emergent
             tops = ", ".join(
                 f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x "
-                f"{format_interval(t.ratio_ci, 2)}"
+                f"{format_interval(t.ratio_ci, 2, signed=False)}"
                 for d, t in layer.top_expert.items()
             )
             types = ", ".join(
