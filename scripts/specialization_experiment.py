@@ -103,17 +103,41 @@ def table(results: dict[str, EvaluationResult], out: Path) -> str:
     return "\n".join(lines)
 
 
+def seed_table(results: dict[str, EvaluationResult]) -> str:
+    """Per arm repeated over seeds: each seed's trained - init difference and verdict per layer."""
+    lines = ["| arm | seed | layer | trained - init [95% CI] | verdict |", "|---|---|---|---|---|"]
+    for name in ARMS:
+        repeats = [key for key in results if key.startswith(f"{name}@")]
+        runs = [(0, name), *sorted((int(key.split("@")[1]), key) for key in repeats)]
+        if len(runs) < 2 or name not in results:
+            continue
+        for seed, key in runs:
+            for layer in results[key].routing:
+                e = layer.specialization.emergent
+                lines.append(
+                    f"| {name} | {seed} | {layer.layer} | {e.difference:+.3f} "
+                    f"{format_interval(e.ci)} | {e.verdict} |"
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arm names")
     parser.add_argument("--size", default="default", choices=["default", "tiny"])
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated train.seed values; arms run once per seed, as ARM@SEED beyond 0 "
+        "(the upcycled arms all continue the one seed-0 pretrain)",
+    )
     args = parser.parse_args()
     chosen = args.arms.split(",")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    data_config, runs = plan_configs(args.size)
+    data_config, runs = plan_configs(args.size, "upcycle")
     corpus_dir = out / "data"
     if not (corpus_dir / "manifest.json").is_file():
         prepare_corpus(data_config, corpus_dir, force=True)
@@ -125,25 +149,29 @@ def main() -> None:
         job = TrainJob("pretrain", config, corpus_dir, pretrain_dir)
         run_parallel([job], workers=1)
     jobs = []
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     for name in chosen:
         family, overrides = ARMS[name]
-        run_dir = out / "runs" / name
-        if (run_dir / RESULT_FILE).is_file():
-            continue
-        config = arm_config(runs["moe"], name, family, overrides)
-        init_from = pretrain_dir / "best" if family == "upcycled" else None
-        jobs.append(TrainJob(name, config, corpus_dir, run_dir, init_from))
+        for seed in seeds:
+            run_name = name if seed == 0 else f"{name}@{seed}"
+            run_dir = out / "runs" / run_name
+            if (run_dir / RESULT_FILE).is_file():
+                continue
+            config = arm_config(runs["moe"], run_name, family, [*overrides, f"train.seed={seed}"])
+            init_from = pretrain_dir / "best" if family == "upcycled" else None
+            jobs.append(TrainJob(run_name, config, corpus_dir, run_dir, init_from))
     run_parallel(jobs, workers=args.workers)
     options = EvaluationOptions(max_blocks=PLANS[args.size].eval_max_blocks)
     names = [n for n in ARMS if (out / "runs" / n / RESULT_FILE).is_file()]
+    repeats = sorted(p.name for p in (out / "runs").glob("*@*") if (p / RESULT_FILE).is_file())
     evaluated = evaluate_models(
-        [out / "runs" / n for n in names], load_corpus(corpus_dir), options=options
+        [out / "runs" / n for n in [*names, *repeats]], load_corpus(corpus_dir), options=options
     )
-    results = dict(zip(names, evaluated, strict=True))
+    results = dict(zip([*names, *repeats], evaluated, strict=True))
     (out / "experiment.json").write_text(
         json.dumps({n: r.model_dump(mode="json") for n, r in results.items()}), encoding="utf-8"
     )
-    text = table(results, out)
+    text = table(results, out) + "\n\n" + seed_table(results)
     (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     print(f"done in {time.time() - started:.0f} s")
