@@ -23,12 +23,13 @@ import json
 import time
 from pathlib import Path
 
-from moectl.analysis.bootstrap import format_interval, paired_loss_difference
+from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
 from moectl.analysis.results import EvaluationResult
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
+from moectl.study.findings import paired_difference
 from moectl.study.parallel import RESULT_FILE, TrainJob, run_parallel
 from moectl.study.plan import PLANS, plan_configs
 
@@ -79,12 +80,11 @@ def table(results: dict[str, EvaluationResult], out: Path) -> str:
             continue
         result = results[name]
         dense = results[MATCHED_DENSE[family]]
-        strata = result.block_domain
         wall = f"{wall_seconds(out / 'runs' / name):.0f}"
         if name == MATCHED_DENSE[family]:
             loss = f"{result.loss:.3f} (matched dense)"
         else:
-            diff = paired_loss_difference(result.block_loss, dense.block_loss, strata)
+            diff = paired_difference(result, dense)
             loss = (
                 f"{result.loss:.3f} vs {dense.loss:.3f}: {diff.difference:+.3f} "
                 f"{format_interval(diff.ci)}"

@@ -239,8 +239,8 @@ def evaluate_loaded(
             }
             stats = last_router_stats(model) if recorders else {}
             _record(recorders, stats, domain_ids, block_ids, types)
-            if init is not None:
-                init.model(input_ids=ids)
+            if init is not None:  # the routers are all the control needs: no LM head
+                init.model.transformer(input_ids=ids)
                 _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
             for row, block in enumerate(batch):
                 if block.index in sample_blocks and stats:

@@ -111,18 +111,16 @@ def top2_finding(top2: EvaluationResult, moe: EvaluationResult, dense: Evaluatio
 
 def _longest_streak(run: RunLogs) -> tuple[int, int | None]:
     """(longest run of consecutive over-threshold router-log steps, the step it reached
-    `patience` at, or None). The step-0 row (the init router) is not a training step."""
-    threshold, patience = run.collapse_threshold, run.collapse_patience
-    streak = longest = 0
-    confirmed = None
-    for row in run.routing or []:
-        if row.get("collapse") is None:
-            continue
-        shares = [layer["max_fraction"] for layer in row["layers"].values()]
-        streak = streak + 1 if max(shares, default=0.0) > threshold else 0
-        longest = max(longest, streak)
-        if streak >= patience and confirmed is None:
-            confirmed = int(row["step"])
+    `patience` at, or None), as the trainer's collapse detector counted them in the routing
+    log. The step-0 row (the init router) has no collapse check."""
+    counts = [
+        (int(row["step"]), int(row["collapse"]["consecutive"]))
+        for row in run.routing or []
+        if row.get("collapse") is not None
+    ]
+    longest = max((consecutive for _, consecutive in counts), default=0)
+    patience = run.collapse_patience
+    confirmed = next((step for step, consecutive in counts if consecutive >= patience), None)
     return longest, confirmed
 
 
