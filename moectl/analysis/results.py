@@ -27,6 +27,39 @@ class Emergence(BaseModel):
     verdict: Verdict | None = None
 
 
+class RandomGates(BaseModel):
+    """The trained router against gates drawn exactly as the init draws them, applied to the
+    trained model's hidden states at the layer input: how unusual the trained router is among
+    gates that never learned (`percentile` of the trained router's NMI among theirs, 0-100)."""
+
+    n: int
+    mean: float
+    q05: float
+    q95: float
+    percentile: float
+
+
+class Probe(BaseModel):
+    """A linear domain probe on the layer's input, fit on half the eval documents and scored on
+    the other half: the ceiling of how much domain routing the representation allows.
+    `chance` is the held-out share of the most common domain (a probe that ignores the input)."""
+
+    accuracy: float
+    nmi: float = Field(description="NMI(domain; probe prediction) on the held-out documents")
+    chance: float
+    train_documents: int
+    test_documents: int
+
+
+class TokenIdScore(BaseModel):
+    """Domain routing beyond vocabulary: MI(domain; expert | token id) / H(domain | token id).
+
+    Near 0 when the expert follows the token id alone (OLMoE found routing largely does)."""
+
+    nmi: float
+    ci: tuple[float, float] | None = None
+
+
 class SpecializationScore(BaseModel):
     """Normalized MI between a label (domain or token type) and the chosen expert.
 
@@ -51,11 +84,59 @@ class SpecializationScore(BaseModel):
     init_nmi_ci: tuple[float, float] | None = None
     emergent: Emergence = Field(default_factory=Emergence)
     n_bootstrap: int = 0
+    # The router's own share (domain labels only; None for token types and without an init
+    # record): the trained hidden states at the layer input routed through the init gate (same
+    # top-k, same rule), and trained minus that, paired. `emergent` above compares whole models
+    # (body and gate at step 0); `router_made` holds the body fixed and changes only the gate.
+    frozen_gate_nmi: float | None = None
+    frozen_gate_nmi_ci: tuple[float, float] | None = None
+    router_made: Emergence = Field(default_factory=Emergence)
+    random_gates: RandomGates | None = None
+    probe: Probe | None = None
+    token_id: TokenIdScore | None = None
+    # First choice only (each token counted once), the like-for-like number across top-k.
+    first_choice_nmi: float | None = None
+    first_choice_nmi_ci: tuple[float, float] | None = None
 
     @property
     def excess(self) -> float:
         """NMI above what a label-blind router scores on the same tokens."""
         return self.nmi - self.baseline_nmi
+
+
+class SampleSize(BaseModel):
+    """How many eval blocks of a domain were evaluated and from how many documents: the
+    documents are the units the intervals resample."""
+
+    blocks: int
+    documents: int
+
+
+FunctionalVerdict = Literal["specialized", "not specialized"]
+
+
+class FunctionalArm(BaseModel):
+    """One model's functional test for one (domain, layer, m): the domain's eval loss with its
+    tokens routed only among the m experts it uses most, against m experts drawn at random."""
+
+    experts: list[int] = Field(description="the domain's m most-used experts in this layer")
+    own_loss: float
+    random_loss: float = Field(description="mean over the random draws")
+    n_draws: int
+    difference: float = Field(description="own_loss - random_loss")
+    ci: tuple[float, float] | None = Field(None, description="95% paired interval over documents")
+    verdict: FunctionalVerdict | None = None
+
+
+class FunctionalScore(BaseModel):
+    """Do the experts a domain is routed to matter for it? (EMO-style keep-own-experts test)."""
+
+    domain: str
+    layer: int
+    m: int
+    full_loss: float = Field(description="the domain's eval loss with every expert available")
+    trained: FunctionalArm
+    init: FunctionalArm | None = None
 
 
 class TopExpert(BaseModel):
@@ -148,6 +229,15 @@ class EvaluationResult(BaseModel):
     block_loss: list[float] = Field(
         default_factory=list, description="mean per-token loss of each evaluated block"
     )
+    block_document: list[int] = Field(
+        default_factory=list,
+        description="the document (the bootstrap's unit) of each evaluated block, in order",
+    )
+    sample: dict[str, SampleSize] = Field(
+        default_factory=dict, description="per domain: evaluated blocks and their documents"
+    )
+    sample_seed: int | None = Field(None, description="the seed that drew the eval blocks")
+    functional: list[FunctionalScore] = Field(default_factory=list)
 
     def mean_specialization(self) -> SpecializationScore | None:
         """Domain NMI, its init-router value and the baseline averaged over MoE layers (None for
