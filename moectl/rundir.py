@@ -545,7 +545,9 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
     data section is not compared: it is always the corpus manifest's (a run saved before that
     rule recorded its preset's, and gets the corpus's on this resume)."""
     saved = read_run_config(run_dir)
-    ours, theirs = (_flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
+    ours, theirs = (
+        flatten_keys(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved)
+    )
     differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     others = [k for k in differing if k != RESUMABLE_KEY]
     if others:
@@ -568,11 +570,12 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
     ]
 
 
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

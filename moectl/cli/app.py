@@ -78,6 +78,7 @@ def _register() -> None:
         export,
         generate,
         inspect,
+        log,
         prepare_data,
         presets,
         quickstart,
@@ -92,6 +93,7 @@ def _register() -> None:
     app.command("visualize")(visualize.visualize)
     app.command("generate")(generate.generate)
     app.command("export")(export.export)
+    app.command("log")(log.log)
     app.command("quickstart")(quickstart.quickstart)
     app.command("presets")(presets.presets)
 

@@ -36,6 +36,14 @@ def quickstart(
             help="key=value for every training stage, as in `moectl train` (repeatable).",
         ),
     ] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard/--no-tensorboard",
+            help="TensorBoard event files in every run (OUT/runs/*/tensorboard): "
+            "tensorboard --logdir OUT/runs. A --set train.sinks=[...] replaces them.",
+        ),
+    ] = True,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
@@ -57,6 +65,8 @@ def quickstart(
       moectl quickstart --plan upcycle --out study-upcycle
 
       moectl quickstart --plan upcycle --set moe.router_lr_scale=10 --out study-router-lr
+
+      moectl quickstart --tiny --no-tensorboard --out /tmp/tiny-study
     """
     from moectl.study import StageOutcome, run_study
 
@@ -81,6 +91,7 @@ def quickstart(
             on_stage=on_stage,
             plan_name=plan,
             overrides=overrides or [],
+            tensorboard=tensorboard,
         )
 
     findings = Table(title="What this study found", show_lines=True)
