@@ -66,7 +66,8 @@ def test_typos_get_did_you_mean(cli):
     command = cli("trian")
     assert command.exit_code == 2 and "Did you mean 'train'?" in command.output
     option = cli("train", "--preset", "tiny", "--print-conifg")
-    assert option.exit_code == 2 and "--print-config)" in option.output
+    # the suggestion's wording is click's or typer's, which differs across their versions
+    assert option.exit_code == 2 and "--print-config" in option.output
     refused(cli("train", "--preset", "tny", "--print-config"), "did you mean 'tiny'?")
     key = cli("train", "--preset", "tiny", "--set", "train.lrr=1", "--print-config")
     assert key.exit_code == 2 and "train.lrr: unknown field (did you mean 'lr'?)" in key.output

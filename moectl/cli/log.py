@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -12,14 +13,28 @@ from moectl.cli.common import console
 from moectl.errors import MoectlError
 
 
+class Tracker(str, Enum):
+    """The trackers `moectl log` sends to (the sinks of train.sinks)."""
+
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
+class WandbMode(str, Enum):
+    """W&B's modes that send or keep a run (train.wandb.mode without 'disabled')."""
+
+    online = "online"
+    offline = "offline"
+
+
 def log(
     paths: Annotated[
         list[Path],
         typer.Argument(help="Run directories, or study folders (all their runs).", metavar="RUN"),
     ],
     to: Annotated[
-        Literal["tensorboard", "wandb"],
-        typer.Option("--to", "-t", help="The tracker: tensorboard or wandb.", show_default=False),
+        Tracker,
+        typer.Option("--to", "-t", help="The tracker.", show_default=False),
     ],
     out: Annotated[
         Path,
@@ -39,7 +54,7 @@ def log(
         ),
     ] = None,
     mode: Annotated[
-        Literal["online", "offline"] | None,
+        WandbMode | None,
         typer.Option(
             "--mode", help="W&B mode (default: W&B's own, WANDB_MODE).", show_default=False
         ),
@@ -64,9 +79,9 @@ def log(
     """
     from moectl.training.sinks import TensorBoardSink, WandbSink, check_sinks, send_run_logs
 
-    check_sinks([to])
+    check_sinks([to.value])
     runs = _runs(paths)
-    if to == "tensorboard":
+    if to == Tracker.tensorboard:
         taken = [str(out / label) for label, _ in runs if (out / label).exists()]
         if taken:
             raise MoectlError(
@@ -74,8 +89,8 @@ def log(
                 hint="choose another --out",
             )
     for label, run_dir in runs:
-        config = _run_config(run_dir, project, mode)
-        if to == "tensorboard":
+        config = _run_config(run_dir, project, mode.value if mode else None)
+        if to == Tracker.tensorboard:
             from moectl.fs import atomic_directory
 
             with atomic_directory(out / label) as folder:
