@@ -88,8 +88,9 @@ def log(
                 f"{taken[0]} already exists; nothing was written",
                 hint="choose another --out",
             )
-    for label, run_dir in runs:
-        config = _run_config(run_dir, project, mode.value if mode else None)
+    # every config is read before anything is written, so a bad run changes nothing on disk
+    configs = [_run_config(run_dir, project, mode.value if mode else None) for _, run_dir in runs]
+    for (label, run_dir), config in zip(runs, configs, strict=True):
         if to == Tracker.tensorboard:
             from moectl.fs import atomic_directory
 

@@ -61,6 +61,7 @@ class TensorBoardSink:
     def _write_config(self, config: RunConfig) -> None:
         from torch.utils.tensorboard.summary import hparams
 
+        # Only the metric names matter: the HPARAMS tab shows those tags' logged scalars.
         for summary in hparams(config_hparams(config), {"eval/loss": 0.0, "train/loss": 0.0}):
             self._writer.file_writer.add_summary(summary)
         self._writer.add_text(CONFIG_TAG, f"```yaml\n{dump_yaml(config)}```", 0)
