@@ -175,7 +175,7 @@ def train(
     run that is already complete does nothing and exits 0.
 
     Metrics also go to TensorBoard (RUN_DIR/tensorboard) and W&B with the train.sinks option,
-    e.g. --set 'train.sinks=\\[tensorboard, wandb]' (names: docs/interop.md).
+    e.g. --set 'train.sinks=["tensorboard", "wandb"]' (names: docs/interop.md).
 
     Examples:
 
@@ -192,7 +192,7 @@ def train(
       moectl train --preset cpu-moe --set moe.top_k=2 --print-config
 
       moectl train --preset cpu-moe --data data/mix --run-dir runs/moe
-        --set 'train.sinks=\\[tensorboard]'
+        --set 'train.sinks=["tensorboard"]'
 
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp
