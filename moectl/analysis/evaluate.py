@@ -173,7 +173,7 @@ def sample_rows(
         unique, local = np.unique(documents[rows], return_inverse=True)
         document_rank = rng.permutation(len(unique))[local]
         # Rows were shuffled, so a row's place among its document's rows is a random round.
-        order = np.lexsort((document_rank, local))
+        order = np.argsort(local, kind="stable")
         round_of = np.empty(len(rows), dtype=np.int64)
         starts = np.r_[0, np.flatnonzero(np.diff(local[order])) + 1]
         counts = np.diff(np.r_[starts, len(rows)])
@@ -202,8 +202,8 @@ def sample_notes(sample: dict[str, SampleSize], has_documents: bool, corpus: Pat
         ]
     return [
         f"{SAMPLE_NOTE} {domain} has {size.documents} eval documents (fewer than "
-        f"{MIN_DOCUMENTS}), so its intervals rest on few independent units; give the eval split "
-        "more texts (data.eval_min_texts, more or shorter input texts)"
+        f"{MIN_DOCUMENTS}), so its intervals rest on few independent units; evaluate more blocks "
+        "(--max-blocks) or give the eval split more texts (data.eval_min_texts)"
         for domain, size in sample.items()
         if size.documents < MIN_DOCUMENTS
     ]
