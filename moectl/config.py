@@ -124,6 +124,39 @@ class MoEConfig(StrictModel):
     router_lr_scale: float = Field(
         1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
     )
+    balance: Literal["switch", "none"] = Field(
+        "switch",
+        description="load balancing (moectl.model.balance): Switch LB per micro-batch, over the "
+        "optimizer step's global batch (Qiu et al. 2025), per sequence, DeepSeek-V3's "
+        "aux-loss-free selection bias, or none",
+    )
+    bias_update_rate: float = Field(
+        1e-3, gt=0, description="balance=bias: how far the bias moves after each step"
+    )
+    score: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="router scores: softmax over experts, or sigmoid per expert normalized over "
+        "the chosen ones (DeepSeek-V3)",
+    )
+    shared_experts: int = Field(
+        0, ge=0, description="always-on experts beside the routed ones (DeepSeekMoE, Qwen2-MoE)"
+    )
+    granularity: int = Field(
+        1,
+        ge=1,
+        description="fine-grained experts: each MLP split into g experts of width 4D/g; "
+        "n_experts*g routed, top_k*g active (DeepSeekMoE)",
+    )
+
+    @property
+    def routed_experts(self) -> int:
+        """Routed experts per layer, counting fine-grained ones: n_experts * granularity."""
+        return self.n_experts * self.granularity
+
+    @property
+    def routed_top_k(self) -> int:
+        """Experts each token is routed to: top_k * granularity."""
+        return self.top_k * self.granularity
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
