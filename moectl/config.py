@@ -124,7 +124,7 @@ class MoEConfig(StrictModel):
     router_lr_scale: float = Field(
         1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
     )
-    balance: Literal["switch", "none"] = Field(
+    balance: Literal["switch", "global", "sequence", "bias", "none"] = Field(
         "switch",
         description="load balancing (moectl.model.balance): Switch LB per micro-batch, over the "
         "optimizer step's global batch (Qiu et al. 2025), per sequence, DeepSeek-V3's "

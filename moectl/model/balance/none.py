@@ -9,3 +9,4 @@ class NoBalance(Balance):
     """Adds no loss and keeps no state: every hook is the interface's no-op."""
 
     name = "none"
+    adds_loss = False
