@@ -40,6 +40,10 @@ def reference_rows(corpus: Path, run_dir: Path, overrides: list[str]) -> dict[st
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     train = [r for r in map(json.loads, lines) if r["kind"] == "train"]
     routing = [json.loads(line) for line in (run_dir / "routing.jsonl").read_text().splitlines()]
+    for row in routing:  # the scheme state came with the seam; switch keeps none
+        for layer in row["layers"].values():
+            if layer.get("balance") == {}:
+                del layer["balance"]
     return {
         "train": [{k: r[k] for k in TRAIN_KEYS} for r in train],
         "routing": [{k: r[k] for k in ("step", "layers")} for r in routing],

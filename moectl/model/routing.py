@@ -24,6 +24,11 @@ def last_router_stats(model: nn.Module) -> dict[int, Assignment]:
     return {i: m.last_stats for i, m in moe_layers(model).items() if m.last_stats is not None}
 
 
+def balance_states(model: nn.Module) -> dict[int, dict[str, float]]:
+    """Each MoE layer's balancing-scheme state (moectl.model.balance), for logs and trackers."""
+    return {i: m.balance.state() for i, m in moe_layers(model).items()}
+
+
 def aux_losses(model: nn.Module) -> tuple[Tensor, Tensor]:
     """(balancing loss, z-loss) of the last forward, each averaged over the MoE layers.
 

@@ -29,7 +29,12 @@ from moectl.errors import TrainingError
 from moectl.model.compat import check_model_fits_corpus
 from moectl.model.initial import write_init_record
 from moectl.model.io import read_meta, save_model
-from moectl.model.routing import last_router_stats, moe_layers, set_router_progress
+from moectl.model.routing import (
+    balance_states,
+    last_router_stats,
+    moe_layers,
+    set_router_progress,
+)
 from moectl.progress import ProgressCallback, report
 from moectl.rundir import EvalRow, EvalScores, JsonlWriter, RoutingRow, TrainRow
 from moectl.training.balancing import StepCounts, count_before_step
@@ -458,14 +463,16 @@ class _Trainer:
         initialized, so the log starts from the init router's routing. It is not a collapse
         check (`collapse` is null): training has not touched the router yet."""
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
-        row = RoutingRow.model_validate({**self.routing.row(0), "collapse": None})
+        row = self.routing.row(0, balance_states(self.core))
+        row = RoutingRow.model_validate({**row, "collapse": None})
         self.routing.reset()
         self._write("routing", row, "routing")
 
     def _log_routing(self) -> bool:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
         status = self.detector.update(self.step, self.routing.max_fractions())
-        row = RoutingRow.model_validate({**self.routing.row(self.step), "collapse": status})
+        row = self.routing.row(self.step, balance_states(self.core))
+        row = RoutingRow.model_validate({**row, "collapse": status})
         self.routing.reset()
         self._write("routing", row, "routing")
         if status.warning:
