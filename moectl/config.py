@@ -218,6 +218,12 @@ class TrainConfig(StrictModel):
     max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(2, ge=1)
     grad_accum: int = Field(4, ge=1)
+    batch_mixing: Literal["mixed", "domain"] = Field(
+        "mixed",
+        description="mixed: batches drawn from all domains; domain: each micro-batch from one "
+        "domain, domains taking turns, so only the optimizer step's global batch mixes them "
+        "(where micro-batch and global-batch load balancing differ, Qiu et al. 2025)",
+    )
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, le=1)

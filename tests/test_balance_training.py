@@ -27,7 +27,7 @@ BASE = [
 ]
 SCHEMES = {
     "switch": [],
-    "global": ["moe.balance=global"],
+    "global": ["moe.balance=global", "train.batch_mixing=domain"],
     "sequence": ["moe.balance=sequence"],
     "none": ["moe.balance=none"],
     # bias, with every router and expert option beside it

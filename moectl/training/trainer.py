@@ -38,7 +38,7 @@ from moectl.model.routing import (
 from moectl.progress import ProgressCallback, report
 from moectl.rundir import EvalRow, EvalScores, JsonlWriter, RoutingRow, TrainRow
 from moectl.training.balancing import StepCounts, count_before_step
-from moectl.training.batches import BlockSampler, eval_subset, fetch
+from moectl.training.batches import eval_subset, fetch, train_sampler
 from moectl.training.checkpoint import (
     STATE_FORMAT,
     capture_rng_state,
@@ -214,7 +214,8 @@ class _Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             self.core, cfg, self.config.moe.router_lr_scale
         )
-        self.sampler = BlockSampler(len(self.corpus.train), cfg.batch_size, cfg.seed)
+        train_domains = np.asarray(self.corpus.train.with_format("numpy")["domain"])
+        self.sampler = train_sampler(cfg.batch_mixing, train_domains, cfg.batch_size, cfg.seed)
         self.window = MetricWindow(len(self.domains), self.device)
         n_experts = self.config.moe.routed_experts
         self.routing = RoutingAccumulator(self.moe_layers, n_experts, self.domains, self.device)
