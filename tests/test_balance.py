@@ -165,3 +165,16 @@ def test_fine_grained_upcycling_without_perturbation_gives_dense_logits(top_k, g
 def test_granularity_must_divide_the_mlp_width():
     with pytest.raises(ConfigError, match="does not divide the MLP hidden width 128"):
         apply_moe(tiny_gpt2(), moe(granularity=3))
+
+
+def test_router_restricts_the_selectable_experts():
+    model = tiny_gpt2()
+    apply_moe(model, moe(top_k=2), seed=0)
+    layer = moe_layers(model)[1]
+    layer.gate.selectable = torch.tensor([False, True, True, False])
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer(x)
+    stats = layer.last_stats
+    assert set(stats.expert_index.unique().tolist()) == {1, 2}
+    assert stats.probs[:, [0, 3]].max().item() == 0.0 and torch.isfinite(stats.entropy).all()

@@ -139,3 +139,32 @@ def test_global_over_two_ranks_and_accumulation_equals_the_full_batch(tiny_corpu
     train_run(resolve_run_config("tiny", overrides=local), tiny_corpus, tmp_path / "local")
     first = _rows(tmp_path / "local", kind="train")[0]["lb_loss"]
     assert first != pytest.approx(want[0]["lb_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("moe.granularity=3", "3 does not divide the MLP hidden width 128"),
+        ("moe.balance=lossless", "moe.balance"),
+        ("moe.score=relu", "moe.score"),
+        ("moe.shared_experts=-1", "moe.shared_experts"),
+    ],
+)
+def test_impossible_settings_exit_2_and_write_nothing(cli, tiny_corpus, tmp_path, setting, message):
+    run = tmp_path / "run"
+    args = ["--set", "model.n_embd=32", "--set", "moe.enabled=true", "--set", "moe.last_n=1"]
+    result = cli(
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        run,
+        *args,
+        "--set",
+        setting,
+    )
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not run.exists()
