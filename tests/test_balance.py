@@ -178,3 +178,35 @@ def test_router_restricts_the_selectable_experts():
     stats = layer.last_stats
     assert set(stats.expert_index.unique().tolist()) == {1, 2}
     assert stats.probs[:, [0, 3]].max().item() == 0.0 and torch.isfinite(stats.entropy).all()
+
+
+def test_every_option_compiles_to_one_graph_with_the_eager_results():
+    """Selection bias, sigmoid scores, shared and fine-grained experts add no host reads or
+    data-dependent branches: fullgraph capture works and gives the eager outputs."""
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this platform")
+    torch._dynamo.reset()
+    model = tiny_gpt2()
+    cfg = moe(balance="bias", score="sigmoid", shared_experts=1, granularity=2, top_k=2)
+    apply_moe(model, cfg, seed=0)
+    layer = moe_layers(model)[1]
+    layer.balance.bias.copy_(torch.linspace(-0.2, 0.2, 8))
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        want, got = layer(x), compiled(x)
+    torch.testing.assert_close(got, want)
+
+
+def test_shared_experts_are_active_and_fine_grained_keep_the_active_count():
+    from moectl.model.factory import count_parameters
+
+    coarse, fine = tiny_gpt2(), tiny_gpt2()
+    apply_moe(coarse, moe(top_k=2, shared_experts=1), seed=0)
+    apply_moe(fine, moe(top_k=2, shared_experts=1, granularity=4), seed=0)
+    mlp = 32 * 128 + 128 + 128 * 32 + 32
+    c, f = count_parameters(coarse), count_parameters(fine)
+    assert c.total - c.active == 2 * mlp  # 4 routed, 2 active, the shared one always
+    # Fine-grained: 16 narrower experts, 8 active; each has its own output bias and gate row.
+    assert f.total - c.total == 12 * 32 + 12 * 32
+    assert f.total - f.active == 8 * (mlp - 32) // 4 + 8 * 32
