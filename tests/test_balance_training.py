@@ -4,11 +4,10 @@ and `global` across DDP ranks and gradient accumulation (the full-batch loss).""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch.multiprocessing as mp
-from test_ddp import _free_port
+from test_ddp import _free_port, _worker
 
 from moectl.config import resolve_run_config
 from moectl.training.trainer import train_run
@@ -95,29 +94,6 @@ SPLIT = ["moe.balance=global", "train.batch_size=4", "train.grad_accum=2"]
 FULL = ["moe.balance=switch", "train.batch_size=8", "train.grad_accum=1"]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, corpus: str, run_dir: str) -> None:
-    import torch
-
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        TORCH_GLOO_TIMEOUT="120",
-    )
-    torch.set_num_threads(1)
-    import datetime
-
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
-    try:
-        train_run(resolve_run_config("tiny", overrides=[*DDP, *SPLIT]), corpus, run_dir)
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_global_over_two_ranks_and_accumulation_equals_the_full_batch(tiny_corpus, tmp_path):
     full = train_run(
@@ -125,8 +101,8 @@ def test_global_over_two_ranks_and_accumulation_equals_the_full_batch(tiny_corpu
     )
     assert full.steps == 3
     mp.spawn(
-        _ddp_worker,
-        args=(2, _free_port(), str(tiny_corpus), str(tmp_path / "split")),
+        _worker,
+        args=(2, _free_port(), str(tiny_corpus), str(tmp_path / "split"), [*DDP, *SPLIT]),
         nprocs=2,
         join=True,
     )
@@ -152,19 +128,9 @@ def test_global_over_two_ranks_and_accumulation_equals_the_full_batch(tiny_corpu
 )
 def test_impossible_settings_exit_2_and_write_nothing(cli, tiny_corpus, tmp_path, setting, message):
     run = tmp_path / "run"
-    args = ["--set", "model.n_embd=32", "--set", "moe.enabled=true", "--set", "moe.last_n=1"]
-    result = cli(
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        tiny_corpus,
-        "--run-dir",
-        run,
-        *args,
-        "--set",
-        setting,
-    )
+    sets = ["moe.enabled=true", "moe.last_n=1", setting]
+    command = ["train", "--preset", "tiny", "--data", tiny_corpus, "--run-dir", run]
+    result = cli(*command, *[arg for value in sets for arg in ("--set", value)])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not run.exists()
