@@ -1,6 +1,6 @@
 """Accumulates router assignments between router-log steps and turns them into routing.jsonl rows.
 
-After every forward the trainer hands over the MoE layers' `RouterStats`; this keeps only counts
+After every forward the trainer hands over each MoE layer's `Assignment`; this keeps only counts
 (one index_add per layer) and entropy sums, so logging costs nothing next to the forward pass, and
 the counts can be summed across DDP ranks before a row is written. The sums live on the model's
 device and are read on the host only when a row is written: a step never waits for the GPU.
