@@ -124,6 +124,39 @@ class MoEConfig(StrictModel):
     router_lr_scale: float = Field(
         1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
     )
+    balance: Literal["switch", "global", "sequence", "bias", "none"] = Field(
+        "switch",
+        description="load balancing (moectl.model.balance): Switch LB per micro-batch, over the "
+        "optimizer step's global batch (Qiu et al. 2025), per sequence, DeepSeek-V3's "
+        "aux-loss-free selection bias, or none",
+    )
+    bias_update_rate: float = Field(
+        1e-3, gt=0, description="balance=bias: how far the bias moves after each step"
+    )
+    score: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="router scores: softmax over experts, or sigmoid per expert normalized over "
+        "the chosen ones (DeepSeek-V3)",
+    )
+    shared_experts: int = Field(
+        0, ge=0, description="always-on experts beside the routed ones (DeepSeekMoE, Qwen2-MoE)"
+    )
+    granularity: int = Field(
+        1,
+        ge=1,
+        description="fine-grained experts: each MLP split into g experts of width 4D/g; "
+        "n_experts*g routed, top_k*g active (DeepSeekMoE)",
+    )
+
+    @property
+    def routed_experts(self) -> int:
+        """Routed experts per layer, counting fine-grained ones: n_experts * granularity."""
+        return self.n_experts * self.granularity
+
+    @property
+    def routed_top_k(self) -> int:
+        """Experts each token is routed to: top_k * granularity."""
+        return self.top_k * self.granularity
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
@@ -185,6 +218,12 @@ class TrainConfig(StrictModel):
     max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(2, ge=1)
     grad_accum: int = Field(4, ge=1)
+    batch_mixing: Literal["mixed", "domain"] = Field(
+        "mixed",
+        description="mixed: batches drawn from all domains; domain: each micro-batch from one "
+        "domain, domains taking turns, so only the optimizer step's global batch mixes them "
+        "(where micro-batch and global-batch load balancing differ, Qiu et al. 2025)",
+    )
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, le=1)

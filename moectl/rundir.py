@@ -117,6 +117,11 @@ class LayerRoutingRow(BaseModel):
         default_factory=list, description="domain x expert assignment counts (in domain order)"
     )
     nmi: float | None = Field(None, description="NMI(domain; expert) of those counts")
+    balance: dict[str, float] = Field(
+        default_factory=dict,
+        description="the balancing scheme's state at the row's step: bias_min/bias_max (bias), "
+        "f_i of the last step's global batch (global); empty for the others",
+    )
 
 
 class CollapseFlag(BaseModel):

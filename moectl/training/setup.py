@@ -78,8 +78,8 @@ def layout_of_config(config: RunConfig, n_layer: int) -> dict[str, Any]:
     layers = moe.resolve_layers(n_layer)
     return {
         "layers": layers,
-        "n_experts": moe.n_experts if layers else 0,
-        "top_k": moe.top_k if layers else 0,
+        "n_experts": moe.routed_experts if layers else 0,
+        "top_k": moe.routed_top_k if layers else 0,
     }
 
 
