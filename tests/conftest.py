@@ -140,7 +140,7 @@ def untouched(*roots):
     did not exist must still not exist)."""
     before = [snapshot(root) for root in roots]
     yield
-    for root, old in zip(roots, before):
+    for root, old in zip(roots, before, strict=True):
         new = snapshot(root)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         assert not changed, f"{root} changed: {changed[:10]}"

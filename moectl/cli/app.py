@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-import click
 import typer
+from typer import _click as click  # Typer parses with its own copy of click
 from typer.core import TyperGroup
 
 from moectl import __version__
@@ -23,21 +25,68 @@ STATE = _State()
 
 
 class MoectlGroup(TyperGroup):
-    """Turns MoectlError from any command into one message and its exit code (no traceback).
-    (A mistyped command or option gets "Did you mean" from Typer and click themselves.)"""
+    """Turns every error a user can fix into the same one-line `error:` + `hint:` form and exit
+    code 2, without a traceback: a MoectlError from any command, a usage error from parsing
+    (a mistyped option, a bad value; Typer's "did you mean" becomes the hint) and a permission
+    a command did not check first."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except MoectlError as error:
-            if STATE.debug:
-                raise
-            render_error(error)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            if STATE.debug:
-                raise
-            raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.exceptions.UsageError as error:
+        if STATE.debug:
+            raise
+        render_error(usage_error(error))
+        raise typer.Exit(2) from None
+    except MoectlError as error:
+        if STATE.debug:
+            raise
+        render_error(error)
+        raise typer.Exit(error.exit_code) from None
+    except PermissionError as error:
+        if STATE.debug:
+            raise
+        render_error(
+            MoectlError(
+                f"permission denied: {error.filename or error}",
+                hint="choose a path you can write to, or change its permissions",
+            )
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if STATE.debug:
+            raise
+        raise typer.Exit(130) from None
+
+
+def usage_error(error: click.exceptions.UsageError) -> MoectlError:
+    """A parser's error as a MoectlError: its message on one line, its suggestion and where
+    to read the command's options as the hint."""
+    text = " ".join(error.format_message().split())
+    message, found, suggestion = text.partition(" Did you mean")
+    ctx = error.ctx
+    command = ctx.command_path if ctx is not None else "moectl"
+    listed = "commands" if ctx is None or isinstance(ctx.command, click.Group) else "options"
+    hint = f"Did you mean{suggestion} " if found else ""
+    return MoectlError(message, hint=hint + f"`{command} --help` lists the {listed}")
 
 
 app = typer.Typer(
@@ -47,7 +96,7 @@ app = typer.Typer(
     "prepare-data -> train -> evaluate -> visualize, or all of it at once with quickstart.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -87,10 +87,16 @@ def evaluate(
         EvaluationOptions,
         corpus_for,
         evaluate_models,
+        results_dir,
         save_results,
     )
     from moectl.data.store import load_corpus
+    from moectl.fs import check_writable
+    from moectl.rundir import resolve_model
 
+    destinations = [out] if out else [results_dir(*resolve_model(m)) for m in models]
+    for destination in destinations:  # before the evaluation, not after it ran
+        check_writable(destination, "--out")
     data = data or corpus_for(models)
     if data is None:
         raise MoectlError(

@@ -48,7 +48,9 @@ def export(
       moectl export runs/dense/best --out exported/dense --force
     """
     from moectl.export import export_model
+    from moectl.fs import check_writable
 
+    check_writable(out, "--out")
     result = export_model(model, out, force=force, tokenizer=tokenizer)
     render_warnings(result.warnings)
     kind = "GPT-2" if result.kind == "dense" else "MoE GPT-2 (custom code)"
