@@ -288,6 +288,25 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as {"section.key": value} (an empty mapping is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_file_overrides(path: Path) -> list[str]:
+    """A YAML config file as `--set` overrides (values as JSON, which YAML reads back as they
+    were), for commands that hand their settings on as overrides (quickstart's stages)."""
+    import json
+
+    return [f"{key}={json.dumps(value)}" for key, value in flatten(read_config_file(path)).items()]
+
+
 def _yaml11_float(value: Any) -> Any:
     """PyYAML reads '1e-3' (no dot) as a string; users mean the number."""
     if isinstance(value, str):

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moectl import __version__
-from moectl.config import RunConfig, dump_yaml, read_yaml, validate
+from moectl.config import RunConfig, dump_yaml, flatten, read_yaml, validate
 from moectl.errors import MoectlError, TrainingError
 from moectl.fs import LockHeld, exclusive_lock, read_bytes, read_text, write_json, write_text
 
@@ -533,8 +533,13 @@ def check_run_dir(run_dir: Path, resuming: bool) -> None:
     if not run_dir.exists() or is_moectl_run(run_dir):
         return
     found = describe_path(run_dir)
-    if found == "an empty folder" and not resuming:
-        return
+    if found == "an empty folder":
+        if not resuming:
+            return
+        raise TrainingError(
+            f"run directory {run_dir} has no checkpoint to resume from (it is an empty folder)",
+            hint="check --run-dir, or start a new run without --resume",
+        )
     raise TrainingError(
         f"--run-dir {run_dir} is {found}, not a moectl run directory",
         hint="choose a new --run-dir (moectl never writes into a folder it did not make)"
@@ -583,7 +588,7 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
     data section is not compared: it is always the corpus manifest's (a run saved before that
     rule recorded its preset's, and gets the corpus's on this resume)."""
     saved = read_run_config(run_dir)
-    ours, theirs = (_flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
+    ours, theirs = (flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
     differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     others = [k for k in differing if k != RESUMABLE_KEY]
     if others:
@@ -604,16 +609,6 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
             new=config.train.max_steps,
         )
     ]
-
-
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def start_run(

@@ -136,6 +136,6 @@ def test_run_dir_that_is_a_corpus_is_refused(cli, tiny_corpus):
     before = tree_hash(Path(tiny_corpus))
     refused(
         cli("train", *TINY, "--data", tiny_corpus, "--run-dir", tiny_corpus),
-        "is a prepared corpus, not a run directory",
+        "is a prepared corpus, not a moectl run directory",
     )
     assert tree_hash(Path(tiny_corpus)) == before

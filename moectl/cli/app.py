@@ -6,11 +6,12 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
 from typer import _click as click  # Typer parses with its own copy of click
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from moectl import __version__
 from moectl.cli.common import render_error
@@ -22,6 +23,37 @@ class _State:
 
 
 STATE = _State()
+
+
+PLACEHOLDERS: dict[type, str] = {Path: "PATH", int: "INTEGER", float: "NUMBER", str: "TEXT"}
+"""The value placeholder of each parameter type: one style, UPPERCASE words, in every command
+(a declaration may name a more telling one, e.g. KEY=VALUE)."""
+
+
+def set_placeholders(params: list[click.Parameter]) -> list[click.Parameter]:
+    """Give every parameter the placeholder of its type; an on/off flag takes no value, so it
+    shows none (its --flag/--no-flag names say it all)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+            continue
+        annotation = param.type_descriptor.annotation
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
+        placeholder = PLACEHOLDERS.get(annotation, "VALUE")
+        if param.param_type_name == "argument":  # named for what it is, typed like an option
+            param.metavar = param.metavar or (param.name or "").upper()
+            param.display_type_rich = lambda ctx, text=placeholder: text  # type: ignore[method-assign]
+        elif param.metavar is None:
+            param.metavar = placeholder
+    return params
+
+
+class MoectlCommand(TyperCommand):
+    """A moectl command: Typer's, with one placeholder style (`set_placeholders`)."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return set_placeholders(super().get_params(ctx))
 
 
 class MoectlGroup(TyperGroup):
@@ -43,6 +75,9 @@ class MoectlGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         with _one_line_errors():
             return super().invoke(ctx)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return set_placeholders(super().get_params(ctx))
 
 
 @contextlib.contextmanager
@@ -84,7 +119,7 @@ def usage_error(error: click.exceptions.UsageError) -> MoectlError:
     message, found, suggestion = text.partition(" Did you mean")
     ctx = error.ctx
     command = ctx.command_path if ctx is not None else "moectl"
-    listed = "commands" if ctx is None or isinstance(ctx.command, click.Group) else "options"
+    listed = "commands" if ctx is None or isinstance(ctx.command, TyperGroup) else "options"
     hint = f"Did you mean{suggestion} " if found else ""
     return MoectlError(message, hint=hint + f"`{command} --help` lists the {listed}")
 
@@ -113,7 +148,9 @@ def _main(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug/--no-debug", help="Show full tracebacks on errors.")
+    ] = False,
 ) -> None:
     STATE.debug = debug or os.environ.get("MOECTL_DEBUG") == "1"
     if not STATE.debug:
@@ -134,15 +171,15 @@ def _register() -> None:
         visualize,
     )
 
-    app.command("prepare-data")(prepare_data.prepare_data)
-    app.command("inspect")(inspect.inspect)
-    app.command("train")(train.train)
-    app.command("evaluate")(evaluate.evaluate)
-    app.command("visualize")(visualize.visualize)
-    app.command("generate")(generate.generate)
-    app.command("export")(export.export)
-    app.command("quickstart")(quickstart.quickstart)
-    app.command("presets")(presets.presets)
+    app.command("prepare-data", cls=MoectlCommand)(prepare_data.prepare_data)
+    app.command("inspect", cls=MoectlCommand)(inspect.inspect)
+    app.command("train", cls=MoectlCommand)(train.train)
+    app.command("evaluate", cls=MoectlCommand)(evaluate.evaluate)
+    app.command("visualize", cls=MoectlCommand)(visualize.visualize)
+    app.command("generate", cls=MoectlCommand)(generate.generate)
+    app.command("export", cls=MoectlCommand)(export.export)
+    app.command("quickstart", cls=MoectlCommand)(quickstart.quickstart)
+    app.command("presets", cls=MoectlCommand)(presets.presets)
 
 
 _register()

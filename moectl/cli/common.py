@@ -42,6 +42,7 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         "-s",
+        metavar="KEY=VALUE",
         help="Override one field, e.g. --set train.lr=1e-3 (repeatable; wins over --config).",
         show_default=False,
     ),

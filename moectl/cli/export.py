@@ -18,7 +18,9 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write.", show_default=False)
     ],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force/--no-force", help="Replace an existing --out.")
+    ] = False,
     tokenizer: Annotated[
         Path | None,
         typer.Option(

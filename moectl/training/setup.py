@@ -68,9 +68,17 @@ ARCHITECTURE_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions")
 
 def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:
     """The config of a run that starts from an artifact (--init-from), its model section
-    giving the artifact's architecture: that model is what trains, whatever size the preset
-    named, and config.yaml records what trained."""
-    found = {key: meta.gpt2_config[key] for key in ARCHITECTURE_FIELDS if key in meta.gpt2_config}
+    giving the artifact's architecture where the config names another: that model is what
+    trains, whatever size the preset named, and config.yaml records what trained. (An unset
+    n_positions stays unset, so a resume that brings the same preset matches the record.)"""
+    have = meta.gpt2_config
+    found = {
+        key: have[key]
+        for key in ARCHITECTURE_FIELDS
+        if key in have and getattr(config.model, key) not in (None, have[key])
+    }
+    if not found:
+        return config
     model = config.model.model_copy(update=found)
     return config.model_copy(update={"model": model})
 
