@@ -65,14 +65,16 @@ def test_binary_garbage_in_a_run_record_is_one_line(cli, run_copy, name, command
             refused(cli(*args), f"{run_copy / name} is not UTF-8 text")
 
 
-def test_a_garbage_metrics_line_is_one_line(cli, run_copy, tmp_path):
+def test_a_garbage_metrics_line_or_results_file_is_one_line(cli, run_copy, tmp_path):
     metrics = run_copy / "metrics.jsonl"
     lines = metrics.read_bytes().splitlines(keepends=True)
     metrics.write_bytes(lines[0] + GARBAGE + b"".join(lines[1:]))
-    out = tmp_path / "figures"
+    out, results = tmp_path / "figures", tmp_path / "results.json"
+    results.write_bytes(GARBAGE)
     with untouched(run_copy, out):
         refused(cli("inspect", run_copy), f"{metrics} line 2 is not UTF-8 text")
         refused(cli("visualize", run_copy, "--out", out), f"{metrics} line 2")
+        refused(cli("visualize", "--eval", results, "--out", out), f"{results} is not UTF-8")
 
 
 @pytest.mark.parametrize("damage", ["deleted gates", "truncated gates", "garbage record"])
@@ -105,7 +107,8 @@ def test_an_altered_gates_file_is_named(cli, run_copy, tmp_path):
     tensors = {k: v + 0.5 for k, v in load_file(str(gates)).items()}
     save_file(tensors, str(gates))
     out = tmp_path / "results.json"
-    result = cli("evaluate", run_copy, "--max-blocks", 6, "--bootstrap", 100, "--out", out)
+    with untouched(run_copy):
+        result = cli("evaluate", run_copy, "--max-blocks", 6, "--bootstrap", 100, "--out", out)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert f"{gates} differs from the one written at step 0" in text, result.output
