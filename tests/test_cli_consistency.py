@@ -73,6 +73,14 @@ def test_usage_errors_are_one_error_and_hint_line(cli):
     refused(cli("export", "run"), "Missing option '--out'")
 
 
+def test_a_permission_no_command_checked_is_still_one_line(cli, monkeypatch):
+    def denied():
+        raise PermissionError(13, "Permission denied", "/srv/presets")
+
+    monkeypatch.setattr("moectl.config.preset_names", denied)
+    refused(cli("presets"), "permission denied: /srv/presets")
+
+
 def test_quickstart_takes_set_and_config_like_train(cli, tmp_path, monkeypatch):
     from moectl.study.plan import plan_configs
 
