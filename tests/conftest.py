@@ -31,6 +31,15 @@ def invoke_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def trained_run(tmp_path_factory, label: str, *args):
+    """A run trained through the CLI with `args` (preset, --set, --data) in a fresh folder, for
+    module fixtures that many tests read."""
+    path = tmp_path_factory.mktemp(label) / "run"
+    result = invoke_cli("train", *args, "--run-dir", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
 @pytest.fixture
 def cli():
     """`invoke_cli` as a fixture: cli("inspect", "x") -> click Result (exit_code, output)."""

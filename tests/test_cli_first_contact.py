@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import invoke_cli, refused, untouched
+from conftest import refused, trained_run, untouched
 
 MOE = [
     "--preset", "tiny", "--set", "train.max_steps=4", "--set", "train.save_every=2",
@@ -19,10 +19,7 @@ GARBAGE = b"\xff\xfe\x00\x81binary\x9c\xff\n"
 
 @pytest.fixture(scope="module")
 def moe_run(tiny_corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("contact") / "moe"
-    result = invoke_cli("train", *MOE, "--data", tiny_corpus, "--run-dir", path)
-    assert result.exit_code == 0, result.output
-    return path
+    return trained_run(tmp_path_factory, "contact", *MOE, "--data", tiny_corpus)
 
 
 @pytest.fixture
