@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moectl import rundir
-from moectl.config import RunConfig
+from moectl import fs, rundir
+from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
 from moectl.errors import TrainingError
@@ -62,6 +62,7 @@ from moectl.training.results import StopReason, TrainResult
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import build_optimizer
 from moectl.training.setup import (
+    config_of_artifact,
     configure_routers,
     fresh_model,
     model_meta,
@@ -109,24 +110,17 @@ def train_run(
             f"--init-from {init_path} does not exist",
             hint="pass a model directory such as runs/dense/best",
         )
-    checkpoint = rundir.resolve_resume(run_dir, resume)
+    rundir.check_run_dir(run_dir, resuming=bool(resume))
+    fs.check_writable(run_dir, "--run-dir")
     corpus = load_corpus(data_dir)
+    corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
     config = config.model_copy(update={"data": corpus.manifest.config})
-    amendments: list[rundir.Amendment] = []
-    if checkpoint is not None:
-        step = rundir.artifact_step(checkpoint)
-        amendments = rundir.resume_amendments(run_dir, config, step)
-        if step >= config.train.max_steps:
-            return TrainResult(
-                run_dir=str(run_dir),
-                steps=step,
-                max_steps=config.train.max_steps,
-                stop_reason="already_complete",
-                resumed_from=str(checkpoint),
-            )
-    source = checkpoint or init_path
-    if source is not None:
-        check_model_fits_corpus(read_meta(source), corpus, str(source))
+    check_context(config, corpus.block_size)
+    if init_path is not None:
+        artifact = read_meta(init_path)
+        check_model_fits_corpus(artifact, corpus, str(init_path))
+        config = config_of_artifact(config, artifact)
+    fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
         check_compile(device)
@@ -139,8 +133,26 @@ def train_run(
     lock = rundir.lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
     try:
         with lock:
-            trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
             try:
+                # The checkpoint is read only under the lock: no other writer prunes it meanwhile.
+                checkpoint = rundir.resolve_resume(run_dir, resume) if resume else fresh_checkpoint
+                amendments: list[rundir.Amendment] = []
+                if checkpoint is not None:
+                    step = rundir.artifact_step(checkpoint)
+                    amendments = rundir.resume_amendments(run_dir, config, step)
+                    if step >= config.train.max_steps:
+                        return TrainResult(
+                            run_dir=str(run_dir),
+                            steps=step,
+                            max_steps=config.train.max_steps,
+                            stop_reason="already_complete",
+                            resumed_from=str(checkpoint),
+                        )
+                    check_model_fits_corpus(read_meta(checkpoint), corpus, str(checkpoint))
+                if ctx.is_main:
+                    fs.remove_stale_temps(run_dir)
+                    fs.remove_stale_temps(run_dir / rundir.CHECKPOINTS)
+                trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
                 trainer.setup(checkpoint, init_path, data_dir, amendments)
             except BaseException:
                 if fresh_dir and ctx.is_main:
