@@ -136,6 +136,8 @@ class WandbSink:
 
     def close(self) -> None:
         self._run.finish()
+        # finish() may return before W&B's service has written the run file; teardown waits
+        self._wandb.teardown()
 
 
 TENSORBOARD_DIR = "tensorboard"
