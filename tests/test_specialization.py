@@ -10,6 +10,7 @@ import torch
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
 from moectl.config import resolve_run_config
 from moectl.data.store import load_corpus
+from moectl.model.initial import load_initial_model
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
 from moectl.study.findings import specialization_finding
@@ -93,7 +94,39 @@ def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
     score = layer.specialization
     assert score.nmi > score.init_nmi + 0.15
     assert score.emergent.ci[0] > 0 and score.emergent.verdict == "emerged"
+    # The body is unchanged, so the gain is the gate's own: it beats its init gate on the very
+    # same hidden states, and every random gate.
+    assert score.frozen_gate_nmi < score.nmi - 0.15
+    assert score.router_made.ci[0] > 0 and score.router_made.verdict == "emerged"
+    assert score.random_gates.n == 32 and score.random_gates.percentile == 100.0
+    assert score.first_choice_nmi == pytest.approx(score.nmi)
     assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
     finding = specialization_finding({"top-1": result})
     assert finding.verdict == "emerged" and finding.reproduced
     assert "emerged with training in top-1 layer 1" in finding.text
+
+
+def test_a_frozen_router_trains_the_body_but_keeps_its_gate_so_the_router_made_nothing(
+    tiny_corpus, upcycled
+):
+    root, base = upcycled
+    run = _moe_run(
+        tiny_corpus, root, "frozen-router", base, "train.max_steps=4", "moe.router_lr_scale=0"
+    )
+    trained, initial = load_model(run / "best").model, load_initial_model(run).model
+    for index, layer in moe_layers(trained).items():
+        init_layer = moe_layers(initial)[index]
+        assert torch.equal(layer.gate.weight, init_layer.gate.weight)
+        assert not torch.equal(layer.experts.fc_weight, init_layer.experts.fc_weight)
+
+    (result,) = evaluate_models(
+        [run], load_corpus(tiny_corpus), options=EvaluationOptions(**OPTIONS)
+    )
+    for layer in result.routing:
+        score = layer.specialization
+        assert score.frozen_gate_nmi == pytest.approx(score.nmi, abs=1e-12)
+        assert score.router_made.difference == 0.0
+        assert score.router_made.ci == (0.0, 0.0)
+        assert score.router_made.verdict == "inherited"
+        assert score.probe is not None and score.probe.test_documents > 0
+        assert score.token_id is not None and 0.0 <= score.token_id.nmi <= 1.0

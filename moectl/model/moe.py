@@ -66,6 +66,10 @@ class MoEMLP(nn.Module):
         # The current noise std, kept on the layer's device: a Python float that changes every
         # step would make torch.compile re-trace the layer at each step.
         self.register_buffer("routing_noise", torch.tensor(float(noise_std)), persistent=False)
+        # The functional test's hook (moectl.analysis.functional): a (E,) bool tensor, True for
+        # the experts a token may be routed to; the others' logits are pushed to the float32
+        # minimum before `route`, so they get probability 0. None (the default) costs nothing.
+        self.register_buffer("expert_mask", None, persistent=False)
         self.progress: tuple[int, int] | None = None
         self.noise_std = noise_std
         self.anneal_fraction = anneal_fraction
@@ -126,6 +130,8 @@ class MoEMLP(nn.Module):
         x = hidden_states.reshape(-1, shape[-1])
         with torch.autocast(device_type=x.device.type, enabled=False):
             logits = F.linear(x.float(), self.gate.weight.float())
+            if self.expert_mask is not None:
+                logits = logits.masked_fill(~self.expert_mask, torch.finfo(logits.dtype).min)
             noisy = self.training and self.noise_std > 0
             routing = route(logits, self.top_k, self.routing_noise if noisy else 0.0)
             lb = load_balancing_loss(routing.probs, routing.expert_index, self.n_experts)
