@@ -22,7 +22,7 @@ from moectl.cli.common import (
 from moectl.errors import MoectlError
 
 if TYPE_CHECKING:
-    from moectl.analysis.results import EvaluationResult, SpecializationScore
+    from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 
 
 def evaluate(
@@ -228,7 +228,6 @@ def specialization_table(result: EvaluationResult) -> Table:
     rows = []
     for layer in result.routing:
         spec = layer.specialization
-        emergent = spec.emergent
         rows.append(
             [
                 str(layer.layer),
@@ -236,10 +235,7 @@ def specialization_table(result: EvaluationResult) -> Table:
                 f"{spec.init_nmi:.3f}\n{format_interval(spec.init_nmi_ci)}"
                 if spec.init_nmi is not None
                 else "-",
-                f"{emergent.difference:+.3f}\n{format_interval(emergent.ci)}"
-                if emergent.difference is not None
-                else "-",
-                f"[bold]{emergent.verdict}[/]" if emergent.verdict else "no control",
+                *_difference_cells(spec.emergent),
                 f"{spec.baseline_nmi:.4f}",
             ]
         )
@@ -300,16 +296,12 @@ def router_table(result: EvaluationResult) -> Table:
     rows = []
     for layer in result.routing:
         spec = layer.specialization
-        made = spec.router_made
         rows.append(
             [
                 str(layer.layer),
                 f"{spec.nmi:.3f}\n{format_interval(spec.nmi_ci, signed=False)}",
                 _number(spec.frozen_gate_nmi),
-                f"{made.difference:+.3f}\n{format_interval(made.ci)}"
-                if made.difference is not None
-                else "-",
-                f"[bold]{made.verdict}[/]" if made.verdict else "no control",
+                *_difference_cells(spec.router_made),
                 f"{spec.random_gates.percentile:.0f}" if spec.random_gates else "-",
                 _number(spec.probe.accuracy if spec.probe else None),
                 _number(spec.token_id.nmi if spec.token_id else None),
@@ -356,6 +348,16 @@ def functional_table(result: EvaluationResult) -> Table:
         "domain's documents. Specialized only when the interval is below 0."
     )
     return table
+
+
+def _difference_cells(emergence: Emergence) -> list[str]:
+    """[difference and its interval, verdict] of a paired comparison, or its absence."""
+    if emergence.difference is None:
+        return ["-", "no control"]
+    return [
+        f"{emergence.difference:+.3f}\n{format_interval(emergence.ci)}",
+        f"[bold]{emergence.verdict}[/]",
+    ]
 
 
 def _number(value: float | None) -> str:
