@@ -67,7 +67,8 @@ def evaluate(
         typer.Option(
             "--functional/--no-functional",
             help="Run the functional test: each domain's loss keeping only its most-used "
-            "experts vs random ones (17 more passes over the eval blocks per layer and m).",
+            "experts vs random ones (17 more passes over the eval blocks per layer and m, "
+            "as many for the init model; off by default).",
         ),
     ] = False,
     out: Annotated[
