@@ -144,3 +144,19 @@ def test_functional_interval_resamples_documents_and_says_specialized_only_below
     lo, hi = _unit_interval(clustered, units, 500, 0)
     lo_b, hi_b = _unit_interval(clustered, np.arange(30), 500, 0)
     assert hi_b - lo_b < 0.8 * (hi - lo)
+
+
+def test_first_choice_nmi_counts_each_token_once():
+    from moectl.analysis.routing import LayerRouting
+
+    rng = np.random.default_rng(0)
+    blocks = np.repeat(np.arange(12), 10)
+    domains = blocks % 2
+    first = domains * 2  # the first choice names the domain
+    second = np.where(first == 0, 1 + 2 * rng.integers(0, 2, len(first)), 0)  # anything else
+    layer = LayerRouting(layer=0, n_experts=4, top_k=2)
+    layer.add(domains, blocks, np.stack([first, second], axis=1), np.zeros(len(blocks)))
+    score = layer.analyse(["a", "b"], {}, {}, n_permutations=2, n_bootstrap=100).specialization
+    assert score.first_choice_nmi == pytest.approx(1.0)
+    assert score.nmi < 0.9 and score.first_choice_nmi_ci[1] == pytest.approx(1.0)
+    assert score.frozen_gate_nmi is None and score.router_made.verdict is None
