@@ -112,22 +112,6 @@ def expert_linear(
     return out + bias.index_select(0, groups.expert)
 
 
-def expert_gelu_mlp(
-    x: Tensor,
-    fc_weight: Tensor,
-    fc_bias: Tensor,
-    proj_weight: Tensor,
-    proj_bias: Tensor,
-    groups: Groups,
-    approximate: str,
-) -> Tensor:
-    """The per-expert loop of a whole GELU MLP (F.gelu with `approximate`) over the sorted rows."""
-    out, _ = torch.ops.moectl.expert_mlp(
-        x, fc_weight, fc_bias, proj_weight, proj_bias, groups.offsets, approximate
-    )
-    return out
-
-
 def combine(y: Tensor, groups: Groups, n_tokens: int) -> Tensor:
     """sum over each token's assignments of weight * expert output: (N, D) -> (T, D)."""
     weighted = y * groups.weight.unsqueeze(1).to(y.dtype)
