@@ -3,8 +3,8 @@
 Runs, in one process and interleaved so machine load hits all variants alike: the dense
 `GPT2MLP` (as transformers runs it, and with torch's fused GELU as moectl's models run it),
 moectl's `MoEMLP` at top-1 and top-2 with its grouped_mm kernel (where torch's grouped_mm runs:
-the default) and with its per-expert loop forced (`experts.grouped = False`: the fused GELU
-loop), and optionally a naive MoE that scans all tokens with a mask once per expert (the usual
+the default) and with its fallback per-expert loop forced (`experts.grouped = False`), and
+optionally a naive MoE that scans all tokens with a mask once per expert (the usual
 research-script loop). Each round times every variant once at every thread count; a variant's
 ratio to the fused-GELU dense MLP is taken within each round (paired), and the table shows the
 median over rounds of the milliseconds and of those ratios, and the fastest repeat.
