@@ -1,7 +1,8 @@
 """The grouped matrix multiply behind the dispatch, and its per-expert loop, as torch custom ops.
 
 `moectl::expert_mm(x, weight, offsets, grouped)` is x[rows of e] @ weight[e] for every expert e
-over rows sorted by expert (offsets: int32 end of each expert's rows, offsets[-1] == rows). It
+over rows sorted by expert (offsets: int32 end of each expert's rows). The last offset must equal
+the row count: grouped_mm leaves rows past it unwritten (dispatch.group's counts sum to it). It
 has two kernels: torch's `grouped_mm` (`grouped=True`: one call for all experts, no host read)
 and a loop of matmuls over the experts' slices (`grouped=False`, the fallback; it reads the
 offsets on the host). Its backward op runs the same kernel for dx and dW and makes the incoming
