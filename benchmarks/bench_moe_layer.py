@@ -56,7 +56,7 @@ def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
         load_balancing_loss(routing.probs, routing.expert_index, layer.n_experts),
         z_loss(logits),
     )
-    out = naive_dispatch(x, routing.expert_index, routing.weights, layer.experts)
+    out = naive_dispatch(x, routing.expert_index, routing.expert_weight, layer.experts)
     return out.reshape(hidden.shape)
 
 

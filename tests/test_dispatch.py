@@ -54,7 +54,7 @@ def test_rows_must_be_16_byte_aligned_for_the_grouped_kernel():
 def test_grouped_and_loop_kernels_are_exactly_equal_forward_and_backward(dtype, top_k):
     """Uneven groups and an empty one; odd sizes (24 -> 40) that are still 16-byte aligned."""
     routing = routed(37, 4, top_k, seed=top_k)
-    groups = group(routing.expert_index, routing.weights, 4)
+    groups = group(routing.expert_index, routing.expert_weight, 4)
     assert expert_counts(routing.expert_index, 4)[2] == 0
     rows = groups.offsets[-1].item()
     results = []
@@ -90,8 +90,8 @@ def layer_pass(layer, x, grouped: bool | None):
     layer.experts.grouped = grouped
     xg = x.clone().requires_grad_()
     out = layer(xg)
-    stats = layer.last_stats
-    (out.float().square().sum() + stats.lb_loss + stats.z_loss).backward()
+    lb_loss, z_loss = layer.last_losses
+    (out.float().square().sum() + lb_loss + z_loss).backward()
     grads = [xg.grad] + [p.grad for p in layer.parameters()]
     return [out.detach(), *grads]
 

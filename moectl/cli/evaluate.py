@@ -41,7 +41,10 @@ def evaluate(
         int | None,
         typer.Option("--max-blocks", min=1, help="Evaluate at most this many blocks."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Blocks per forward pass (memory, not results)."),
+    ] = 8,
     device: DeviceOption = "auto",
     permutations: Annotated[
         int,
@@ -62,7 +65,9 @@ def evaluate(
             "--out", "-o", help="Write all results to this JSON file instead of <run>/eval/."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json/--no-json", help="Print the results as JSON.")
+    ] = False,
 ) -> None:
     """Evaluate models on a prepared corpus: overall and per-domain loss and perplexity, and for
     MoE models per-layer routing: domain x expert fractions, utilization and imbalance, router
@@ -84,13 +89,20 @@ def evaluate(
       moectl evaluate runs/moe/checkpoints/step-200 -d data/mix --split train --out moe.json
     """
     from moectl.analysis.evaluate import (
+        SAMPLE_NOTE,
         EvaluationOptions,
         corpus_for,
         evaluate_models,
+        results_dir,
         save_results,
     )
     from moectl.data.store import load_corpus
+    from moectl.fs import check_writable
+    from moectl.rundir import resolve_model
 
+    destinations = [out] if out else [results_dir(*resolve_model(m)) for m in models]
+    for destination in destinations:  # before the evaluation, not after it ran
+        check_writable(destination, "--out")
     data = data or corpus_for(models)
     if data is None:
         raise MoectlError(
@@ -114,7 +126,12 @@ def evaluate(
 
         typer.echo(EvaluationSet(results=results).model_dump_json(indent=2))
         return
-    render_warnings([f"{r.name}: {note}" for r in results for note in r.notes])
+    # The sample is shared by every model: its warnings once, the rest per model.
+    sample_notes = dict.fromkeys(n for r in results for n in r.notes if n.startswith(SAMPLE_NOTE))
+    model_notes = [
+        f"{r.name}: {note}" for r in results for note in r.notes if note not in sample_notes
+    ]
+    render_warnings([*sample_notes, *model_notes])
     console.print(comparison_table(results, corpus.domains))
     for result in results:
         if result.routing:

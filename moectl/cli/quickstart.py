@@ -19,7 +19,7 @@ def quickstart(
         "moectl-study"
     ),
     tiny: Annotated[
-        bool, typer.Option("--tiny", help="A two-minute version (tiny model and corpus).")
+        bool, typer.Option("--tiny/--no-tiny", help="A two-minute version (tiny model and corpus).")
     ] = False,
     plan: Annotated[
         str,
@@ -29,11 +29,23 @@ def quickstart(
             "upcycle: pretrain a dense GPT-2 and upcycle it.",
         ),
     ] = DEFAULT_PLAN,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config file for every training stage, as in `moectl train` (--set wins).",
+            show_default=False,
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
-            help="key=value for every training stage, as in `moectl train` (repeatable).",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override one field in every training stage, as in `moectl train` (repeatable).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -57,7 +69,10 @@ def quickstart(
       moectl quickstart --plan upcycle --out study-upcycle
 
       moectl quickstart --plan upcycle --set moe.router_lr_scale=10 --out study-router-lr
+
+      moectl quickstart --config my-moe.yaml --out study-mine
     """
+    from moectl.config import config_file_overrides
     from moectl.study import StageOutcome, run_study
 
     if plan not in PLAN_NAMES:
@@ -80,7 +95,7 @@ def quickstart(
             callback=progress,
             on_stage=on_stage,
             plan_name=plan,
-            overrides=overrides or [],
+            overrides=[*(config_file_overrides(config) if config else []), *(overrides or [])],
         )
 
     findings = Table(title="What this study found", show_lines=True)

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from moectl.analysis.bootstrap import format_interval
+from moectl.analysis.evaluate import SAMPLE_NOTE
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs
@@ -107,11 +108,13 @@ def _loss_section(results: list[EvaluationResult]) -> str:
     split = results[0].split if results else "eval"
     corpus = results[0].corpus_name if results else ""
     blocks = results[0].blocks if results else 0
+    sample_notes = dict.fromkeys(n for r in results for n in r.notes if n.startswith(SAMPLE_NOTE))
     return (
         f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split, {blocks} "
         "blocks, moectl evaluate)</h2>"
         + table
         + "<p class='note'>Mean next-token cross-entropy (nats); best per column in bold.</p>"
+        + "".join(f"<p class='note'><b>Warning</b>: {html.escape(n)}</p>" for n in sample_notes)
     )
 
 
@@ -173,10 +176,10 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
         )
         + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The control is the init "
         "router: the same model at step 0 (experts as upcycled, gates as initialized) on the "
-        "same blocks. Intervals: 95% bootstrap over eval blocks (whole blocks resampled within "
-        "each domain; trained and init paired). Verdict: emerged (interval above 0), inherited "
-        "(contains 0), reduced (below 0). The random-assignment baseline (domain labels shuffled "
-        "across the same tokens) only measures the estimator's bias.</p>"
+        "same blocks. Intervals: 95% bootstrap over eval documents (whole documents resampled "
+        "within each domain; trained and init paired). Verdict: emerged (interval above 0), "
+        "inherited (contains 0), reduced (below 0). The random-assignment baseline (domain labels "
+        "shuffled across whole documents) only measures the estimator's bias.</p>"
     )
 
 
