@@ -1,0 +1,168 @@
+"""Formulas a one-character change would break silently, each pinned against a hand computation:
+the LB loss on the *noisy* routing probabilities, the collapse boundary at exactly the threshold,
+and atomic text/JSON writes under a crash between write and rename."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import BaseModel
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from moectl.config import CollapseConfig, MoEConfig
+from moectl.fs import write_json, write_text
+from moectl.model.factory import apply_moe
+from moectl.model.router import load_balancing_loss, route
+from moectl.model.routing import aux_losses, moe_layers
+from moectl.training.collapse import CollapseDetector
+
+LOGITS = torch.tensor(
+    [[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [-1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.5]]
+)
+NOISE = torch.tensor(
+    [[-4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, -8.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+)
+
+
+def hand_lb(probs: torch.Tensor, chosen: list[int], n_experts: int) -> float:
+    """n_experts * sum_i f_i * P_i, written out with Python loops."""
+    tokens = len(chosen)
+    total = 0.0
+    for expert in range(n_experts):
+        fraction = chosen.count(expert) / tokens
+        mean_prob = sum(float(probs[t, expert]) for t in range(tokens)) / tokens
+        total += fraction * mean_prob
+    return n_experts * total
+
+
+def test_route_balances_the_noisy_probabilities_and_logs_the_clean_ones(monkeypatch):
+    """A fixed noise draw (replacing randn_like) changes every token's choice; the LB loss must
+    follow the noisy probabilities the choice was made from, as the reference study does."""
+    monkeypatch.setattr(torch, "randn_like", lambda t: NOISE.clone())
+    routing = route(LOGITS, top_k=1, noise_std=0.5)
+    noisy = (LOGITS + 0.5 * NOISE).softmax(dim=-1)
+    torch.testing.assert_close(routing.probs, noisy)
+    torch.testing.assert_close(routing.clean_probs, LOGITS.softmax(dim=-1))
+    chosen = routing.expert_index[:, 0].tolist()
+    assert chosen == [3, 2, 2, 3]  # clean argmax would be [0, 3, 1, 3]
+    lb = load_balancing_loss(routing.probs, routing.expert_index, 4)
+    assert lb.item() == pytest.approx(hand_lb(noisy, chosen, 4), rel=1e-6)
+    assert lb.item() != pytest.approx(hand_lb(LOGITS.softmax(-1), chosen, 4), rel=1e-3)
+
+
+def test_model_forward_lb_loss_is_that_of_the_noisy_probabilities():
+    """End to end through a GPT-2 with an MoE layer in training mode: the layer's input and the
+    RNG state at its entry are captured, the noise redrawn by hand, and the LB loss recomputed."""
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    moe = MoEConfig(enabled=True, last_n=1, n_experts=4, top_k=1, noise_std=1.0)
+    apply_moe(model, moe, seed=0)
+    layer = moe_layers(model)[1]
+    model.train()
+    seen: dict[str, torch.Tensor] = {}
+
+    def capture(module, args):
+        seen["input"] = args[0].detach().reshape(-1, 32).clone()
+        seen["rng"] = torch.get_rng_state()
+
+    layer.register_forward_pre_hook(capture)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    model(ids)
+    lb, _ = aux_losses(model)
+
+    logits = seen["input"] @ layer.gate.weight.detach().T
+    torch.set_rng_state(seen["rng"])
+    noisy = (logits + torch.randn(logits.shape) * 1.0).softmax(dim=-1)
+    chosen = noisy.argmax(dim=-1).tolist()
+    assert layer.last_stats.expert_index[:, 0].tolist() == chosen
+    assert lb.item() == pytest.approx(hand_lb(noisy, chosen, 4), rel=1e-5)
+    clean = hand_lb(logits.softmax(dim=-1), chosen, 4)
+    assert abs(lb.item() - clean) > 1e-3, "noise of std 1 must move the balanced probabilities"
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.75])
+def test_collapse_warns_only_strictly_above_the_threshold(threshold):
+    """DESIGN.md: a warning is a busiest expert taking *more than* the threshold."""
+    detector = CollapseDetector(CollapseConfig(threshold=threshold, patience=1, stop=True))
+    at = detector.update(1, {0: threshold, 1: 0.1})
+    assert not at.warning and not at.stop and detector.events == []
+    above = detector.update(2, {0: threshold, 1: threshold + 1e-9})
+    assert above.warning and above.stop and above.layers == [1]
+
+
+class _Record(BaseModel):
+    name: str
+    value: int
+
+
+WRITERS = {
+    "write_text": (lambda path: write_text(path, "new text\n"), "new text\n"),
+    "write_json": (lambda path: write_json(path, _Record(name="new", value=2)), None),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_failure_between_write_and_rename_leaves_the_old_file(writer, tmp_path, monkeypatch):
+    import moectl.fs
+
+    write, _ = WRITERS[writer]
+    target = tmp_path / "file.json"
+    target.write_text("old\n")
+
+    def crash(src, dst):
+        assert Path(src).read_text().startswith("new" if writer == "write_text" else "{")
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(moectl.fs.os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        write(target)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
+    monkeypatch.undo()
+    write(target)
+    assert target.read_text().startswith("new" if writer == "write_text" else "{")
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.timeout(60)
+def test_a_process_killed_between_write_and_rename_leaves_the_old_file(writer, tmp_path):
+    """A hard exit (no `finally` runs) after the new bytes are written but before the rename:
+    the target still holds the old content; only a dot-named temp file is left beside it."""
+    target = tmp_path / "file.json"
+    target.write_text("old\n")
+    script = f"""
+import os, sys
+from pydantic import BaseModel
+import moectl.fs as fs
+
+class Record(BaseModel):
+    name: str
+
+def die(src, dst):
+    sys.stdout.write(open(src).read())
+    sys.stdout.flush()
+    os._exit(9)
+
+fs.os.replace = die
+target = {str(target)!r}
+if {writer!r} == "write_text":
+    fs.write_text(target, "new text\\n")
+else:
+    fs.write_json(target, Record(name="new"))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=50
+    )
+    assert done.returncode == 9, done.stderr
+    assert "new" in done.stdout  # the new bytes were complete in the temp file
+    assert target.read_text() == "old\n"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "file.json"]
+    assert all(name.startswith(".file.json.") for name in leftovers), leftovers
