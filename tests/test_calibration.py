@@ -159,9 +159,3 @@ def test_nmi_difference_with_few_documents_is_too_narrow_but_bounded():
     often."""
     misses = nmi_misses(SPECIALIZED, SPECIALIZED, seed=1, per_domain=30)
     assert misses <= 0.12 * REPLICATIONS, f"{misses}/{REPLICATIONS} missed with 30 documents"
-
-
-def test_the_product_level_is_95_percent():
-    samples = np.arange(1001, dtype=float)
-    assert bootstrap.CI_LEVEL == 0.95
-    assert bootstrap.percentile_ci(samples) == pytest.approx((25.0, 975.0))

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from moectl.analysis import bootstrap
 from moectl.config import CollapseConfig, MoEConfig
 from moectl.fs import write_json, write_text
 from moectl.model.factory import apply_moe
@@ -96,6 +98,12 @@ def test_collapse_warns_only_strictly_above_the_threshold(threshold):
     assert not at.warning and not at.stop and detector.events == []
     above = detector.update(2, {0: threshold, 1: threshold + 1e-9})
     assert above.warning and above.stop and above.layers == [1]
+
+
+def test_the_product_level_is_95_percent():
+    samples = np.arange(1001, dtype=float)
+    assert bootstrap.CI_LEVEL == 0.95
+    assert bootstrap.percentile_ci(samples) == pytest.approx((25.0, 975.0))
 
 
 class _Record(BaseModel):
