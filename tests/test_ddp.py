@@ -72,6 +72,7 @@ def replayable(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT + 60)
 def test_two_gloo_ranks_match_one_process(tiny_corpus, tmp_path):
     from moectl.training.trainer import train_run
 
@@ -95,6 +96,7 @@ def test_two_gloo_ranks_match_one_process(tiny_corpus, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3 * LAUNCH_TIMEOUT + 60)
 def test_sigterm_to_torchrun_then_resume_equals_an_uninterrupted_ddp_run_bitwise(
     tiny_corpus, tmp_path
 ):
