@@ -98,6 +98,7 @@ def test_collapse_warns_only_strictly_above_the_threshold(threshold):
     assert not at.warning and not at.stop and detector.events == []
     above = detector.update(2, {0: threshold, 1: threshold + 1e-9})
     assert above.warning and above.stop and above.layers == [1]
+    assert detector.events[0].max_fraction == {"1": threshold + 1e-9}
 
 
 def test_the_product_level_is_95_percent():
@@ -113,7 +114,10 @@ class _Record(BaseModel):
 
 WRITERS = {
     "write_text": (lambda path: write_text(path, "new text\n"), "new text\n"),
-    "write_json": (lambda path: write_json(path, _Record(name="new", value=2)), None),
+    "write_json": (
+        lambda path: write_json(path, _Record(name="new", value=2)),
+        '{\n  "name": "new",\n  "value": 2\n}\n',
+    ),
 }
 
 
@@ -121,12 +125,12 @@ WRITERS = {
 def test_a_failure_between_write_and_rename_leaves_the_old_file(writer, tmp_path, monkeypatch):
     import moectl.fs
 
-    write, _ = WRITERS[writer]
+    write, expected = WRITERS[writer]
     target = tmp_path / "file.json"
     target.write_text("old\n")
 
     def crash(src, dst):
-        assert Path(src).read_text().startswith("new" if writer == "write_text" else "{")
+        assert Path(src).read_text() == expected  # complete before the rename
         raise OSError("disk gone")
 
     monkeypatch.setattr(moectl.fs.os, "replace", crash)
@@ -136,7 +140,7 @@ def test_a_failure_between_write_and_rename_leaves_the_old_file(writer, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
     monkeypatch.undo()
     write(target)
-    assert target.read_text().startswith("new" if writer == "write_text" else "{")
+    assert target.read_text() == expected
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
