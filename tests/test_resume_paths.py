@@ -9,23 +9,12 @@ import signal
 from pathlib import Path
 
 import pytest
+from test_training_run import COLLAPSING
 
 from moectl.config import resolve_run_config
 from moectl.training.trainer import train_run
 
 MOE = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4"]
-COLLAPSING = [
-    *MOE,
-    "moe.lb_coef=0",
-    "moe.noise_std=0",
-    "train.lr=0.03",
-    "train.warmup_fraction=0",
-    "train.max_steps=60",
-    "train.router_log_every=2",
-    "train.collapse.threshold=0.5",
-    "train.collapse.patience=3",
-    "train.collapse.stop=true",
-]
 
 
 def routing_rows(run_dir: Path) -> list[dict]:
@@ -43,7 +32,7 @@ def interrupt_at(step: int):
 def test_resume_in_the_middle_of_a_collapse_streak_stops_where_the_full_run_stops(
     tiny_corpus, tmp_path
 ):
-    config = resolve_run_config("tiny", overrides=COLLAPSING)
+    config = resolve_run_config("tiny", overrides=[*COLLAPSING, "train.collapse.patience=3"])
     full = train_run(config, tiny_corpus, tmp_path / "full")
     assert full.stop_reason == "collapse" and full.steps < 60
     streak = [r for r in routing_rows(tmp_path / "full")[1:] if r["collapse"]["warning"]]
