@@ -143,7 +143,7 @@ def test_90_percent_intervals_fall_outside_the_95_percent_band(case, monkeypatch
 
 def test_nmi_difference_of_domain_blind_routers_is_conservative_not_anticonservative():
     """Routing independent of domain puts both NMIs at their bound 0, where the percentile
-    bootstrap is known to be conservative: measured 0 of 1000 intervals exclude 0 (10 at 90%),
+    bootstrap is known to be conservative: measured 5 of 1000 intervals exclude 0 (10 at 90%),
     not 50. Checked one-sided, so an interval that became too narrow here (tokens resampled
     instead of documents, a lost bias shift) still fails; docs/testing.md records the rate."""
     _, high = binomial_band(REPLICATIONS, NOMINAL_MISS)
