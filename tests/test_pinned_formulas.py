@@ -18,7 +18,7 @@ from moectl.analysis import bootstrap
 from moectl.config import CollapseConfig, MoEConfig
 from moectl.fs import write_json, write_text
 from moectl.model.factory import apply_moe
-from moectl.model.router import load_balancing_loss, route
+from moectl.model.router import load_balancing_loss, noise_scale, route
 from moectl.model.routing import aux_losses, moe_layers
 from moectl.training.collapse import CollapseDetector
 
@@ -89,6 +89,22 @@ def test_model_forward_lb_loss_is_that_of_the_noisy_probabilities():
     assert lb.item() == pytest.approx(hand_lb(noisy, chosen, 4), rel=1e-5)
     clean = hand_lb(logits.softmax(dim=-1), chosen, 4)
     assert abs(lb.item() - clean) > 1e-3, "noise of std 1 must move the balanced probabilities"
+
+
+def test_routing_without_noise_draws_no_random_numbers():
+    """Eval routes with noise 0: it must not advance the RNG, or how often a run evaluates
+    would change the noise its training steps draw."""
+    state = torch.get_rng_state()
+    routing = route(LOGITS, top_k=1, noise_std=0.0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert routing.probs is routing.clean_probs
+
+
+def test_noise_anneals_over_a_single_step_too():
+    """anneal_fraction * total_steps = 1: full noise at step 0, none from step 1."""
+    assert noise_scale(0.1, 0.25, 0, 4) == pytest.approx(0.1)
+    assert noise_scale(0.1, 0.25, 1, 4) == 0.0
+    assert noise_scale(0.1, 0.5, 1, 4) == pytest.approx(0.05)  # anneal_steps = 2
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.6, 0.75])
