@@ -124,6 +124,12 @@ def test_the_product_level_is_95_percent():
     assert bootstrap.percentile_ci(samples) == pytest.approx((25.0, 975.0))
 
 
+def test_intervals_are_spelled_one_way():
+    assert bootstrap.format_interval((0.1234, -0.5)) == "[+0.123, -0.500]"
+    assert bootstrap.format_interval((1.25, 3.0), digits=1, signed=False) == "[1.2, 3.0]"
+    assert bootstrap.format_interval(None) == "-"
+
+
 class _Record(BaseModel):
     name: str
     value: int
