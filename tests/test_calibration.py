@@ -132,9 +132,10 @@ def test_95_percent_intervals_miss_the_truth_in_5_percent_of_replications(case):
     assert low <= misses <= high, f"{case}: {misses}/{REPLICATIONS} missed, band [{low}, {high}]"
 
 
-@pytest.mark.parametrize("case", list(CALIBRATED))
+@pytest.mark.parametrize("case", ["nmi-known-effect", "loss-null"])
 def test_90_percent_intervals_fall_outside_the_95_percent_band(case, monkeypatch):
-    """The check above can fail: with every interval at 90%, the miss count leaves the band."""
+    """The check above can fail: with every interval at 90%, the miss count leaves the band.
+    Two of the four cases keep the suite fast; all four were measured (docs/testing.md)."""
     at_level(monkeypatch, 0.90)
     low, high = binomial_band(REPLICATIONS, NOMINAL_MISS)
     misses = CALIBRATED[case]()
