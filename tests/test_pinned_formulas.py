@@ -4,6 +4,7 @@ and atomic text/JSON writes under a crash between write and rename."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from moectl.analysis import bootstrap
 from moectl.config import CollapseConfig, MoEConfig
-from moectl.fs import write_json, write_text
+from moectl.fs import replace_directory, write_json, write_text
 from moectl.model.factory import apply_moe
 from moectl.model.router import load_balancing_loss, noise_scale, route
 from moectl.model.routing import aux_losses, moe_layers
@@ -164,6 +165,32 @@ def test_a_failure_between_write_and_rename_leaves_the_old_file(writer, tmp_path
     monkeypatch.undo()
     write(target)
     assert target.read_text() == expected
+
+
+def test_a_replaced_directory_is_moved_aside_beside_itself_under_a_dot_name(tmp_path, monkeypatch):
+    """The old folder is renamed next to the target (same file system: a rename, never a
+    copy) under a hidden name, then removed: a reader never sees a stray folder."""
+    import moectl.fs
+
+    target, new = tmp_path / "out", tmp_path / "new"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    new.mkdir()
+    (new / "b.txt").write_text("new")
+    moves: list[tuple[Path, Path]] = []
+    rename = os.replace
+
+    def recorded(src, dst):
+        moves.append((Path(src), Path(dst)))
+        rename(src, dst)
+
+    monkeypatch.setattr(moectl.fs.os, "replace", recorded)
+    replace_directory(new, target)
+    (old, aside), (moved, final) = moves
+    assert old == target and aside.parent.parent == tmp_path
+    assert aside.parent.name.startswith(".out.old-") and (moved, final) == (new, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
