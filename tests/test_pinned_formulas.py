@@ -108,6 +108,40 @@ def test_noise_anneals_over_a_single_step_too():
     assert noise_scale(0.1, 0.5, 1, 4) == pytest.approx(0.05)  # anneal_steps = 2
 
 
+def test_moe_layer_contract_top_k_up_to_all_experts_seeded_and_no_saved_noise():
+    """top_k may equal n_experts; the upcycled weights follow the seed, not the global RNG;
+    the noise scale is not part of the saved state (checkpoints keep their keys); a layer
+    whose progress was never set reports its full noise; training without noise draws no
+    random numbers."""
+    import copy
+
+    torch.manual_seed(0)
+    dense = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
+                                       n_head=2, resid_pdrop=0.0))  # fmt: skip
+    moe = MoEConfig(
+        enabled=True, last_n=1, n_experts=4, top_k=4, noise_std=0.0, perturbation_std=0.01
+    )
+    states = []
+    for global_seed in (1, 2):
+        model = copy.deepcopy(dense)
+        torch.manual_seed(global_seed)
+        apply_moe(model, moe, seed=7)
+        states.append(model.state_dict())
+    keys = sorted(k.split(".mlp.")[1] for k in states[0] if ".h.1.mlp." in k)
+    assert keys == ["experts.fc_bias", "experts.fc_weight", "experts.proj_bias",
+                    "experts.proj_weight", "gate.weight"]  # fmt: skip
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    layer = moe_layers(model)[1]
+    assert layer.top_k == 4 and layer.current_noise_std == 0.0
+    layer.noise_std = 0.5
+    assert layer.current_noise_std == 0.5
+    layer.noise_std = 0.0
+    layer.train()
+    state = torch.get_rng_state()
+    layer(torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("threshold", [0.5, 0.6, 0.75])
 def test_collapse_warns_only_strictly_above_the_threshold(threshold):
     """DESIGN.md: a warning is a busiest expert taking *more than* the threshold."""
@@ -123,6 +157,34 @@ def test_the_product_level_is_95_percent():
     samples = np.arange(1001, dtype=float)
     assert bootstrap.CI_LEVEL == 0.95
     assert bootstrap.percentile_ci(samples) == pytest.approx((25.0, 975.0))
+
+
+def test_paired_loss_intervals_are_shifted_percentiles_of_the_resampled_means():
+    """Hand computation from the same resamples: mean differences (absolute and relative to
+    b), shifted by their bootstrap bias, 2.5th and 97.5th percentiles. Repeatable by seed."""
+    rng = np.random.default_rng(3)
+    strata = np.repeat([0, 1, 2], 12)
+    loss_b = 3.0 + rng.normal(0, 0.4, len(strata))
+    loss_a = loss_b * 1.05 + rng.normal(0, 0.1, len(strata))
+    found = bootstrap.paired_loss_difference(loss_a, loss_b, strata, 300, seed=5)
+    weights = bootstrap.resample_counts(strata, 300, 5)
+    mean_a = weights @ loss_a / weights.sum(1)
+    mean_b = weights @ loss_b / weights.sum(1)
+
+    def shifted(samples, point):
+        return tuple(np.percentile(samples - (samples.mean() - point), [2.5, 97.5]))
+
+    difference = loss_a.mean() - loss_b.mean()
+    assert found.difference == pytest.approx(difference)
+    assert found.relative == pytest.approx(difference / loss_b.mean())
+    assert found.ci == pytest.approx(shifted(mean_a - mean_b, difference))
+    relative = (mean_a - mean_b) / mean_b
+    assert found.relative_ci == pytest.approx(shifted(relative, found.relative))
+    again = bootstrap.paired_loss_difference(loss_a, loss_b, strata, 300, seed=5)
+    assert again == found
+    counts = np.random.default_rng(4).integers(0, 9, size=(36, 3, 4))
+    shares = bootstrap.top_share_intervals(counts, strata, 200)
+    assert shares == bootstrap.top_share_intervals(counts, strata, 200)
 
 
 def test_intervals_are_spelled_one_way():
