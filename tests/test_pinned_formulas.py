@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from moectl.analysis import bootstrap
+from moectl.analysis import bootstrap, metrics
 from moectl.config import CollapseConfig, MoEConfig
 from moectl.fs import replace_directory, write_json, write_text
 from moectl.model.factory import apply_moe
@@ -185,6 +185,42 @@ def test_paired_loss_intervals_are_shifted_percentiles_of_the_resampled_means():
     counts = np.random.default_rng(4).integers(0, 9, size=(36, 3, 4))
     shares = bootstrap.top_share_intervals(counts, strata, 200)
     assert shares == bootstrap.top_share_intervals(counts, strata, 200)
+
+
+def shifted_ci(samples: np.ndarray, point: float, floor: float) -> tuple[float, float]:
+    """The documented interval: samples shifted by their bootstrap bias, central 95%, then
+    clipped at the quantity's natural bound."""
+    low, high = np.percentile(samples - (samples.mean() - point), [2.5, 97.5])
+    return max(low, floor), max(high, floor)
+
+
+def test_nmi_and_top_share_intervals_against_a_hand_computation():
+    """Per resample (the same multiplicities): the NMI of the pooled table and each label's
+    busiest-expert share x E (0 for a label absent from the resample); points from the
+    actual blocks; intervals shifted and floored (NMI at 0, share over uniform at 1)."""
+    rng = np.random.default_rng(8)
+    strata = np.repeat([0, 1, 2], 6)
+    counts = rng.integers(0, 6, size=(18, 3, 4)).astype(float)
+    counts[:, 2] = 0
+    counts[0, 2, 1] = 1  # a label with one assignment: absent from many resamples
+    found = bootstrap.nmi_intervals(counts, None, strata, 400, seed=2)
+    weights = bootstrap.resample_counts(strata, 400, 2)
+    joints = np.einsum("bn,nle->ble", weights, counts)
+    samples = np.array([metrics.normalized_mi(joint) for joint in joints])
+    point = metrics.normalized_mi(counts.sum(axis=0))
+    assert found.nmi_ci == pytest.approx(shifted_ci(samples, point, 0.0))
+    assert found.nmi_ci[0] == 0.0  # near-independent routing: the floor is reached
+    assert found == bootstrap.nmi_intervals(counts, None, strata, 400, seed=2)
+
+    shares = bootstrap.top_share_intervals(counts, strata, 400, seed=2)
+    joint = counts.sum(axis=0)
+    for label in range(3):
+        per_resample = np.array(
+            [j[label].max() / j[label].sum() * 4 if j[label].sum() > 0 else 0.0 for j in joints]
+        )
+        label_point = joint[label].max() / max(joint[label].sum(), 1) * 4
+        assert shares[label] == pytest.approx(shifted_ci(per_resample, label_point, 1.0))
+    assert shares == bootstrap.top_share_intervals(counts, strata, 400, seed=2)
 
 
 def test_intervals_are_spelled_one_way():
