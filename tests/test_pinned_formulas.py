@@ -223,6 +223,15 @@ def test_nmi_and_top_share_intervals_against_a_hand_computation():
     assert shares == bootstrap.top_share_intervals(counts, strata, 400, seed=2)
 
 
+def test_vectorized_nmi_of_empty_and_sparse_tables():
+    """An empty table has NMI 0 (not NaN); zero cells contribute nothing (0 log 0 = 0)."""
+    sparse = np.array([[5.0, 0.0, 0.0], [0.0, 3.0, 1.0]])
+    stack = np.stack([np.zeros((2, 3)), sparse, np.full((2, 3), 2.0)])
+    found = bootstrap.nmi_of_joints(stack)
+    assert found.tolist() == pytest.approx([0.0, metrics.normalized_mi(sparse), 0.0])
+    assert np.isfinite(found).all() and found[1] > 0.5
+
+
 def test_intervals_are_spelled_one_way():
     assert bootstrap.format_interval((0.1234, -0.5)) == "[+0.123, -0.500]"
     assert bootstrap.format_interval((1.25, 3.0), digits=1, signed=False) == "[1.2, 3.0]"
