@@ -332,7 +332,8 @@ def test_moe_layer_compiles_to_one_graph_forward_and_backward(top_k):
 
 
 def test_whole_moe_model_forward_and_backward_compile_to_one_graph():
-    """The GPT-2 around the layer (SDPA attention included) has no graph break either."""
+    """The GPT-2 around the layer (SDPA attention included) has no graph break either, and
+    the compiled model gives the eager model's logits, aux losses and gradients (same noise)."""
     if not torch._dynamo.is_dynamo_supported():
         pytest.skip("torch.compile is not supported on this platform")
     torch._dynamo.reset()
@@ -341,7 +342,19 @@ def test_whole_moe_model_forward_and_backward_compile_to_one_graph():
     model.train()
     ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(3))
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    logits = compiled(input_ids=ids, use_cache=False).logits
-    lb, z = aux_losses(model)
-    (logits.logsumexp(-1).mean() + lb + z).backward()
-    assert moe_layers(model)[1].experts.fc_weight.grad is not None
+    results = []
+    for fn in (model, compiled):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        logits = fn(input_ids=ids, use_cache=False).logits
+        lb, z = aux_losses(model)
+        (logits.logsumexp(-1).mean() + lb + z).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        results.append((logits.detach(), lb.detach(), z.detach(), grads))
+    (eager_logits, eager_lb, eager_z, eager_grads), (logits, lb, z, grads) = results
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close((lb, z), (eager_lb, eager_z), rtol=1e-5, atol=1e-7)
+    assert grads.keys() == eager_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert eager_grads["transformer.h.1.mlp.gate.weight"].abs().sum() > 0
