@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch.multiprocessing as mp
-from test_ddp import _free_port, _worker
+from test_ddp import LAUNCH_TIMEOUT, finish, fresh, torchrun
 
 from moectl.config import resolve_run_config
 from moectl.training.trainer import train_run
@@ -95,17 +94,14 @@ FULL = ["moe.balance=switch", "train.batch_size=8", "train.grad_accum=1"]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LAUNCH_TIMEOUT + 120)
 def test_global_over_two_ranks_and_accumulation_equals_the_full_batch(tiny_corpus, tmp_path):
     full = train_run(
         resolve_run_config("tiny", overrides=[*DDP, *FULL]), tiny_corpus, tmp_path / "full"
     )
     assert full.steps == 3
-    mp.spawn(
-        _worker,
-        args=(2, _free_port(), str(tiny_corpus), str(tmp_path / "split"), [*DDP, *SPLIT]),
-        nprocs=2,
-        join=True,
-    )
+    code, output = finish(torchrun(*fresh(tiny_corpus, tmp_path / "split", [*DDP, *SPLIT])))
+    assert code == 0, output[-4000:]
     want, got = _rows(tmp_path / "full", kind="train"), _rows(tmp_path / "split", kind="train")
     assert [r["step"] for r in got] == [1, 2, 3]
     for key in ("lb_loss", "loss", "lm_loss", "z_loss"):

@@ -1,93 +1,129 @@
-"""Two gloo processes with DDP reach the same losses as one process with the same global batch."""
+"""DDP through torchrun's own launcher (`torch.distributed.run`), two gloo ranks on the CPU.
+
+`--standalone` lets the launcher's rendezvous bind a free port itself (no pick-then-bind race),
+`join_timeout` bounds the rendezvous, and every launch runs in its own session under a
+wall-clock limit, so a hang fails in a minute with the launcher's output instead of waiting out
+gloo's 30-minute default.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from moectl.config import resolve_run_config
 
-OVERRIDES = [
-    "moe.enabled=true",
-    "moe.last_n=1",
-    "moe.n_experts=4",
-    "moe.lb_coef=0",
-    "moe.noise_std=0",
-    "train.max_steps=4",
-    "train.log_every=1",
-    "train.eval_every=4",
-]
+LAUNCH_TIMEOUT = 150
+MOE = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "train.log_every=1"]
+NO_AUX = [*MOE, "moe.lb_coef=0", "moe.noise_std=0", "train.max_steps=4", "train.eval_every=4"]
+# LB loss and router noise on (noise annealed over the whole run, so every step draws it).
+WITH_AUX = [*MOE, "moe.lb_coef=0.01", "moe.noise_std=0.5", "moe.anneal_fraction=1.0",
+            "train.max_steps=16", "train.eval_every=8", "train.save_every=1000"]  # fmt: skip
 
 
-def _worker(
-    rank: int, world_size: int, port: int, corpus: str, run_dir: str, overrides=None
-) -> None:
-    """One rank of a gloo job training the tiny preset with `overrides` (default OVERRIDES).
+def torchrun(*train_args: str | Path) -> subprocess.Popen:
+    """`python -m torch.distributed.run ... -m moectl train ARGS` for 2 ranks, in its own
+    session (so a stuck launch is killed whole)."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "--rdzv-conf=join_timeout=60", "-m", "moectl", "train", *map(str, train_args),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
 
-    The process group is joined here with a timeout, so a rank that dies cannot leave the other
-    waiting for the default half hour; the trainer then finds the group initialized.
-    """
-    import datetime
 
-    import torch
-    import torch.distributed as dist
+def fresh(corpus: Path, run_dir: Path, overrides: list[str]) -> list[str | Path]:
+    """The `moectl train` arguments of a new tiny run."""
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    return ["--preset", "tiny", *sets, "--data", corpus, "--run-dir", run_dir]
 
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    from moectl.training.trainer import train_run
 
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    """Wait for a launch; past LAUNCH_TIMEOUT kill its whole session and fail with its output."""
     try:
-        config = resolve_run_config("tiny", overrides=overrides or OVERRIDES)
-        train_run(config, corpus, run_dir)
-    finally:
-        dist.destroy_process_group()
+        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"torchrun did not finish in {LAUNCH_TIMEOUT} s:\n{output[-4000:]}")
+    return process.returncode, output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def rows(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
+    path = run_dir / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _rows(run_dir, kind):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+def replayable(run_dir: Path) -> list[dict]:
+    """Metric rows without what depends on the clock (time, throughput)."""
+    drop = {"time", "tokens_per_s"}
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows(run_dir)]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT + 60)
 def test_two_gloo_ranks_match_one_process(tiny_corpus, tmp_path):
     from moectl.training.trainer import train_run
 
-    single = train_run(
-        resolve_run_config("tiny", overrides=OVERRIDES), tiny_corpus, tmp_path / "one"
-    )
-    mp.spawn(
-        _worker,
-        args=(2, _free_port(), str(tiny_corpus), str(tmp_path / "two")),
-        nprocs=2,
-        join=True,
-    )
-    one, two = _rows(tmp_path / "one", "train"), _rows(tmp_path / "two", "train")
+    single = train_run(resolve_run_config("tiny", overrides=NO_AUX), tiny_corpus, tmp_path / "one")
+    code, output = finish(torchrun(*fresh(tiny_corpus, tmp_path / "two", NO_AUX)))
+    assert code == 0, output[-4000:]
+    one = [r for r in rows(tmp_path / "one") if r["kind"] == "train"]
+    two = [r for r in rows(tmp_path / "two") if r["kind"] == "train"]
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     assert [r["tokens"] for r in two] == [r["tokens"] for r in one]
     for a, b in zip(one, two, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-5)
         for domain, value in a["domain_loss"].items():
             assert b["domain_loss"][domain] == pytest.approx(value, rel=1e-4, abs=1e-5)
-    eval_one, eval_two = _rows(tmp_path / "one", "eval"), _rows(tmp_path / "two", "eval")
+    eval_one = [r for r in rows(tmp_path / "one") if r["kind"] == "eval"]
+    eval_two = [r for r in rows(tmp_path / "two") if r["kind"] == "eval"]
     assert eval_two[-1]["loss"] == pytest.approx(eval_one[-1]["loss"], rel=1e-4)
     assert single.world_size == 1
-    routing = [json.loads(x) for x in (tmp_path / "two" / "routing.jsonl").read_text().splitlines()]
-    assert routing[-1]["step"] == 4
+    assert rows(tmp_path / "two", "routing.jsonl")[-1]["step"] == 4
     assert (tmp_path / "two" / "checkpoints" / "step-4" / "trainer_state.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * LAUNCH_TIMEOUT + 60)
+def test_sigterm_to_torchrun_then_resume_equals_an_uninterrupted_ddp_run_bitwise(
+    tiny_corpus, tmp_path
+):
+    """SIGTERM goes to the launcher, as a scheduler sends it; the launcher passes it to both
+    ranks, which agree on one step, checkpoint it and exit; a second launch resumes. Losses,
+    routing rows and the final weights equal those of one uninterrupted launch, bit for bit."""
+    code, output = finish(torchrun(*fresh(tiny_corpus, tmp_path / "full", WITH_AUX)))
+    assert code == 0, output[-4000:]
+
+    cut = tmp_path / "cut"
+    process = torchrun(*fresh(tiny_corpus, cut, WITH_AUX))
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not any(r.get("step", 0) >= 3 for r in rows(cut)) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0][-4000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    code, output = finish(process)
+    assert code != 0, output[-4000:]
+    saved = [int(p.name.split("-")[1]) for p in (cut / "checkpoints").iterdir()]
+    assert len(saved) == 1 and 3 <= saved[0] < 16, (saved, output[-4000:])
+
+    code, output = finish(torchrun("--run-dir", cut, "--resume"))
+    assert code == 0, output[-4000:]
+    assert replayable(cut) == replayable(tmp_path / "full")
+    assert rows(cut, "routing.jsonl") == rows(tmp_path / "full", "routing.jsonl")
+    assert any(r["kind"] == "train" and r["lb_loss"] > 0 for r in rows(cut))
+    final = "checkpoints/step-16/model.safetensors"
+    weights, expected = load_file(str(cut / final)), load_file(str(tmp_path / "full" / final))
+    assert weights.keys() == expected.keys()
+    assert all((weights[k] == expected[k]).all() for k in expected)

@@ -234,6 +234,28 @@ def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path:
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 
+def assert_starts_from(run_dir: Path, source: Path) -> None:
+    """The run's step-0 model holds exactly the weights of `source` (an export or artifact).
+
+    Where the run upcycled a dense source, its experts are the dense MLP plus the upcycling
+    perturbation (1e-3 of each parameter's std), so they are checked to that tolerance."""
+    from moectl.model.initial import load_initial_model
+
+    start = load_initial_model(run_dir).model.state_dict()
+    weights = load_model(source).model.state_dict()
+    for key, tensor in weights.items():
+        if key in start:
+            assert torch.equal(start[key], tensor), key
+            continue
+        prefix, name = key.rsplit(".mlp.", 1)  # a dense MLP the run turned into experts
+        stacked = {"c_fc.weight": "fc_weight", "c_fc.bias": "fc_bias",
+                   "c_proj.weight": "proj_weight", "c_proj.bias": "proj_bias"}[name]  # fmt: skip
+        experts = start[f"{prefix}.mlp.experts.{stacked}"]
+        assert experts.shape[1:] == tensor.shape, key
+        assert (experts - tensor).abs().max() <= 0.01 * tensor.std(), key
+    assert sum(key in start for key in weights) >= len(weights) - 4
+
+
 def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpus, tmp_path):
     from moectl.config import resolve_run_config
     from moectl.data.store import load_corpus
@@ -252,13 +274,16 @@ def test_exported_dirs_go_back_in_with_init_from_and_model_pretrained(tiny_corpu
         config = resolve_run_config("tiny", overrides=[*short, *moe, f"model.pretrained={base}"])
         name = f"from-{base.name}"
         assert train_run(config, tiny_corpus, tmp_path / name).stop_reason == "completed"
+        assert_starts_from(tmp_path / name, base)
 
     # --init-from: a dense export is upcycled; an MoE export continues with its own layout.
     moe_cfg = resolve_run_config("tiny", overrides=[*short, *moe])
     train_run(moe_cfg, tiny_corpus, tmp_path / "moe", init_from=tmp_path / "dense-hf")
+    assert_starts_from(tmp_path / "moe", tmp_path / "dense-hf")
     export_model(tmp_path / "moe", tmp_path / "moe-hf")
     again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe-hf")
     assert again.stop_reason == "completed"
+    assert_starts_from(tmp_path / "moe2", tmp_path / "moe-hf")  # every weight, experts too
     # The export's top-level tokenizer is the corpus's (data.tokenizer=DIR reads it).
     exported_tokenizer = resolve_tokenizer(str(tmp_path / "moe-hf"))
     assert (

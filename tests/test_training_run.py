@@ -13,6 +13,20 @@ from moectl.errors import ConfigError, ModelError, MoectlError, TrainingError
 from moectl.training.trainer import train_run
 
 MOE = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "train.max_steps=12"]
+# No load balancing, no noise, a high learning rate: one expert takes over within 60 steps.
+COLLAPSING = [
+    "moe.enabled=true",
+    "moe.last_n=1",
+    "moe.n_experts=4",
+    "moe.lb_coef=0",
+    "moe.noise_std=0",
+    "train.lr=0.03",
+    "train.warmup_fraction=0",
+    "train.max_steps=60",
+    "train.router_log_every=2",
+    "train.collapse.threshold=0.5",
+    "train.collapse.stop=true",
+]
 
 
 def rows(run_dir, name="metrics.jsonl", kind=None):
@@ -81,23 +95,7 @@ def test_compiled_run_saves_plain_keys_and_resumes_to_the_same_losses(
 
 
 def test_collapse_without_load_balancing_stops_the_run(tiny_corpus, tmp_path):
-    config = resolve_run_config(
-        "tiny",
-        overrides=[
-            "moe.enabled=true",
-            "moe.last_n=1",
-            "moe.n_experts=4",
-            "moe.lb_coef=0",
-            "moe.noise_std=0",
-            "train.lr=0.03",
-            "train.warmup_fraction=0",
-            "train.max_steps=60",
-            "train.router_log_every=2",
-            "train.collapse.threshold=0.5",
-            "train.collapse.patience=2",
-            "train.collapse.stop=true",
-        ],
-    )
+    config = resolve_run_config("tiny", overrides=[*COLLAPSING, "train.collapse.patience=2"])
     result = train_run(config, tiny_corpus, tmp_path / "nolb")
     assert result.stop_reason == "collapse"
     assert result.steps < 60

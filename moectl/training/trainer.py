@@ -276,12 +276,36 @@ class _Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["data"])
         self.window.load_state_dict(state["window"])
-        self.routing.load_state_dict(state["routing"])
+        self._restore_routing(state.get("routing_ranks", [state["routing"]]))
         self.detector.load_state_dict(state["collapse"])
         self.best_step = state["best"]["step"]
         self.best_loss = state["best"]["loss"]
         rng = state["rng"]
         restore_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
+
+    def _restore_routing(self, ranks: list[dict[str, Any]]) -> None:
+        """Each rank's partial routing counts are its own (they are summed across ranks only
+        when a row is written): a rank takes back its own, or on another world size the main
+        rank takes the sum of all and the others start empty."""
+        if len(ranks) == self.ctx.world_size:
+            self.routing.load_state_dict(ranks[self.ctx.rank])
+            return
+        if not self.ctx.is_main:
+            return
+        self.routing.load_state_dict(ranks[0])
+        other = RoutingAccumulator(self.routing.layers, self.routing.n_experts, self.domains)
+        for state in ranks[1:]:
+            other.load_state_dict(state)
+            for total, part in zip(self.routing.tensors(), other.tensors(), strict=True):
+                total += part.to(total.device, total.dtype)
+
+    def _gathered(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+        """`value` from every rank, in rank order (a one-element list in one process)."""
+        if not self.ctx.enabled:
+            return [value]
+        values: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(values, value)
+        return values
 
     def run(self) -> TrainResult:
         cfg = self.train_cfg
@@ -555,25 +579,26 @@ class _Trainer:
         log_row(self.sinks, kind, row.model_dump(mode="json"))
 
     def _trainer_state(self) -> dict[str, Any]:
-        rng = capture_rng_state()
-        rng_states = [rng]
-        if self.ctx.enabled:
-            rng_states = [None] * self.ctx.world_size
-            dist.all_gather_object(rng_states, rng)
-        return {
+        routing = self.routing.state_dict()
+        state = {
             "format_version": STATE_FORMAT,
             "step": self.step,
             "tokens": self.tokens,
             "world_size": self.ctx.world_size,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_states,
+            "rng": self._gathered(capture_rng_state()),
             "data": self.sampler.state_dict(),
             "window": self.window.state_dict(),
-            "routing": self.routing.state_dict(),
+            "routing": routing,
             "collapse": self.detector.state_dict(),
             "best": {"step": self.best_step, "loss": self.best_loss},
         }
+        if self.ctx.enabled:
+            # Under DDP each rank holds its own partial counts; "routing" stays rank 0's so
+            # checkpoints keep their format for readers that predate this key.
+            state["routing_ranks"] = self._gathered(routing)
+        return state
 
     def _save_checkpoint(self) -> None:
         self.saved_step = self.step
