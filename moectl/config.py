@@ -441,6 +441,10 @@ def validate(model_cls: type[StrictModel], raw: dict[str, Any], what: str = "con
         raise ConfigError(f"invalid {what}", validation_problems(exc, model_cls)) from None
 
 
+# Fields users reach for that moectl spells another way: an unknown one suggests the real one.
+_FIELD_ALIASES = {"tensorboard": "sinks=[tensorboard]"}
+
+
 def validation_problems(
     exc: ValidationError, model_cls: type[BaseModel] | None = None
 ) -> list[tuple[str, str]]:
@@ -452,7 +456,12 @@ def validation_problems(
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             known = _section_fields(model_cls, err["loc"][:-1]) if model_cls else []
-            message = "unknown field" + (did_you_mean(str(err["loc"][-1]), known) or "")
+            name = str(err["loc"][-1])
+            alias = _FIELD_ALIASES.get(name)
+            if alias is not None and alias.partition("=")[0] in known:
+                message = f"unknown field (did you mean '{alias}'?)"
+            else:
+                message = "unknown field" + (did_you_mean(name, known) or "")
         problems.append((path, message))
     return problems
 

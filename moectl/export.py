@@ -4,7 +4,8 @@ Dense models become a plain GPT-2. MoE models become the custom-code model in
 `moectl/model/hf_code/` (loaded with `trust_remote_code=True`); its two files are copied next to
 the weights and named by `auto_map` in config.json. The tokenizer files sit at the top level, so
 `AutoTokenizer.from_pretrained(DIR)` finds them. config.json's `moectl` entry records where the
-model came from (and the tokenizer hash), so moectl can take the directory back in.
+model came from (and the tokenizer hash), so moectl can take the directory back in. README.md is
+the model card (`moectl.model_card`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def export_model(
     from moectl.fs import atomic_directory
     from moectl.model.hf_format import CODE_FILES, HF_CODE
     from moectl.model.io import load_model
+    from moectl.model_card import CARD_NAME, model_card
 
     source, out = Path(source), Path(out)
     artifact, run_dir = resolve_model(source)
@@ -66,8 +68,12 @@ def export_model(
             for name in CODE_FILES:
                 shutil.copyfile(HF_CODE / name, temp / name)
         if tok is not None:
+            # transformers' default (1e30) lets pipeline() feed a prompt past the positions
+            tok.model_max_length = model.config.n_positions
             tok.save_pretrained(str(temp))
         _add_provenance(temp / "config.json", loaded, artifact)
+        card = model_card(loaded, artifact, run_dir, model.config.n_positions, tok is not None)
+        (temp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportResult(
         path=str(out),
         source=str(artifact),

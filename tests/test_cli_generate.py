@@ -96,6 +96,26 @@ def test_cli_generate(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
 
 
+def test_cli_generate_says_which_part_of_a_long_prompt_it_continues(cli, tiny_study) -> None:  # noqa: F811
+    from moectl.model.io import load_model
+
+    loaded = load_model(tiny_study["moe"] / "best")
+    window = loaded.model.config.n_positions
+    prompt = "".join(f"line {i} says {i * 7}. " for i in range(window))
+    ids = loaded.tokenizer(prompt)["input_ids"]
+    kept = window - 4
+    shown = cli("generate", tiny_study["moe"], "--prompt", prompt, "--max-new-tokens", "4")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert (
+        f"the prompt is {len(ids)} tokens and the model sees {window} positions, so with 4 new "
+        f"tokens it continues the prompt's last {kept} tokens (the first {len(ids) - kept} are "
+        "dropped)"
+    ) in text
+    seen = loaded.tokenizer.decode(ids[-kept:], clean_up_tokenization_spaces=False)
+    assert " ".join(seen.split()) in text and "line 0 says 0." not in text
+
+
 def test_cli_generate_options_and_exported_models(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
     from moectl.export import export_model
 

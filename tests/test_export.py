@@ -325,3 +325,103 @@ def test_cli_export_checkpoint_tokenizer_hint_and_force(cli, tiny_corpus, tmp_pa
     assert "warning" not in fixed.output
     assert (tmp_path / "bare" / "tokenizer.json").is_file()
     assert load_model(tmp_path / "bare").tokenizer is not None
+
+
+LONG_PROMPT = textwrap.dedent(
+    """
+    import json, sys
+
+    sys.meta_path.insert(0, type("Block", (), {"find_spec": staticmethod(
+        lambda name, *a: (_ for _ in ()).throw(ImportError(name))
+        if name.split(".")[0] == "moectl" else None)})())
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    path, remote = sys.argv[1], sys.argv[2] == "moe"
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote or None)
+    generate = pipeline("text-generation", model=path, trust_remote_code=remote or None)
+    prompt = "def f(x): return x + 1 two plus two is four " * 12
+    ids = tokenizer(prompt)["input_ids"]
+    out = generate(prompt, max_new_tokens=4, do_sample=False, handle_long_generation="hole",
+                   return_full_text=False)
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=remote or None)
+    keep = tokenizer.model_max_length - 4
+    with torch.no_grad():
+        alone = model.generate(torch.tensor([ids[-keep:]]), max_new_tokens=4, do_sample=False)
+    print(json.dumps({
+        "model_max_length": tokenizer.model_max_length,
+        "prompt_tokens": len(ids),
+        "generated": out[0]["generated_text"],
+        "alone": tokenizer.decode(alone[0, keep:]),
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["dense", "top1"])
+def test_long_prompt_through_pipeline_and_a_tokenizer_with_the_model_context(
+    tmp_path: Path, kind: str
+) -> None:
+    """model_max_length is the context (16 here), so the pipeline's "hole" strategy keeps the
+    prompt's last tokens instead of running past the positions (an IndexError at 1e30). A dense
+    export's AutoTokenizer loads without any remote-code question (stdin is closed)."""
+    export_model(artifact(tmp_path, MOE[kind]), tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == 16
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "hf-modules")
+    done = subprocess.run(
+        [sys.executable, "-c", LONG_PROMPT, str(tmp_path / "hf"), "moe" if MOE[kind] else "-"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "custom code" not in done.stdout + done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["model_max_length"] == 16 and got["prompt_tokens"] > 100
+    assert got["generated"] == got["alone"] and got["generated"]
+
+
+def test_export_card_has_hub_metadata_and_the_run_evaluation_with_intervals(
+    cli, tiny_corpus, tmp_path
+) -> None:
+    import yaml
+
+    from moectl.analysis.results import load_results
+    from moectl.config import resolve_run_config
+    from moectl.training.trainer import train_run
+
+    overrides = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "train.max_steps=4",
+                 "train.eval_every=4", "train.save_every=4"]  # fmt: skip
+    run = tmp_path / "run"
+    train_run(resolve_run_config("tiny", overrides=overrides), tiny_corpus, run)
+
+    def card(out: Path) -> tuple[dict, str]:
+        text = (out / "README.md").read_text()
+        _, header, body = text.split("---\n", 2)
+        return yaml.safe_load(header), body
+
+    export_model(run, tmp_path / "before")
+    header, body = card(tmp_path / "before")
+    assert header["library_name"] == "transformers" and header["pipeline_tag"] == "text-generation"
+    assert {"moectl", "mixture-of-experts", "custom_code"} <= set(header["tags"])
+    assert "base_model" not in header  # trained from scratch: there is none
+    assert "4 experts with top-1 routing in layers 1" in body
+    assert "no specialization verdicts" in body and "output_router_logits=True" in body
+
+    evaluated = cli("evaluate", run, "--max-blocks", "12", "--permutations", "3")
+    assert evaluated.exit_code == 0, evaluated.output
+    export_model(run, tmp_path / "after")
+    _, body = card(tmp_path / "after")
+    (path,) = (run / "eval").glob("*.json")
+    (result,) = load_results(path)
+    assert f"| all | {result.loss:.4f} | {result.ppl:.2f} |" in body
+    for domain, loss in result.domain_loss.items():
+        assert f"| {domain} | {loss:.4f} |" in body
+    spec = result.routing[0].specialization
+    low, high = spec.nmi_ci
+    assert f"| 1 | {spec.nmi:.3f} [{low:.3f}, {high:.3f}] | {spec.baseline_nmi:.3f}" in body
+    emergent = spec.emergent
+    assert emergent.verdict is not None  # a trained run has its step-0 router as the control
+    low, high = emergent.ci
+    assert f"{emergent.verdict}: {emergent.difference:.3f} [{low:.3f}, {high:.3f}]" in body

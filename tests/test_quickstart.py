@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from test_sinks import read_tensorboard
 
 from moectl.analysis.results import load_results
 from moectl.errors import MoectlError
@@ -109,6 +110,16 @@ def test_every_artefact_is_written(study):
     for variant in ("moe", "no-lb", "top2"):
         rows = [json.loads(line) for line in (out / "runs" / variant / "routing.jsonl").open()]
         assert rows and all(abs(sum(r["layers"]["1"]["fractions"]) - 1) < 1e-6 for r in rows)
+    # TensorBoard by default: every run's event files, with the config and, for an MoE, the
+    # heatmap at every router-log step (the interrupted moe run's across both sessions).
+    for name in result.runs:
+        board = read_tensorboard(out / "runs" / name / "tensorboard")
+        assert "train/loss" in board.scalars and "eval/loss" in board.scalars
+        assert board.hparams["name"] == name and "config/text_summary" in board.texts
+        if name in ("moe", "no-lb", "top2"):
+            routing = [json.loads(line) for line in (out / "runs" / name / "routing.jsonl").open()]
+            images = board.images["routing/heatmap"]
+            assert sorted({step for step, *_ in images}) == [row["step"] for row in routing]
     evaluated = {v: load_results(out / "eval" / f"{v}.json")[0] for v in VARIANTS}
     assert evaluated["dense"].kind == "dense" and not evaluated["dense"].routing
     for variant in ("moe", "no-lb", "top2"):
@@ -190,14 +201,21 @@ def test_rerun_skips_everything_and_sizes_do_not_mix(study, cli):
     result = cli("quickstart", "--tiny", "--plan", plan, "--out", out)
     assert result.exit_code == 0, result.output
     assert "already done" in result.output and "report" in result.output
-    with pytest.raises(MoectlError, match=f"holds a 'tiny' '{plan}' study"):
+    with pytest.raises(
+        MoectlError, match=rf"holds a 'tiny' '{plan}' \(train.sinks=\[tensorboard\]\) study"
+    ):
         run_study(out, "default", plan_name=plan)
     result = cli("quickstart", "--plan", plan, "--out", out)
     assert result.exit_code == 2
-    with pytest.raises(MoectlError, match=f"holds a 'tiny' '{plan}' study, not a 'tiny' '{other}'"):
+    with pytest.raises(
+        MoectlError, match=f"holds a 'tiny' '{plan}' .*study, not a 'tiny' '{other}'"
+    ):
         run_study(out, "tiny", plan_name=other)
-    with pytest.raises(MoectlError, match=r"not a 'tiny' '.*' \(moe.top_k=2\) one"):
+    with pytest.raises(MoectlError, match=r"not a 'tiny' '.*' \(.* moe.top_k=2\) one"):
         run_study(out, "tiny", plan_name=plan, overrides=["moe.top_k=2"])
+    # Without TensorBoard it is another study (its runs' configs differ in train.sinks).
+    no_board = cli("quickstart", "--tiny", "--plan", plan, "--no-tensorboard", "--out", out)
+    assert no_board.exit_code == 2 and "train.sinks=[tensorboard]" in no_board.output
     unknown = cli("quickstart", "--tiny", "--plan", "sideways", "--out", out)
     assert unknown.exit_code == 2 and "unknown plan 'sideways'" in unknown.output
 

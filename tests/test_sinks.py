@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -69,18 +70,58 @@ def test_missing_sink_package_names_the_install_command(cli, monkeypatch, tmp_pa
     assert 'pip install "moectl[tracking]"' in " ".join(result.output.split())
 
 
-def tensorboard_scalars(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+@dataclass
+class TensorBoardLog:
+    """What a folder of event files holds, read back with TensorBoard's own reader."""
 
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    texts: list[str] = []
+    scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    images: dict[str, list[tuple[int, int, int, bytes]]] = field(default_factory=dict)
+    hparams: dict[str, object] = field(default_factory=dict)
+    hparam_metrics: list[str] = field(default_factory=list)
+    charts: dict[str, list[str]] = field(default_factory=dict)
+
+
+def read_tensorboard(folder: Path) -> TensorBoardLog:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    log = TensorBoardLog()
     for events in sorted(folder.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
         acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-        texts += acc.Tags()["tensors"]
-    return scalars, texts
+        tags = acc.Tags()
+        for tag in tags["scalars"]:
+            log.scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        for tag in tags["images"]:
+            log.images.setdefault(tag, []).extend(
+                (e.step, e.width, e.height, e.encoded_image_string) for e in acc.Images(tag)
+            )
+        for tag in tags["tensors"]:
+            values = [tensor_util.make_ndarray(e.tensor_proto) for e in acc.Tensors(tag)]
+            if tag == "custom_scalars__config__":
+                layout = layout_pb2.Layout.FromString(values[-1].item())
+                for category in layout.category:
+                    for chart in category.chart:
+                        log.charts[chart.title] = list(chart.multiline.tag)
+            else:
+                log.texts.setdefault(tag, []).extend(str(v.item(), "utf-8") for v in values)
+        try:
+            hparams = acc.PluginTagToContent("hparams")
+        except KeyError:
+            continue
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            hparams["_hparams_/session_start_info"]
+        ).session_start_info
+        for key, value in start.hparams.items():
+            log.hparams[key] = getattr(value, value.WhichOneof("kind"))
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(
+            hparams["_hparams_/experiment"]
+        ).experiment
+        log.hparam_metrics += [info.name.tag for info in experiment.metric_infos]
+    return log
 
 
 def test_tensorboard_and_wandb_get_routing_and_wandb_resumes_its_run(
@@ -114,17 +155,102 @@ def test_tensorboard_and_wandb_get_routing_and_wandb_resumes_its_run(
                  b"eval/domain_loss/math", b"collapse/warning"):  # fmt: skip
         assert name in logged
 
-    scalars, texts = tensorboard_scalars(run / "tensorboard")
+    board = read_tensorboard(run / "tensorboard")
+    scalars = board.scalars
     routing = read_jsonl(run / "routing.jsonl")
-    assert [step for step, _ in scalars["routing/layer_1/max_fraction"]] == [
-        row["step"] for row in routing
-    ]  # one point per routing row, across the interrupted and the resumed session
+    routing_steps = [row["step"] for row in routing]
+    assert [step for step, _ in scalars["routing/layer_1/max_fraction"]] == routing_steps
+    # one point per routing row, across the interrupted and the resumed session
     for (step, value), row in zip(scalars["routing/layer_1/max_fraction"], routing, strict=True):
         assert step == row["step"] and value == pytest.approx(row["layers"]["1"]["max_fraction"])
-    for tag in ("routing/layer_1/entropy", "routing/layer_1/expert_3",
+    for tag in ("routing/layer_1/entropy", "routing/layer_1/expert_3", "routing/layer_1/nmi",
                 "routing/layer_1/prose/expert_0", "collapse/consecutive", "train/loss",
                 "train/domain_loss/code", "eval/loss", "eval/domain_loss/prose"):  # fmt: skip
         assert tag in scalars, tag
     assert routing[0]["step"] == 0 and routing[0]["collapse"] is None  # the init router's row
     assert any(row["collapse"]["warning"] for row in routing[1:])
-    assert "collapse/text_summary" in texts
+    assert len(board.texts["collapse/text_summary"]) == sum(
+        bool(row["collapse"] and row["collapse"]["warning"]) for row in routing
+    )
+    # The heatmap at every router-log step: decodable PNGs of a real size.
+    heatmaps = board.images["routing/heatmap"]
+    assert [step for step, *_ in heatmaps] == routing_steps
+    assert all(png.startswith(b"\x89PNG") and w > 200 and h > 100 for _, w, h, png in heatmaps)
+    # The config once (the resumed session does not repeat it): hparams and YAML text.
+    assert board.hparams["moe.n_experts"] == 4 and board.hparams["train.max_steps"] == 12
+    assert board.hparams["train.sinks"] == '["tensorboard", "wandb"]'
+    assert set(board.hparam_metrics) == {"eval/loss", "train/loss"}
+    (config_text,) = board.texts["config/text_summary"]
+    assert "n_experts: 4" in config_text
+    # One chart holding every expert share of the MoE layer, and one of the NMI.
+    assert board.charts["layer 1 expert shares"] == [r"routing/layer_1/expert_\d+$"]
+    assert board.charts["NMI(domain; expert)"] == [r"routing/layer_\d+/nmi$"]
+    # W&B: the config as wandb.config and the heatmaps as wandb.Image files.
+    media = sorted(run.glob("wandb/offline-run-*/files/media/images/routing/heatmap_*.png"))
+    assert len(media) == len(routing)
+    assert b"n_experts" in logged  # the config record of the offline run
+
+
+def test_train_help_names_the_sinks_and_a_tensorboard_field_suggests_them(cli, tmp_path) -> None:
+    shown = " ".join(cli("train", "--help").output.split())
+    # (quoted names: a bracket followed by a letter would read as rich markup in the help)
+    assert """--set 'train.sinks=["tensorboard", "wandb"]'""" in shown
+    wrong = cli("train", "--preset", "tiny", "--run-dir", tmp_path / "run", "--data",
+                tmp_path / "none", "--set", "train.tensorboard=true")  # fmt: skip
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output
+    assert "did you mean 'sinks=[tensorboard]'" in " ".join(wrong.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_log_sends_a_finished_run_and_a_study_to_tensorboard_and_wandb(
+    cli, tiny_corpus, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = resolve_run_config(
+        "tiny",
+        overrides=["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "train.max_steps=6",
+                   "train.log_every=2", "train.router_log_every=3", "train.eval_every=3"],
+    )  # fmt: skip
+    study = tmp_path / "study"
+    run = study / "runs" / "moe"
+    train_run(config, tiny_corpus, run)
+    (study / "study.json").write_text("{}")
+    before = _tree_bytes(study)
+    routing = read_jsonl(run / "routing.jsonl")
+
+    sent = cli("log", run, "--to", "tensorboard", "--out", tmp_path / "tb")
+    assert sent.exit_code == 0, sent.output
+    board = read_tensorboard(tmp_path / "tb" / "moe")
+    assert [s for s, _ in board.scalars["routing/layer_1/nmi"]] == [r["step"] for r in routing]
+    for (_, value), row in zip(board.scalars["routing/layer_1/nmi"], routing, strict=True):
+        assert value == pytest.approx(row["layers"]["1"]["nmi"])
+    assert [s for s, *_ in board.images["routing/heatmap"]] == [r["step"] for r in routing]
+    assert board.scalars["eval/loss"][-1][0] == 6 and board.hparams["moe.n_experts"] == 4
+    assert board.charts["layer 1 expert shares"] == [r"routing/layer_1/expert_\d+$"]
+    logged = _tree_bytes(tmp_path / "tb")
+
+    # Again into the same folder: refused, nothing written; a study logs all its runs.
+    again = cli("log", study, "--to", "tensorboard", "--out", tmp_path / "tb")
+    assert again.exit_code == 0, again.output  # the study's runs go to tb/study/moe
+    assert read_tensorboard(tmp_path / "tb" / "study" / "moe").images["routing/heatmap"]
+    refused = cli("log", run, "--to", "tensorboard", "--out", tmp_path / "tb")
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert "Traceback" not in refused.output
+    now = _tree_bytes(tmp_path / "tb")
+    assert {k: v for k, v in now.items() if k.startswith("moe/")} == logged
+    wrong = cli("log", tiny_corpus, "--to", "tensorboard", "--out", tmp_path / "tb2")
+    assert wrong.exit_code == 2 and "not a run directory or a study folder" in wrong.output
+    assert not (tmp_path / "tb2").exists()
+
+    wandb = cli("log", run, "--to", "wandb", "--mode", "offline", "--project", "moectl-test",
+                "--out", tmp_path / "wb")  # fmt: skip
+    assert wandb.exit_code == 0, wandb.output
+    (record,) = (tmp_path / "wb").glob("wandb/offline-run-*/run-*.wandb")
+    for name in (b"routing/layer_1/nmi", b"eval/domain_loss/code", b"n_experts"):
+        assert name in record.read_bytes()
+    assert len(list(record.parent.glob("files/media/images/routing/heatmap_*.png"))) == len(routing)
+    assert _tree_bytes(study) == before  # the runs were only read

@@ -46,6 +46,10 @@ class GenerationResult(BaseModel):
     prompt_tokens_dropped: int = Field(
         0, description="leading prompt tokens cut so prompt + new tokens fit the model's window"
     )
+    prompt_seen: str = Field(
+        "", description="the prompt text the model continued: its last tokens when some were cut"
+    )
+    warnings: list[str] = Field(default_factory=list)
 
 
 def generate(
@@ -87,6 +91,13 @@ def generate(
             hint=f"ask for fewer new tokens (--max-new-tokens {window // 2})",
         )
     dropped = max(0, len(ids) + max_new_tokens - window)
+    warnings = []
+    if dropped:
+        warnings.append(
+            f"the prompt is {len(ids)} tokens and the model sees {window} positions, so with "
+            f"{max_new_tokens} new tokens it continues the prompt's last {len(ids) - dropped} "
+            f"tokens (the first {dropped} are dropped)"
+        )
     ids = ids[dropped:]
     config = _generation_config(
         max_new_tokens, temperature, top_k, top_p, eos_id if stop_at_eos else None, eos_id, options
@@ -125,7 +136,7 @@ def generate(
         tokens.append(
             GeneratedToken(
                 id=token,
-                text=tokenizer.decode([token], clean_up_tokenization_spaces=False),
+                text=_decode(tokenizer, [token]),
                 experts={layer: choice[0] for layer, choice in routing.items()},
                 probs={layer: choice[1] for layer, choice in routing.items()},
             )
@@ -134,12 +145,18 @@ def generate(
     text_ids = new_ids[:-1] if stopped else new_ids
     return GenerationResult(
         prompt=prompt,
-        text=tokenizer.decode(text_ids, clean_up_tokenization_spaces=False),
+        text=_decode(tokenizer, text_ids),
         tokens=tokens,
         moe_layers=list(layers),
         stopped_at_eos=stopped,
         prompt_tokens_dropped=dropped,
+        prompt_seen=_decode(tokenizer, ids) if dropped else prompt,
+        warnings=warnings,
     )
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, clean_up_tokenization_spaces=False)
 
 
 def _tokenizer(loaded: LoadedModel) -> Any:

@@ -164,6 +164,7 @@ def _register() -> None:
         export,
         generate,
         inspect,
+        log,
         prepare_data,
         presets,
         quickstart,
@@ -178,6 +179,7 @@ def _register() -> None:
     app.command("visualize", cls=MoectlCommand)(visualize.visualize)
     app.command("generate", cls=MoectlCommand)(generate.generate)
     app.command("export", cls=MoectlCommand)(export.export)
+    app.command("log", cls=MoectlCommand)(log.log)
     app.command("quickstart", cls=MoectlCommand)(quickstart.quickstart)
     app.command("presets", cls=MoectlCommand)(presets.presets)
 

@@ -32,11 +32,15 @@ def export(
 ) -> None:
     """Export a model as a transformers directory that loads without moectl.
 
-    Writes config.json, model.safetensors, generation_config.json and the tokenizer files.
+    Writes config.json, model.safetensors, generation_config.json, the tokenizer files (its
+    model_max_length is the model's context) and README.md, a model card with the hub's
+    metadata, the routing settings, and the run's eval losses and specialization verdicts
+    (with intervals) when `moectl evaluate` has results for the exported step.
 
     Dense: a plain GPT-2, AutoModelForCausalLM.from_pretrained(DIR).
 
-    MoE: custom code, from_pretrained(DIR, trust_remote_code=True); output_router_logits=True.
+    MoE: custom code, from_pretrained(DIR, trust_remote_code=True). Router logits are off by
+    default; a forward call with output_router_logits=True returns them.
 
     Back into moectl: --init-from DIR, or --set model.pretrained=DIR for a dense model.
 

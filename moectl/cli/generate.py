@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from moectl.cli.common import DeviceOption, console
+from moectl.cli.common import DeviceOption, console, render_warnings
 
 if TYPE_CHECKING:
     from moectl.analysis.generation import GenerationResult
@@ -99,7 +99,8 @@ def generate(
         seed=seed,
         options=extra,
     )
-    text = Text(prompt, style="bold")
+    render_warnings(result.warnings)
+    text = Text(result.prompt_seen, style="bold")
     text.append(result.text)
     console.print(text)
     if show_experts:

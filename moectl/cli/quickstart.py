@@ -48,6 +48,14 @@ def quickstart(
             show_default=False,
         ),
     ] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard/--no-tensorboard",
+            help="TensorBoard event files in every run (OUT/runs/*/tensorboard): "
+            "tensorboard --logdir OUT/runs. A --set train.sinks=[...] replaces them.",
+        ),
+    ] = True,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
@@ -71,6 +79,8 @@ def quickstart(
       moectl quickstart --plan upcycle --set moe.router_lr_scale=10 --out study-router-lr
 
       moectl quickstart --config my-moe.yaml --out study-mine
+
+      moectl quickstart --tiny --no-tensorboard --out /tmp/tiny-study
     """
     from moectl.config import config_file_overrides
     from moectl.study import StageOutcome, run_study
@@ -96,6 +106,7 @@ def quickstart(
             on_stage=on_stage,
             plan_name=plan,
             overrides=[*(config_file_overrides(config) if config else []), *(overrides or [])],
+            tensorboard=tensorboard,
         )
 
     findings = Table(title="What this study found", show_lines=True)

@@ -177,6 +177,9 @@ def train(
     An interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM) after its checkpoint; resuming a
     run that is already complete does nothing and exits 0.
 
+    Metrics also go to TensorBoard (RUN_DIR/tensorboard) and W&B with the train.sinks option,
+    e.g. --set 'train.sinks=["tensorboard", "wandb"]' (names: docs/interop.md).
+
     Examples:
 
       moectl train --preset cpu-dense --data data/mix --run-dir runs/dense
@@ -190,6 +193,9 @@ def train(
         --set train.max_steps=600
 
       moectl train --preset cpu-moe --set moe.top_k=2 --print-config
+
+      moectl train --preset cpu-moe --data data/mix --run-dir runs/moe
+        --set 'train.sinks=["tensorboard"]'
 
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp

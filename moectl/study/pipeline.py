@@ -33,6 +33,7 @@ from moectl.study.plan import (
 )
 
 STATE_FILE = "study.json"
+TENSORBOARD_OVERRIDE = "train.sinks=[tensorboard]"
 
 
 class StudyInterrupted(MoectlError):
@@ -75,11 +76,14 @@ def run_study(
     *,
     plan_name: StudyPlanName = DEFAULT_PLAN,
     overrides: list[str] | None = None,
+    tensorboard: bool = True,
 ) -> StudyResult:
     """Run (or finish) the study in `out`; finished stages are skipped, interrupted ones resume.
 
     `overrides` (`key=value`, as `train --set`) apply to every training stage, so any arm of the
     specialization experiment (docs/study.md) runs as a study, e.g. `moe.router_lr_scale=10`.
+    `tensorboard` gives every run TensorBoard event files (RUN_DIR/tensorboard); it goes first
+    among the overrides, so a `train.sinks=...` of the caller's replaces it.
     """
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
     from moectl.analysis.results import load_results
@@ -92,6 +96,7 @@ def run_study(
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = [TENSORBOARD_OVERRIDE, *(overrides or [])] if tensorboard else overrides
     state = _read_state(out, size, plan_name, overrides or [])
     plan = PLANS[size]
     data_config, run_configs = plan_configs(size, plan_name, overrides)

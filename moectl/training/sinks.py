@@ -1,72 +1,111 @@
 """Where metrics go besides the run directory's JSONL files (`moectl.rundir`): TensorBoard and
 W&B when asked for.
 
-The JSONL files are the contract other commands read; these sinks only mirror the scalar
-metrics. Asking for a sink whose package is missing is a TrainingError before training starts.
+The JSONL files are the contract other commands read; these sinks mirror them: every scalar,
+the collapse warnings as text, the routing heatmap as an image at every router-log step, and
+the run's config (TensorBoard hparams and text, W&B config). TensorBoard also gets a
+custom-scalar layout with one chart per MoE layer holding all its expert shares. Asking for a
+sink whose package is missing is a TrainingError before training starts.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from moectl.config import RunConfig
+import numpy as np
+
+from moectl.config import RunConfig, dump_yaml, flatten
 from moectl.errors import TrainingError
 from moectl.fs import write_text
 
 
 class MetricSink(Protocol):
-    """A mirror of the logged metrics (TensorBoard, W&B): scalars, plus text events."""
+    """A mirror of the logged metrics (TensorBoard, W&B): scalars, text events and images."""
 
     def log(self, step: int, values: dict[str, float]) -> None: ...
 
     def event(self, step: int, tag: str, text: str) -> None: ...
 
+    def image(self, step: int, tag: str, pixels: np.ndarray) -> None: ...
+
     def close(self) -> None: ...
 
 
-class TensorBoardSink:
-    """Scalars and text into `run_dir/tensorboard` for `tensorboard --logdir RUN_DIR`.
+HEATMAP_TAG = "routing/heatmap"
+CONFIG_TAG = "config"
+_EXPERT_TAG = re.compile(r"^routing/layer_(\d+)/expert_\d+$")
 
-    A resumed run purges the events logged after its checkpoint, so the curves have no doubled
-    steps from the try that was cut off.
+
+class TensorBoardSink:
+    """Scalars, text and images into `log_dir` for `tensorboard --logdir`.
+
+    A new run starts with its config, as hparams (the HPARAMS tab, tied to eval/loss and
+    train/loss) and as YAML text. A resumed run (`resume_step`) purges the events logged after
+    its checkpoint, so the curves have no doubled steps from the try that was cut off.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    def __init__(self, log_dir: Path, config: RunConfig, resume_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         purge = resume_step + 1 if resume_step is not None else None
-        self._writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge)
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+        self._layers: set[int] = set()
+        if resume_step is None:
+            self._write_config(config)
+
+    def _write_config(self, config: RunConfig) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        # Only the metric names matter: the HPARAMS tab shows those tags' logged scalars.
+        for summary in hparams(config_hparams(config), {"eval/loss": 0.0, "train/loss": 0.0}):
+            self._writer.file_writer.add_summary(summary)
+        self._writer.add_text(CONFIG_TAG, f"```yaml\n{dump_yaml(config)}```", 0)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         for key, value in values.items():
             self._writer.add_scalar(key, value, step)
+        layers = {int(m.group(1)) for key in values if (m := _EXPERT_TAG.match(key))}
+        if not layers <= self._layers:
+            self._layers |= layers
+            self._writer.add_custom_scalars(expert_layout(sorted(self._layers)))
         self._writer.flush()
 
     def event(self, step: int, tag: str, text: str) -> None:
         self._writer.add_text(tag, text, step)
+
+    def image(self, step: int, tag: str, pixels: np.ndarray) -> None:
+        self._writer.add_image(tag, pixels, step, dataformats="HWC")
+        self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
 
 
 class WandbSink:
-    """A Weights & Biases run configured by `train.wandb`, named after the run config.
+    """A Weights & Biases run configured by `train.wandb`, named after the run config, with the
+    config as `wandb.config` and the heatmaps as `wandb.Image`.
 
-    Its id is kept in `run_dir/wandb.json`, so a resumed run continues the same W&B run and a
-    fresh start in the same directory begins a new one. Text events go to a `collapse/events`
-    table that grows with each event.
+    With an `id_file` (a training run's `run_dir/wandb.json`) the W&B run id is kept there, so
+    a resumed run continues the same W&B run and a fresh start in the same directory begins a
+    new one. Text events go to a `collapse/events` table that grows with each event.
     """
 
-    def __init__(self, run_dir: Path, config: RunConfig, resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        config: RunConfig,
+        resume_step: int | None = None,
+        id_file: Path | None = None,
+    ) -> None:
         import wandb
 
         settings = config.train.wandb
-        id_file = run_dir / WANDB_ID_FILE
         run_id = None
-        if resume_step is not None and id_file.is_file():
+        if resume_step is not None and id_file is not None and id_file.is_file():
             run_id = json.loads(id_file.read_text(encoding="utf-8")).get("id")
         self._wandb = wandb
         self._run = wandb.init(
@@ -75,12 +114,12 @@ class WandbSink:
             tags=settings.tags or None,
             mode=settings.mode,
             name=config.name,
-            dir=str(run_dir),
+            dir=str(folder),
             config=config.model_dump(mode="json"),
             id=run_id,
             resume="allow" if run_id else None,
         )
-        if run_id is None:
+        if run_id is None and id_file is not None:
             write_text(id_file, json.dumps({"id": self._run.id}) + "\n")
         self._events: list[list[Any]] = []
 
@@ -92,8 +131,13 @@ class WandbSink:
         table = self._wandb.Table(columns=["step", "event"], data=self._events)
         self._run.log({f"{tag}/events": table}, step=step)
 
+    def image(self, step: int, tag: str, pixels: np.ndarray) -> None:
+        self._run.log({tag: self._wandb.Image(pixels)}, step=step)
+
     def close(self) -> None:
         self._run.finish()
+        # finish() may return before W&B's service has written the run file; teardown waits
+        self._wandb.teardown()
 
 
 TENSORBOARD_DIR = "tensorboard"
@@ -118,19 +162,56 @@ def build_sinks(
     """The optional sinks the config asks for (call `check_sinks` first); `resume_step` is the
     checkpoint step a resumed run continues from."""
     return [
-        TensorBoardSink(run_dir, resume_step)
+        TensorBoardSink(run_dir / TENSORBOARD_DIR, config, resume_step)
         if name == "tensorboard"
-        else WandbSink(run_dir, config, resume_step)
+        else WandbSink(run_dir, config, resume_step, id_file=run_dir / WANDB_ID_FILE)
         for name in config.train.sinks
     ]
 
 
-def log_row(sink: MetricSink, kind: str, row: dict[str, Any]) -> None:
-    """Mirror one metrics.jsonl (`train`/`eval`) or routing.jsonl (`routing`) row to a sink."""
-    sink.log(row["step"], sink_scalars(kind, row))
+def log_row(sinks: list[MetricSink], kind: str, row: dict[str, Any]) -> None:
+    """Mirror one metrics.jsonl (`train`/`eval`) or routing.jsonl (`routing`) row to the sinks;
+    a routing row also becomes the heatmap image of that step (drawn once for all sinks)."""
+    if not sinks:
+        return
+    scalars = sink_scalars(kind, row)
     text = collapse_text(row) if kind == "routing" else None
-    if text is not None:
-        sink.event(row["step"], "collapse", text)
+    has_domains = kind == "routing" and any(s["domain_fractions"] for s in row["layers"].values())
+    pixels = routing_heatmap(row) if has_domains else None
+    for sink in sinks:
+        sink.log(row["step"], scalars)
+        if text is not None:
+            sink.event(row["step"], "collapse", text)
+        if pixels is not None:
+            sink.image(row["step"], HEATMAP_TAG, pixels)
+
+
+def routing_heatmap(row: dict[str, Any]) -> np.ndarray:
+    """The domain x expert heatmaps of one routing row as an (H, W, 3) image."""
+    from moectl.viz.figures import figure_pixels, routing_row_heatmaps
+
+    title = f"step {row['step']}: which experts each domain's tokens go to"
+    return figure_pixels(routing_row_heatmaps(row, title))
+
+
+def expert_layout(layers: list[int]) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's custom-scalar layout: one chart per MoE layer with all its expert shares,
+    and one per layer with its NMI(domain; expert)."""
+    return {
+        "routing": {
+            f"layer {layer} expert shares": ["Multiline", [rf"routing/layer_{layer}/expert_\d+$"]]
+            for layer in layers
+        }
+        | {"NMI(domain; expert)": ["Multiline", [r"routing/layer_\d+/nmi$"]]}
+    }
+
+
+def config_hparams(config: RunConfig) -> dict[str, bool | int | float | str]:
+    """The run config as TensorBoard hparams: dotted keys; lists and unset values as text."""
+    return {
+        key: value if isinstance(value, bool | int | float | str) else json.dumps(value)
+        for key, value in flatten(config.model_dump(mode="json")).items()
+    }
 
 
 def sink_scalars(kind: str, row: dict[str, Any]) -> dict[str, float]:
@@ -199,3 +280,18 @@ def _flat_numbers(row: dict[str, Any]) -> dict[str, float]:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             flat[key] = float(value)
     return flat
+
+
+def send_run_logs(run_dir: Path, sinks: list[MetricSink]) -> int:
+    """Send a run's logged rows (metrics.jsonl, routing.jsonl) to `sinks` as training would
+    have, in step order; returns how many rows went. For `moectl log`: runs trained without a
+    sink reach a tracker afterwards."""
+    from moectl.analysis.runs import load_run
+
+    run = load_run(run_dir)
+    rows = [("train", row) for row in run.train] + [("eval", row) for row in run.eval]
+    rows += [("routing", row) for row in run.routing or []]
+    rows.sort(key=lambda item: item[1]["step"])  # W&B takes steps in order only
+    for kind, row in rows:
+        log_row(sinks, kind, row)
+    return len(rows)

@@ -576,8 +576,7 @@ class _Trainer:
         if not self.ctx.is_main:
             return
         self.writers[writer].write(row)
-        for sink in self.sinks:
-            log_row(sink, kind, row.model_dump(mode="json"))
+        log_row(self.sinks, kind, row.model_dump(mode="json"))
 
     def _trainer_state(self) -> dict[str, Any]:
         routing = self.routing.state_dict()

@@ -38,16 +38,48 @@ def routing_heatmaps(result: EvaluationResult, path: Path) -> Path | None:
     """Domain x expert share heatmaps, one panel per MoE layer, for one evaluated model."""
     if not result.routing:
         return None
-    rows, cols = _grid(len(result.routing))
-    n_experts = result.routing[0].n_experts
+    panels = []
+    for layer in result.routing:
+        domains = [d for d in layer.domains if d in layer.domain_fractions]
+        spec = layer.specialization
+        title = f"layer {layer.layer}: NMI {spec.nmi:.3f} (uniform {spec.baseline_nmi:.3f})"
+        panels.append((title, domains, [layer.domain_fractions[d] for d in domains]))
+    title = f"{result.name}: which experts each domain's tokens go to (top-{result.top_k})"
+    return _save(_share_heatmaps(panels, title), path)
+
+
+def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
+    """The same heatmaps for one routing.jsonl row (the router during training, as the
+    metric sinks show it at every router-log step)."""
+    panels = []
+    for layer, stats in sorted(row["layers"].items(), key=lambda item: int(item[0])):
+        domains = list(stats["domain_fractions"])
+        nmi = f": NMI {stats['nmi']:.3f}" if stats.get("nmi") is not None else ""
+        panels.append((f"layer {layer}{nmi}", domains, list(stats["domain_fractions"].values())))
+    return _share_heatmaps(panels, title)
+
+
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """A figure rendered to an (H, W, 3) uint8 array, for trackers that take images."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _share_heatmaps(panels: list[tuple[str, list[str], list[list[float]]]], title: str) -> Figure:
+    """One domain x expert heatmap per (title, domains, shares) panel, a shared colour bar."""
+    rows, cols = _grid(len(panels))
+    n_experts = max(len(shares[0]) for _, _, shares in panels if shares)
     fig = Figure(
         layout="constrained", figsize=(1.0 + 0.55 * n_experts * cols + 1.2, 0.6 + 0.55 * 4 * rows)
     )
     axes = fig.subplots(rows, cols, squeeze=False)
+    all_domains = list(dict.fromkeys(d for _, domains, _ in panels for d in domains))
     image = None
-    for i, (ax, layer) in enumerate(zip(axes.flat, result.routing, strict=False)):
-        domains = [d for d in layer.domains if d in layer.domain_fractions]
-        matrix = np.array([layer.domain_fractions[d] for d in domains])
+    for k, (ax, (panel_title, domains, shares)) in enumerate(zip(axes.flat, panels, strict=False)):
+        matrix = np.array(shares)
         image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=max(matrix.max(), 1e-9))
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(
@@ -59,25 +91,21 @@ def routing_heatmaps(result: EvaluationResult, path: Path) -> Path | None:
                 fontsize=7,
                 color="white" if value < 0.6 * matrix.max() else "black",
             )
-        ax.set_xticks(range(layer.n_experts))
+        ax.set_xticks(range(matrix.shape[1]))
         ax.set_yticks(range(len(domains)), labels=domains)
         for label, domain in zip(ax.get_yticklabels(), domains, strict=True):
-            label.set_color(domain_color(domain, layer.domains))
+            label.set_color(domain_color(domain, all_domains))
             label.set_fontweight("bold")
         ax.set_xlabel("expert")
-        if i % cols == 0:
+        if k % cols == 0:
             ax.set_ylabel("domain")
-        spec = layer.specialization
-        ax.set_title(
-            f"layer {layer.layer}: NMI {spec.nmi:.3f} (uniform {spec.baseline_nmi:.3f})",
-            fontsize=9,
-        )
-    for ax in list(axes.flat)[len(result.routing) :]:
+        ax.set_title(panel_title, fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="share of the domain's tokens")
-    fig.suptitle(f"{result.name}: which experts each domain's tokens go to (top-{result.top_k})")
-    return _save(fig, path)
+    fig.suptitle(title)
+    return fig
 
 
 def _routing_runs(runs: list[RunLogs]) -> list[RunLogs]:

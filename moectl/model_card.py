@@ -1,0 +1,256 @@
+"""The model card (README.md) of an exported model: the hub's YAML metadata, what the model is,
+its routing configuration, its measured losses and specialization verdicts, and how to load it.
+
+Numbers come only from records: the artifact's model.json and, when the run was evaluated, its
+eval/*.json results of the exported step (each verdict with its interval and its control). A
+model without them says so instead of showing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
+from moectl.errors import MoectlError
+
+CARD_NAME = "README.md"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def model_card(
+    loaded: Any, artifact: Path, run_dir: Path | None, n_positions: int, has_tokenizer: bool
+) -> str:
+    """The README.md text of the export of `loaded` (read from `artifact`, part of `run_dir`)."""
+    meta = loaded.meta
+    moe = meta.moe
+    config, info = _run_records(run_dir)
+    base = config.model.pretrained if config is not None else None
+    header: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["moectl", "gpt2", "text-generation"]
+        + (["mixture-of-experts", "custom_code"] if moe else []),
+    }
+    if base and _HUB_ID.match(base) and not Path(base).exists():
+        header["base_model"] = base
+    results, notes = _evaluations(run_dir, meta.step)
+    parts = [
+        "---\n" + yaml.safe_dump(header, sort_keys=False) + "---",
+        f"# {config.name if config is not None else artifact.name}",
+        _what(meta, config, info, artifact, n_positions),
+        _routing(meta) if moe else "",
+        _evaluation(meta, results, notes),
+        _usage(moe is not None, n_positions, has_tokenizer),
+    ]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _run_records(run_dir: Path | None) -> tuple[Any, Any]:
+    """The run's config and run.json, or None for what is absent or unreadable."""
+    from moectl.rundir import read_run_config, read_run_info
+
+    if run_dir is None:
+        return None, None
+    try:
+        return read_run_config(run_dir), read_run_info(run_dir)
+    except (MoectlError, OSError, ValueError):
+        return None, None
+
+
+def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int) -> str:
+    gpt2 = meta.gpt2_config
+    size = f"{gpt2.get('n_layer')} layers, width {gpt2.get('n_embd')}, {n_positions}-token context"
+    if meta.moe is None:
+        kind = f"A dense GPT-2 ({size})"
+    else:
+        origin = (
+            "upcycled from a dense GPT-2 (every expert starts as a copy of its MLP)"
+            if meta.moe.init == "upcycle"
+            else "trained from random weights (independently drawn experts)"
+        )
+        kind = (
+            f"A mixture-of-experts GPT-2 ({size}): {meta.moe.n_experts} experts with top-"
+            f"{meta.moe.top_k} routing in layers "
+            f"{', '.join(str(layer) for layer in meta.moe_layers)}, {origin}"
+        )
+    lines = [f"{kind}, trained with moectl for {meta.step} steps."]
+    if info is not None and info.domains:
+        lines.append(f"Training corpus domains: {', '.join(info.domains)}.")
+    if meta.tokenizer.get("name"):
+        lines.append(f"Tokenizer: {meta.tokenizer['name']}.")
+    if config is not None and config.model.pretrained:
+        lines.append(f"Base model: {config.model.pretrained}.")
+    if info is not None and info.init_from:
+        lines.append(f"Initialized from: {info.init_from}.")
+    lines.append(f"Exported from: {artifact}.")
+    return "\n".join(lines)
+
+
+def _routing(meta: Any) -> str:
+    moe = meta.moe
+    rows = [
+        ("MoE layers", ", ".join(str(layer) for layer in meta.moe_layers)),
+        ("experts per layer", moe.n_experts),
+        ("experts per token (top-k)", moe.top_k),
+        ("router", "linear gate without bias, float32 softmax, top-k of the probabilities"),
+        ("expert weights", "1.0 for top-1; the chosen probabilities renormalized for top-k > 1"),
+        ("load-balancing loss coefficient", moe.lb_coef),
+        ("router z-loss coefficient (training only)", moe.z_coef),
+        ("router noise during training", f"std {moe.noise_std}, annealed to 0"),
+        ("initialization", moe.init),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return (
+        "## Routing\n\n| setting | value |\n|---|---|\n"
+        + table
+        + "\n\nRouter logits are returned only when asked for: `output_router_logits` is false "
+        "in config.json, so pass `output_router_logits=True` to the forward call."
+    )
+
+
+def _evaluations(run_dir: Path | None, step: int) -> tuple[list[EvaluationResult], list[str]]:
+    """The run's evaluation results of the exported step, and why others were left out."""
+    from moectl.analysis.results import load_results
+
+    if run_dir is None or not (run_dir / "eval").is_dir():
+        return [], []
+    found, notes = [], []
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        try:
+            results = load_results(path)
+        except MoectlError:
+            notes.append(f"{path.name} is not a moectl evaluation result and was left out.")
+            continue
+        for result in results:
+            if result.step == step:
+                found.append(result)
+            else:
+                notes.append(f"{path.name} evaluates step {result.step}, not this one.")
+    return found, notes
+
+
+def _evaluation(meta: Any, results: list[EvaluationResult], notes: list[str]) -> str:
+    if not results:
+        scores = (meta.metrics or {}).get("eval") or {}
+        if "loss" not in scores:
+            return "## Evaluation\n\nNo evaluation was recorded for this model."
+        domains = ", ".join(f"{d} {v:.4f}" for d, v in (scores.get("domain_loss") or {}).items())
+        return (
+            f"## Evaluation\n\nEval loss at step {meta.step} (the training run's own eval): "
+            f"{scores['loss']:.4f}" + (f" ({domains})" if domains else "") + ". "
+            "No `moectl evaluate` results of this step were found, so there are no "
+            "specialization verdicts." + "".join(f"\n\n{note}" for note in notes)
+        )
+    sections = ["## Evaluation"]
+    for result in results:
+        sections.append(_result(result))
+    sections += notes
+    return "\n\n".join(sections)
+
+
+def _result(result: EvaluationResult) -> str:
+    lines = [
+        f"`moectl evaluate` on the {result.split} split of {result.corpus_name} "
+        f"({result.blocks} blocks, {result.tokens} tokens).",
+        "",
+        "| domain | loss | perplexity |",
+        "|---|---|---|",
+        f"| all | {result.loss:.4f} | {result.ppl:.2f} |",
+    ]
+    lines += [
+        f"| {domain} | {loss:.4f} | {result.domain_ppl.get(domain, float('nan')):.2f} |"
+        for domain, loss in result.domain_loss.items()
+    ]
+    if result.routing:
+        lines += [
+            "",
+            "Specialization: NMI(domain; expert) of the top-k assignments, with 95% bootstrap "
+            "intervals, against its controls: a uniform router (permuted assignments), the "
+            "same model's router at step 0, and further controls where they were measured.",
+            "",
+            "| layer | NMI | uniform router | step-0 router | trained - step 0 | other controls |",
+            "|---|---|---|---|---|---|",
+        ]
+        for layer in result.routing:
+            spec = layer.specialization
+            lines.append(
+                f"| {layer.layer} | {_ci(spec.nmi, spec.nmi_ci)} | "
+                f"{spec.baseline_nmi:.3f} ± {spec.baseline_nmi_std:.3f} | "
+                f"{_ci(spec.init_nmi, spec.init_nmi_ci)} | {_verdict(spec.emergent)} | "
+                f"{_other_controls(spec)} |"
+            )
+    lines += [f"\nNote: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def _other_controls(spec: SpecializationScore) -> str:
+    """The router controls an evaluation measured (newer results only); '-' for none."""
+    parts = []
+    if spec.router_made.verdict is not None:
+        parts.append(f"router vs frozen gate: {_verdict(spec.router_made)}")
+    if spec.random_gates is not None:
+        gates = spec.random_gates
+        parts.append(
+            f"random gates: mean NMI {gates.mean:.3f} over {gates.n}, "
+            f"trained at percentile {gates.percentile:.0f}"
+        )
+    if spec.probe is not None:
+        probe = spec.probe
+        parts.append(f"linear probe accuracy {probe.accuracy:.2f} (chance {probe.chance:.2f})")
+    if spec.token_id is not None:
+        parts.append(f"token-id NMI {_ci(spec.token_id.nmi, spec.token_id.ci)}")
+    return "; ".join(parts) or "-"
+
+
+def _ci(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _verdict(emergence: Emergence) -> str:
+    if emergence.verdict is None or emergence.difference is None:
+        return "-"
+    return f"{emergence.verdict}: {_ci(emergence.difference, emergence.ci)}"
+
+
+def _usage(is_moe: bool, n_positions: int, has_tokenizer: bool) -> str:
+    remote = ", trust_remote_code=True" if is_moe else ""
+    code = [
+        "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("PATH"{remote})',
+    ]
+    if has_tokenizer:
+        code += [
+            f'tokenizer = AutoTokenizer.from_pretrained("PATH"{remote})',
+            f'generate = pipeline("text-generation", model="PATH"{remote})',
+            'generate("def add(a, b):", max_new_tokens=40, handle_long_generation="hole")',
+        ]
+    if is_moe:
+        code += ["", "out = model(input_ids, output_router_logits=True)", "out.router_logits"]
+    text = (
+        "## How to load\n\nWith transformers alone (moectl need not be installed); PATH is this "
+        "folder or its hub id:\n\n```python\n" + "\n".join(code) + "\n```"
+    )
+    if is_moe:
+        text += (
+            "\n\nThe MoE layers are custom code shipped in this folder "
+            "(`modeling_moectl_gpt2_moe.py`), hence `trust_remote_code=True`; transformers "
+            "reads config.json for AutoTokenizer too, so pass it there as well."
+        )
+    if has_tokenizer:
+        text += (
+            f"\n\nThe context is {n_positions} tokens (`tokenizer.model_max_length`). A longer "
+            'prompt needs `handle_long_generation="hole"` in the pipeline, which keeps the '
+            "prompt's last tokens; `moectl generate` does the same and says so."
+        )
+    else:
+        text += (
+            "\n\nThis export has no tokenizer: export again with `--tokenizer DATA_DIR/tokenizer`."
+        )
+    return text
