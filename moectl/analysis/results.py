@@ -259,13 +259,28 @@ class EvaluationResult(BaseModel):
 
 
 class Finding(BaseModel):
-    """One claim of the reference study checked against a study's own measurements."""
+    """One claim of the reference study checked against a study's own measurements.
+
+    The report's findings table shows `verdict`, the one number that decides it (`measure`,
+    `value`, `ci`) and what that number is compared against (`control`); `details` are the
+    supporting numbers below the table. Over several seeds `value`/`ci` are the mean over seeds
+    and its seed-then-document interval, and `seed_verdicts` counts the seeds per verdict.
+    """
 
     key: str
     title: str
     reproduced: bool
-    verdict: str = Field(description="the finding in a word or two, e.g. 'emerged', 'inherited'")
-    text: str
+    verdict: str = Field(description="the finding in a word or two, e.g. 'made by the router'")
+    text: str = Field(description="the finding in one or two sentences")
+    measure: str | None = Field(None, description="what the deciding number is")
+    value: float | None = None
+    ci: tuple[float, float] | None = Field(None, description="95% interval of `value`")
+    control: str | None = Field(None, description="what `value` is compared against")
+    seeds: list[int] = Field(default_factory=list)
+    seed_verdicts: dict[str, int] = Field(
+        default_factory=dict, description="verdict -> how many seeds give it"
+    )
+    details: list[str] = Field(default_factory=list)
 
 
 class EvaluationSet(BaseModel):
