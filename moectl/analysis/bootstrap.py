@@ -247,4 +247,3 @@ def seed_interval(
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(samples.mean(axis=1), [tail, 100 - tail])
     return SeedInterval(mean=mean, ci=(float(lo), float(hi)), n_seeds=n)
-

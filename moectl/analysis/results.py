@@ -192,6 +192,19 @@ class TokenRouting(BaseModel):
         description="layer -> router probability of the first-choice expert per token"
     )
     entropy: dict[str, list[float]]
+    experts: dict[str, list[list[int]]] = Field(
+        default_factory=dict, description="layer -> every top-k expert per token, in order"
+    )
+    weights: dict[str, list[list[float]]] = Field(
+        default_factory=dict, description="layer -> the combine weight of each of those experts"
+    )
+
+    def choices(self, layer: str, index: int) -> list[tuple[int, float | None]]:
+        """Every (expert, combine weight) a token was routed to in a layer, first choice first;
+        results written before all choices were kept give the first choice alone."""
+        if layer in self.experts:
+            return list(zip(self.experts[layer][index], self.weights[layer][index], strict=True))
+        return [(self.layers[layer][index], None)]
 
 
 class EvaluationResult(BaseModel):
