@@ -49,7 +49,8 @@ p.note { color: #555; font-size: 0.9em; }
 p.warning { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; }
 span.yes { color: #1b5e20; font-weight: bold; } span.no { color: #b71c1c; font-weight: bold; }
 pre { overflow-x: auto; background: #f7f7f7; padding: 0.5em; font-size: 0.85em; }
-ul.details li { margin: 0.3em 0; overflow-wrap: anywhere; }
+ul.details li { margin: 0.3em 0; }
+p, li, h3 { overflow-wrap: anywhere; }
 """
 
 CAPTIONS = {
