@@ -76,7 +76,7 @@ def paired_difference(a: EvaluationResult, b: EvaluationResult) -> PairedDiffere
     )
 
 
-def _over_seeds(
+def combine_seeds(
     points: list[float], cis: list[tuple[float, float]]
 ) -> tuple[float, tuple[float, float]]:
     """One seed: its own estimate and interval; several: their mean and the seed-level one."""
@@ -106,7 +106,7 @@ def _loss_comparison(
 ) -> tuple[float, tuple[float, float], str, Counter[str], list[PairedDifference]]:
     """a - b per seed, combined over seeds: (value, ci, verdict, seed verdicts, per seed)."""
     diffs = [paired_difference(x, y) for x, y in zip(a, b, strict=True)]
-    value, ci = _over_seeds([d.difference for d in diffs], [d.ci for d in diffs])
+    value, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
     counts = Counter(_loss_verdict(d.ci) for d in diffs)
     return value, ci, _loss_verdict(ci), counts, diffs
 
@@ -289,13 +289,13 @@ def collapse_finding(no_lb: list[RunLogs], lb: list[RunLogs]) -> Finding:
     )
 
 
-def _verdict_over_seeds(emergences: list[Emergence]) -> str | None:
+def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
     """The verdict of a paired difference over seeds (None when any seed lacks it)."""
     if not emergences or any(e.verdict is None or e.ci is None for e in emergences):
         return None
     if len(emergences) == 1:
         return emergences[0].verdict
-    _, ci = _over_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+    _, ci = combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
     return verdict_of(ci)
 
 
@@ -315,9 +315,9 @@ def layer_source(router_made: str | None, emergent: str | None) -> str:
 
 
 def _difference(emergences: list[Emergence]) -> tuple[float, tuple[float, float]] | None:
-    if _verdict_over_seeds(emergences) is None:
+    if _verdictcombine_seeds(emergences) is None:
         return None
-    return _over_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+    return combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
 
 
 def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
@@ -411,8 +411,8 @@ def _functional_line(results: dict[str, list[EvaluationResult]]) -> str | None:
 
 def _source_of(layers: list[RoutingAnalysis]) -> str:
     specs = [layer.specialization for layer in layers]
-    made = _verdict_over_seeds([s.router_made for s in specs])
-    return layer_source(made, _verdict_over_seeds([s.emergent for s in specs]))
+    made = _verdictcombine_seeds([s.router_made for s in specs])
+    return layer_source(made, _verdictcombine_seeds([s.emergent for s in specs]))
 
 
 def _strongest(sources: list[str]) -> str:
