@@ -27,8 +27,8 @@ from moectl.fs import write_text
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
 
-MIN_DOCUMENTS = 20
-"""Fewer eval documents than this in a domain make its intervals rest on too few units."""
+SAMPLE_NOTE = "eval sample:"
+"""The prefix of an evaluation's notes about its sample (few documents): shown as warnings."""
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1em auto; color: #222; max-width: 1200px;
@@ -42,7 +42,7 @@ th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-
 th:first-child, td:first-child { text-align: left; }
 th { background: #f4f4f4; }
 td.best { font-weight: bold; background: #e8f5e9; }
-table.findings td { text-align: left; }
+table.findings td, table.findings th { text-align: left; }
 figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto; }
 figcaption { color: #444; font-size: 0.9em; }
 p.note { color: #555; font-size: 0.9em; }
@@ -64,7 +64,8 @@ CAPTIONS = {
     "collapse-trajectory": "The busiest expert's share of each layer's tokens over training; "
     "the dashed line is the collapse threshold, the dotted one the uniform share, x marks a "
     "collapse warning.",
-    "lb-loss": "Load-balancing loss over training (1.0 = perfect balance).",
+    "lb-loss": "Load-balancing loss over training, one line per MoE run (1.0 = perfect "
+    "balance; higher means some experts get more than their share).",
     "routing-heatmap": "Share of each domain's top-k assignments that goes to each expert, per "
     "MoE layer, on the common eval blocks. A bright cell off the uniform 1/E is a domain's "
     "preferred expert.",
@@ -368,21 +369,10 @@ def _details_section(findings: list[Finding]) -> str:
     return "".join(parts)
 
 
-def sample_warnings(results: list[EvaluationResult]) -> list[str]:
-    """One line per domain whose eval sample spans fewer than MIN_DOCUMENTS documents."""
-    sample = next((r.sample for r in results if r.sample), {})
-    return [
-        f"{domain}: {size.documents} eval documents (< {MIN_DOCUMENTS}); its intervals rest on "
-        "few independent units"
-        for domain, size in sample.items()
-        if size.documents < MIN_DOCUMENTS
-    ]
-
-
 def _sample_section(results: list[EvaluationResult]) -> str:
     """The eval blocks every model was scored on: per domain, blocks and their documents."""
     first = next((r for r in results if r.sample), None)
-    notes = sorted({note for r in results for note in r.notes})
+    notes = list(dict.fromkeys(note for r in results for note in r.notes))
     parts = ["<h2>Eval sample</h2>"]
     if first is None:
         parts.append(
@@ -398,8 +388,10 @@ def _sample_section(results: list[EvaluationResult]) -> str:
             f"{seed}, the same for every model; intervals resample whole documents within each "
             "domain.</p>"
         )
-    parts += [f"<p class='warning'>{html.escape(w)}</p>" for w in sample_warnings(results)]
-    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+    parts += [
+        f"<p class='{'warning' if n.startswith(SAMPLE_NOTE) else 'note'}'>{html.escape(n)}</p>"
+        for n in notes
+    ]
     return "".join(parts)
 
 
