@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from moectl.analysis.evaluate import EvaluationOptions, corpus_for, evaluate_models, save_results
+from moectl.analysis.evaluate import (
+    SAMPLE_NOTE,
+    EvaluationOptions,
+    corpus_for,
+    evaluate_models,
+    save_results,
+    select_blocks,
+)
 from moectl.analysis.results import load_results
 from moectl.analysis.tokentypes import CODE_TYPES
 from moectl.config import DataConfig, ModelConfig, MoEConfig
@@ -138,9 +146,8 @@ def test_routing_counts_match_a_direct_forward(tiny_study) -> None:
     options = EvaluationOptions(batch_size=2, n_permutations=2)
     (result,) = evaluate_models([tiny_study["moe"]], corpus, max_blocks=3, options=options)
     loaded = load_model(tiny_study["moe"] / "best")
-    domains = list(corpus.eval["domain"])
-    picked = [domains.index(d) for d in range(3)]  # round-robin: each domain's first block
-    ids = torch.tensor(corpus.eval.select(picked)["input_ids"], dtype=torch.long)
+    assert sorted(result.block_domain) == [0, 1, 2]  # one block drawn from each domain
+    ids = torch.tensor(corpus.eval.select(result.block_index)["input_ids"], dtype=torch.long)
     with torch.no_grad():
         loaded.model(input_ids=ids)
     stats = last_router_stats(loaded.model)
@@ -180,3 +187,63 @@ def test_tokenizer_mismatch_and_bad_paths(tiny_study, tmp_path: Path) -> None:
         evaluate_models([tmp_path / "missing"], corpus)
     with pytest.raises(MoectlError, match="neither a run directory"):
         evaluate_models([tmp_path], corpus)
+
+
+def test_documents_are_unique_across_the_split(tiny_study) -> None:
+    corpus = load_corpus(tiny_study["corpus"])
+    blocks = select_blocks(corpus, EvaluationOptions())
+    by_document: dict[int, set[int]] = {}
+    for block in blocks:
+        by_document.setdefault(block.document, set()).add(block.domain)
+    assert all(len(domains) == 1 for domains in by_document.values())
+    stored = {
+        (int(d), int(doc))
+        for d, doc in zip(corpus.eval["domain"], corpus.eval["document"], strict=True)
+    }
+    assert len(by_document) == len(stored)
+
+
+def test_evaluation_records_the_sample_and_warns_of_few_documents(tiny_study) -> None:
+    corpus = load_corpus(tiny_study["corpus"])
+    options = EvaluationOptions(n_permutations=2, n_bootstrap=50, seed=3)
+    (result,) = evaluate_models([tiny_study["moe"]], corpus, max_blocks=6, options=options)
+    assert result.sample_seed == 3 and len(result.block_document) == 6
+    assert {d: s.blocks for d, s in result.sample.items()} == {"code": 2, "math": 2, "prose": 2}
+    for domain, size in result.sample.items():
+        index = corpus.domains.index(domain)
+        documents = {
+            d for d, k in zip(result.block_document, result.block_domain, strict=True) if k == index
+        }
+        assert size.documents == len(documents) == 2
+    notes = [n for n in result.notes if n.startswith(SAMPLE_NOTE)]
+    assert len(notes) == 3 and all("fewer than 20" in n for n in notes)
+
+
+def _without_documents(source: Path, target: Path) -> Path:
+    """A copy of a corpus as format 1 wrote it: no document column, no document counts."""
+    from datasets import load_from_disk
+
+    shutil.copytree(source / "tokenizer", target / "tokenizer")
+    shutil.copy(source / "dataset_dict.json", target / "dataset_dict.json")
+    for split in ("train", "eval"):
+        dataset = load_from_disk(str(source / split)).remove_columns(["document"])
+        dataset.save_to_disk(str(target / split))
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    for stats in manifest["stats"].values():
+        for stat in stats:
+            del stat["documents"]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_corpus_without_documents_evaluates_with_blocks_as_units(tiny_study, tmp_path) -> None:
+    corpus = load_corpus(_without_documents(tiny_study["corpus"], tmp_path / "old"))
+    assert not corpus.has_documents
+    options = EvaluationOptions(n_permutations=2, n_bootstrap=50)
+    (result,) = evaluate_models([tiny_study["moe"]], corpus, max_blocks=6, options=options)
+    assert len(set(result.block_document)) == 6
+    assert all(s.documents == s.blocks for s in result.sample.values())
+    (note,) = [n for n in result.notes if n.startswith(SAMPLE_NOTE)]
+    assert "re-run `moectl prepare-data`" in note
+    assert result.routing[0].specialization.nmi_ci is not None

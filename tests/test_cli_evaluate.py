@@ -22,6 +22,8 @@ def test_evaluate_compares_models_and_saves_json(cli, tiny_study) -> None:  # no
     # hand-made run dirs without init/: the control is missing, said so, never invented
     assert "no init-router control" in _text(result) and "no control" in result.output
     assert "dense model" in result.output  # the dense run is reported with losses only
+    # 2 documents per domain: warned once for the shared sample, not once per model
+    assert _text(result).count("eval sample: code has 2 eval documents (fewer than 20)") == 1
     for name in ("dense", "moe", "top2"):
         (saved,) = load_results(tiny_study[name] / "eval" / "mix.json")
         assert saved.name == name and saved.blocks == 6

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from moectl.config import DataConfig
-from moectl.data.balance import balance_blocks, imbalance_warning
+from moectl.data.balance import balanced_rows, imbalance_warning
 from moectl.data.hf import join_wikitext_articles
-from moectl.data.packing import pack_blocks, tokenize_texts
+from moectl.data.packing import block_documents, pack_blocks, tokenize_documents, tokenize_texts
 from moectl.data.sources import TextCollector
 from moectl.data.split import eval_count, split_texts
 from moectl.data.tokenizer import resolve_tokenizer
@@ -74,6 +74,24 @@ def test_tokenize_in_chunks_equals_one_pass(bpe, monkeypatch) -> None:
     assert sum(seen) == 50 and len(seen) == 8
 
 
+def test_tokenize_documents_gives_each_texts_length_with_its_eos(bpe, monkeypatch) -> None:
+    texts = [f"text {i} " * (1 + i % 4) for i in range(30)]
+    monkeypatch.setattr("moectl.data.packing.CHUNK_TEXTS", 7)
+    ids, lengths = tokenize_documents(texts, bpe)
+    assert lengths.tolist() == [len(bpe.encode(t)) + 1 for t in texts]
+    assert ids.tolist() == tokenize_texts(texts, bpe).tolist()
+    ends = np.cumsum(lengths) - 1
+    assert (ids[ends] == bpe.eos_token_id).all()
+
+
+def test_block_documents_takes_the_text_holding_most_tokens_ties_to_the_earlier() -> None:
+    # Tokens by text: 0 0 0 1 1 | 1 1 1 1 1 | 2 2 3 3 4 | 4 4 4 4 4 | 5 5 5 (tail, dropped)
+    documents = block_documents(np.array([3, 7, 2, 2, 6, 3]), 5)
+    assert documents.tolist() == [0, 1, 2, 4]
+    assert len(documents) == len(pack_blocks(np.zeros(23, np.int32), 5))
+    assert block_documents(np.array([2, 2]), 5).tolist() == []
+
+
 def test_pack_blocks_drops_tail_without_padding() -> None:
     ids = np.arange(23, dtype=np.int32)
     blocks = pack_blocks(ids, 5)
@@ -88,16 +106,18 @@ def test_balance_truncates_to_smallest_after_shuffling() -> None:
         "math": np.arange(10 * 2).reshape(10, 2) + 1000,
         "prose": np.arange(40 * 2).reshape(40, 2) + 5000,
     }
-    balanced = balance_blocks(blocks, seed=0)
+    rows = balanced_rows({d: len(b) for d, b in blocks.items()}, seed=0)
+    balanced = {d: blocks[d][kept] for d, kept in rows.items()}
     assert {d: len(b) for d, b in balanced.items()} == {"code": 10, "math": 10, "prose": 10}
     kept_code = [tuple(row) for row in balanced["code"].tolist()]
     assert set(kept_code) <= {tuple(row) for row in blocks["code"].tolist()}
     assert len(set(kept_code)) == 10
     assert balanced["code"][:, 0].max() > 2 * 10, "kept blocks must not just be the first ones"
     assert np.array_equal(balanced["math"], blocks["math"])
-    again = balance_blocks(blocks, seed=0)
-    assert all(np.array_equal(again[d], balanced[d]) for d in blocks)
-    assert not np.array_equal(balance_blocks(blocks, seed=1)["code"], balanced["code"])
+    again = balanced_rows({d: len(b) for d, b in blocks.items()}, seed=0)
+    assert all(np.array_equal(again[d], rows[d]) for d in blocks)
+    other = balanced_rows({d: len(b) for d, b in blocks.items()}, seed=1)
+    assert not np.array_equal(other["code"], rows["code"])
 
 
 def test_imbalance_warning_threshold() -> None:

@@ -127,6 +127,36 @@ def test_balancing_equalizes_domains_and_warns(tmp_path: Path) -> None:
     assert len(corpus.eval) == sum(s.blocks for s in evals)
 
 
+def test_document_column_stays_aligned_through_balancing(tmp_path: Path) -> None:
+    """Every stored block's `document` is the split text holding most of its tokens, after
+    balancing shuffled and cut the blocks: found again from the texts, block by block."""
+    from moectl.data.packing import tokenize_documents
+    from moectl.data.sources import load_domain
+    from moectl.data.split import split_texts
+
+    config = config_for(tmp_path / "src", balance_tokens=True, balance_eval=True)
+    prepare_corpus(config, tmp_path / "out")
+    corpus = load_corpus(tmp_path / "out")
+    tokenizer = corpus.tokenizer()
+    for split_index, split in enumerate(("train", "eval")):
+        dataset = getattr(corpus, split).with_format("numpy")[:]
+        stats = {s.domain: s for s in corpus.manifest.stats[split]}
+        for index, domain in enumerate(corpus.domains):
+            texts = split_texts(domain, load_domain(config, domain).texts, config, index)
+            ids, lengths = tokenize_documents(texts[split_index], tokenizer)
+            owner = np.repeat(np.arange(len(lengths)), lengths)
+            rows = np.flatnonzero(dataset["domain"] == index)
+            documents = dataset["document"][rows]
+            assert stats[domain].documents == len(set(documents.tolist())) > 1
+            for block, document in zip(dataset["input_ids"][rows], documents, strict=True):
+                starts = [
+                    s for s in range(0, len(ids) - 15, 16) if np.array_equal(ids[s : s + 16], block)
+                ]
+                assert starts, "every stored block is a block of the packed texts"
+                majority = {int(np.bincount(owner[s : s + 16]).argmax()) for s in starts}
+                assert int(document) in majority
+
+
 def test_balance_eval_balances_the_eval_split_too(tmp_path: Path) -> None:
     config = config_for(tmp_path / "src", balance_tokens=True, balance_eval=True)
     prepare_corpus(config, tmp_path / "out")

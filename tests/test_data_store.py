@@ -38,7 +38,9 @@ def _manifest(train_blocks: dict[str, int], eval_blocks: dict[str, int]) -> Corp
             for d, n in blocks.items()
         ]
 
+    # Format 1: splits without the document column, as _write_corpus writes them.
     return CorpusManifest(
+        format_version=1,
         moectl_version=__version__,
         created="2024-01-01T00:00:00Z",
         domains=DOMAINS,
@@ -92,6 +94,14 @@ def test_load_corpus_reads_splits(tmp_path: Path) -> None:
     assert len(corpus.train) == 5 and len(corpus.eval) == 2
     assert corpus.train.features["domain"].names == DOMAINS
     assert corpus.train[0]["input_ids"] == [0, 1, 2, 3]
+    assert not corpus.has_documents
+
+
+def test_format_2_corpus_needs_the_document_column(tmp_path: Path) -> None:
+    manifest = _manifest({"code": 2, "prose": 3}, {"code": 1, "prose": 1})
+    _write_corpus(tmp_path / "c", manifest.model_copy(update={"format_version": 2}))
+    with pytest.raises(DataError, match="expected document, domain, input_ids"):
+        load_corpus(tmp_path / "c")
 
 
 @pytest.mark.parametrize(

@@ -221,7 +221,7 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
         assert config.model == upcycle[name].model and config.train.num_threads == 1
         assert config.moe.init == ("scratch" if config.moe.enabled else config.moe.init)
     assert scratch["top2"].moe.top_k == 2 and scratch["no-lb"].moe.lb_coef == 0
-    assert (data.size_mb, data.tokenizer, upcycle["moe"].model.n_embd) == (1.0, "bpe:4096", 128)
+    assert (data.size_mb, data.tokenizer, upcycle["moe"].model.n_embd) == (1.25, "bpe:4096", 128)
 
 
 def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):

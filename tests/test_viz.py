@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moectl.analysis.evaluate import SAMPLE_NOTE
 from moectl.analysis.results import EvaluationResult, TokenRouting
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.tokentypes import CODE_TYPES, MATH_TYPES
@@ -125,6 +126,7 @@ def synthetic_result(name: str, moe: bool = True, seed: int = 0) -> EvaluationRe
         domain_tokens={d: 200 for d in DOMAINS},
         moe_layers=[2, 3] if moe else [], n_experts=N_EXPERTS if moe else None,
         top_k=1 if moe else None, routing=routing, samples=samples,
+        notes=[f"{SAMPLE_NOTE} code has 8 eval documents (fewer than 20)"],
     )  # fmt: skip
 
 
@@ -192,6 +194,7 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
     assert "layer 2 at step" in report  # collapse event of the no-lb run
     assert "random-assignment baseline" in report and "uniform-router" not in report
     assert "frozen gate NMI" in report and "no control (no init record)" in report
+    assert report.count("eval sample: code has 8 eval documents (fewer than 20)") == 1
 
 
 def test_svg_format_and_missing_routing_log(tmp_path: Path) -> None:

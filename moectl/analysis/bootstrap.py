@@ -1,10 +1,14 @@
-"""Bootstrap confidence intervals over evaluation blocks (numpy only).
+"""Bootstrap confidence intervals over evaluation units, the documents (numpy only).
 
-Tokens inside a block are not independent (a code block routes its tokens alike), so every
-interval here resamples whole blocks, never tokens. Resampling is stratified by domain: the
-evaluation takes a fixed number of blocks per domain by design, and a resample keeps that design.
-Comparisons of two models on the same blocks (trained vs init router, MoE vs dense) are *paired*:
-one resample of block indices is applied to both, so the interval is that of the difference.
+Tokens inside a block are not independent (a code block routes its tokens alike), and neither
+are the blocks of one document (consecutive pieces of one file), so every interval here
+resamples whole *units*, never tokens: the documents the eval blocks come from (a cluster
+bootstrap), or the blocks themselves for a corpus that does not record documents. The functions
+below take per-unit tables; `unit_counts` and `unit_losses` turn per-block ones into them.
+Resampling is stratified by domain: the evaluation draws blocks per domain by design, and a
+resample keeps each domain's number of units. Comparisons of two models on the same blocks
+(trained vs init router, MoE vs dense) are *paired*: one resample of units is applied to both,
+so the interval is that of the difference.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ Verdict = Literal["emerged", "inherited", "reduced"]
 
 
 def resample_counts(strata: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(n_bootstrap, n_blocks) multiplicities: per resample, how often each block was drawn.
+    """(n_bootstrap, n_units) multiplicities: per resample, how often each unit was drawn.
 
-    Within each stratum, blocks are drawn with replacement as many times as the stratum has
-    blocks. Row 0 is not special: every row is a resample.
+    Within each stratum, units are drawn with replacement as many times as the stratum has
+    units. Row 0 is not special: every row is a resample.
     """
     strata = np.asarray(strata)
     rng = np.random.default_rng(seed)
@@ -35,6 +39,31 @@ def resample_counts(strata: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarr
         drawn = members[rng.integers(0, len(members), size=(n_bootstrap, len(members)))]
         np.add.at(weights, (np.arange(n_bootstrap)[:, None], drawn), 1.0)
     return weights
+
+
+def unit_counts(per_block: np.ndarray, block_unit: np.ndarray) -> np.ndarray:
+    """(n_units, ...) tables: per-block tables (n_blocks, ...) summed over each unit's blocks.
+
+    Units are the distinct values of `block_unit` (n_blocks,), in ascending order.
+    """
+    per_block = np.asarray(per_block)
+    _, local = np.unique(np.asarray(block_unit), return_inverse=True)
+    units = np.zeros((int(local.max(initial=-1)) + 1, *per_block.shape[1:]), per_block.dtype)
+    np.add.at(units, local, per_block)
+    return units
+
+
+def unit_strata(block_strata: np.ndarray, block_unit: np.ndarray) -> np.ndarray:
+    """The stratum (domain) of each unit, units as in `unit_counts`; a unit's blocks share it."""
+    _, first = np.unique(np.asarray(block_unit), return_index=True)
+    return np.asarray(block_strata)[first]
+
+
+def unit_losses(block_loss: np.ndarray, block_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean per-token loss of each unit, its blocks), units as in `unit_counts`. Blocks hold
+    equally many tokens, so a unit's block count is its weight in a per-token mean."""
+    blocks = unit_counts(np.ones(len(block_loss)), block_unit)
+    return unit_counts(np.asarray(block_loss, np.float64), block_unit) / blocks, blocks
 
 
 def block_counts(
@@ -134,8 +163,8 @@ def nmi_intervals(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> NMIIntervals:
-    """Intervals from per-block count tables (n_blocks, L, E) of the trained model and (if
-    given) its init control on the same blocks; the difference is paired by block."""
+    """Intervals from per-unit count tables (n_units, L, E) of the trained model and (if
+    given) its init control on the same units; the difference is paired by unit."""
     weights = resample_counts(strata, n_bootstrap, seed)
     trained_samples = nmi_of_joints(np.einsum("bn,nle->ble", weights, trained))
     point_trained = float(nmi_of_joints(trained.sum(axis=0)))
@@ -157,8 +186,8 @@ def nmi_intervals(
 def top_share_intervals(
     counts: np.ndarray, strata: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
 ) -> list[tuple[float, float]]:
-    """Per label: interval of (busiest expert's share of the label) x E, from per-block
-    count tables (n_blocks, L, E). The busiest expert is re-chosen in every resample."""
+    """Per label: interval of (busiest expert's share of the label) x E, from per-unit
+    count tables (n_units, L, E). The busiest expert is re-chosen in every resample."""
     weights = resample_counts(strata, n_bootstrap, seed)
     joints = np.einsum("bn,nle->ble", weights, counts)
     totals = joints.sum(axis=-1)
@@ -175,7 +204,7 @@ def top_share_intervals(
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Mean per-token loss difference (a - b) over the same blocks, with its paired interval."""
+    """Mean per-token loss difference (a - b) over the same units, with its paired interval."""
 
     difference: float
     ci: tuple[float, float]
@@ -189,24 +218,45 @@ def paired_loss_difference(
     strata: np.ndarray,
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
+    size: np.ndarray | None = None,
 ) -> PairedDifference:
-    """Interval of mean(loss_a) - mean(loss_b) over blocks, resampling blocks jointly.
+    """Interval of the per-token mean of loss_a minus that of loss_b, resampling units jointly.
 
-    Blocks hold equally many tokens, so the mean over blocks is the per-token mean loss.
+    `loss_*` are per-unit mean per-token losses; `size` weighs each unit by its tokens (or
+    blocks), since documents differ in length: a mean is then the token-weighted sum over the
+    resampled units. Without `size` the units weigh alike (blocks of equal length).
     `relative` divides by mean(loss_b) (the baseline) in each resample.
     """
     loss_a, loss_b = np.asarray(loss_a, np.float64), np.asarray(loss_b, np.float64)
-    weights = resample_counts(strata, n_bootstrap, seed)
+    size = np.ones(len(loss_a)) if size is None else np.asarray(size, np.float64)
+    weights = resample_counts(strata, n_bootstrap, seed) * size
     total = weights.sum(axis=1)
     mean_a, mean_b = weights @ loss_a / total, weights @ loss_b / total
-    difference = float(loss_a.mean() - loss_b.mean())
-    relative = difference / float(loss_b.mean())
+    point_a, point_b = (np.average(loss, weights=size) for loss in (loss_a, loss_b))
+    difference = float(point_a - point_b)
+    relative = difference / float(point_b)
     return PairedDifference(
         difference=difference,
         ci=percentile_ci(mean_a - mean_b, difference),
         relative=relative,
         relative_ci=percentile_ci((mean_a - mean_b) / mean_b, relative),
     )
+
+
+def paired_block_difference(
+    block_loss_a: np.ndarray,
+    block_loss_b: np.ndarray,
+    block_domain: np.ndarray,
+    block_unit: np.ndarray,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> PairedDifference:
+    """`paired_loss_difference` of two models' per-block losses on the same blocks, the
+    blocks gathered into their units (documents) and resampled by unit within each domain."""
+    loss_a, blocks = unit_losses(block_loss_a, block_unit)
+    loss_b, _ = unit_losses(block_loss_b, block_unit)
+    strata = unit_strata(block_domain, block_unit)
+    return paired_loss_difference(loss_a, loss_b, strata, n_bootstrap, seed, size=blocks)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moectl.analysis.bootstrap import N_BOOTSTRAP
-from moectl.analysis.results import EvaluationResult, TokenRouting
+from moectl.analysis.results import EvaluationResult, SampleSize, TokenRouting
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.tokentypes import GROUP_TYPES, classify_block
 from moectl.errors import DataError, ModelError
@@ -45,10 +45,20 @@ class EvaluationOptions:
     math_domains: tuple[str, ...] = ("math",)
 
 
+MIN_DOCUMENTS = 20
+"""Fewer eval documents than this in a domain make its intervals rest on too few units."""
+SAMPLE_NOTE = "eval sample:"
+"""The prefix of `EvaluationResult.notes` about the sample; the report shows these notes."""
+
+
 @dataclass
 class _Block:
+    """One eval block: its row in the split, domain, document (unique across the split: the
+    bootstrap's unit) and token ids."""
+
     index: int
     domain: int
+    document: int
     ids: list[int]
     types: dict[str, list[int]] = field(default_factory=dict)
 
@@ -109,29 +119,93 @@ def initial_control(
 
 
 def select_blocks(corpus: Corpus, options: EvaluationOptions) -> list[_Block]:
-    """The blocks to evaluate: all of the split, or `max_blocks` taken round-robin over domains
-    so that every domain is represented when the bound is small."""
+    """The blocks to evaluate (in row order): all of the split, or `max_blocks` drawn at random
+    with `options.seed`, split evenly across domains and spread over as many documents as each
+    domain has (see `sample_rows`)."""
     if options.split not in ("train", "eval"):
         raise DataError(f"unknown split '{options.split}'", hint="use --split eval or train")
     dataset = corpus.eval if options.split == "eval" else corpus.train
     if len(dataset) == 0:
         raise DataError(f"the {options.split} split of {corpus.path} is empty")
-    domain_column = list(dataset["domain"])
-    by_domain: dict[int, list[int]] = {}
-    for index, domain in enumerate(domain_column):
-        by_domain.setdefault(int(domain), []).append(index)
-    limit = options.max_blocks or len(dataset)
-    chosen: list[int] = []
-    queues = [list(reversed(v)) for _, v in sorted(by_domain.items())]
-    while len(chosen) < limit and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop())
-    chosen.sort()
-    rows = dataset.select(chosen)
+    domain_column = np.asarray(dataset["domain"], dtype=np.int64)
+    documents = split_documents(dataset, domain_column)
+    chosen = sample_rows(domain_column, documents, options.max_blocks, options.seed)
+    rows = dataset.select(chosen.tolist())
     return [
-        _Block(index=i, domain=int(d), ids=[int(t) for t in ids])
+        _Block(index=int(i), domain=int(d), document=int(documents[i]), ids=[int(t) for t in ids])
         for i, d, ids in zip(chosen, rows["domain"], rows["input_ids"], strict=True)
+    ]
+
+
+def split_documents(dataset: Any, domain_column: np.ndarray) -> np.ndarray:
+    """Each row's document, unique across the split (a domain's document indices offset past
+    the previous domains'); in a corpus without a document column, each row is its own."""
+    if "document" not in dataset.column_names:
+        return np.arange(len(domain_column))
+    documents = np.asarray(dataset["document"], dtype=np.int64)
+    offsets = np.zeros(int(domain_column.max()) + 2, dtype=np.int64)
+    np.maximum.at(offsets, domain_column + 1, documents + 1)
+    return documents + np.cumsum(offsets)[domain_column]
+
+
+def sample_rows(
+    domains: np.ndarray, documents: np.ndarray, max_blocks: int | None, seed: int
+) -> np.ndarray:
+    """Rows (ascending) of a random sample, stratified by domain and spread across documents.
+
+    `max_blocks` is split evenly across domains (a domain with fewer blocks gives its unused
+    share to the others). Within a domain, documents come in a random order and each gives one
+    random block before any gives a second, so the sample spans as many documents as it can.
+    """
+    present = np.unique(domains)
+    limit = len(domains) if max_blocks is None else min(max_blocks, len(domains))
+    sizes = {int(d): int((domains == d).sum()) for d in present}
+    quota = {d: 0 for d in sizes}
+    while sum(quota.values()) < limit:
+        open_domains = [d for d in sizes if quota[d] < sizes[d]]
+        share = max(1, (limit - sum(quota.values())) // len(open_domains))
+        for d in open_domains:
+            quota[d] = min(sizes[d], quota[d] + share, quota[d] + limit - sum(quota.values()))
+    chosen = []
+    for d, n in quota.items():
+        rng = np.random.default_rng([seed, d])
+        rows = rng.permutation(np.flatnonzero(domains == d))
+        unique, local = np.unique(documents[rows], return_inverse=True)
+        document_rank = rng.permutation(len(unique))[local]
+        # Rows were shuffled, so a row's place among its document's rows is a random round.
+        order = np.argsort(local, kind="stable")
+        round_of = np.empty(len(rows), dtype=np.int64)
+        starts = np.r_[0, np.flatnonzero(np.diff(local[order])) + 1]
+        counts = np.diff(np.r_[starts, len(rows)])
+        round_of[order] = np.arange(len(rows)) - np.repeat(starts, counts)
+        chosen.append(rows[np.lexsort((document_rank, round_of))[:n]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def sample_sizes(blocks: list[_Block], domains: list[str]) -> dict[str, SampleSize]:
+    """Per domain with blocks: how many were evaluated and from how many documents."""
+    sizes = {}
+    for index, name in enumerate(domains):
+        documents = [b.document for b in blocks if b.domain == index]
+        if documents:
+            sizes[name] = SampleSize(blocks=len(documents), documents=len(set(documents)))
+    return sizes
+
+
+def sample_notes(sample: dict[str, SampleSize], has_documents: bool, corpus: Path) -> list[str]:
+    """Warnings about the units the intervals rest on, one line each."""
+    if not has_documents:
+        return [
+            f"{SAMPLE_NOTE} corpus {corpus} does not record each block's document, so "
+            "the intervals resample blocks, which understates their width when blocks of one "
+            "document are alike; re-run `moectl prepare-data` to record documents"
+        ]
+    return [
+        f"{SAMPLE_NOTE} {domain} has {size.documents} eval documents (fewer than "
+        f"{MIN_DOCUMENTS}), so its intervals rest on few independent units; evaluate more blocks "
+        "(--max-blocks) or give the eval split more texts (data.eval_min_texts)"
+        for domain, size in sample.items()
+        if size.documents < MIN_DOCUMENTS
     ]
 
 
@@ -203,6 +277,8 @@ def evaluate_loaded(
         index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
     }
     block_loss = np.zeros(len(blocks))
+    # The bootstrap's unit of each block: its document, numbered 0..n_units-1.
+    _, block_unit = np.unique([b.document for b in blocks], return_inverse=True)
     loss_sum = np.zeros(len(domains))
     loss_count = np.zeros(len(domains), dtype=np.int64)
     eos_id = corpus.manifest.tokenizer.eos_id
@@ -232,7 +308,7 @@ def evaluate_loaded(
             block_loss[start : start + len(batch)] = per_block / token_loss.shape[1]
             seq = ids.shape[1]
             domain_ids = np.repeat([b.domain for b in batch], seq)
-            block_ids = np.repeat(np.arange(start, start + len(batch)), seq)
+            block_ids = np.repeat(block_unit[start : start + len(batch)], seq)
             types = {
                 group: np.concatenate([b.types[group] for b in batch])
                 for group in (batch[0].types if batch else {})
@@ -278,6 +354,8 @@ def evaluate_loaded(
     ]
     first = next(iter(layers.values()), None)
     notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse (losses only)"]
+    sample = sample_sizes(blocks, domains)
+    notes += sample_notes(sample, corpus.has_documents, corpus.path)
     return EvaluationResult(
         name=name,
         model_path=str(model_path),
@@ -303,6 +381,9 @@ def evaluate_loaded(
         block_index=[b.index for b in blocks],
         block_domain=[b.domain for b in blocks],
         block_loss=[float(v) for v in block_loss],
+        block_document=[b.document for b in blocks],
+        sample=sample,
+        sample_seed=options.seed,
     )
 
 

@@ -85,21 +85,28 @@ def permutation_baseline(
     n_experts: int,
     n_permutations: int = 20,
     seed: int = 0,
+    units: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Mean and std of the NMI a label-blind router would score on these very tokens.
 
-    Shuffling the labels across tokens keeps each token's expert choices and each label's token
-    count but breaks any dependence between them, so the result is the finite-sample bias of the
-    NMI estimate: what a router ignoring the domain would score with the same expert marginals.
+    Shuffling the labels keeps each token's expert choices but breaks any dependence between
+    label and expert, so the result is the finite-sample bias of the NMI estimate: what a router
+    ignoring the label would score with the same expert marginals. With `units` (T,), each
+    token's document, whole units swap labels (each unit must carry one label, as a document
+    carries its domain): the null that matches a bootstrap over documents, since a document's
+    tokens route alike whatever its label. Without it the labels are shuffled across tokens.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0 or n_permutations <= 0:
         return 0.0, 0.0
     rng = np.random.default_rng(seed)
-    scores = [
-        normalized_mi(count_matrix(rng.permutation(labels), experts, n_labels, n_experts))
-        for _ in range(n_permutations)
-    ]
+    if units is None:
+        shuffled = (rng.permutation(labels) for _ in range(n_permutations))
+    else:
+        _, first, local = np.unique(units, return_index=True, return_inverse=True)
+        unit_label = labels[first]
+        shuffled = (rng.permutation(unit_label)[local] for _ in range(n_permutations))
+    scores = [normalized_mi(count_matrix(s, experts, n_labels, n_experts)) for s in shuffled]
     return float(np.mean(scores)), float(np.std(scores))
 
 

@@ -1,8 +1,13 @@
 """Accumulating per-token routing over evaluation batches and turning it into RoutingAnalysis.
 
-Per-token arrays (label, block, chosen experts, entropy) are kept rather than only counts: the
-random-assignment baseline permutes labels across tokens, and the bootstrap intervals resample
-whole blocks, so both need the tokens themselves.
+Per-token arrays (label, unit, chosen experts, entropy) are kept rather than only counts: the
+random-assignment baseline permutes domain labels across whole documents, and the bootstrap
+intervals resample whole documents, so both need the tokens and their units.
+
+The unit of a token is what the evaluation passes to `LayerRouting.add` as its block id: the
+document of its block, numbered 0..n_units-1 (or the block itself for a corpus without
+documents). So every per-"block" table built here from `_arrays()` (`bootstrap.block_counts`) is
+a per-document table, and any table added later gets document units with no extra work.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ def specialization(
     seed: int,
     intervals: bootstrap.NMIIntervals | None = None,
     n_bootstrap: int = 0,
+    units: np.ndarray | None = None,
 ) -> SpecializationScore:
-    """NMI of label vs chosen expert, beside its random-assignment baseline and, when given, its
-    bootstrap intervals and the init-router comparison."""
+    """NMI of label vs chosen expert, beside its random-assignment baseline (labels swapped
+    between whole `units` when given) and, when given, its bootstrap intervals and the
+    init-router comparison."""
     counts = metrics.count_matrix(labels, experts, n_labels, n_experts)
     base_mean, base_std = metrics.permutation_baseline(
-        labels, experts, n_labels, n_experts, n_permutations, seed
+        labels, experts, n_labels, n_experts, n_permutations, seed, units
     )
     extra: dict = {}
     if intervals is not None:
@@ -66,7 +73,8 @@ def specialization(
 
 @dataclass
 class LayerRouting:
-    """Per-token routing of one layer, appended batch by batch, with each token's block."""
+    """Per-token routing of one layer, appended batch by batch, with each token's unit
+    (`blocks`: its block's document, see the module docstring)."""
 
     layer: int
     n_experts: int
@@ -85,9 +93,10 @@ class LayerRouting:
         entropy: np.ndarray,
         token_types: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """One batch: per-token domain id (T,), position of its block among the evaluated
-        blocks (T,), chosen experts (T, k), entropy (T,), and per group a type id per token
-        (-1 where the token is not of that group)."""
+        """One batch: per-token domain id (T,), its bootstrap unit (T,; 0..n_units-1: the
+        document of its block, or the block's position among the evaluated blocks), chosen
+        experts (T, k), entropy (T,), and per group a type id per token (-1 where the token
+        is not of that group)."""
         self.domains.append(np.asarray(domain_ids, dtype=np.int64))
         self.blocks.append(np.asarray(block_ids, dtype=np.int64))
         self.experts.append(np.asarray(expert_index, dtype=np.int64).reshape(len(domain_ids), -1))
@@ -96,7 +105,7 @@ class LayerRouting:
             self.token_types.setdefault(group, []).append(np.asarray(ids, dtype=np.int64))
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(domains, blocks, experts, entropy) of every token added so far."""
+        """(domains, units, experts, entropy) of every token added so far."""
         if not self.domains:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros((0, self.top_k), np.int64), np.zeros(0)
@@ -168,6 +177,7 @@ class LayerRouting:
                 seed,
                 intervals,
                 n_bootstrap,
+                units=blocks,
             ),
             top_expert={
                 domain_names[i]: TopExpert(
@@ -193,7 +203,7 @@ class LayerRouting:
         )
 
     def _typed_tokens(self, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(type, block, experts) of the tokens that have a type in `group`."""
+        """(type, unit, experts) of the tokens that have a type in `group`."""
         _, blocks, experts, _ = self._arrays()
         types = np.concatenate(self.token_types[group])
         keep = types >= 0
@@ -214,7 +224,7 @@ class LayerRouting:
         fractions = metrics.row_fractions(counts)
         intervals = None
         if len(types):
-            # Blocks of the group's domain only, renumbered 0..n-1; one stratum.
+            # Units (documents) of the group's domain only, renumbered 0..n-1; one stratum.
             used, local = np.unique(blocks, return_inverse=True)
             per_block = bootstrap.block_counts(
                 types, chosen, local, len(used), len(names), self.n_experts

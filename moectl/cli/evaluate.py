@@ -84,6 +84,7 @@ def evaluate(
       moectl evaluate runs/moe/checkpoints/step-200 -d data/mix --split train --out moe.json
     """
     from moectl.analysis.evaluate import (
+        SAMPLE_NOTE,
         EvaluationOptions,
         corpus_for,
         evaluate_models,
@@ -114,7 +115,12 @@ def evaluate(
 
         typer.echo(EvaluationSet(results=results).model_dump_json(indent=2))
         return
-    render_warnings([f"{r.name}: {note}" for r in results for note in r.notes])
+    # The sample is shared by every model: its warnings once, the rest per model.
+    sample_notes = dict.fromkeys(n for r in results for n in r.notes if n.startswith(SAMPLE_NOTE))
+    model_notes = [
+        f"{r.name}: {note}" for r in results for note in r.notes if note not in sample_notes
+    ]
+    render_warnings([*sample_notes, *model_notes])
     console.print(comparison_table(results, corpus.domains))
     for result in results:
         if result.routing:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def balance_blocks(
-    blocks: dict[str, np.ndarray], seed: int, salt: int = 0
-) -> dict[str, np.ndarray]:
-    """Every domain cut to the smallest domain's block count.
+def balanced_rows(sizes: dict[str, int], seed: int, salt: int = 0) -> dict[str, np.ndarray]:
+    """Per domain, the rows (ascending) that balancing keeps: every domain cut to the smallest
+    domain's block count.
 
     Blocks are shuffled before truncating, so the kept blocks sample the whole domain rather
-    than its first documents (which for some sources are all from one dataset or file).
+    than its first documents (which for some sources are all from one dataset or file). The
+    rows index the blocks and their document column alike, which keeps the two aligned.
     """
-    smallest = min(len(b) for b in blocks.values())
-    balanced = {}
-    for index, (domain, domain_blocks) in enumerate(blocks.items()):
-        order = np.random.default_rng([seed, salt, index]).permutation(len(domain_blocks))
-        balanced[domain] = domain_blocks[np.sort(order[:smallest])]
-    return balanced
+    smallest = min(sizes.values())
+    kept = {}
+    for index, (domain, size) in enumerate(sizes.items()):
+        order = np.random.default_rng([seed, salt, index]).permutation(size)
+        kept[domain] = np.sort(order[:smallest])
+    return kept
 
 
 def imbalance_warning(tokens: dict[str, int], ratio: float, balanced: bool) -> str | None:

@@ -28,11 +28,23 @@ def tokenize_texts(
     on_chunk: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """All texts' ids as one flat int32 array, each text followed by the EOS id."""
+    return tokenize_documents(texts, tokenizer, num_proc, on_chunk)[0]
+
+
+def tokenize_documents(
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerFast,
+    num_proc: int = 1,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flat ids as `tokenize_texts` gives them, tokens of each text including its EOS): the
+    lengths say which document every token, and so every block, comes from."""
     import datasets
 
     encode = _BatchEncoder(tokenizer)
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
     pieces: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
     with quiet_datasets():
         for start in range(0, len(texts), CHUNK_TEXTS):
             chunk = texts[start : start + CHUNK_TEXTS]
@@ -52,11 +64,12 @@ def tokenize_texts(
             )
             column = mapped.data.table.column("input_ids").combine_chunks()
             pieces.append(column.flatten().to_numpy(zero_copy_only=False).astype(np.int32))
+            lengths.append(column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64))
             if on_chunk is not None:
                 on_chunk(len(chunk))
     if not pieces:
-        return np.zeros(0, dtype=np.int32)
-    return np.concatenate(pieces)
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(pieces), np.concatenate(lengths)
 
 
 class _BatchEncoder:
@@ -108,3 +121,24 @@ def pack_blocks(ids: np.ndarray, block_size: int) -> np.ndarray:
     """(n_blocks, block_size) view of the ids; the tail shorter than a block is dropped."""
     n_blocks = len(ids) // block_size
     return ids[: n_blocks * block_size].reshape(n_blocks, block_size)
+
+
+def block_documents(lengths: np.ndarray, block_size: int) -> np.ndarray:
+    """The document of each block `pack_blocks` makes from texts of these token `lengths`.
+
+    A block that spans several texts belongs to the one holding most of its tokens (on a tie,
+    the earlier text): the index of that text in the list that was tokenized.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n_blocks = int(lengths.sum()) // block_size
+    if n_blocks == 0:
+        return np.zeros(0, dtype=np.int64)
+    token_document = np.repeat(np.arange(len(lengths)), lengths)[: n_blocks * block_size]
+    per_block = token_document.reshape(n_blocks, block_size)
+    first = per_block[:, 0]
+    local = per_block - first[:, None]  # 0.. within each block, ascending
+    width = int(local.max()) + 1
+    rows = np.repeat(np.arange(n_blocks), block_size)
+    counts = np.bincount(rows * width + local.ravel(), minlength=n_blocks * width)
+    # argmax returns the first maximum: ties go to the earlier text.
+    return first + counts.reshape(n_blocks, width).argmax(axis=1)

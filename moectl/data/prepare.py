@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from moectl import __version__
 from moectl.config import DataConfig
-from moectl.data.balance import balance_blocks, imbalance_warning
-from moectl.data.packing import pack_blocks, quiet_datasets, tokenize_texts
+from moectl.data.balance import balanced_rows, imbalance_warning
+from moectl.data.packing import block_documents, pack_blocks, quiet_datasets, tokenize_documents
 from moectl.data.sources import load_domain
 from moectl.data.split import split_texts
 from moectl.data.store import (
@@ -81,7 +81,7 @@ def prepare_corpus(
         training_texts=(t for domain in domains for t in texts["train"][domain]),
     )
     tokenize_started = time.perf_counter()
-    blocks, stats = _tokenize_and_pack(config, domains, texts, tokenizer, callback)
+    blocks, documents, stats = _tokenize_and_pack(config, domains, texts, tokenizer, callback)
     tokenize_seconds = time.perf_counter() - tokenize_started
     _check_sizes(config, stats)
 
@@ -92,11 +92,15 @@ def prepare_corpus(
         warnings.append(warning)
     for salt, split in enumerate(SPLITS):
         if config.balance_tokens and (split == "train" or config.balance_eval):
-            blocks[split] = balance_blocks(blocks[split], config.seed, salt)
+            sizes = {domain: len(b) for domain, b in blocks[split].items()}
+            for domain, kept in balanced_rows(sizes, config.seed, salt).items():
+                blocks[split][domain] = blocks[split][domain][kept]
+                documents[split][domain] = documents[split][domain][kept]
     for split in SPLITS:
         for stat in stats[split]:
             stat.blocks_balanced = len(blocks[split][stat.domain])
             stat.tokens_balanced = stat.blocks_balanced * config.block_size
+            stat.documents = len(np.unique(documents[split][stat.domain]))
 
     manifest = CorpusManifest(
         moectl_version=__version__,
@@ -118,7 +122,7 @@ def prepare_corpus(
     with atomic_directory(out) as temp:
         for split in SPLITS:
             report(callback, "write", SPLITS.index(split), len(SPLITS), message=split)
-            write_split(temp / split, blocks[split], domains, config.block_size)
+            write_split(temp / split, blocks[split], documents[split], domains, config.block_size)
         tokenizer.save_pretrained(str(temp / TOKENIZER_DIR))
         write_manifest(temp, manifest)
         report(callback, "write", len(SPLITS), len(SPLITS), message="done")
@@ -158,7 +162,11 @@ def _tokenize_and_pack(
     texts: dict[str, dict[str, list[str]]],
     tokenizer: PreTrainedTokenizerFast,
     callback: ProgressCallback | None,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[DomainStats]]]:
+) -> tuple[
+    dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]], dict[str, list[DomainStats]]
+]:
+    """Per split and domain: the packed blocks, each block's document (`block_documents`) and
+    the domain's figures before balancing."""
     total = sum(len(texts[split][d]) for split in SPLITS for d in domains)
     done = 0
 
@@ -169,13 +177,15 @@ def _tokenize_and_pack(
 
     report(callback, "tokenize", 0, total)
     blocks: dict[str, dict[str, np.ndarray]] = {split: {} for split in SPLITS}
+    documents: dict[str, dict[str, np.ndarray]] = {split: {} for split in SPLITS}
     stats: dict[str, list[DomainStats]] = {split: [] for split in SPLITS}
     for split in SPLITS:
         for domain in domains:
             domain_texts = texts[split][domain]
-            ids = tokenize_texts(domain_texts, tokenizer, config.num_proc, advance)
+            ids, lengths = tokenize_documents(domain_texts, tokenizer, config.num_proc, advance)
             packed = pack_blocks(ids, config.block_size)
             blocks[split][domain] = packed
+            documents[split][domain] = block_documents(lengths, config.block_size)
             stats[split].append(
                 DomainStats(
                     domain=domain,
@@ -187,7 +197,7 @@ def _tokenize_and_pack(
                     blocks_balanced=len(packed),
                 )
             )
-    return blocks, stats
+    return blocks, documents, stats
 
 
 def _check_sizes(config: DataConfig, stats: dict[str, list[DomainStats]]) -> None:
@@ -203,8 +213,15 @@ def _check_sizes(config: DataConfig, stats: dict[str, list[DomainStats]]) -> Non
                 )
 
 
-def write_split(path: Path, blocks: dict[str, np.ndarray], domains: list[str], size: int) -> None:
-    """One split as an Arrow dataset: input_ids int32[size] and domain as a ClassLabel."""
+def write_split(
+    path: Path,
+    blocks: dict[str, np.ndarray],
+    documents: dict[str, np.ndarray],
+    domains: list[str],
+    size: int,
+) -> None:
+    """One split as an Arrow dataset: input_ids int32[size], domain as a ClassLabel and
+    document, the index of the block's text among its domain's texts in this split."""
     import datasets
     import pyarrow as pa
 
@@ -212,6 +229,7 @@ def write_split(path: Path, blocks: dict[str, np.ndarray], domains: list[str], s
         {
             "input_ids": datasets.List(datasets.Value("int32"), length=size),
             "domain": datasets.ClassLabel(names=domains),
+            "document": datasets.Value("int32"),
         }
     )
     flat = np.concatenate([blocks[d].reshape(-1) for d in domains]).astype(np.int32, copy=False)
@@ -222,6 +240,7 @@ def write_split(path: Path, blocks: dict[str, np.ndarray], domains: list[str], s
         {
             "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.int32()), size),
             "domain": pa.array(labels, pa.int64()),
+            "document": pa.array(np.concatenate([documents[d] for d in domains]), pa.int32()),
         }
     ).cast(features.arrow_schema)
     dataset = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))

@@ -29,7 +29,9 @@ MANIFEST_NAME = "manifest.json"
 DATASET_DICT_NAME = "dataset_dict.json"
 TOKENIZER_DIR = "tokenizer"
 SPLITS = ("train", "eval")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 added the `document` column (each block's text); version 1 corpora load without it."""
+DOCUMENT_COLUMN = "document"
 
 
 class TokenizerInfo(BaseModel):
@@ -51,6 +53,10 @@ class DomainStats(BaseModel):
     blocks: int
     tokens_balanced: int
     blocks_balanced: int
+    documents: int | None = Field(
+        None,
+        description="distinct texts among the stored (balanced) blocks; None before format 2",
+    )
 
 
 class CorpusManifest(BaseModel):
@@ -95,6 +101,11 @@ class Corpus:
     @property
     def block_size(self) -> int:
         return self.manifest.block_size
+
+    @property
+    def has_documents(self) -> bool:
+        """Whether the splits record each block's document (format 2 on)."""
+        return DOCUMENT_COLUMN in self.eval.column_names
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         """The tokenizer the corpus was built with, from the corpus's own copy."""
@@ -177,10 +188,13 @@ def load_corpus(path: str | Path) -> Corpus:
 
 def _check_split(path: Path, split: str, dataset: Any, manifest: CorpusManifest) -> None:
     hint = f"prepare it again with `moectl prepare-data ... --out {path} --force`"
-    if set(dataset.column_names) != {"input_ids", "domain"}:
+    expected = {"input_ids", "domain"}
+    if manifest.format_version >= 2:
+        expected.add(DOCUMENT_COLUMN)
+    if set(dataset.column_names) != expected:
         raise DataError(
             f"the {split} split of {path} has columns {dataset.column_names}, "
-            "expected input_ids and domain",
+            f"expected {', '.join(sorted(expected))}",
             hint=hint,
         )
     names = getattr(dataset.features["domain"], "names", None)

@@ -26,7 +26,7 @@ import numpy as np
 from moectl.analysis.bootstrap import (
     PairedDifference,
     format_interval,
-    paired_loss_difference,
+    paired_block_difference,
     seed_interval,
     verdict_of,
 )
@@ -68,11 +68,13 @@ def study_findings(
 
 
 def paired_difference(a: EvaluationResult, b: EvaluationResult) -> PairedDifference:
-    """a - b in mean eval loss over the blocks both were evaluated on (the same blocks)."""
+    """a - b in mean eval loss over the blocks both were evaluated on (the same blocks),
+    resampling their documents (blocks, in results that predate documents)."""
     if a.block_index != b.block_index or not a.block_loss:
         raise ValueError(f"{a.name} and {b.name} were not evaluated on the same blocks")
-    return paired_loss_difference(
-        np.array(a.block_loss), np.array(b.block_loss), np.array(a.block_domain)
+    units = a.block_document or a.block_index
+    return paired_block_difference(
+        np.array(a.block_loss), np.array(b.block_loss), np.array(a.block_domain), np.array(units)
     )
 
 

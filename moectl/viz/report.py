@@ -19,6 +19,7 @@ from pathlib import Path
 
 from moectl import __version__
 from moectl.analysis.bootstrap import format_interval
+from moectl.analysis.evaluate import SAMPLE_NOTE
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs
@@ -26,9 +27,6 @@ from moectl.config import dump_yaml
 from moectl.fs import write_text
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
-
-SAMPLE_NOTE = "eval sample:"
-"""The prefix of an evaluation's notes about its sample (few documents): shown as warnings."""
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1em auto; color: #222; max-width: 1200px;
@@ -268,10 +266,12 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
         "gate at initialization: trained minus it says whether the model's routing changed. "
         "Random gates are drawn as the init draws them and applied to the trained hidden "
         "states; the probe is a linear domain classifier on the layer input (held-out "
-        "documents), the ceiling of domain routing. Verdicts: emerged (interval above 0), "
-        "inherited (contains 0), reduced (below 0). A top-2 NMI counts each token twice; the "
-        "first-choice NMI compares like for like across top-k. The random-assignment baseline "
-        "(labels shuffled) only measures the estimator's bias.</p>"
+        "documents), the ceiling of domain routing. Intervals: 95% bootstrap over eval documents "
+        "(whole documents resampled within each domain; models paired). Verdicts: emerged "
+        "(interval above 0), inherited (contains 0), reduced (below 0). A top-2 NMI counts "
+        "each token twice; the first-choice NMI compares like for like across top-k. The "
+        "random-assignment baseline (labels shuffled across whole documents) only measures the "
+        "estimator's bias.</p>"
     )
 
 
