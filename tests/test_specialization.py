@@ -51,7 +51,7 @@ def test_one_step_at_negligible_lr_is_inherited_in_every_layer(tiny_corpus, upcy
         assert score.nmi_ci[0] <= score.nmi <= score.nmi_ci[1]
         for types in layer.token_types:
             assert types.specialization.emergent.verdict == "inherited"
-    finding = specialization_finding({"top-1": result})
+    finding = specialization_finding({"top-1": [result]})
     assert finding.verdict == "inherited" and not finding.reproduced
     assert "emerged" not in finding.text
 
@@ -94,6 +94,5 @@ def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
     assert score.nmi > score.init_nmi + 0.15
     assert score.emergent.ci[0] > 0 and score.emergent.verdict == "emerged"
     assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
-    finding = specialization_finding({"top-1": result})
-    assert finding.verdict == "emerged" and finding.reproduced
-    assert "emerged with training in top-1 layer 1" in finding.text
+    finding = specialization_finding({"top-1": [result]})
+    assert finding.verdict == "rose, router not separated" and not finding.reproduced
