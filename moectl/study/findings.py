@@ -128,13 +128,39 @@ def _per_seed_losses(
     ]
 
 
+def _against_dense(
+    key: str,
+    title: str,
+    label: str,
+    arm: list[EvaluationResult],
+    dense: list[EvaluationResult],
+    explanation: dict[str, str],
+    details: list[str],
+) -> Finding:
+    """A loss finding: `arm` minus the matched dense run, 'better' when the whole interval is
+    below 0; `explanation` says what each verdict means against the reference study."""
+    value, ci, verdict, counts, diffs = _loss_comparison(arm, dense)
+    return Finding(
+        key=key,
+        title=title,
+        reproduced=verdict == "better",
+        verdict=verdict,
+        text=f"{label} minus matched dense eval loss: {value:+.3f} nats {format_interval(ci)}. "
+        f"{explanation[verdict]}{_seed_note(counts, len(diffs))}",
+        measure=f"eval loss, {label} - dense (nats)",
+        value=value,
+        ci=ci,
+        control="the matched dense run (same steps and schedule), paired on the same blocks",
+        seed_verdicts=dict(counts),
+        details=[*_per_seed_losses(label, arm, dense, "dense", diffs), *details],
+    )
+
+
 def loss_finding(moe: list[EvaluationResult], dense: list[EvaluationResult]) -> Finding:
-    value, ci, verdict, counts, diffs = _loss_comparison(moe, dense)
-    domains = list(dense[0].domain_loss)
     per_domain = ", ".join(
         f"{d} {np.mean([r.domain_loss[d] for r in moe]):.3f} vs "
         f"{np.mean([r.domain_loss[d] for r in dense]):.3f}"
-        for d in domains
+        for d in dense[0].domain_loss
     )
     explanation = {
         "better": "As in the reference study (MoE 3.6% better), the MoE beats the matched dense "
@@ -143,53 +169,24 @@ def loss_finding(moe: list[EvaluationResult], dense: list[EvaluationResult]) -> 
         "matched dense run at this scale: the whole interval is above 0.",
         "no detectable difference": "The interval contains 0: no detectable difference at this "
         "scale, unlike the reference study's 3.6% (which also trained the MoE twice as long).",
-    }[verdict]
-    return Finding(
-        key="loss",
-        title="MoE vs matched dense",
-        reproduced=verdict == "better",
-        verdict=verdict,
-        text=f"MoE (top-1) minus matched dense eval loss: {value:+.3f} nats "
-        f"{format_interval(ci)}. {explanation}{_seed_note(counts, len(diffs))}",
-        measure="eval loss, MoE (top-1) - dense (nats)",
-        value=value,
-        ci=ci,
-        control="the matched dense run (same steps and schedule), paired on the same blocks",
-        seed_verdicts=dict(counts),
-        details=[
-            *_per_seed_losses("MoE", moe, dense, "dense", diffs),
-            f"Per domain (MoE vs dense, mean over seeds): {per_domain}.",
-        ],
+    }
+    details = [f"Per domain (MoE vs dense, mean over seeds): {per_domain}."]
+    return _against_dense(
+        "loss", "MoE vs matched dense", "MoE (top-1)", moe, dense, explanation, details
     )
 
 
 def top2_finding(
     top2: list[EvaluationResult], moe: list[EvaluationResult], dense: list[EvaluationResult]
 ) -> Finding:
-    value, ci, verdict, counts, diffs = _loss_comparison(top2, dense)
     top1_value, top1_ci, *_ = _loss_comparison(top2, moe)
-    summary = (
-        "As in the reference study, top-2 routing beats the dense baseline."
-        if verdict == "better"
-        else f"Top-2 vs dense: {verdict} at this scale."
-    )
-    return Finding(
-        key="top2",
-        title="Top-2 routing",
-        reproduced=verdict == "better",
-        verdict=verdict,
-        text=f"Top-2 minus dense eval loss: {value:+.3f} nats {format_interval(ci)}. {summary}"
-        + _seed_note(counts, len(diffs)),
-        measure="eval loss, top-2 - dense (nats)",
-        value=value,
-        ci=ci,
-        control="the matched dense run, paired on the same blocks",
-        seed_verdicts=dict(counts),
-        details=[
-            *_per_seed_losses("Top-2", top2, dense, "dense", diffs),
-            f"Top-2 minus top-1: {top1_value:+.3f} {format_interval(top1_ci)}.",
-        ],
-    )
+    explanation = {
+        "better": "As in the reference study, top-2 routing beats the dense baseline.",
+        "worse": "Top-2 vs dense: worse at this scale.",
+        "no detectable difference": "Top-2 vs dense: no detectable difference at this scale.",
+    }
+    details = [f"Top-2 minus top-1: {top1_value:+.3f} {format_interval(top1_ci)}."]
+    return _against_dense("top2", "Top-2 routing", "Top-2", top2, dense, explanation, details)
 
 
 def _longest_streak(run: RunLogs) -> tuple[int, int | None]:
