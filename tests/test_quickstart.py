@@ -241,3 +241,10 @@ def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):
     assert "/2" in Path(result.report).read_text()
     with pytest.raises(MoectlError, match=r"seeds 0,1 study, not a .* seeds 0 one"):
         run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0])
+
+
+@pytest.mark.parametrize("seeds", ["0,a", "1,1", "-1"])
+def test_bad_seeds_are_one_line_and_write_nothing(cli, tmp_path: Path, seeds: str):
+    result = cli("quickstart", "--tiny", "--seeds", seeds, "--out", tmp_path / "study")
+    assert result.exit_code == 2 and "--seeds" in result.output
+    assert not (tmp_path / "study").exists()
