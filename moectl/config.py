@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moectl.errors import ConfigError, did_you_mean
+from moectl.errors import ConfigError, MoectlError, did_you_mean
+from moectl.fs import read_text
 
 SourceKind = Literal["builtin", "files", "hf"]
 
@@ -124,9 +125,47 @@ class MoEConfig(StrictModel):
     router_lr_scale: float = Field(
         1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
     )
+    balance: Literal["switch", "global", "sequence", "bias", "none"] = Field(
+        "switch",
+        description="load balancing (moectl.model.balance): Switch LB per micro-batch, over the "
+        "optimizer step's global batch (Qiu et al. 2025), per sequence, DeepSeek-V3's "
+        "aux-loss-free selection bias, or none",
+    )
+    bias_update_rate: float = Field(
+        1e-3, gt=0, description="balance=bias: how far the bias moves after each step"
+    )
+    score: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="router scores: softmax over experts, or sigmoid per expert normalized over "
+        "the chosen ones (DeepSeek-V3)",
+    )
+    shared_experts: int = Field(
+        0, ge=0, description="always-on experts beside the routed ones (DeepSeekMoE, Qwen2-MoE)"
+    )
+    granularity: int = Field(
+        1,
+        ge=1,
+        description="fine-grained experts: each MLP split into g experts of width 4D/g; "
+        "n_experts*g routed, top_k*g active (DeepSeekMoE)",
+    )
+
+    @property
+    def routed_experts(self) -> int:
+        """Routed experts per layer, counting fine-grained ones: n_experts * granularity."""
+        return self.n_experts * self.granularity
+
+    @property
+    def routed_top_k(self) -> int:
+        """Experts each token is routed to: top_k * granularity."""
+        return self.top_k * self.granularity
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
+        if self.enabled and self.n_experts < 2:
+            raise ValueError(
+                f"n_experts ({self.n_experts}) must be at least 2: with one expert the router "
+                "has nothing to choose and collapse means nothing"
+            )
         if self.top_k > self.n_experts:
             raise ValueError(f"top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
         if self.layers is not None and self.last_n is not None:
@@ -185,6 +224,12 @@ class TrainConfig(StrictModel):
     max_steps: int = Field(1000, ge=1)
     batch_size: int = Field(2, ge=1)
     grad_accum: int = Field(4, ge=1)
+    batch_mixing: Literal["mixed", "domain"] = Field(
+        "mixed",
+        description="mixed: batches drawn from all domains; domain: each micro-batch from one "
+        "domain, domains taking turns, so only the optimizer step's global batch mixes them "
+        "(where micro-batch and global-batch load balancing differ, Qiu et al. 2025)",
+    )
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, le=1)
@@ -241,7 +286,7 @@ def _load_preset(name: str, seen: list[str]) -> dict[str, Any]:
             f"unknown preset '{name}'{did_you_mean(name, preset_names())}",
             hint="`moectl presets` lists them with descriptions",
         )
-    raw = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+    raw = load_yaml(resource.read_text(encoding="utf-8"), f"preset {name}") or {}
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
@@ -282,6 +327,25 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as {"section.key": value} (an empty mapping is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_file_overrides(path: Path) -> list[str]:
+    """A YAML config file as `--set` overrides (values as JSON, which YAML reads back as they
+    were), for commands that hand their settings on as overrides (quickstart's stages)."""
+    import json
+
+    return [f"{key}={json.dumps(value)}" for key, value in flatten(read_config_file(path)).items()]
+
+
 def _yaml11_float(value: Any) -> Any:
     """PyYAML reads '1e-3' (no dot) as a string; users mean the number."""
     if isinstance(value, str):
@@ -292,14 +356,57 @@ def _yaml11_float(value: Any) -> Any:
     return value
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
+    YAML keeps the last value, so a setting written twice would silently lose one of them."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base loader says what is wrong
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str | Path) -> Any:
+    """The YAML document in `text` (from `source`, named in errors); a ConfigError for invalid
+    YAML or a key given twice in one mapping, naming the key and its line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{source} line {dup.line}: duplicate key '{dup.key}'",
+            hint="keep one of the two; YAML would silently use only the last",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+
+
+def read_yaml(path: Path, hint: str | None = None) -> Any:
+    """The YAML document in the file `path`; a MoectlError naming the file when it cannot be
+    read, is not text, is not YAML or repeats a key."""
+    return load_yaml(read_text(path, hint), path)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML config file, or a ConfigError saying what is wrong with it."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", hint="check the --config path")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, hint="check the --config path")
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -307,6 +414,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of sections, not {type(raw).__name__}"
         )
     return raw
+
+
+def check_context(config: RunConfig, block_size: int) -> None:
+    """Refuse a model context shorter than the corpus blocks it would train on (positions past
+    the context have no embedding), before a run writes anything."""
+    positions = config.model.n_positions
+    if positions is not None and positions < block_size:
+        raise MoectlError(
+            f"model.n_positions {positions} is shorter than the corpus blocks of {block_size} "
+            "tokens",
+            hint=f"set model.n_positions to {block_size} or more, or leave it unset (it "
+            "defaults to the block size)",
+        )
 
 
 def validate(model_cls: type[StrictModel], raw: dict[str, Any], what: str = "configuration"):

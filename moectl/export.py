@@ -84,20 +84,27 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
     tokenizer's EOS."""
     from transformers import GenerationConfig
 
+    from moectl.model.balance import SCHEMES
     from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
     from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
     from moectl.model.hf_format import AUTO_MAP
 
     model = loaded.model
     meta = loaded.meta
-    if meta.moe is not None:
+    moe = meta.moe
+    if moe is not None:
+        inner = model.config.n_inner or 4 * model.config.n_embd
         config = MoectlGPT2MoEConfig.from_dict(
             {
                 **model.config.to_dict(),
                 "moe_layers": meta.moe_layers,
-                "num_local_experts": meta.moe.n_experts,
-                "num_experts_per_tok": meta.moe.top_k,
-                "router_aux_loss_coef": meta.moe.lb_coef,
+                "num_local_experts": moe.routed_experts,
+                "num_experts_per_tok": moe.routed_top_k,
+                "router_aux_loss_coef": moe.lb_coef if SCHEMES[moe.balance].adds_loss else 0.0,
+                "scoring_func": moe.score,
+                "balance": moe.balance,
+                "n_shared_experts": moe.shared_experts,
+                "moe_intermediate_size": inner // moe.granularity,
                 "auto_map": dict(AUTO_MAP),
                 "architectures": ["MoectlGPT2MoEForCausalLM"],
             }

@@ -14,12 +14,78 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from moectl.errors import MoectlError
+
+_TEMP_NAME = re.compile(r"^\..+\.(tmp|old)-[A-Za-z0-9_]+$|^\..+\.[A-Za-z0-9_]+\.tmp$")
+"""The hidden names this module stages under (mkdtemp/mkstemp beside the target)."""
+
+
+def read_bytes(path: Path, hint: str | None = None) -> bytes:
+    """The bytes of `path`, or a MoectlError naming the file when it is missing or unreadable."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MoectlError(f"{path} does not exist", hint=hint) from None
+    except PermissionError:
+        raise MoectlError(f"{path} is not readable (permission denied)", hint=hint) from None
+    except OSError as exc:
+        raise MoectlError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
+
+
+def read_text(path: Path, hint: str | None = None) -> str:
+    """The UTF-8 text of `path`, or a MoectlError naming the file and what is wrong with it.
+
+    Every reader of a record a user can damage (a config, run.json, an init record) goes
+    through here, so a missing, unreadable or binary file is one clear line, never a traceback.
+    """
+    data = read_bytes(path, hint)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MoectlError(
+            f"{path} is not UTF-8 text (a binary byte at offset {exc.start})", hint=hint
+        ) from None
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse, before any work, a destination this process cannot create or replace: the
+    nearest existing folder at or above `path` must be writable. `option` names the flag
+    that chose `path` (e.g. --out), for the message."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MoectlError(
+            f"cannot write {path}: {folder} is not writable (permission denied)",
+            hint=f"choose a {option} in a folder you can write to",
+        )
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files and folders this module staged in `folder` and a killed process
+    left behind; only call it while holding the lock of whatever owns `folder`."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for child in folder.iterdir():
+        if _TEMP_NAME.match(child.name):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed
 
 
 def current_umask() -> int:

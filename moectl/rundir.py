@@ -24,13 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moectl import __version__
-from moectl.config import RunConfig, dump_yaml, validate
+from moectl.config import RunConfig, dump_yaml, flatten, read_yaml, validate
 from moectl.errors import MoectlError, TrainingError
-from moectl.fs import LockHeld, exclusive_lock, write_json, write_text
+from moectl.fs import LockHeld, exclusive_lock, read_bytes, read_text, write_json, write_text
 
 CONFIG_NAME = "config.yaml"
 RUN_INFO_NAME = "run.json"
@@ -117,6 +116,11 @@ class LayerRoutingRow(BaseModel):
         default_factory=list, description="domain x expert assignment counts (in domain order)"
     )
     nmi: float | None = Field(None, description="NMI(domain; expert) of those counts")
+    balance: dict[str, float] = Field(
+        default_factory=dict,
+        description="the balancing scheme's state at the row's step: bias_min/bias_max (bias), "
+        "f_i of the last step's global batch (global); empty for the others",
+    )
 
 
 class CollapseFlag(BaseModel):
@@ -322,6 +326,8 @@ def resolve_model(path: Path) -> tuple[Path, Path | None]:
 
 # --- reading ------------------------------------------------------------------------------------
 
+DAMAGED_HINT = "the file is damaged; restore it from a copy, or train the run again"
+
 
 def read_run_config(run_dir: Path) -> RunConfig:
     """The config a run trains with (config.yaml)."""
@@ -331,7 +337,9 @@ def read_run_config(run_dir: Path) -> RunConfig:
             f"{run_dir} has no {CONFIG_NAME}, so it is not a moectl run directory",
             hint="check --run-dir, or give --preset/--config to start a new run",
         )
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path, hint=DAMAGED_HINT) or {}
+    if not isinstance(raw, dict):
+        raise TrainingError(f"{path} is not a moectl run config", hint=DAMAGED_HINT)
     return validate(RunConfig, raw, f"run configuration {path}")
 
 
@@ -340,8 +348,9 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
     path = Path(run_dir) / RUN_INFO_NAME
     if not path.is_file():
         return None
+    text = read_text(path, hint=DAMAGED_HINT)
     try:
-        return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+        return RunInfo.model_validate_json(text)
     except ValidationError as exc:
         raise TrainingError(
             f"{path} is not a moectl run.json ({exc.errors()[0]['msg']})",
@@ -366,15 +375,20 @@ def corpus_dir(run_dir: Path) -> Path | None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete rows of a JSONL file (a torn last line from a crash is skipped)."""
+    """All complete rows of a JSONL file. A torn last line (a crash mid-write, or a read while
+    the run writes) is skipped; a damaged line before it is a MoectlError naming its number."""
     if not path.is_file():
         return []
+    lines = read_bytes(path, hint=DAMAGED_HINT).splitlines()
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            rows.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if number == len(lines):
+                continue
+            what = "UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "a JSON row"
+            raise MoectlError(f"{path} line {number} is not {what}", hint=DAMAGED_HINT) from None
     return rows
 
 
@@ -496,28 +510,62 @@ def lock_run_dir(run_dir: Path) -> Iterator[None]:
         ) from None
 
 
+def is_moectl_run(path: Path) -> bool:
+    """Whether moectl made the run directory `path`: it holds the writer lock file (created
+    first thing), or config.yaml beside a readable run.json. A user's folder that merely has a
+    config.yaml or metrics.jsonl is not one, so a new run never writes into it."""
+    path = Path(path)
+    if (path / LOCK_NAME).is_file():
+        return True
+    if detect_kind(path) != "run":
+        return False
+    try:
+        return read_run_info(path) is not None
+    except MoectlError:
+        return False
+
+
+def check_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Refuse, before anything is written, a --run-dir moectl must not write into: a resume
+    needs a moectl run; a new run needs a new or empty folder, or a moectl run (whose
+    checkpoints `resolve_resume` then protects)."""
+    run_dir = Path(run_dir)
+    if resuming and not run_dir.is_dir():
+        raise TrainingError(
+            f"run directory {run_dir} does not exist, so there is nothing to resume",
+            hint="check --run-dir, or start a new run without --resume",
+        )
+    if not run_dir.exists() or is_moectl_run(run_dir):
+        return
+    found = describe_path(run_dir)
+    if found == "an empty folder":
+        if not resuming:
+            return
+        raise TrainingError(
+            f"run directory {run_dir} has no checkpoint to resume from (it is an empty folder)",
+            hint="check --run-dir, or start a new run without --resume",
+        )
+    raise TrainingError(
+        f"--run-dir {run_dir} is {found}, not a moectl run directory",
+        hint="choose a new --run-dir (moectl never writes into a folder it did not make)"
+        if not resuming
+        else "pass the --run-dir of a `moectl train` run",
+    )
+
+
 def resolve_resume(run_dir: Path, resume: Path | bool | None) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run (refusing to clobber checkpoints)."""
     if resume is None or resume is False:
+        check_run_dir(run_dir, resuming=False)
         if list_checkpoints(run_dir):
             raise TrainingError(
                 f"run directory {run_dir} already has checkpoints",
                 hint=f"continue it with `moectl train --run-dir {run_dir} --resume`, "
                 "or choose a new --run-dir",
             )
-        found = describe_path(run_dir)
-        if detect_kind(run_dir) not in (None, "run") or found == "a file":
-            raise TrainingError(
-                f"--run-dir {run_dir} is {found}, not a run directory",
-                hint="choose a new --run-dir",
-            )
         return None
+    check_run_dir(run_dir, resuming=True)
     if resume is True:
-        if not Path(run_dir).is_dir():
-            raise TrainingError(
-                f"run directory {run_dir} does not exist, so there is nothing to resume",
-                hint="check --run-dir, or start a new run without --resume",
-            )
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
             raise TrainingError(
@@ -545,7 +593,7 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
     data section is not compared: it is always the corpus manifest's (a run saved before that
     rule recorded its preset's, and gets the corpus's on this resume)."""
     saved = read_run_config(run_dir)
-    ours, theirs = (_flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
+    ours, theirs = (flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
     differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     others = [k for k in differing if k != RESUMABLE_KEY]
     if others:
@@ -566,16 +614,6 @@ def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amend
             new=config.train.max_steps,
         )
     ]
-
-
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def start_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +29,15 @@ def invoke_cli(*args):
     from moectl.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def trained_run(tmp_path_factory, label: str, *args):
+    """A run trained through the CLI with `args` (preset, --set, --data) in a fresh folder, for
+    module fixtures that many tests read."""
+    path = tmp_path_factory.mktemp(label) / "run"
+    result = invoke_cli("train", *args, "--run-dir", path)
+    assert result.exit_code == 0, result.output
+    return path
 
 
 @pytest.fixture
@@ -102,22 +112,47 @@ def tiny_corpus(tmp_path_factory):
     return prepare_corpus(config, root / "corpus").path
 
 
-def tree_hash(root) -> str:
-    """A digest of every file and folder below `root` (paths, modes, contents): equal before and
-    after a refused command means it changed nothing on disk."""
-    import hashlib
+def snapshot(root) -> dict[str, tuple[str, bytes | None]]:
+    """Every path below `root` (itself included) with its mode and, for a file, its bytes:
+    equal before and after a refused command means it changed nothing on disk."""
     from pathlib import Path
 
     root = Path(root)
-    digest = hashlib.sha256()
     if not root.exists():
+        return {}
+    found = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        info = path.lstat()
+        found[str(path.relative_to(root))] = (
+            oct(info.st_mode),
+            path.read_bytes() if path.is_file() else None,
+        )
+    return found
+
+
+def tree_hash(root) -> str:
+    """A digest of `snapshot(root)`, for comparing a folder's bytes before and after."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    entries = snapshot(root)
+    if not entries:
         return "absent"
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(oct(path.stat().st_mode).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
+    for name, (mode, data) in entries.items():
+        digest.update(name.encode() + mode.encode() + (data or b""))
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def untouched(*roots):
+    """Assert that the block changes no path, mode or byte below any of `roots` (a folder that
+    did not exist must still not exist)."""
+    before = [snapshot(root) for root in roots]
+    yield
+    for root, old in zip(roots, before, strict=True):
+        new = snapshot(root)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        assert not changed, f"{root} changed: {changed[:10]}"
 
 
 def refused(result, *needles: str) -> str:
@@ -132,3 +167,35 @@ def refused(result, *needles: str) -> str:
     for needle in needles:
         assert needle in line, result.output
     return line
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """read_only(folder): make `folder` read-only (0555) for the test. As root, whom the
+    kernel lets write anyway, `os.access` is made to answer from the mode bits as it would for
+    the owner, so a check that asks before writing sees what a user would."""
+    folders = []
+    real_access = os.access
+
+    def owner_access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and any(
+            str(path) == str(f) or str(path).startswith(f"{f}/") for f in folders
+        ):
+            try:
+                if not os.stat(path).st_mode & 0o200:
+                    return False
+            except OSError:
+                return False
+        return real_access(path, mode, *args, **kwargs)
+
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", owner_access)
+
+    def make(folder):
+        folder.chmod(0o555)
+        folders.append(folder)
+        return folder
+
+    yield make
+    for folder in folders:
+        folder.chmod(0o755)

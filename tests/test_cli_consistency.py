@@ -1,21 +1,105 @@
-"""One CLI: short flags mean one thing, --device defaults to auto, presets are listed, configs
-can be printed, typos get a suggestion, and a log without a terminal gets plain step lines."""
+"""One CLI: short flags mean one thing, --device defaults to auto, on/off options are
+--flag/--no-flag, every option is described with one placeholder style, shell completion is
+there, usage errors read like every other error, presets are listed, configs can be printed,
+typos get a suggestion, and a log without a terminal gets plain step lines."""
 
 from __future__ import annotations
 
-import click
+import re
+
 import typer
 import yaml
 from conftest import refused, tree_hash
 
 from moectl.config import TrainConfig, preset_names
 
+ACTIONS = {"help", "version", "install_completion", "show_completion"}
+"""Options that do one thing and exit, so they have no --no- form."""
 
-def commands() -> dict[str, click.Command]:
+
+def root():
     from moectl.cli.app import app
 
-    group = typer.main.get_command(app)
+    return typer.main.get_command(app)
+
+
+def commands() -> dict:
+    group = root()
     return {name: group.get_command(None, name) for name in group.list_commands(None)}
+
+
+def all_params():
+    """(command name, parameter) for every option and argument, the root's and help included."""
+    group = root()
+    for name, command in {"moectl": group, **commands()}.items():
+        ctx = typer.Context(command, info_name=name)
+        for param in command.get_params(ctx):
+            yield name, param
+
+
+def test_on_off_options_are_flag_pairs_and_take_no_placeholder():
+    for name, param in all_params():
+        if not getattr(param, "is_flag", False) or param.name in ACTIONS:
+            continue
+        assert param.secondary_opts == [f"--no-{param.opts[0][2:]}"], (name, param.opts)
+        assert param.metavar == "", (name, param.opts)
+
+
+def test_every_option_is_described_with_one_placeholder_style(cli):
+    style = re.compile(r"^[A-Z]+(=[A-Z]+)?$")
+    for name, param in all_params():
+        assert (param.help or "").strip(), f"{name} {param.opts} has no description"
+        if not getattr(param, "is_flag", False):
+            assert style.match(param.metavar or ""), (name, param.opts, param.metavar)
+    for name in commands():
+        text = cli(name, "--help").output
+        assert not re.search(r"<(bool|path|str|int|float|list)", text), (name, text)
+
+
+def test_shell_completion_is_typers_own(cli):
+    names = {param.name for _, param in all_params()}
+    assert {"install_completion", "show_completion"} <= names
+    script = cli("--show-completion", "bash")
+    assert script.exit_code == 0 and "_MOECTL_COMPLETE=complete_bash" in script.output
+
+
+def test_usage_errors_are_one_error_and_hint_line(cli):
+    for name in commands():
+        line = refused(cli(name, "--bogus"), "error: No such option: --bogus")
+        assert "Traceback" not in line and "╭" not in cli(name, "--bogus").output
+    result = cli("evaluate", "run", "--max-blocks", 0)
+    refused(result, "Invalid value for '--max-blocks'")
+    assert "hint: `moectl evaluate --help` lists the options" in result.output
+    refused(cli("export", "run"), "Missing option '--out'")
+
+
+def test_a_permission_no_command_checked_is_still_one_line(cli, monkeypatch):
+    def denied():
+        raise PermissionError(13, "Permission denied", "/srv/presets")
+
+    monkeypatch.setattr("moectl.config.preset_names", denied)
+    refused(cli("presets"), "permission denied: /srv/presets")
+
+
+def test_quickstart_takes_set_and_config_like_train(cli, tmp_path, monkeypatch):
+    from moectl.study.plan import plan_configs
+
+    options = {name: {o for p in c.params for o in p.opts} for name, c in commands().items()}
+    for name in ("train", "quickstart"):
+        assert {"-s", "--set", "-c", "--config"} <= options[name]
+    captured = {}
+
+    def fake_study(out, size, **kwargs):
+        captured.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("moectl.study.run_study", fake_study)
+    config = tmp_path / "mine.yaml"
+    config.write_text("moe:\n  router_lr_scale: 3.0\ntrain:\n  lr: 0.002\n")
+    cli("quickstart", "--tiny", "-c", config, "-s", "train.lr=0.003", "--out", tmp_path / "s")
+    _, runs = plan_configs("tiny", "scratch", captured["overrides"])
+    for run in runs.values():  # the file reaches every stage, and --set wins over it
+        assert (run.moe.router_lr_scale, run.train.lr) == (3.0, 0.003)
 
 
 def test_each_short_flag_means_one_option_everywhere():
@@ -64,9 +148,11 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(cli, tiny_co
 
 def test_typos_get_did_you_mean(cli):
     command = cli("trian")
-    assert command.exit_code == 2 and "Did you mean 'train'?" in command.output
+    refused(command, "No such command 'trian'")
+    assert "hint: Did you mean 'train'?" in command.output
     option = cli("train", "--preset", "tiny", "--print-conifg")
-    assert option.exit_code == 2 and "--print-config)" in option.output
+    refused(option, "No such option: --print-conifg")
+    assert "--print-config" in option.output
     refused(cli("train", "--preset", "tny", "--print-config"), "did you mean 'tiny'?")
     key = cli("train", "--preset", "tiny", "--set", "train.lrr=1", "--print-config")
     assert key.exit_code == 2 and "train.lrr: unknown field (did you mean 'lr'?)" in key.output

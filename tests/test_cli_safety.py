@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import refused, tree_hash
+from conftest import refused, trained_run, tree_hash
 
 from moectl.errors import DataError
 
@@ -19,12 +19,7 @@ TINY = ["--preset", "tiny", "--set", "train.max_steps=4", "--set", "train.save_e
 
 @pytest.fixture(scope="module")
 def run(tiny_corpus, tmp_path_factory):
-    from conftest import invoke_cli
-
-    path = tmp_path_factory.mktemp("safety") / "run"
-    result = invoke_cli("train", *TINY, "--data", tiny_corpus, "--run-dir", path)
-    assert result.exit_code == 0, result.output
-    return path
+    return trained_run(tmp_path_factory, "safety", *TINY, "--data", tiny_corpus)
 
 
 def test_force_never_replaces_a_run_or_other_files(cli, run, tmp_path):
@@ -136,6 +131,6 @@ def test_run_dir_that_is_a_corpus_is_refused(cli, tiny_corpus):
     before = tree_hash(Path(tiny_corpus))
     refused(
         cli("train", *TINY, "--data", tiny_corpus, "--run-dir", tiny_corpus),
-        "is a prepared corpus, not a run directory",
+        "is a prepared corpus, not a moectl run directory",
     )
     assert tree_hash(Path(tiny_corpus)) == before

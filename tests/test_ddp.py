@@ -23,8 +23,18 @@ OVERRIDES = [
 ]
 
 
-def _worker(rank: int, world_size: int, port: int, corpus: str, run_dir: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, corpus: str, run_dir: str, overrides=None
+) -> None:
+    """One rank of a gloo job training the tiny preset with `overrides` (default OVERRIDES).
+
+    The process group is joined here with a timeout, so a rank that dies cannot leave the other
+    waiting for the default half hour; the trainer then finds the group initialized.
+    """
+    import datetime
+
     import torch
+    import torch.distributed as dist
 
     os.environ.update(
         RANK=str(rank),
@@ -36,7 +46,12 @@ def _worker(rank: int, world_size: int, port: int, corpus: str, run_dir: str) ->
     torch.set_num_threads(1)
     from moectl.training.trainer import train_run
 
-    train_run(resolve_run_config("tiny", overrides=OVERRIDES), corpus, run_dir)
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    try:
+        config = resolve_run_config("tiny", overrides=overrides or OVERRIDES)
+        train_run(config, corpus, run_dir)
+    finally:
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:

@@ -21,6 +21,7 @@ from test_model_io import small_tokenizer, tiny
 from moectl.config import MoEConfig
 from moectl.export import export_model
 from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.routing import moe_layers
 
 IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
 NEW_TOKENS = 6
@@ -110,6 +111,9 @@ def run_without_moectl(path: Path, tmp_path: Path) -> dict:
 def artifact(tmp_path: Path, moe: MoEConfig | None, *, with_tokenizer: bool = True) -> Path:
     """A tiny artifact whose experts differ enough that routing matters."""
     model = tiny(moe)
+    for layer in moe_layers(model).values():
+        if moe.balance == "bias":  # a bias that changes choices, so the export must carry it
+            layer.balance.bias.copy_(torch.linspace(0.3, -0.3, moe.routed_experts))
     path = tmp_path / "artifact"
     tokenizer = small_tokenizer() if with_tokenizer else None
     save_model(model, path, ModelMeta(moe=moe), tokenizer=tokenizer)
@@ -120,6 +124,19 @@ MOE = {
     "dense": None,
     "top1": MoEConfig(enabled=True, layers=[1], n_experts=4, top_k=1, perturbation_std=0.5),
     "top2": MoEConfig(enabled=True, layers=[0, 1], n_experts=4, top_k=2, perturbation_std=0.5),
+    # bias with the router and expert options that change inference (the other schemes
+    # export as switch does: test_every_scheme_exports_its_logits_and_generates).
+    "bias": MoEConfig(
+        enabled=True,
+        layers=[0, 1],
+        n_experts=2,
+        top_k=1,
+        perturbation_std=0.5,
+        balance="bias",
+        score="sigmoid",
+        shared_experts=1,
+        granularity=2,
+    ),
 }
 
 
@@ -155,12 +172,39 @@ def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None
             and "AutoModelForCausalLM" in (config["auto_map"])
         )
         tokens = ids.numel()
-        assert got["router_shapes"] == [[tokens, 4]] * len(moe.layers)
-        assert got["aux_loss"] > 0 and got["aux_coef"] == moe.lb_coef
-        assert got["aux_in_loss"] == pytest.approx(moe.lb_coef * got["aux_loss"], rel=1e-4)
+        assert got["router_shapes"] == [[tokens, moe.routed_experts]] * len(moe.layers)
+        coef = moe.lb_coef if moe.balance not in ("bias", "none") else 0.0
+        assert got["aux_loss"] > 0 and got["aux_coef"] == coef
+        assert got["aux_in_loss"] == pytest.approx(coef * got["aux_loss"], rel=1e-4, abs=1e-7)
 
 
-@pytest.mark.parametrize("kind", ["dense", "top2"])
+@pytest.mark.parametrize("balance", ["global", "sequence", "none"])
+def test_every_scheme_exports_its_logits_and_generates(tmp_path: Path, balance: str) -> None:
+    """The schemes that only change training export the switch model; checked in this process
+    with the exported modeling file's class (the process that cannot import moectl runs the
+    bias export above, and the switch ones)."""
+    from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
+    from moectl.model.hf_format import CODE_FILES, HF_CODE
+
+    moe = MoEConfig(enabled=True, layers=[1], n_experts=4, top_k=2, balance=balance)
+    source = artifact(tmp_path, moe)
+    export_model(source, tmp_path / "hf")
+    for name in CODE_FILES:
+        assert (tmp_path / "hf" / name).read_bytes() == (HF_CODE / name).read_bytes()
+    exported = MoectlGPT2MoEForCausalLM.from_pretrained(tmp_path / "hf")
+    ids = torch.tensor(IDS)
+    reference = load_model(source).model
+    with torch.no_grad():
+        diff = exported.eval()(ids).logits - reference(ids).logits
+        generated = exported.generate(ids[:1], max_new_tokens=3, do_sample=False)
+        greedy = reference.generate(ids[:1], max_new_tokens=3, do_sample=False, use_cache=False)
+    assert diff.abs().max() <= 1e-5
+    assert generated.tolist() == greedy.tolist()
+    assert exported.config.balance == balance
+    assert exported.config.router_aux_loss_coef == (0.0 if balance == "none" else moe.lb_coef)
+
+
+@pytest.mark.parametrize("kind", ["dense", "top2", "bias"])
 def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
     source = artifact(tmp_path, MOE[kind])
     export_model(source, tmp_path / "hf")
@@ -170,6 +214,7 @@ def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
         diff = back.model(ids).logits - load_model(source).model(ids).logits
     assert diff.abs().max() == 0
     assert back.meta.moe_layers == ([] if MOE[kind] is None else [0, 1])
+    assert back.meta.moe == load_model(source).meta.moe
     assert back.tokenizer is not None and back.tokenizer.eos_token_id == 0
 
 

@@ -12,8 +12,8 @@ from moectl.config import MoEConfig
 from moectl.model.dispatch import expert_counts, expert_gelu_mlp, expert_linear, group
 from moectl.model.experts import StackedExperts
 from moectl.model.factory import apply_moe
-from moectl.model.moe import MoEMLP, RouterStats
-from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
+from moectl.model.moe import MoEMLP
+from moectl.model.router import Assignment, load_balancing_loss, noise_scale, route, z_loss
 from moectl.model.routing import aux_losses, last_router_stats, moe_layers, set_router_progress
 
 
@@ -103,9 +103,9 @@ def test_top1_forward_weight_is_exactly_one_and_router_learns_from_lm_loss_alone
 def test_top2_weights_are_renormalized_selected_probs():
     logits = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
     routing = route(logits, top_k=2)
-    torch.testing.assert_close(routing.weights.sum(-1), torch.ones(50))
-    chosen = routing.clean_probs.gather(1, routing.expert_index)
-    torch.testing.assert_close(routing.weights, chosen / chosen.sum(-1, keepdim=True))
+    torch.testing.assert_close(routing.expert_weight.sum(-1), torch.ones(50))
+    chosen = routing.probs.gather(1, routing.expert_index)
+    torch.testing.assert_close(routing.expert_weight, chosen / chosen.sum(-1, keepdim=True))
     assert (routing.expert_index[:, 0] != routing.expert_index[:, 1]).all()
 
 
@@ -149,7 +149,7 @@ def test_router_noise_only_in_training_before_annealing_ends():
     layer = moe_layers(model)[1]
     x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(4))
 
-    def clean_weights(stats: RouterStats) -> torch.Tensor:
+    def clean_weights(stats: Assignment) -> torch.Tensor:
         top = stats.probs.topk(2, dim=-1).values
         return top / top.sum(-1, keepdim=True)
 
@@ -188,10 +188,10 @@ def run_experts(experts, x, logits, top_k, grouped):
     lg = logits.clone().requires_grad_()
     routing = route(lg, top_k)
     if grouped is None:
-        out = naive_moe(xg, routing.expert_index, routing.weights, experts)
+        out = naive_moe(xg, routing.expert_index, routing.expert_weight, experts)
     else:
         experts.grouped = grouped
-        out = experts(xg, routing.expert_index, routing.weights)
+        out = experts(xg, routing.expert_index, routing.expert_weight)
     (out * torch.linspace(-1, 1, x.shape[1])).sum().backward()
     grads = [p.grad.clone() for p in experts.parameters()]
     return out.detach(), xg.grad, lg.grad, grads
@@ -280,13 +280,14 @@ def test_router_stats_shapes_and_aux_losses():
     assert s.expert_index.shape == (15, 2) and s.expert_index.dtype == torch.long
     assert s.expert_weight.shape == (15, 2) and s.entropy.shape == (15,)
     assert not s.logits.requires_grad and not s.probs.requires_grad
-    assert s.lb_loss.requires_grad and s.z_loss.requires_grad
+    losses = {i: layer.last_losses for i, layer in moe_layers(model).items()}
+    assert all(lb.requires_grad and z.requires_grad for lb, z in losses.values())
     torch.testing.assert_close(s.probs.sum(-1), torch.ones(15))
     expected_entropy = -(s.probs * s.probs.log()).sum(-1)
     torch.testing.assert_close(s.entropy, expected_entropy)
     lb, z = aux_losses(model)
-    torch.testing.assert_close(lb, (stats[0].lb_loss + stats[1].lb_loss) / 2)
-    torch.testing.assert_close(z, (stats[0].z_loss + stats[1].z_loss) / 2)
+    torch.testing.assert_close(lb, (losses[0][0] + losses[1][0]) / 2)
+    torch.testing.assert_close(z, (losses[0][1] + losses[1][1]) / 2)
 
 
 def test_aux_losses_of_dense_model_are_zero():
@@ -306,7 +307,7 @@ def test_router_math_stays_float32_under_bf16_autocast():
     assert out.dtype == torch.bfloat16
     stats = layer.last_stats
     assert stats.logits.dtype == torch.float32 and stats.probs.dtype == torch.float32
-    assert stats.lb_loss.dtype == torch.float32 and stats.z_loss.dtype == torch.float32
+    assert all(loss.dtype == torch.float32 for loss in layer.last_losses)
     expected = torch.nn.functional.linear(x.reshape(-1, 32), layer.gate.weight)
     torch.testing.assert_close(stats.logits, expected)
 
@@ -336,8 +337,8 @@ def test_moe_layer_compiles_to_one_graph_forward_and_backward(top_k):
         torch.manual_seed(1)
         with torch._dynamo.config.patch(error_on_recompile=len(results) == 2):
             out = fn(xg)
-        stats = layer.last_stats
-        (out.square().sum() + stats.lb_loss + stats.z_loss).backward()
+        lb, z = layer.last_losses
+        (out.square().sum() + lb + z).backward()
         grads = (xg.grad, layer.gate.weight.grad, layer.experts.fc_weight.grad)
         results.append((out.detach(), *grads))
     torch.testing.assert_close(results[1], results[0])

@@ -45,6 +45,11 @@ def test_routing_rows_become_stable_scalar_names_and_a_collapse_event() -> None:
     assert text == "step 4: collapse warning, busiest expert layer 1 70% (2 consecutive)"
     quiet = {**ROUTING_ROW, "collapse": {**ROUTING_ROW["collapse"], "warning": False}}
     assert collapse_text(quiet) is None
+    assert not any("/balance/" in name for name in flat)  # switch keeps no state
+    layer = {**ROUTING_ROW["layers"]["1"], "balance": {"bias_min": -0.02, "bias_max": 0.01}}
+    biased = sink_scalars("routing", {**ROUTING_ROW, "layers": {"1": layer}})
+    assert biased["routing/layer_1/balance/bias_min"] == -0.02
+    assert biased["routing/layer_1/balance/bias_max"] == 0.01
     train = {"kind": "train", "step": 3, "loss": 2.0, "lb_loss": None, "time": 1e9,
              "domain_loss": {"code": 1.5}}  # fmt: skip
     assert sink_scalars("train", train) == {"train/loss": 2.0, "train/domain_loss/code": 1.5}

@@ -137,6 +137,7 @@ def test_reduced_by_training_and_inherited():
     finding = specialization_finding({"top-1": [reduced]})
     assert finding.verdict == "reduced by training"
     assert finding.value == pytest.approx(-0.2) and "step-0 model" in finding.control
+    assert finding.measure == "top-1 layer 2: NMI, trained - step-0 model"
     same = _result("moe", [_layer(2, 0.2, 0.2, 0.2), _layer(3, 0.2, 0.2, 0.2)])
     assert specialization_finding({"top-1": [same]}).verdict == "inherited"
 

@@ -241,3 +241,22 @@ def test_token_cross_entropy_matches_torch_in_value_and_gradient(dtype, monkeypa
     x = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, 1, 2, 3, 4, -100, 1, 2, 3])
     assert torch.autograd.gradcheck(lambda a: loss.token_cross_entropy(a, t), (x,))
+
+
+def test_domain_batches_take_turns_never_repeat_and_resume():
+    from moectl.training.batches import DomainBlockSampler, train_sampler
+
+    domain_ids = np.array([0] * 7 + [1] * 5 + [2] * 9)
+    sampler = train_sampler("domain", domain_ids, 2, seed=3)
+    assert isinstance(sampler, DomainBlockSampler)
+    batches = [sampler.next_batch() for _ in range(6)]
+    assert [set(domain_ids[b]) for b in batches] == [{0}, {1}, {2}] * 2
+    seen = [i for b in batches[1::3] for i in b]  # domain 1: 5 blocks, 2 full batches
+    assert len(set(seen)) == 4
+    state = sampler.state_dict()
+    ahead = [sampler.next_batch() for _ in range(7)]
+    again = DomainBlockSampler(domain_ids, 2, seed=3)
+    again.load_state_dict(state)
+    assert [again.next_batch() for _ in range(7)] == ahead
+    with pytest.raises(TrainingError, match="fewer than one batch of 6"):
+        DomainBlockSampler(domain_ids, 6, seed=0)

@@ -436,10 +436,15 @@ def _token_routing(
     )
 
 
+def results_dir(model_path: Path, run_dir: Path | None) -> Path:
+    """The folder a model's results are saved in by default: <run dir or model dir>/eval."""
+    return Path(run_dir or model_path) / "eval"
+
+
 def result_path(result: EvaluationResult) -> Path:
     """Where a result is saved by default: <run dir or model dir>/eval/<corpus name>.json."""
-    base = Path(result.run_dir) if result.run_dir else Path(result.model_path)
-    return base / "eval" / f"{result.corpus_name}.json"
+    run_dir = Path(result.run_dir) if result.run_dir else None
+    return results_dir(Path(result.model_path), run_dir) / f"{result.corpus_name}.json"
 
 
 def save_results(results: list[EvaluationResult], out: Path | None = None) -> list[Path]:

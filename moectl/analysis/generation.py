@@ -84,7 +84,7 @@ def generate(
     if max_new_tokens >= window:
         raise ModelError(
             f"the model sees at most {window} positions, so it cannot add {max_new_tokens} tokens",
-            hint=f"ask for fewer new tokens (-n {window // 2})",
+            hint=f"ask for fewer new tokens (--max-new-tokens {window // 2})",
         )
     dropped = max(0, len(ids) + max_new_tokens - window)
     ids = ids[dropped:]
@@ -103,6 +103,15 @@ def generate(
             inputs = torch.tensor([ids], dtype=torch.long, device=device)
             mask = torch.ones_like(inputs)
             output = model.generate(inputs, attention_mask=mask, generation_config=config)
+    except (ValueError, TypeError) as exc:
+        if not options:
+            raise
+        given = " ".join(f"{key}={value}" for key, value in options.items())
+        raise ModelError(
+            f"transformers refused the generation option(s) {given}: {exc}",
+            hint="give each option a value of its GenerationConfig type, e.g. "
+            "repetition_penalty=1.3",
+        ) from None
     finally:
         for hook in hooks:
             hook.remove()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from moectl.analysis.bootstrap import Verdict
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.errors import MoectlError
+from moectl.fs import read_text
 
 RESULT_FORMAT = 1
 
@@ -310,7 +311,7 @@ def load_results(path: Path) -> list[EvaluationResult]:
             f"evaluation results not found: {path}", hint="run `moectl evaluate` first"
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text(path, hint="re-run `moectl evaluate`"))
         if isinstance(raw, dict) and "results" in raw:
             return EvaluationSet.model_validate(raw).results
         return [EvaluationResult.model_validate(raw)]

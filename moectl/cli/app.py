@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Annotated, Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer import _click as click  # Typer parses with its own copy of click
+from typer.core import TyperCommand, TyperGroup
 
 from moectl import __version__
 from moectl.cli.common import render_error
@@ -22,22 +25,103 @@ class _State:
 STATE = _State()
 
 
+PLACEHOLDERS: dict[type, str] = {Path: "PATH", int: "INTEGER", float: "NUMBER", str: "TEXT"}
+"""The value placeholder of each parameter type: one style, UPPERCASE words, in every command
+(a declaration may name a more telling one, e.g. KEY=VALUE)."""
+
+
+def set_placeholders(params: list[click.Parameter]) -> list[click.Parameter]:
+    """Give every parameter the placeholder of its type; an on/off flag takes no value, so it
+    shows none (its --flag/--no-flag names say it all)."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+            continue
+        annotation = param.type_descriptor.annotation
+        if get_origin(annotation) is list:
+            (annotation,) = get_args(annotation)
+        placeholder = PLACEHOLDERS.get(annotation, "VALUE")
+        if param.param_type_name == "argument":  # named for what it is, typed like an option
+            param.metavar = param.metavar or (param.name or "").upper()
+            param.display_type_rich = lambda ctx, text=placeholder: text  # type: ignore[method-assign]
+        elif param.metavar is None:
+            param.metavar = placeholder
+    return params
+
+
+class MoectlCommand(TyperCommand):
+    """A moectl command: Typer's, with one placeholder style (`set_placeholders`)."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return set_placeholders(super().get_params(ctx))
+
+
 class MoectlGroup(TyperGroup):
-    """Turns MoectlError from any command into one message and its exit code (no traceback).
-    (A mistyped command or option gets "Did you mean" from Typer and click themselves.)"""
+    """Turns every error a user can fix into the same one-line `error:` + `hint:` form and exit
+    code 2, without a traceback: a MoectlError from any command, a usage error from parsing
+    (a mistyped option, a bad value; Typer's "did you mean" becomes the hint) and a permission
+    a command did not check first."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except MoectlError as error:
-            if STATE.debug:
-                raise
-            render_error(error)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            if STATE.debug:
-                raise
-            raise typer.Exit(130) from None
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return set_placeholders(super().get_params(ctx))
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.exceptions.UsageError as error:
+        if STATE.debug:
+            raise
+        render_error(usage_error(error))
+        raise typer.Exit(2) from None
+    except MoectlError as error:
+        if STATE.debug:
+            raise
+        render_error(error)
+        raise typer.Exit(error.exit_code) from None
+    except PermissionError as error:
+        if STATE.debug:
+            raise
+        render_error(
+            MoectlError(
+                f"permission denied: {error.filename or error}",
+                hint="choose a path you can write to, or change its permissions",
+            )
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if STATE.debug:
+            raise
+        raise typer.Exit(130) from None
+
+
+def usage_error(error: click.exceptions.UsageError) -> MoectlError:
+    """A parser's error as a MoectlError: its message on one line, its suggestion and where
+    to read the command's options as the hint."""
+    text = " ".join(error.format_message().split())
+    message, found, suggestion = text.partition(" Did you mean")
+    ctx = error.ctx
+    command = ctx.command_path if ctx is not None else "moectl"
+    listed = "commands" if ctx is None or isinstance(ctx.command, TyperGroup) else "options"
+    hint = f"Did you mean{suggestion} " if found else ""
+    return MoectlError(message, hint=hint + f"`{command} --help` lists the {listed}")
 
 
 app = typer.Typer(
@@ -47,7 +131,7 @@ app = typer.Typer(
     "prepare-data -> train -> evaluate -> visualize, or all of it at once with quickstart.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -64,7 +148,9 @@ def _main(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug/--no-debug", help="Show full tracebacks on errors.")
+    ] = False,
 ) -> None:
     STATE.debug = debug or os.environ.get("MOECTL_DEBUG") == "1"
     if not STATE.debug:
@@ -85,15 +171,15 @@ def _register() -> None:
         visualize,
     )
 
-    app.command("prepare-data")(prepare_data.prepare_data)
-    app.command("inspect")(inspect.inspect)
-    app.command("train")(train.train)
-    app.command("evaluate")(evaluate.evaluate)
-    app.command("visualize")(visualize.visualize)
-    app.command("generate")(generate.generate)
-    app.command("export")(export.export)
-    app.command("quickstart")(quickstart.quickstart)
-    app.command("presets")(presets.presets)
+    app.command("prepare-data", cls=MoectlCommand)(prepare_data.prepare_data)
+    app.command("inspect", cls=MoectlCommand)(inspect.inspect)
+    app.command("train", cls=MoectlCommand)(train.train)
+    app.command("evaluate", cls=MoectlCommand)(evaluate.evaluate)
+    app.command("visualize", cls=MoectlCommand)(visualize.visualize)
+    app.command("generate", cls=MoectlCommand)(generate.generate)
+    app.command("export", cls=MoectlCommand)(export.export)
+    app.command("quickstart", cls=MoectlCommand)(quickstart.quickstart)
+    app.command("presets", cls=MoectlCommand)(presets.presets)
 
 
 _register()

@@ -42,6 +42,7 @@ SetOption = Annotated[
     typer.Option(
         "--set",
         "-s",
+        metavar="KEY=VALUE",
         help="Override one field, e.g. --set train.lr=1e-3 (repeatable; wins over --config).",
         show_default=False,
     ),
@@ -64,9 +65,11 @@ def domain_style(domain: str, domains: list[str]) -> str:
 
 def render_error(error: MoectlError) -> None:
     """One clear error (plus its problems and hint) on stderr, no traceback; each is one line
-    however narrow the terminal (soft wrap), so a log keeps it greppable."""
+    however narrow the terminal (soft wrap) or long the library's message, so a log keeps it
+    greppable."""
     out = err_console
-    out.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    message = " ".join(error.message.split())  # a library's multi-line text, too, is one line
+    out.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     for path, message in getattr(error, "problems", []):
         out.print(
             f"  [yellow]{escape(path)}[/]: {escape(message)}", highlight=False, soft_wrap=True
@@ -76,9 +79,11 @@ def render_error(error: MoectlError) -> None:
 
 
 def render_warnings(warnings: list[str]) -> None:
-    """Warnings the core returned, one per line, on stderr."""
+    """Warnings the core returned, one line each (soft wrap), on stderr."""
     for warning in warnings:
-        err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True
+        )
 
 
 class RichProgress:

@@ -41,7 +41,10 @@ def evaluate(
         int | None,
         typer.Option("--max-blocks", min=1, help="Evaluate at most this many blocks."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Blocks per forward pass (memory, not results)."),
+    ] = 8,
     device: DeviceOption = "auto",
     permutations: Annotated[
         int,
@@ -62,7 +65,9 @@ def evaluate(
             "--out", "-o", help="Write all results to this JSON file instead of <run>/eval/."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json/--no-json", help="Print the results as JSON.")
+    ] = False,
 ) -> None:
     """Evaluate models on a prepared corpus: overall and per-domain loss and perplexity, and for
     MoE models per-layer routing: domain x expert fractions, utilization and imbalance, router
@@ -88,10 +93,16 @@ def evaluate(
         EvaluationOptions,
         corpus_for,
         evaluate_models,
+        results_dir,
         save_results,
     )
     from moectl.data.store import load_corpus
+    from moectl.fs import check_writable
+    from moectl.rundir import resolve_model
 
+    destinations = [out] if out else [results_dir(*resolve_model(m)) for m in models]
+    for destination in destinations:  # before the evaluation, not after it ran
+        check_writable(destination, "--out")
     data = data or corpus_for(models)
     if data is None:
         raise MoectlError(

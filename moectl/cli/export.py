@@ -18,7 +18,9 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write.", show_default=False)
     ],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force/--no-force", help="Replace an existing --out.")
+    ] = False,
     tokenizer: Annotated[
         Path | None,
         typer.Option(
@@ -48,7 +50,9 @@ def export(
       moectl export runs/dense/best --out exported/dense --force
     """
     from moectl.export import export_model
+    from moectl.fs import check_writable
 
+    check_writable(out, "--out")
     result = export_model(model, out, force=force, tokenizer=tokenizer)
     render_warnings(result.warnings)
     kind = "GPT-2" if result.kind == "dense" else "MoE GPT-2 (custom code)"

@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 def generate(
     model: Annotated[Path, typer.Argument(help="A run directory or a model artifact directory.")],
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 50,
+    max_new_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-new-tokens", min=1, help="Tokens to add (fewer than the model's context)."
+        ),
+    ] = 50,
     temperature: Annotated[
         float | None,
         typer.Option(
@@ -36,13 +41,17 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
     show_experts: Annotated[
         bool,
-        typer.Option("--show-experts", help="Show the expert each MoE layer chose per token."),
+        typer.Option(
+            "--show-experts/--no-show-experts",
+            help="Show the expert each MoE layer chose per token.",
+        ),
     ] = False,
     device: DeviceOption = "auto",
     options: Annotated[
         list[str] | None,
         typer.Option(
             "--gen",
+            metavar="KEY=VALUE",
             help="Another transformers GenerationConfig field, e.g. --gen repetition_penalty=1.3 "
             "(repeatable).",
             show_default=False,

@@ -15,7 +15,9 @@ def inspect(
     samples: Annotated[
         int, typer.Option("--samples", min=0, help="Decoded blocks to show per domain.")
     ] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json/--no-json", help="Print JSON for scripts.")
+    ] = False,
 ) -> None:
     """Show what is inside a prepared corpus, a run, a checkpoint or a model artifact.
 

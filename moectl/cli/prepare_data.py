@@ -54,6 +54,7 @@ def prepare_data(
         list[str] | None,
         typer.Option(
             "--domain",
+            metavar="NAME=PATH",
             help="NAME=PATH_OR_GLOB for --source files (repeatable), or NAME to pick domains.",
             show_default=False,
         ),
@@ -103,7 +104,7 @@ def prepare_data(
     force: Annotated[
         bool,
         typer.Option(
-            "--force",
+            "--force/--no-force",
             help="Replace --out if it is a moectl corpus or an empty folder (once the new one "
             "is done); anything else is refused.",
         ),

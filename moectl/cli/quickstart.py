@@ -21,7 +21,7 @@ def quickstart(
         "moectl-study"
     ),
     tiny: Annotated[
-        bool, typer.Option("--tiny", help="A two-minute version (tiny model and corpus).")
+        bool, typer.Option("--tiny/--no-tiny", help="A two-minute version (tiny model and corpus).")
     ] = False,
     plan: Annotated[
         str,
@@ -31,11 +31,23 @@ def quickstart(
             "upcycle: pretrain a dense GPT-2 and upcycle it.",
         ),
     ] = DEFAULT_PLAN,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML config file for every training stage, as in `moectl train` (--set wins).",
+            show_default=False,
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
-            help="key=value for every training stage, as in `moectl train` (repeatable).",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Override one field in every training stage, as in `moectl train` (repeatable).",
+            show_default=False,
         ),
     ] = None,
     seeds: Annotated[
@@ -45,6 +57,7 @@ def quickstart(
             metavar="LIST",
             help="Comma-separated train.seed values: every stage runs once per seed and each "
             "finding reports its verdict per seed and an interval over seeds. Default: one seed.",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -70,8 +83,11 @@ def quickstart(
 
       moectl quickstart --plan upcycle --set moe.router_lr_scale=10 --out study-router-lr
 
+      moectl quickstart --config my-moe.yaml --out study-mine
+
       moectl quickstart --seeds 0,1,2 --out study-3-seeds
     """
+    from moectl.config import config_file_overrides
     from moectl.study import StageOutcome, run_study
 
     if plan not in PLAN_NAMES:
@@ -82,6 +98,7 @@ def quickstart(
     seed_list = parse_seeds(seeds)
     command = " ".join(
         ["moectl quickstart", f"--out {out}", *(["--tiny"] if tiny else []), f"--plan {plan}"]
+        + ([f"--config {config}"] if config else [])
         + [f"--set {o}" for o in overrides or []]
         + ([f"--seeds {','.join(map(str, seed_list))}"] if seed_list else [])
     )
@@ -101,7 +118,7 @@ def quickstart(
             callback=progress,
             on_stage=on_stage,
             plan_name=plan,
-            overrides=overrides or [],
+            overrides=[*(config_file_overrides(config) if config else []), *(overrides or [])],
             seeds=seed_list,
             command=command,
         )

@@ -135,7 +135,7 @@ def train(
     resume_path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="PATH",
+            metavar="CHECKPOINT",
             help="With --resume: a checkpoints/step-N directory (default: the run's latest).",
             show_default=False,
         ),
@@ -150,9 +150,9 @@ def train(
     resume: Annotated[
         bool,
         typer.Option(
-            "--resume",
+            "--resume/--no-resume",
             help="Continue the run with its saved config and corpus from its latest checkpoint, "
-            "or from the PATH given after it; only --set train.max_steps=N may change.",
+            "or from the CHECKPOINT given after it; only --set train.max_steps=N may change.",
         ),
     ] = False,
     init_from: Annotated[
@@ -166,7 +166,10 @@ def train(
     ] = None,
     print_config: Annotated[
         bool,
-        typer.Option("--print-config", help="Print the resolved config and exit (writes nothing)."),
+        typer.Option(
+            "--print-config/--no-print-config",
+            help="Print the resolved config and exit (writes nothing).",
+        ),
     ] = False,
 ) -> None:
     """Train a dense or MoE GPT-2 on a prepared corpus; Ctrl-C saves a checkpoint to resume.
@@ -197,7 +200,7 @@ def train(
     if resume_path is not None and not resume:
         raise TrainingError(
             f"unexpected argument {resume_path}",
-            hint="a checkpoint path goes right after --resume: --resume PATH",
+            hint="a checkpoint path goes right after --resume: --resume CHECKPOINT",
         )
     if resume and init_from is not None:
         raise TrainingError(

@@ -49,9 +49,21 @@ def visualize(
       moectl visualize --eval results.json --out figs/ --format svg
     """
     from moectl.analysis.results import load_results
+    from moectl.fs import check_writable
     from moectl.viz.study import visualize_study
 
     runs = list(runs or [])
+    if not runs and not eval_files:
+        raise MoectlError(
+            "nothing to visualize",
+            hint="pass run directories (moectl visualize runs/moe), or --eval results.json "
+            "--out FOLDER",
+        )
+    if out is not None and out.exists() and not out.is_dir():
+        raise MoectlError(
+            f"--out {out} is a file, not a folder",
+            hint="pass a folder for the figures and report.html (it is created if missing)",
+        )
     for run in runs:
         if not run.exists():
             raise MoectlError(f"{run} does not exist", hint="pass run directories of moectl train")
@@ -66,7 +78,10 @@ def visualize(
         base = runs[0] if len(runs) == 1 else _common_parent(runs)
         out_dir, report_path = base / "figures", base / "report.html"
     else:
-        raise MoectlError("no output folder", hint="pass --out when visualizing only --eval files")
+        raise MoectlError(
+            "--eval files alone have no run folder to write into", hint="pass --out FOLDER"
+        )
+    check_writable(out_dir, "--out")
     warnings: list[str] = []
     if runs and not files:
         warnings.append("no evaluation results: run `moectl evaluate` for heatmaps and tokens")

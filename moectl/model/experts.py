@@ -61,27 +61,43 @@ class StackedExperts(nn.Module):
         n_experts: int,
         perturbation_std: float = 0.0,
         generator: torch.Generator | None = None,
+        granularity: int = 1,
     ) -> StackedExperts:
         """`n_experts` copies of the GPT2MLP `dense`, each parameter (numel > 1) plus noise.
 
-        The noise is perturbation_std * (the dense parameter's std) * N(0, 1), drawn from
-        `generator` expert by expert in the order c_fc.weight, c_fc.bias, c_proj.weight,
-        c_proj.bias: the draws of format-1 upcycling, so a seed gives the same experts.
+        With `granularity` g each copy is split into g experts of inner width H/g (DeepSeekMoE's
+        fine-grained experts): slice j keeps fc columns and proj rows j*H/g..(j+1)*H/g, its proj
+        weight scaled by g and the full proj bias, so the g slices weighted 1/g each sum to the
+        dense MLP. Expert e*g + j is slice j of copy e. The noise is perturbation_std * (the
+        dense parameter's std) * N(0, 1), drawn from `generator` expert by expert in the order
+        c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias: the draws of format-1 upcycling, so
+        a seed gives the same experts.
         """
         fc, proj = dense.c_fc, dense.c_proj
         hidden, inner = fc.weight.shape
-        experts = cls(n_experts, hidden, inner, copy.deepcopy(dense.act), dense.dropout.p)
-        sources = [fc.weight, fc.bias, proj.weight, proj.bias]
+        if inner % granularity:
+            raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
+        width = inner // granularity
+        n_total = n_experts * granularity
+        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act), dense.dropout.p)
+        dense_params = [fc.weight, fc.bias, proj.weight, proj.bias]
+        slices = [
+            fc.weight.detach().reshape(hidden, granularity, width).transpose(0, 1),
+            fc.bias.detach().reshape(granularity, width),
+            proj.weight.detach().reshape(granularity, width, hidden) * granularity,
+            proj.bias.detach().expand(granularity, hidden),
+        ]
         stacked = [experts.fc_weight, experts.fc_bias, experts.proj_weight, experts.proj_bias]
         experts.to(device=fc.weight.device, dtype=fc.weight.dtype).train(dense.training)
         with torch.no_grad():
-            for target, source in zip(stacked, sources, strict=True):
-                target.copy_(source.detach().expand_as(target))
+            for target, source in zip(stacked, slices, strict=True):
+                target.copy_(source.repeat(n_experts, *[1] * (source.dim() - 1)))
             if perturbation_std > 0:
-                for e in range(n_experts):
-                    for target, source in zip(stacked, sources, strict=True):
+                for e in range(n_total):
+                    for target, source in zip(stacked, dense_params, strict=True):
                         if source.numel() > 1:
-                            noise = torch.randn(source.shape, generator=generator).to(source)
+                            shape = target.shape[1:]
+                            noise = torch.randn(shape, generator=generator).to(source)
                             target[e].add_(noise * (perturbation_std * source.std()))
         return experts
 

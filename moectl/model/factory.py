@@ -18,7 +18,7 @@ from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig, MoEConfig
-from moectl.errors import ModelError, OfflineError
+from moectl.errors import ConfigError, ModelError, OfflineError
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
@@ -197,18 +197,16 @@ def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list
             hint="upcycle a dense model (disable moe, or start from a dense checkpoint)",
         )
     layers = moe_cfg.resolve_layers(model.config.n_layer)
+    check_granularity(moe_cfg, model.config)
     generator = torch.Generator().manual_seed(seed)
     scratch = moe_cfg.init == "scratch"
     for index in layers:
         block = model.transformer.h[index]
         block.mlp = MoEMLP.upcycle(
             block.mlp,
+            moe_cfg,
             hidden_size=model.config.n_embd,
             layer_index=index,
-            n_experts=moe_cfg.n_experts,
-            top_k=moe_cfg.top_k,
-            noise_std=moe_cfg.noise_std,
-            anneal_fraction=moe_cfg.anneal_fraction,
             perturbation_std=0.0 if scratch else moe_cfg.perturbation_std,
             gate_init_std=model.config.initializer_range,
             generator=generator,
@@ -216,6 +214,22 @@ def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list
         if scratch:
             init_experts_from_scratch(block.mlp, model.config, generator)
     return layers
+
+
+def check_granularity(moe_cfg: MoEConfig, config: GPT2Config) -> None:
+    """ConfigError unless moe.granularity divides the MLP's hidden width."""
+    inner = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+    if inner % moe_cfg.granularity:
+        raise ConfigError(
+            "invalid MoE granularity",
+            [
+                (
+                    "moe.granularity",
+                    f"{moe_cfg.granularity} does not divide the MLP hidden width {inner}; "
+                    "pick a divisor of it",
+                )
+            ],
+        )
 
 
 def init_experts_from_scratch(
@@ -229,7 +243,9 @@ def init_experts_from_scratch(
     """
     std = config.initializer_range
     with torch.no_grad():
-        for name, param in layer.experts.named_parameters():
+        experts = [layer.experts] if layer.shared is None else [layer.experts, layer.shared]
+        params = [item for module in experts for item in module.named_parameters()]
+        for name, param in params:
             if name.endswith("bias"):
                 param.zero_()
                 continue

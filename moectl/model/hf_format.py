@@ -36,6 +36,10 @@ MOE_FIELDS = (
     "num_experts_per_tok",
     "output_router_logits",
     "router_aux_loss_coef",
+    "scoring_func",
+    "balance",
+    "n_shared_experts",
+    "moe_intermediate_size",
     "auto_map",
     "moectl",
 )
@@ -69,12 +73,16 @@ def moe_config_of(config: dict[str, Any]) -> MoEConfig | None:
     if config.get("model_type") != MOE_MODEL_TYPE:
         return None
     saved = (config.get("moectl") or {}).get("moe") or {}
+    granularity = saved.get("granularity", 1)
     layout = {
         "enabled": True,
         "layers": list(config["moe_layers"]),
         "last_n": None,
-        "n_experts": config["num_local_experts"],
-        "top_k": config["num_experts_per_tok"],
+        "n_experts": config["num_local_experts"] // granularity,
+        "top_k": config["num_experts_per_tok"] // granularity,
+        "score": config.get("scoring_func", "softmax"),
+        "balance": config.get("balance", saved.get("balance", "switch")),
+        "shared_experts": config.get("n_shared_experts", 0),
     }
     return MoEConfig.model_validate({**saved, **layout})
 

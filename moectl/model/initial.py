@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, Field, ValidationError
+from safetensors.torch import load, save_file
 from torch import nn
 
 from moectl.config import ModelConfig, MoEConfig
-from moectl.errors import ModelError
-from moectl.fs import atomic_directory
+from moectl.errors import ModelError, MoectlError
+from moectl.fs import atomic_directory, read_bytes, read_text
 from moectl.model.factory import apply_moe, build_model
 from moectl.model.io import LoadedModel, ModelMeta, load_model
 from moectl.model.routing import moe_layers
@@ -35,6 +35,7 @@ INIT_DIR = "init"
 RECORD_NAME = "init.json"
 GATES_NAME = "gates.safetensors"
 INIT_FORMAT = 1
+RETRAIN_HINT = "train the run again with this moectl to get the init-router control"
 
 
 class InitRecord(BaseModel):
@@ -50,6 +51,9 @@ class InitRecord(BaseModel):
     eos_id: int | None = None
     tokenizer: dict[str, Any]
     sha256: str = ""
+    gates_sha256: str | None = Field(
+        None, description="SHA-256 of gates.safetensors as written (absent in older records)"
+    )
 
 
 def build_initial(record: InitRecord, loaded: LoadedModel | None = None) -> nn.Module:
@@ -88,10 +92,11 @@ def _gates(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def write_init_record(run_dir: Path, model: nn.Module, record: InitRecord) -> Path:
     """Write init/ for a fresh MoE run (atomically; the record gains the model's digest)."""
-    record = record.model_copy(update={"sha256": state_sha256(model)})
     target = Path(run_dir) / INIT_DIR
     with atomic_directory(target) as tmp:
         save_file(_gates(model), str(tmp / GATES_NAME))
+        gates = hashlib.sha256((tmp / GATES_NAME).read_bytes()).hexdigest()
+        record = record.model_copy(update={"sha256": state_sha256(model), "gates_sha256": gates})
         (tmp / RECORD_NAME).write_text(record.model_dump_json(indent=2), encoding="utf-8")
     return target
 
@@ -103,12 +108,34 @@ def read_init_record(run_dir: Path) -> InitRecord:
         raise ModelError(
             f"run {run_dir} has no {INIT_DIR}/{RECORD_NAME} (dense, or trained before moectl "
             "recorded the step-0 model)",
-            hint="train the run again with this moectl to get the init-router control",
+            hint=RETRAIN_HINT,
         )
     try:
-        return InitRecord.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise ModelError(f"{path} is not an init record: {exc.errors()[0]['msg']}") from None
+        return InitRecord.model_validate_json(read_text(path))
+    except (MoectlError, ValidationError) as exc:
+        why = exc.message if isinstance(exc, MoectlError) else exc.errors()[0]["msg"]
+        raise ModelError(f"{path} is unreadable ({why})", hint=RETRAIN_HINT) from None
+
+
+def read_gates(run_dir: Path, record: InitRecord) -> dict[str, torch.Tensor]:
+    """The step-0 gates, checked against the digest the record holds; a ModelError naming
+    gates.safetensors when it is missing, damaged or not the file written at step 0."""
+    path = Path(run_dir) / INIT_DIR / GATES_NAME
+    try:
+        data = read_bytes(path)
+    except MoectlError as exc:
+        raise ModelError(f"{path} is unreadable ({exc.message})", hint=RETRAIN_HINT) from None
+    try:
+        gates = load(data)
+    except Exception as exc:  # safetensors raises its own error types for a torn header
+        raise ModelError(f"{path} is unreadable ({exc})", hint=RETRAIN_HINT) from None
+    if record.gates_sha256 is not None and hashlib.sha256(data).hexdigest() != record.gates_sha256:
+        raise ModelError(
+            f"{path} differs from the one written at step 0 (its SHA-256 does not match "
+            f"{RECORD_NAME})",
+            hint="restore the file from a copy of the run, or train the run again",
+        )
+    return gates
 
 
 def load_initial_model(run_dir: Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -122,13 +149,27 @@ def load_initial_model(run_dir: Path, device: str | torch.device = "cpu") -> Loa
         )
     with torch.random.fork_rng(devices=[]):
         model = build_initial(record)
-    gates = load_file(str(Path(run_dir) / INIT_DIR / GATES_NAME))
+    gates = read_gates(run_dir, record)
     for index, layer in moe_layers(model).items():
-        layer.gate.weight.data.copy_(gates[f"{index}.gate.weight"])
+        name = f"{index}.gate.weight"
+        if name not in gates or gates[name].shape != layer.gate.weight.shape:
+            raise ModelError(
+                f"{Path(run_dir) / INIT_DIR / GATES_NAME} holds no {name} of the model's shape",
+                hint=RETRAIN_HINT,
+            )
+        layer.gate.weight.data.copy_(gates[name])
     if state_sha256(model) != record.sha256:
+        causes = [
+            f"{record.init_from} (the model it was built from) changed"
+            if record.init_from
+            else "the model code changed",
+            "torch draws differently",
+        ]
+        if record.gates_sha256 is None:  # an older record: the gates file is not ruled out
+            causes.insert(0, f"{INIT_DIR}/{GATES_NAME} was altered")
         raise ModelError(
             f"the rebuilt step-0 model of {run_dir} differs from the one recorded at training "
-            f"time (changed {record.init_from or 'model code'}, or another torch version)",
+            f"time: {', or '.join(causes)}",
             hint="evaluate with the moectl/torch versions and init model the run was trained with",
         )
     meta = ModelMeta(

@@ -1,47 +1,33 @@
 """A routed mixture of GPT-2 MLP experts that drops in for `GPT2MLP`.
 
-The experts are stacked weights (moectl.model.experts) run by a grouped dispatch
-(moectl.model.dispatch). The router runs in float32 even under bf16 autocast: softmax and
-logsumexp over a handful of logits are where low precision bites (ST-MoE). Nothing in the
-forward or backward reads a device value on the host (no .item(), .tolist() or bool(tensor) on
-the CUDA path), so a training step queues without waiting for the GPU and the layer compiles to
-one graph; the annealed noise scale is a buffer for the same reason.
+The seam: the router (moectl.model.router.Router) turns tokens into one `Assignment`; the
+experts (stacked weights, moectl.model.experts, run by moectl.model.dispatch) consume its
+indices and weights; the layer's balancing scheme (moectl.model.balance) turns it into an aux
+loss and lends the router its selection bias. Shared experts are a stacked group every token
+visits with weight 1. Nothing in the forward or backward reads a device value on the host (no
+.item(), .tolist() or bool(tensor) on the CUDA path), so a training step queues without waiting
+for the GPU and the layer compiles to one graph; the annealed noise scale is a buffer for the
+same reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moectl.config import MoEConfig
+from moectl.model.balance import Balance, make_balance
+from moectl.model.balance.switch import SwitchBalance
 from moectl.model.experts import StackedExperts
-from moectl.model.router import load_balancing_loss, noise_scale, route, z_loss
-
-
-@dataclass
-class RouterStats:
-    """What one MoE layer's router did in the last forward pass.
-
-    Tokens are flattened row-major from (batch, seq). Everything is detached except the two
-    losses, which the trainer adds to the LM loss.
-    """
-
-    logits: Tensor  # (T, E) clean logits, float32
-    probs: Tensor  # (T, E) clean softmax, float32
-    expert_index: Tensor  # (T, k) long
-    expert_weight: Tensor  # (T, k)
-    entropy: Tensor  # (T,) nats
-    lb_loss: Tensor  # scalar, carries gradient
-    z_loss: Tensor  # scalar, carries gradient
+from moectl.model.router import Assignment, Router, Score, noise_scale, z_loss
 
 
 class MoEMLP(nn.Module):
-    """Router + `n_experts` copies of a GPT-2 MLP; same call signature as `GPT2MLP`.
+    """Router + routed experts (+ shared experts); same call signature as `GPT2MLP`.
 
-    `last_stats` holds the router statistics of the latest forward so the trainer and the
-    analysis read them without running the model again.
+    `last_stats` holds the detached `Assignment` of the latest forward and `last_losses` its
+    (balancing loss, z-loss), so the trainer and the analysis read them without running the
+    model again.
     """
 
     def __init__(
@@ -53,13 +39,18 @@ class MoEMLP(nn.Module):
         top_k: int = 1,
         noise_std: float = 0.0,
         anneal_fraction: float = 0.25,
+        score: Score = "softmax",
+        balance: Balance | None = None,
+        shared: StackedExperts | None = None,
     ) -> None:
         super().__init__()
         n_experts = experts.n_experts
-        if not 1 <= top_k <= n_experts:
-            raise ValueError(f"top_k must be in 1..{n_experts}, got {top_k}")
+        # Experts before the gate: the parameter order (and so the float sums over it, as in
+        # the gradient norm) stays the one of moectl's original layer.
         self.experts = experts
-        self.gate = nn.Linear(hidden_size, n_experts, bias=False)
+        self.gate = Router(hidden_size, n_experts, top_k, score)
+        self.shared = shared
+        self.balance = balance if balance is not None else SwitchBalance(n_experts)
         self.layer_index = layer_index
         self.n_experts = n_experts
         self.top_k = top_k
@@ -69,39 +60,46 @@ class MoEMLP(nn.Module):
         self.progress: tuple[int, int] | None = None
         self.noise_std = noise_std
         self.anneal_fraction = anneal_fraction
-        self.last_stats: RouterStats | None = None
+        self.last_stats: Assignment | None = None
+        self.last_losses: tuple[Tensor, Tensor] | None = None
 
     @classmethod
     def upcycle(
         cls,
         dense: nn.Module,
+        moe: MoEConfig,
         *,
         hidden_size: int,
         layer_index: int,
-        n_experts: int,
-        top_k: int = 1,
-        noise_std: float = 0.0,
-        anneal_fraction: float = 0.25,
         perturbation_std: float = 0.0,
         gate_init_std: float = 0.02,
         generator: torch.Generator | None = None,
     ) -> MoEMLP:
-        """Experts copied from `dense` plus perturbation_std * param.std() * N(0, 1) noise.
+        """The MoE layer `moe` describes, its experts made from the GPT2MLP `dense`.
 
-        The noise (and the gate's N(0, gate_init_std) init) come from `generator`, so a seed
-        fixes the upcycled model. With perturbation 0 every expert equals the dense MLP.
+        Routed experts copy `dense` (split into moe.granularity slices each) plus
+        perturbation_std * param.std() * N(0, 1) noise; shared experts copy it exactly. The
+        noise and the gate's N(0, gate_init_std) init come from `generator`, so a seed fixes
+        the upcycled model. The g slices of one copy share a gate row, so with perturbation 0
+        they are chosen together and the layer computes the dense MLP exactly.
         """
-        experts = StackedExperts.upcycle(dense, n_experts, perturbation_std, generator)
+        g = moe.granularity
+        experts = StackedExperts.upcycle(dense, moe.n_experts, perturbation_std, generator, g)
+        shared = StackedExperts.upcycle(dense, moe.shared_experts) if moe.shared_experts else None
         layer = cls(
             experts,
             hidden_size,
             layer_index=layer_index,
-            top_k=top_k,
-            noise_std=noise_std,
-            anneal_fraction=anneal_fraction,
+            top_k=moe.routed_top_k,
+            noise_std=moe.noise_std,
+            anneal_fraction=moe.anneal_fraction,
+            score=moe.score,
+            balance=make_balance(moe, experts.n_experts),
+            shared=shared,
         )
-        gate = torch.randn(layer.gate.weight.shape, generator=generator) * gate_init_std
+        gate = torch.randn((moe.n_experts, hidden_size), generator=generator) * gate_init_std
         device = next(dense.parameters()).device
+        gate = gate.repeat_interleave(g, dim=0) if g > 1 else gate
         layer.gate.weight.data = gate.to(device=device, dtype=torch.float32)
         return layer.to(device).train(dense.training)
 
@@ -124,22 +122,16 @@ class MoEMLP(nn.Module):
     def forward(self, hidden_states: Tensor) -> Tensor:
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])
+        noise = self.routing_noise if self.training and self.noise_std > 0 else 0.0
+        sequences = x.shape[0] // shape[-2] if len(shape) > 2 else 1
+        assignment = self.gate(x, noise, self.balance.selection_bias(), sequences)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = F.linear(x.float(), self.gate.weight.float())
-            noisy = self.training and self.noise_std > 0
-            routing = route(logits, self.top_k, self.routing_noise if noisy else 0.0)
-            lb = load_balancing_loss(routing.probs, routing.expert_index, self.n_experts)
-            z = z_loss(logits)
-        out = self.experts(x, routing.expert_index, routing.weights)
-        self.last_stats = RouterStats(
-            logits=logits.detach(),
-            probs=routing.clean_probs.detach(),
-            expert_index=routing.expert_index,
-            expert_weight=routing.weights.detach(),
-            entropy=routing.entropy.detach(),
-            lb_loss=lb,
-            z_loss=z,
-        )
+            self.last_losses = (self.balance.aux_loss(assignment), z_loss(assignment.logits))
+        out = self.experts(x, assignment.expert_index, assignment.expert_weight)
+        if self.shared is not None:
+            index = torch.arange(self.shared.n_experts, device=x.device).expand(x.shape[0], -1)
+            out = out + self.shared(x, index, torch.ones(index.shape, device=x.device))
+        self.last_stats = assignment.detached()
         return out.reshape(*shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from moectl.model.moe import MoEMLP, RouterStats
+from moectl.model.moe import MoEMLP
+from moectl.model.router import Assignment
 
 
 def moe_layers(model: nn.Module) -> dict[int, MoEMLP]:
@@ -18,13 +19,18 @@ def moe_layers(model: nn.Module) -> dict[int, MoEMLP]:
     return dict(sorted(layers.items()))
 
 
-def last_router_stats(model: nn.Module) -> dict[int, RouterStats]:
-    """Router statistics of the last forward pass, per MoE layer that has run."""
+def last_router_stats(model: nn.Module) -> dict[int, Assignment]:
+    """The (detached) routing assignment of the last forward pass, per MoE layer that has run."""
     return {i: m.last_stats for i, m in moe_layers(model).items() if m.last_stats is not None}
 
 
+def balance_states(model: nn.Module) -> dict[int, dict[str, float]]:
+    """Each MoE layer's balancing-scheme state (moectl.model.balance), for logs and trackers."""
+    return {i: m.balance.state() for i, m in moe_layers(model).items()}
+
+
 def aux_losses(model: nn.Module) -> tuple[Tensor, Tensor]:
-    """(LB loss, z-loss) of the last forward, each averaged over the MoE layers.
+    """(balancing loss, z-loss) of the last forward, each averaged over the MoE layers.
 
     A dense model gives two zero tensors, so the trainer's loss formula needs no special case.
     """
@@ -33,12 +39,12 @@ def aux_losses(model: nn.Module) -> tuple[Tensor, Tensor]:
         device = next(model.parameters()).device
         zero = torch.zeros((), device=device)
         return zero, zero.clone()
-    missing = [i for i, m in layers.items() if m.last_stats is None]
+    missing = [i for i, m in layers.items() if m.last_losses is None]
     if missing:
         raise RuntimeError(f"MoE layers {missing} have no router statistics: run a forward first")
-    stats = [m.last_stats for m in layers.values()]
-    lb = torch.stack([s.lb_loss for s in stats]).mean()
-    z = torch.stack([s.z_loss for s in stats]).mean()
+    losses = [m.last_losses for m in layers.values()]
+    lb = torch.stack([lb for lb, _ in losses]).mean()
+    z = torch.stack([z for _, z in losses]).mean()
     return lb, z
 
 

@@ -43,6 +43,13 @@ SOURCE_ORDER = (
 )
 """Per-layer sources of domain routing, strongest claim first (the finding takes the first that
 any layer gives)."""
+FROZEN_GATE = "the init gate on the trained hidden states (frozen gate)"
+STEP_ZERO = "the step-0 model (init body and gate)"
+MEASURES = {
+    FROZEN_GATE: "router-made NMI (trained - frozen gate)",
+    STEP_ZERO: "NMI, trained - step-0 model",
+}
+"""The specialization finding's two controls and the difference each decides by."""
 
 
 def study_findings(
@@ -476,12 +483,7 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
         reproduced=verdict == "made by the router",
         verdict=verdict,
         text=f"{summary} ({', '.join(where)}).{_seed_note(seed_sources, n_seeds)}",
-        measure=f"{label} layer {layers[0].layer}: "
-        + (
-            "router-made NMI (trained - init gate)"
-            if "gate" in control
-            else "NMI, trained - step 0"
-        ),
+        measure=f"{label} layer {layers[0].layer}: {MEASURES[control]}",
         value=value,
         ci=ci,
         control=control,
@@ -497,11 +499,11 @@ def _decider(layers: list[RoutingAnalysis], verdict: str) -> tuple[float, tuple[
     specs = [layer.specialization for layer in layers]
     made = _difference([s.router_made for s in specs])
     if made is not None and verdict in SOURCE_ORDER[:2]:
-        return made[0], made[1], "the init gate on the trained hidden states (frozen gate)"
+        return made[0], made[1], FROZEN_GATE
     model = _difference([s.emergent for s in specs])
     if model is None:
-        return float("-inf"), (float("nan"), float("nan")), "none"
-    return model[0], model[1], "the step-0 model (init body and gate)"
+        return float("-inf"), (float("nan"), float("nan")), STEP_ZERO
+    return model[0], model[1], STEP_ZERO
 
 
 def figures_finding(figures: list[str], token_page: Path) -> Finding:

@@ -1,6 +1,6 @@
 """Accumulates router assignments between router-log steps and turns them into routing.jsonl rows.
 
-After every forward the trainer hands over the MoE layers' `RouterStats`; this keeps only counts
+After every forward the trainer hands over each MoE layer's `Assignment`; this keeps only counts
 (one index_add per layer) and entropy sums, so logging costs nothing next to the forward pass, and
 the counts can be summed across DDP ranks before a row is written. The sums live on the model's
 device and are read on the host only when a row is written: a step never waits for the GPU.
@@ -69,11 +69,12 @@ class RoutingAccumulator:
             + [self.entropy_sum[k] for k in self.layers]
         )
 
-    def row(self, step: int) -> dict[str, Any]:
+    def row(self, step: int, balance: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
         """The routing.jsonl row for the tokens seen since the last reset (without `collapse`).
 
         Each layer keeps its domain x expert assignment counts and the NMI(domain; expert) they
-        give, so specialization over training is exact from the log, with no pass over the data.
+        give, so specialization over training is exact from the log, with no pass over the data;
+        `balance` adds each layer's balancing-scheme state (bias range, global f_i).
         """
         state = self.state_dict()  # one read from the device
         layers: dict[str, Any] = {}
@@ -98,6 +99,7 @@ class RoutingAccumulator:
                 "entropy": float(entropy_sum.sum() / tokens) if tokens > 0 else 0.0,
                 "domain_entropy": domain_entropy,
                 "max_fraction": float(fractions.max()) if total > 0 else 0.0,
+                "balance": (balance or {}).get(layer, {}),
             }
         return {"step": step, "layers": layers}
 

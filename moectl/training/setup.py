@@ -63,6 +63,26 @@ def fresh_model(
     return build_initial(record, loaded), record
 
 
+ARCHITECTURE_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions")
+
+
+def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:
+    """The config of a run that starts from an artifact (--init-from), its model section
+    giving the artifact's architecture where the config names another: that model is what
+    trains, whatever size the preset named, and config.yaml records what trained. (An unset
+    n_positions stays unset, so a resume that brings the same preset matches the record.)"""
+    have = meta.gpt2_config
+    found = {
+        key: have[key]
+        for key in ARCHITECTURE_FIELDS
+        if key in have and getattr(config.model, key) not in (None, have[key])
+    }
+    if not found:
+        return config
+    model = config.model.model_copy(update=found)
+    return config.model_copy(update={"model": model})
+
+
 def load_artifact(path: Path) -> LoadedModel:
     if not path.is_dir() or not any((path / f).is_file() for f in ("model.json", "config.json")):
         raise TrainingError(
@@ -78,8 +98,8 @@ def layout_of_config(config: RunConfig, n_layer: int) -> dict[str, Any]:
     layers = moe.resolve_layers(n_layer)
     return {
         "layers": layers,
-        "n_experts": moe.n_experts if layers else 0,
-        "top_k": moe.top_k if layers else 0,
+        "n_experts": moe.routed_experts if layers else 0,
+        "top_k": moe.routed_top_k if layers else 0,
     }
 
 

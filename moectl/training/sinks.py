@@ -141,7 +141,8 @@ def sink_scalars(kind: str, row: dict[str, Any]) -> dict[str, float]:
     (the busiest expert's share), `routing/layer_L/nmi` (NMI(domain; expert) of the row's
     counts; the step-0 row is the init router), `routing/layer_L/expert_E` (share of the top-k
     assignments),
-    `routing/layer_L/<domain>/expert_E` and `routing/layer_L/<domain>/entropy`; and
+    `routing/layer_L/<domain>/expert_E` and `routing/layer_L/<domain>/entropy`,
+    `routing/layer_L/balance/<key>` (the balancing scheme's state: bias_min, bias_max, f_i); and
     `collapse/warning`, `collapse/consecutive`, `collapse/stop` (0/1 markers and the count).
     """
     if kind != "routing":
@@ -158,6 +159,8 @@ def sink_scalars(kind: str, row: dict[str, Any]) -> dict[str, float]:
             flat.update(_experts(f"{prefix}/{domain}", fractions))
         for domain, entropy in stats["domain_entropy"].items():
             flat[f"{prefix}/{domain}/entropy"] = float(entropy)
+        for key, value in stats.get("balance", {}).items():
+            flat[f"{prefix}/balance/{key}"] = float(value)
     collapse = row.get("collapse") or {}
     for key in ("warning", "consecutive", "stop"):
         if key in collapse:

@@ -21,18 +21,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moectl import rundir
-from moectl.config import RunConfig
+from moectl import fs, rundir
+from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
 from moectl.errors import TrainingError
 from moectl.model.compat import check_model_fits_corpus
 from moectl.model.initial import write_init_record
 from moectl.model.io import read_meta, save_model
-from moectl.model.routing import last_router_stats, moe_layers, set_router_progress
+from moectl.model.routing import (
+    balance_states,
+    last_router_stats,
+    moe_layers,
+    set_router_progress,
+)
 from moectl.progress import ProgressCallback, report
 from moectl.rundir import EvalRow, EvalScores, JsonlWriter, RoutingRow, TrainRow
-from moectl.training.batches import BlockSampler, eval_subset, fetch
+from moectl.training.balancing import StepCounts, count_before_step
+from moectl.training.batches import eval_subset, fetch, train_sampler
 from moectl.training.checkpoint import (
     STATE_FORMAT,
     capture_rng_state,
@@ -56,6 +62,7 @@ from moectl.training.results import StopReason, TrainResult
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import build_optimizer
 from moectl.training.setup import (
+    config_of_artifact,
     configure_routers,
     fresh_model,
     model_meta,
@@ -103,24 +110,17 @@ def train_run(
             f"--init-from {init_path} does not exist",
             hint="pass a model directory such as runs/dense/best",
         )
-    checkpoint = rundir.resolve_resume(run_dir, resume)
+    rundir.check_run_dir(run_dir, resuming=bool(resume))
+    fs.check_writable(run_dir, "--run-dir")
     corpus = load_corpus(data_dir)
+    corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
     config = config.model_copy(update={"data": corpus.manifest.config})
-    amendments: list[rundir.Amendment] = []
-    if checkpoint is not None:
-        step = rundir.artifact_step(checkpoint)
-        amendments = rundir.resume_amendments(run_dir, config, step)
-        if step >= config.train.max_steps:
-            return TrainResult(
-                run_dir=str(run_dir),
-                steps=step,
-                max_steps=config.train.max_steps,
-                stop_reason="already_complete",
-                resumed_from=str(checkpoint),
-            )
-    source = checkpoint or init_path
-    if source is not None:
-        check_model_fits_corpus(read_meta(source), corpus, str(source))
+    check_context(config, corpus.block_size)
+    if init_path is not None:
+        artifact = read_meta(init_path)
+        check_model_fits_corpus(artifact, corpus, str(init_path))
+        config = config_of_artifact(config, artifact)
+    fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
         check_compile(device)
@@ -133,8 +133,26 @@ def train_run(
     lock = rundir.lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
     try:
         with lock:
-            trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
             try:
+                # The checkpoint is read only under the lock: no other writer prunes it meanwhile.
+                checkpoint = rundir.resolve_resume(run_dir, resume) if resume else fresh_checkpoint
+                amendments: list[rundir.Amendment] = []
+                if checkpoint is not None:
+                    step = rundir.artifact_step(checkpoint)
+                    amendments = rundir.resume_amendments(run_dir, config, step)
+                    if step >= config.train.max_steps:
+                        return TrainResult(
+                            run_dir=str(run_dir),
+                            steps=step,
+                            max_steps=config.train.max_steps,
+                            stop_reason="already_complete",
+                            resumed_from=str(checkpoint),
+                        )
+                    check_model_fits_corpus(read_meta(checkpoint), corpus, str(checkpoint))
+                if ctx.is_main:
+                    fs.remove_stale_temps(run_dir)
+                    fs.remove_stale_temps(run_dir / rundir.CHECKPOINTS)
+                trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
                 trainer.setup(checkpoint, init_path, data_dir, amendments)
             except BaseException:
                 if fresh_dir and ctx.is_main:
@@ -208,11 +226,13 @@ class _Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             self.core, cfg, self.config.moe.router_lr_scale
         )
-        self.sampler = BlockSampler(len(self.corpus.train), cfg.batch_size, cfg.seed)
+        train_domains = np.asarray(self.corpus.train.with_format("numpy")["domain"])
+        self.sampler = train_sampler(cfg.batch_mixing, train_domains, cfg.batch_size, cfg.seed)
         self.window = MetricWindow(len(self.domains), self.device)
-        n_experts = self.config.moe.n_experts
+        n_experts = self.config.moe.routed_experts
         self.routing = RoutingAccumulator(self.moe_layers, n_experts, self.domains, self.device)
         self.detector = CollapseDetector(cfg.collapse)
+        self.step_counts = StepCounts.after_step(self.core, self.device)
         if checkpoint is not None:
             self._restore(state)
             self.resumed_from = checkpoint
@@ -327,9 +347,13 @@ class _Trainer:
         values = torch.zeros(4, device=self.device, dtype=torch.float64)
         domain_sum = torch.zeros(n_domains, device=self.device, dtype=torch.float64)
         domain_count = torch.zeros(n_domains, device=self.device, dtype=torch.float64)
-        for micro in range(cfg.grad_accum):
-            indices = self.sampler.next_batch()[rows]
-            input_ids, domain = fetch(self.train_data, indices, self.device)
+        batches = [
+            fetch(self.train_data, self.sampler.next_batch()[rows], self.device)
+            for _ in range(cfg.grad_accum)
+        ]
+        inputs = [input_ids for input_ids, _ in batches]
+        count_before_step(self.core, inputs, self.autocast, self.ctx, self.device)
+        for micro, (input_ids, domain) in enumerate(batches):
             last = micro == cfg.grad_accum - 1
             sync = (
                 self.model.no_sync() if self.ctx.enabled and not last else contextlib.nullcontext()
@@ -348,6 +372,7 @@ class _Trainer:
             if self.moe_layers:
                 stats = last_router_stats(self.core)
                 self.routing.update(stats, token_domains(domain, input_ids.shape[1]))
+                self.step_counts.add(stats)
             parts = [losses.loss.detach(), losses.lm_loss, losses.lb_loss, losses.z_loss]
             values += torch.stack([p.double() for p in parts]) / cfg.grad_accum
             domain_sum += losses.domain_sum
@@ -360,6 +385,7 @@ class _Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.step_counts.end_step(self.ctx, self.device)
         merged = torch.cat([values, domain_sum, domain_count])
         all_reduce_sum(self.ctx, [merged], self.device)
         values = merged[:4] / self.ctx.world_size
@@ -450,14 +476,16 @@ class _Trainer:
         initialized, so the log starts from the init router's routing. It is not a collapse
         check (`collapse` is null): training has not touched the router yet."""
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
-        row = RoutingRow.model_validate({**self.routing.row(0), "collapse": None})
+        row = self.routing.row(0, balance_states(self.core))
+        row = RoutingRow.model_validate({**row, "collapse": None})
         self.routing.reset()
         self._write("routing", row, "routing")
 
     def _log_routing(self) -> bool:
         all_reduce_sum(self.ctx, self.routing.tensors(), self.device)
         status = self.detector.update(self.step, self.routing.max_fractions())
-        row = RoutingRow.model_validate({**self.routing.row(self.step), "collapse": status})
+        row = self.routing.row(self.step, balance_states(self.core))
+        row = RoutingRow.model_validate({**row, "collapse": status})
         self.routing.reset()
         self._write("routing", row, "routing")
         if status.warning:

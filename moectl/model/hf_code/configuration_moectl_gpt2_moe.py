@@ -15,7 +15,13 @@ class MoectlGPT2MoEConfig(GPT2Config):
     num_local_experts: experts per MoE layer. num_experts_per_tok: top-k routing.
     output_router_logits: return each MoE layer's router logits (T, E) by default.
     router_aux_loss_coef: weight of the load-balancing loss added to the LM loss when labels
-        and router logits are both requested (moectl exports its run's lb_coef).
+        and router logits are both requested (moectl exports its run's lb_coef, 0 for a
+        scheme that adds no loss).
+    scoring_func: router scores, "softmax" over experts or "sigmoid" per expert (DeepSeek-V3).
+    balance: moectl's balancing scheme; "bias" adds a per-expert selection bias (a buffer).
+    n_shared_experts: always-on experts beside the routed ones, each of the full MLP width.
+    moe_intermediate_size: hidden width of a routed expert (None: the full MLP width;
+        fine-grained experts are narrower).
     """
 
     model_type = "moectl_gpt2_moe"
@@ -25,3 +31,7 @@ class MoectlGPT2MoEConfig(GPT2Config):
     num_experts_per_tok: int = 1
     output_router_logits: bool = False
     router_aux_loss_coef: float = 0.0
+    scoring_func: str = "softmax"
+    balance: str = "switch"
+    n_shared_experts: int = 0
+    moe_intermediate_size: int | None = None

@@ -6,10 +6,13 @@ MLPs is transformers' own GPT-2, so attention, the KV cache and `generate()` beh
 for a dense GPT-2.
 
 Routing is moectl's (its DESIGN.md section 2), evaluated without noise: a linear gate without
-bias gives float32 logits, softmax, top-k over the probabilities; top-1 weighs its expert by
-exactly 1.0, top-k > 1 renormalizes the chosen probabilities to sum to 1. Expert weights are
-stacked along a leading expert dimension in GPT-2's Conv1D orientation (input dim first):
-`fc_weight` (E, D, H), `fc_bias` (E, H), `proj_weight` (E, H, D), `proj_bias` (E, D).
+bias gives float32 logits, scores (softmax, or sigmoid per expert as DeepSeek-V3), top-k over
+the scores plus the selection bias of balance "bias" (DeepSeek-V3's aux-loss-free balancing;
+the bias only picks, it never weighs); top-1 weighs its expert by exactly 1.0, top-k > 1
+renormalizes the chosen scores to sum to 1. Shared experts (n_shared_experts) process every
+token with weight 1. Expert weights are stacked along a leading expert dimension in GPT-2's
+Conv1D orientation (input dim first): `fc_weight` (E, D, H), `fc_bias` (E, H), `proj_weight`
+(E, H, D), `proj_bias` (E, D).
 """
 
 from dataclasses import dataclass
@@ -35,31 +38,49 @@ class MoectlCausalLMOutput(CausalLMOutputWithCrossAttentions):
     router_logits: tuple[torch.Tensor, ...] | None = None
 
 
+def router_scores(logits: torch.Tensor, scoring_func: str) -> torch.Tensor:
+    """Softmax over experts, or one sigmoid per expert (DeepSeek-V3)."""
+    return logits.softmax(dim=-1) if scoring_func == "softmax" else logits.sigmoid()
+
+
 class MoectlRouter(nn.Module):
     """Linear gate without bias; returns (logits, expert index (T, k), weights (T, k))."""
 
     def __init__(self, config: MoectlGPT2MoEConfig) -> None:
         super().__init__()
         self.top_k = config.num_experts_per_tok
+        self.scoring_func = config.scoring_func
         self.weight = nn.Parameter(torch.empty(config.num_local_experts, config.n_embd))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, selection_bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = F.linear(x.float(), self.weight.float())
-        top_probs, index = logits.softmax(dim=-1).topk(self.top_k, dim=-1)
+        scores = router_scores(logits, self.scoring_func)
+        choice = scores if selection_bias is None else scores + selection_bias
+        index = choice.topk(self.top_k, dim=-1).indices
+        top_scores = scores.gather(1, index)
         if self.top_k == 1:
-            weights = torch.ones_like(top_probs)
+            weights = torch.ones_like(top_scores)
         else:
-            weights = top_probs / top_probs.sum(dim=-1, keepdim=True)
+            weights = top_scores / top_scores.sum(dim=-1, keepdim=True)
         return logits, index, weights
+
+
+class MoectlSelectionBias(nn.Module):
+    """Balance "bias": the per-expert bias added to the scores for the top-k choice only."""
+
+    def __init__(self, config: MoectlGPT2MoEConfig) -> None:
+        super().__init__()
+        self.register_buffer("bias", torch.zeros(config.num_local_experts))
 
 
 class MoectlExperts(nn.Module):
     """E GPT-2 MLPs (fc -> activation -> proj) as stacked parameters."""
 
-    def __init__(self, config: MoectlGPT2MoEConfig) -> None:
+    def __init__(self, config: MoectlGPT2MoEConfig, experts: int, inner: int) -> None:
         super().__init__()
-        experts, width = config.num_local_experts, config.n_embd
-        inner = config.n_inner if config.n_inner is not None else 4 * width
+        width = config.n_embd
         self.num_experts = experts
         self.fc_weight = nn.Parameter(torch.empty(experts, width, inner))
         self.fc_bias = nn.Parameter(torch.empty(experts, inner))
@@ -83,23 +104,34 @@ class MoectlSparseMoeBlock(nn.Module):
 
     def __init__(self, config: MoectlGPT2MoEConfig) -> None:
         super().__init__()
+        inner = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+        routed_inner = config.moe_intermediate_size or inner
         self.gate = MoectlRouter(config)
-        self.experts = MoectlExperts(config)
+        self.experts = MoectlExperts(config, config.num_local_experts, routed_inner)
+        shared = config.n_shared_experts
+        self.shared = MoectlExperts(config, shared, inner) if shared else None
+        self.balance = MoectlSelectionBias(config) if config.balance == "bias" else None
         self.dropout = nn.Dropout(config.resid_pdrop)
         self.router_logits: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])
-        logits, index, weights = self.gate(x)
+        bias = self.balance.bias if self.balance is not None else None
+        logits, index, weights = self.gate(x, bias)
         self.router_logits = logits
         out = self.experts(x, index, weights)
+        if self.shared is not None:
+            every = torch.arange(self.shared.num_experts, device=x.device).expand(x.shape[0], -1)
+            out = out + self.shared(x, every, torch.ones(every.shape, device=x.device))
         return self.dropout(out.reshape(shape))
 
 
-def load_balancing_loss(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+def load_balancing_loss(logits: torch.Tensor, top_k: int, scoring_func: str) -> torch.Tensor:
     """Switch LB loss n_experts * sum_i f_i * P_i of one layer (1.0 at perfect balance)."""
-    probs = logits.softmax(dim=-1)
+    probs = router_scores(logits, scoring_func)
+    if scoring_func != "softmax":
+        probs = probs / probs.sum(dim=-1, keepdim=True)
     index = probs.topk(top_k, dim=-1).indices
     n_experts = logits.shape[-1]
     fractions = torch.bincount(index.reshape(-1), minlength=n_experts).to(probs) / index.numel()
@@ -164,7 +196,9 @@ class MoectlGPT2MoEForCausalLM(GPT2LMHeadModel):
             return outputs
         router_logits = tuple(block.router_logits for block in self.moe_blocks())
         top_k = self.config.num_experts_per_tok
-        aux_loss = torch.stack([load_balancing_loss(r, top_k) for r in router_logits]).mean()
+        scoring = self.config.scoring_func
+        aux_loss = torch.stack([load_balancing_loss(r, top_k, scoring) for r in router_logits])
+        aux_loss = aux_loss.mean()
         if isinstance(outputs, tuple):  # return_dict=False
             return (*outputs, aux_loss, router_logits)
         loss = outputs.loss

@@ -1,0 +1,32 @@
+"""Load-balancing schemes: each one small module, found here by its `name`.
+
+A scheme is a `Balance` (moectl.model.balance.base): the aux loss it adds to a layer's forward,
+the selection bias it lends the router, and what it does with the optimizer step's expert
+counts before (`global`) or after (`bias`) the step. Adding one means a module in this package,
+its name in `MoEConfig.balance` and, if it changes inference, the exported modeling file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING
+
+from moectl.model.balance.base import Balance
+
+if TYPE_CHECKING:
+    from moectl.config import MoEConfig
+
+
+def _schemes() -> dict[str, type[Balance]]:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return {scheme.name: scheme for scheme in Balance.__subclasses__()}
+
+
+SCHEMES = _schemes()
+
+
+def make_balance(moe: MoEConfig, n_experts: int) -> Balance:
+    """The scheme moe.balance names, for a layer of `n_experts` routed experts."""
+    return SCHEMES[moe.balance].from_config(n_experts, moe)

@@ -1,0 +1,63 @@
+"""The interface every load-balancing scheme implements (one nn.Module per MoE layer).
+
+A scheme is a module so that whatever state it keeps (DeepSeek-V3's selection bias) is a buffer
+of the model: saved in checkpoints and artifacts, resumed exactly, exported. The trainer calls
+the two step hooks with the step's expert counts summed over its micro-batches and DDP ranks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from torch import Tensor, nn
+
+from moectl.model.router import Assignment
+
+if TYPE_CHECKING:
+    from moectl.config import MoEConfig
+
+
+class Balance(nn.Module):
+    """What a load-balancing scheme does: an aux loss, a selection bias, step hooks, state.
+
+    `adds_loss`: whether `aux_loss` can be non-zero (an export weighs its LB loss by lb_coef
+    only then). `counts_before_step`: the trainer hands `begin_step` the optimizer step's
+    global expert counts before any of the step's forwards (a routing-only pass).
+    `counts_after_step`: it hands `end_step` the counts the step's forwards made, after the
+    optimizer step.
+    """
+
+    name: ClassVar[str]
+    adds_loss: ClassVar[bool] = True
+    counts_before_step: ClassVar[bool] = False
+    counts_after_step: ClassVar[bool] = False
+
+    def __init__(self, n_experts: int) -> None:
+        super().__init__()
+        self.n_experts = n_experts
+
+    @classmethod
+    def from_config(cls, n_experts: int, moe: MoEConfig) -> Balance:
+        """The scheme for a layer of `n_experts` routed experts, with its moe.* settings."""
+        return cls(n_experts)
+
+    def aux_loss(self, assignment: Assignment) -> Tensor:
+        """The loss this scheme adds for one forward (scaled by moe.lb_coef); 0 for none."""
+        return assignment.logits.new_zeros(())
+
+    def selection_bias(self) -> Tensor | None:
+        """(E,) added to the router's scores for the top-k choice only, or None."""
+        return None
+
+    def begin_step(self, counts: Tensor | None) -> None:
+        """The step's global expert counts (E,), or None when its forwards see them all."""
+
+    def end_step(self, counts: Tensor) -> None:
+        """The expert counts (E,) of the step just taken, summed over micro-batches and ranks."""
+
+    def state(self) -> dict[str, float]:
+        """The scheme's own state for the routing log and the trackers (empty if none)."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return f"n_experts={self.n_experts}"

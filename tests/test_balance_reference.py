@@ -1,0 +1,61 @@
+"""`moe.balance: switch` trains exactly as moectl did before balancing became a seam.
+
+tests/fixtures/switch_reference.json holds the train rows (every loss term, every step) and the
+routing rows of two tiny runs made at commit 55fb020, before the seam: top-1 and top-2, routing
+noise on, gradient accumulation 2. The default scheme must reproduce them bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moectl.config import resolve_run_config
+from moectl.training.trainer import train_run
+
+REFERENCE = Path(__file__).parent / "fixtures" / "switch_reference.json"
+RUNS = {
+    "top1": ["moe.top_k=1"],
+    "top2": ["moe.top_k=2"],
+}
+COMMON = [
+    "moe.enabled=true",
+    "moe.last_n=1",
+    "moe.n_experts=4",
+    "train.max_steps=6",
+    "train.grad_accum=2",
+    "train.log_every=1",
+    "train.router_log_every=3",
+    "train.eval_every=6",
+]
+TRAIN_KEYS = ("step", "loss", "lm_loss", "lb_loss", "z_loss", "grad_norm", "domain_loss")
+
+
+def reference_rows(corpus: Path, run_dir: Path, overrides: list[str]) -> dict[str, list]:
+    """The train rows (loss terms only) and routing rows (without timestamps) of one run."""
+    config = resolve_run_config("tiny", overrides=[*COMMON, *overrides])
+    train_run(config, corpus, run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    train = [r for r in map(json.loads, lines) if r["kind"] == "train"]
+    routing = [json.loads(line) for line in (run_dir / "routing.jsonl").read_text().splitlines()]
+    for row in routing:  # the scheme state came with the seam; switch keeps none
+        for layer in row["layers"].values():
+            if layer.get("balance") == {}:
+                del layer["balance"]
+    return {
+        "train": [{k: r[k] for k in TRAIN_KEYS} for r in train],
+        "routing": [{k: r[k] for k in ("step", "layers")} for r in routing],
+    }
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_switch_reproduces_the_pre_seam_losses_bitwise(tiny_corpus, tmp_path, name):
+    expected = json.loads(REFERENCE.read_text())[name]
+    got = reference_rows(tiny_corpus, tmp_path / name, RUNS[name])
+    assert got["train"] == expected["train"]
+    assert [r["layers"]["1"]["counts"] for r in got["routing"]] == [
+        r["layers"]["1"]["counts"] for r in expected["routing"]
+    ]
+    assert got["routing"] == expected["routing"]
