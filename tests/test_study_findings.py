@@ -185,7 +185,7 @@ def test_loss_finding_over_seeds_counts_verdicts():
     assert finding.seed_verdicts == {"better": 1, "worse": 1}
     assert finding.verdict == "no detectable difference"
     assert finding.value == pytest.approx(0.0, abs=1e-9) and finding.ci[0] < 0 < finding.ci[1]
-    assert len([d for d in finding.details if "seed run" in d]) == 2
+    assert len([d for d in finding.details if ", run moe" in d]) == 2
 
 
 def test_functional_cases_are_counted():

@@ -128,9 +128,13 @@ def _per_seed_losses(
     diffs: list[PairedDifference],
 ) -> list[str]:
     return [
-        f"{label} seed run {x.name}: eval loss {x.loss:.3f} vs {b_label} {y.loss:.3f}, "
-        f"difference {d.difference:+.3f} {format_interval(d.ci)} ({d.relative:+.2%}; paired "
-        f"bootstrap over {len(x.block_loss)} eval blocks)"
+        f"{label}, run {x.name}: eval loss {x.loss:.3f} vs {b_label} {y.loss:.3f}, difference "
+        f"{d.difference:+.3f} {format_interval(d.ci)} ({d.relative:+.2%}; paired bootstrap over "
+        + (
+            f"{len(set(x.block_document))} eval documents)"
+            if x.block_document
+            else f"{len(x.block_loss)} eval blocks)"
+        )
         for x, y, d in zip(a, b, diffs, strict=True)
     ]
 
