@@ -118,10 +118,11 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
         runs = [results[run_name(name, s)] for s in present]
         dense = [results[run_name(dense_name, s)] for s in present]
         loss = "(matched dense)" if name == dense_name else _loss(runs, dense)
-        wall = _mean([wall_seconds(out / "runs" / run_name(name, s)) for s in present])
+        walls = [wall_seconds(out / "runs" / run_name(name, s)) for s in present]
+        wall = f"{sum(walls) / len(walls):.0f}"
         head = f"| {name} | {{layer}} | {len(present)} |"
         if not runs[0].routing:
-            lines.append(head.format(layer="-") + " - |" * 12 + f" {loss} | {wall} |")
+            lines.append(head.format(layer="-") + " - |" * 11 + f" {loss} | {wall} |")
             continue
         for i, layer in enumerate(runs[0].routing):
             specs = [r.routing[i].specialization for r in runs]
