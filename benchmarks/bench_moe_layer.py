@@ -2,13 +2,15 @@
 
 Runs, in one process and interleaved so machine load hits all variants alike: the dense
 `GPT2MLP` (as transformers runs it, and with torch's fused GELU as moectl's models run it),
-moectl's `MoEMLP` at top-1 and top-2 with its CPU path (a loop over the stacked
-experts), optionally with torch's grouped_mm kernel forced (`--grouped-mm`), and a naive MoE that
-scans all tokens with a mask once per expert (the usual research-script loop). Prints
-milliseconds and ratios to dense, for the fastest repeat (least disturbed by other processes on a
-shared machine) and the median.
+moectl's `MoEMLP` at top-1 and top-2 with its grouped_mm kernel (where torch's grouped_mm runs:
+the default) and with its fallback per-expert loop forced (`experts.grouped = False`), and
+optionally a naive MoE that scans all tokens with a mask once per expert (the usual
+research-script loop). Each round times every variant once at every thread count; a variant's
+ratio to the fused-GELU dense MLP is taken within each round (paired), and the table shows the
+median over rounds of the milliseconds and of those ratios, and the fastest repeat.
 
-    python benchmarks/bench_moe_layer.py --threads 1
+    python benchmarks/bench_moe_layer.py --tokens 2048 --width 128 --threads 1 2   # quickstart
+    python benchmarks/bench_moe_layer.py --tokens 4096 --width 768 --threads 1 2   # GPT-2 small
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from transformers import GPT2Config
 from transformers.activations import GELUTanh
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
+from moectl.model.dispatch import grouped_mm_supported
 from moectl.model.experts import StackedExperts
 from moectl.model.moe import MoEMLP
 from moectl.model.router import load_balancing_loss, route, z_loss
@@ -53,7 +56,7 @@ def naive_forward(layer: MoEMLP, hidden: Tensor) -> Tensor:
         load_balancing_loss(routing.probs, routing.expert_index, layer.n_experts),
         z_loss(logits),
     )
-    out = naive_dispatch(x, routing.expert_index, routing.weights, layer.experts)
+    out = naive_dispatch(x, routing.expert_index, routing.expert_weight, layer.experts)
     return out.reshape(hidden.shape)
 
 
@@ -83,16 +86,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
-    parser.add_argument("--width", type=int, default=768)
+    parser.add_argument("--width", type=int, default=768, help="hidden size; inner is 4x")
     parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-naive", action="store_true", help="skip the slow naive loop")
-    parser.add_argument("--grouped-mm", action="store_true", help="also time torch's grouped_mm")
+    parser.add_argument("--naive", action="store_true", help="also time the slow naive loop")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = GPT2Config(n_embd=args.width, resid_pdrop=0.0)
     dense = GPT2MLP(4 * args.width, config).train()
@@ -101,42 +102,42 @@ def main() -> None:
     fused = copy.deepcopy(dense)
     fused.act = GELUTanh()  # as moectl's own models run it (moectl.model.factory.fuse_gelu)
     variants: dict[str, tuple[Callable[[Tensor], Tensor], list]] = {
-        "dense GPT2MLP": (dense, list(dense.parameters())),
         "dense, fused GELU": (fused, list(fused.parameters())),
+        "dense GPT2MLP": (dense, list(dense.parameters())),
     }
     for k in (1, 2):
         layer = upcycled(dense, args, k)
-        params = list(layer.parameters())
-        variants[f"moe top-{k} (expert loop)"] = (layer, params)
-        if args.grouped_mm:
-            forced = upcycled(dense, args, k)
-            forced.experts.grouped = True
-            variants[f"moe top-{k} (grouped_mm)"] = (forced, list(forced.parameters()))
-        if not args.no_naive:
+        variants[f"moe top-{k} (grouped_mm)"] = (layer, list(layer.parameters()))
+        loop = upcycled(dense, args, k)
+        loop.experts.grouped = False
+        variants[f"moe top-{k} (expert loop)"] = (loop, list(loop.parameters()))
+        if args.naive:
             variants[f"moe top-{k} (naive mask loop)"] = (
                 lambda h, layer=layer: naive_forward(layer, h),
-                params,
+                list(layer.parameters()),
             )
 
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times = {(n, name): [] for n in args.threads for name in variants}
     for i in range(args.warmup + args.repeats):
-        for name, (fn, params) in variants.items():
-            elapsed = step_time(fn, x.clone().requires_grad_(), grad, params)
-            if i >= args.warmup:
-                times[name].append(elapsed)
+        for n in args.threads:
+            torch.set_num_threads(n)
+            for name, (fn, params) in variants.items():
+                elapsed = step_time(fn, x.clone().requires_grad_(), grad, params)
+                if i >= args.warmup:
+                    times[n, name].append(elapsed)
 
-    base_min = min(times["dense GPT2MLP"])
-    base_median = statistics.median(times["dense GPT2MLP"])
     print(
-        f"MoE layer fwd+bwd: {args.tokens} tokens, width {args.width}, {args.experts} experts, "
-        f"{torch.get_num_threads()} threads, {args.repeats} repeats (torch {torch.__version__})"
+        f"MoE layer fwd+bwd: {args.tokens} tokens, width {args.width}, inner {4 * args.width}, "
+        f"{args.experts} experts, {args.repeats} rounds (torch {torch.__version__}, "
+        f"grouped_mm kernel: {grouped_mm_supported(x[0], layer.experts.fc_weight)})"
     )
-    print(f"{'variant':32} {'min ms':>9} {'x dense':>8} {'median ms':>10} {'x dense':>8}")
-    for name, samples in times.items():
-        low, median = min(samples), statistics.median(samples)
+    print(f"{'threads':>7} {'variant':30} {'median ms':>10} {'x dense':>8} {'min ms':>8}")
+    for (n, name), samples in times.items():
+        base = times[n, "dense, fused GELU"]
+        ratio = statistics.median(t / b for t, b in zip(samples, base, strict=True))
         print(
-            f"{name:32} {low * 1e3:9.1f} {low / base_min:8.2f} "
-            f"{median * 1e3:10.1f} {median / base_median:8.2f}"
+            f"{n:7} {name:30} {statistics.median(samples) * 1e3:10.1f} {ratio:8.2f} "
+            f"{min(samples) * 1e3:8.1f}"
         )
 
 

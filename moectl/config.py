@@ -123,7 +123,11 @@ class MoEConfig(StrictModel):
         "initialized, independently per expert (an MoE trained from scratch, as OLMoE)",
     )
     router_lr_scale: float = Field(
-        1.0, gt=0, description="the gates' learning rate as a multiple of train.lr"
+        1.0,
+        ge=0,
+        description="the gates' learning rate as a multiple of train.lr; 0 keeps every gate at "
+        "its initial weights (a frozen-router arm: the body trains around a router that never "
+        "learns)",
     )
     balance: Literal["switch", "global", "sequence", "bias", "none"] = Field(
         "switch",

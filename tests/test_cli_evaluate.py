@@ -63,3 +63,22 @@ def test_evaluate_bad_input(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F
     assert bad_corpus.exit_code == 2 and "manifest.json" in _text(bad_corpus)
     bad_split = cli("evaluate", tiny_study["moe"], "--split", "test")
     assert bad_split.exit_code == 2 and "unknown split" in _text(bad_split)
+
+
+def test_evaluate_prints_the_router_and_functional_tables(cli, tiny_study) -> None:  # noqa: F811
+    result = cli(
+        "evaluate", tiny_study["moe"], "--max-blocks", "6", "--permutations", "3",
+        "--functional", "--out", tiny_study["moe"] / "functional.json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "moe: what the router made" in result.output
+    assert "moe: functional test" in result.output
+    (saved,) = load_results(tiny_study["moe"] / "functional.json")
+    spec = saved.routing[0].specialization
+    assert spec.random_gates.n == 32 and f"{spec.random_gates.percentile:.0f}" in result.output
+    assert spec.router_made.verdict is None  # no init/ in these hand-made runs
+    assert saved.functional and all(s.init is None for s in saved.functional)
+    assert f"{saved.functional[0].trained.difference:+.3f}" in result.output
+    # Tables fit 90 columns; warnings are one soft-wrapped line each (the terminal wraps them).
+    table_lines = [ln for ln in result.output.splitlines() if not ln.startswith("warning:")]
+    assert max(len(line) for line in table_lines) <= 90

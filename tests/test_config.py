@@ -114,3 +114,9 @@ def test_dump_yaml_round_trips():
     again = RunConfig.model_validate(__import__("yaml").safe_load(dump_yaml(cfg)))
     assert again == cfg
     assert DataConfig().domains == ["code", "math", "prose"]
+
+
+def test_router_lr_scale_allows_a_frozen_router_but_not_a_negative_rate():
+    assert MoEConfig(router_lr_scale=0).router_lr_scale == 0.0
+    with pytest.raises(ValueError, match="router_lr_scale"):
+        MoEConfig(router_lr_scale=-1)

@@ -10,6 +10,7 @@ import torch
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
 from moectl.config import resolve_run_config
 from moectl.data.store import load_corpus
+from moectl.model.initial import load_initial_model
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
 from moectl.study.findings import specialization_finding
@@ -93,6 +94,93 @@ def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
     score = layer.specialization
     assert score.nmi > score.init_nmi + 0.15
     assert score.emergent.ci[0] > 0 and score.emergent.verdict == "emerged"
+    # The body is unchanged, so the gain is the gate's own: it beats its init gate on the very
+    # same hidden states, and every random gate.
+    assert score.frozen_gate_nmi < score.nmi - 0.15
+    assert score.router_made.ci[0] > 0 and score.router_made.verdict == "emerged"
+    assert score.random_gates.n == 32 and score.random_gates.percentile == 100.0
+    assert score.first_choice_nmi == pytest.approx(score.nmi)
     assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
     finding = specialization_finding({"top-1": [result]})
-    assert finding.verdict == "rose, router not separated" and not finding.reproduced
+    assert finding.verdict == "made by the router" and finding.reproduced
+    assert finding.value == pytest.approx(score.router_made.difference)
+    assert "frozen gate" in finding.control
+
+
+def test_a_frozen_router_trains_the_body_but_keeps_its_gate_so_the_router_made_nothing(
+    tiny_corpus, upcycled
+):
+    root, base = upcycled
+    run = _moe_run(
+        tiny_corpus, root, "frozen-router", base, "train.max_steps=4", "moe.router_lr_scale=0"
+    )
+    trained, initial = load_model(run / "best").model, load_initial_model(run).model
+    for index, layer in moe_layers(trained).items():
+        init_layer = moe_layers(initial)[index]
+        assert torch.equal(layer.gate.weight, init_layer.gate.weight)
+        assert not torch.equal(layer.experts.fc_weight, init_layer.experts.fc_weight)
+
+    (result,) = evaluate_models(
+        [run], load_corpus(tiny_corpus), options=EvaluationOptions(**OPTIONS)
+    )
+    for layer in result.routing:
+        score = layer.specialization
+        assert score.frozen_gate_nmi == pytest.approx(score.nmi, abs=1e-12)
+        assert score.router_made.difference == 0.0
+        assert score.router_made.ci == (0.0, 0.0)
+        assert score.router_made.verdict == "inherited"
+        assert score.probe is not None and score.probe.test_documents > 0
+        assert score.token_id is not None and 0.0 <= score.token_id.nmi <= 1.0
+    # Whatever the model's routing did, the findings never say this router specialized.
+    finding = specialization_finding({"top-1": [result]})
+    assert finding.verdict != "made by the router" and not finding.reproduced
+    assert all("made by the router" not in line for line in finding.details)
+
+
+def test_functional_test_says_specialized_only_where_a_domains_own_experts_matter(
+    tiny_corpus, upcycled
+):
+    root, base = upcycled
+    run = _moe_run(tiny_corpus, root, "owned", base, "train.max_steps=2", "moe.layers=[1]")
+    corpus = load_corpus(tiny_corpus)
+    loaded = load_model(run / "best")
+    layer = moe_layers(loaded.model)[1]
+    with torch.no_grad():
+        layer.gate.weight.copy_(_domain_probe_gate(loaded.model, corpus, 1, 4))
+        # Expert 3 gets no domain and is broken: keeping it instead of a domain's own costs.
+        layer.experts.fc_weight[3].normal_(std=1.0, generator=torch.Generator().manual_seed(0))
+    save_model(loaded.model, run / "best", loaded.meta, tokenizer=loaded.tokenizer)
+
+    options = EvaluationOptions(**OPTIONS, functional=True, max_blocks=48)
+    (result,) = evaluate_models([run], corpus, options=options)
+    assert {(s.domain, s.m) for s in result.functional} == {
+        (d, m) for d in corpus.domains for m in (1, 2)
+    }
+    for score in result.functional:
+        assert score.layer == 1 and score.trained.n_draws == 16 and score.init is not None
+        if score.m == 1:
+            assert 3 not in score.trained.experts
+            assert score.trained.own_loss < score.trained.random_loss
+            assert score.trained.ci[1] < 0 and score.trained.verdict == "specialized"
+
+
+def test_functional_test_finds_identical_experts_not_specialized(tiny_corpus, upcycled):
+    root, base = upcycled
+    run = _moe_run(
+        tiny_corpus,
+        root,
+        "identical",
+        base,
+        "train.max_steps=1",
+        "train.lr=1e-12",
+        "moe.perturbation_std=0",
+        "moe.top_k=2",
+    )
+    options = EvaluationOptions(**OPTIONS, functional=True, max_blocks=48)
+    (result,) = evaluate_models([run], load_corpus(tiny_corpus), options=options)
+    assert any("skips m=1" in note for note in result.notes)
+    assert result.functional and all(s.m == 2 for s in result.functional)
+    for score in result.functional:
+        for arm in (score.trained, score.init):
+            assert arm.verdict == "not specialized"
+            assert arm.difference == pytest.approx(0.0, abs=1e-5)

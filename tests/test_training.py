@@ -70,6 +70,11 @@ def test_router_lr_scale_gives_the_gates_their_own_scheduled_lr():
         assert lrs[2] == pytest.approx(10 * lrs[0]) and lrs[0] == lrs[1] > 0
     grouped = sum(len(g["params"]) for g in optimizer.param_groups)
     assert grouped == len(list(model.parameters()))
+    # 0 is the frozen-router arm: the gates are in no group, everything else is.
+    frozen, _ = build_optimizer(model, train, router_lr_scale=0.0)
+    frozen_params = {id(p) for g in frozen.param_groups for p in g["params"]}
+    assert len(frozen.param_groups) == 2 and not gates & frozen_params
+    assert len(frozen_params) == len(list(model.parameters())) - len(gates)
 
 
 def test_stacked_expert_biases_are_not_decayed():

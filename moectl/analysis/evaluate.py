@@ -1,7 +1,9 @@
 """`evaluate_models`: per-domain loss and routing analysis of models on a prepared corpus.
 
 One forward pass per batch under torch.no_grad; routing comes from the RouterStats each MoE layer
-records during that pass (`last_router_stats`), so adding layers adds no passes.
+records during that pass (`last_router_stats`), so adding layers adds no passes. The router
+controls (moectl.analysis.controls) read each MoE layer's input from that same pass; only the
+optional functional test (moectl.analysis.functional) runs further, masked passes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moectl.analysis.bootstrap import N_BOOTSTRAP
-from moectl.analysis.results import EvaluationResult, SampleSize, TokenRouting
+from moectl.analysis.results import (
+    EvaluationResult,
+    FunctionalScore,
+    RoutingAnalysis,
+    SampleSize,
+    TokenRouting,
+)
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.tokentypes import GROUP_TYPES, classify_block
 from moectl.errors import DataError, ModelError
@@ -24,6 +32,7 @@ from moectl.progress import ProgressCallback, report
 from moectl.rundir import corpus_dir, perplexity, resolve_model
 
 if TYPE_CHECKING:
+    from moectl.analysis.controls import LayerControls
     from moectl.data.store import Corpus
     from moectl.model.io import LoadedModel
 
@@ -43,6 +52,9 @@ class EvaluationOptions:
     sample_tokens: int = 48
     code_domains: tuple[str, ...] = ("code",)
     math_domains: tuple[str, ...] = ("math",)
+    random_gates: int = 32  # gates drawn as the init draws them, per MoE layer (>= 32)
+    functional: bool = False  # the functional test: (1 + draws) more passes per layer and m
+    functional_draws: int = 16  # random expert sets per (domain, layer, m) (>= 16)
 
 
 MIN_DOCUMENTS = 20
@@ -61,6 +73,12 @@ class _Block:
     document: int
     ids: list[int]
     types: dict[str, list[int]] = field(default_factory=dict)
+
+
+def block_unit(block: _Block) -> int:
+    """The independent unit a block belongs to (its document), for the probe's split and the
+    functional test's interval."""
+    return block.document
 
 
 def evaluate_models(
@@ -261,8 +279,9 @@ def evaluate_loaded(
     """Losses and routing of one loaded model over the selected blocks; with `init` (the same
     model at step 0) its router is fed the same batches for the init-router control."""
     import torch
-    import torch.nn.functional as F
 
+    from moectl.analysis.controls import capture_layer_inputs
+    from moectl.analysis.functional import token_loss
     from moectl.model.routing import last_router_stats, moe_layers
 
     model = loaded.model
@@ -276,9 +295,10 @@ def evaluate_loaded(
     init_recorders = {
         index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
     }
+    controls = _layer_controls(model, layers, init, len(domains), options)
     block_loss = np.zeros(len(blocks))
     # The bootstrap's unit of each block: its document, numbered 0..n_units-1.
-    _, block_unit = np.unique([b.document for b in blocks], return_inverse=True)
+    _, unit_index = np.unique([b.document for b in blocks], return_inverse=True)
     loss_sum = np.zeros(len(domains))
     loss_count = np.zeros(len(domains), dtype=np.int64)
     eos_id = corpus.manifest.tokenizer.eos_id
@@ -291,30 +311,27 @@ def evaluate_loaded(
     piece_cache: dict[int, str] = {}
     stage = f"evaluate:{name}"
     report(callback, stage, 0, len(blocks))
-    with torch.no_grad():
+    with torch.no_grad(), capture_layer_inputs(layers) as layer_inputs:
         for start in range(0, len(blocks), options.batch_size):
             batch = blocks[start : start + options.batch_size]
             ids = torch.tensor([b.ids for b in batch], dtype=torch.long, device=device)
-            logits = model(input_ids=ids).logits.float()
-            token_loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                ids[:, 1:].reshape(-1),
-                reduction="none",
-            ).view(len(batch), -1)
-            per_block = token_loss.sum(dim=1).cpu().numpy()
+            losses = token_loss(model, ids)
+            per_block = losses.sum(dim=1).cpu().numpy()
             for block, total in zip(batch, per_block, strict=True):
                 loss_sum[block.domain] += float(total)
-                loss_count[block.domain] += token_loss.shape[1]
-            block_loss[start : start + len(batch)] = per_block / token_loss.shape[1]
+                loss_count[block.domain] += losses.shape[1]
+            block_loss[start : start + len(batch)] = per_block / losses.shape[1]
             seq = ids.shape[1]
             domain_ids = np.repeat([b.domain for b in batch], seq)
-            block_ids = np.repeat(block_unit[start : start + len(batch)], seq)
+            block_ids = np.repeat(unit_index[start : start + len(batch)], seq)
             types = {
                 group: np.concatenate([b.types[group] for b in batch])
                 for group in (batch[0].types if batch else {})
             }
             stats = last_router_stats(model) if recorders else {}
-            _record(recorders, stats, domain_ids, block_ids, types)
+            _record(recorders, stats, domain_ids, block_ids, types, ids.reshape(-1).cpu().numpy())
+            for index, control in controls.items():  # block_ids are already document units
+                control.add(layer_inputs[index], domain_ids, block_ids, block_ids)
             if init is not None:  # the routers are all the control needs: no LM head
                 init.model.transformer(input_ids=ids)
                 _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
@@ -348,14 +365,29 @@ def evaluate_loaded(
             options.n_permutations,
             options.seed,
             init=init_recorders[index] if init is not None else None,
+            frozen=controls[index].frozen,
             n_bootstrap=options.n_bootstrap,
         )
         for index, recorder in sorted(recorders.items())
     ]
+    for analysis in routing:
+        control = controls[analysis.layer]
+        analysis.specialization = analysis.specialization.model_copy(
+            update={
+                "random_gates": control.random_gate_score(analysis.specialization.nmi),
+                "probe": control.probe_score(),
+            }
+        )
     first = next(iter(layers.values()), None)
     notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse (losses only)"]
     sample = sample_sizes(blocks, domains)
     notes += sample_notes(sample, corpus.has_documents, corpus.path)
+    functional = []
+    if options.functional and layers:
+        functional, skipped = _functional(
+            model, init, blocks, domains, routing, init_recorders, domain_loss, options
+        )
+        notes.extend(skipped)
     return EvaluationResult(
         name=name,
         model_path=str(model_path),
@@ -376,6 +408,7 @@ def evaluate_loaded(
         n_experts=first.n_experts if first is not None else None,
         top_k=first.top_k if first is not None else None,
         routing=routing,
+        functional=functional,
         samples=samples,
         notes=notes,
         block_index=[b.index for b in blocks],
@@ -393,6 +426,7 @@ def _record(
     domain_ids: np.ndarray,
     block_ids: np.ndarray,
     types: dict[str, np.ndarray],
+    token_ids: np.ndarray | None = None,
 ) -> None:
     for index, recorder in recorders.items():
         s = stats[index]
@@ -402,7 +436,83 @@ def _record(
             s.expert_index.cpu().numpy(),
             s.entropy.float().cpu().numpy(),
             types,
+            token_ids,
         )
+
+
+def _layer_controls(
+    model: Any,
+    layers: dict[int, Any],
+    init: LoadedModel | None,
+    n_labels: int,
+    options: EvaluationOptions,
+) -> dict[int, LayerControls]:
+    """Per MoE layer: random gates drawn as the init draws them (seeded per layer) and, with an
+    init model, the layer's init gate."""
+    from moectl.analysis.controls import LayerControls, draw_gates
+    from moectl.model.routing import moe_layers
+
+    init_layers = moe_layers(init.model) if init is not None else {}
+    std = model.config.initializer_range
+    return {
+        index: LayerControls(
+            layer=index,
+            n_labels=n_labels,
+            top_k=layer.top_k,
+            random_gates=draw_gates(
+                options.random_gates,
+                layer.n_experts,
+                layer.gate.weight.shape[1],
+                std,
+                options.seed + index,
+            ),
+            frozen_gate=init_layers[index].gate.weight.detach().float()
+            if index in init_layers
+            else None,
+            seed=options.seed,
+            score=layer.gate.score,
+        )
+        for index, layer in layers.items()
+    }
+
+
+def _functional(
+    model: Any,
+    init: LoadedModel | None,
+    blocks: list[_Block],
+    domains: list[str],
+    routing: list[RoutingAnalysis],
+    init_recorders: dict[int, LayerRouting],
+    domain_loss: dict[str, float],
+    options: EvaluationOptions,
+) -> tuple[list[FunctionalScore], list[str]]:
+    """The functional test on the evaluated blocks, for the model and (if any) its init model,
+    each keeping the experts its own routing counted most."""
+    from moectl.analysis.functional import FunctionalBlocks, functional_scores
+
+    init_counts = None
+    if init is not None:
+        init_counts = {
+            index: recorder.block_table(len(blocks), len(domains)).sum(axis=0)
+            for index, recorder in init_recorders.items()
+        }
+    return functional_scores(
+        model,
+        FunctionalBlocks(
+            ids=np.asarray([b.ids for b in blocks], dtype=np.int64),
+            domain=np.asarray([b.domain for b in blocks]),
+            unit=np.asarray([block_unit(b) for b in blocks]),
+        ),
+        domains,
+        {analysis.layer: np.asarray(analysis.counts) for analysis in routing},
+        domain_loss,
+        init=init.model if init is not None else None,
+        init_counts=init_counts,
+        batch_size=options.batch_size,
+        n_draws=options.functional_draws,
+        n_bootstrap=options.n_bootstrap,
+        seed=options.seed,
+    )
 
 
 def _token_routing(

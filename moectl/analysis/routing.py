@@ -24,6 +24,7 @@ from moectl.analysis.results import (
     TokenTypeRouting,
     TopExpert,
 )
+from moectl.analysis.token_id import token_id_score
 
 
 def specialization(
@@ -84,6 +85,7 @@ class LayerRouting:
     experts: list[np.ndarray] = field(default_factory=list)
     entropy: list[np.ndarray] = field(default_factory=list)
     token_types: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    token_ids: list[np.ndarray] = field(default_factory=list)
 
     def add(
         self,
@@ -92,17 +94,21 @@ class LayerRouting:
         expert_index: np.ndarray,
         entropy: np.ndarray,
         token_types: dict[str, np.ndarray] | None = None,
+        token_ids: np.ndarray | None = None,
     ) -> None:
         """One batch: per-token domain id (T,), its bootstrap unit (T,; 0..n_units-1: the
         document of its block, or the block's position among the evaluated blocks), chosen
-        experts (T, k), entropy (T,), and per group a type id per token (-1 where the token
-        is not of that group)."""
+        experts (T, k), entropy (T,), per group a type id per token (-1 where the token is not
+        of that group), and the token ids (T,) for the token-id control (give them in every
+        batch or in none)."""
         self.domains.append(np.asarray(domain_ids, dtype=np.int64))
         self.blocks.append(np.asarray(block_ids, dtype=np.int64))
         self.experts.append(np.asarray(expert_index, dtype=np.int64).reshape(len(domain_ids), -1))
         self.entropy.append(np.asarray(entropy, dtype=np.float64))
         for group, ids in (token_types or {}).items():
             self.token_types.setdefault(group, []).append(np.asarray(ids, dtype=np.int64))
+        if token_ids is not None:
+            self.token_ids.append(np.asarray(token_ids, dtype=np.int64))
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(domains, units, experts, entropy) of every token added so far."""
@@ -125,12 +131,16 @@ class LayerRouting:
         seed: int = 0,
         *,
         init: LayerRouting | None = None,
+        frozen: LayerRouting | None = None,
         n_bootstrap: int = bootstrap.N_BOOTSTRAP,
     ) -> RoutingAnalysis:
         """The layer's RoutingAnalysis over everything added so far.
 
         `init` is the same layer of the model's step-0 router, fed the very same tokens; with
         it, every NMI gets the init value and the paired trained-minus-init interval.
+        `frozen` is the init gate fed the trained model's layer input on the same tokens
+        (moectl.analysis.controls); with it, the domain score gets `frozen_gate_nmi` and
+        `router_made`, trained minus frozen gate, paired the same way.
         """
         domains, blocks, experts, entropy = self._arrays()
         n_domains = len(domain_names)
@@ -147,14 +157,23 @@ class LayerRouting:
         per_block = bootstrap.block_counts(
             domains, experts, blocks, n_blocks, n_domains, self.n_experts
         )
-        init_per_block = None
-        if init is not None:
-            init_domains, init_blocks, init_experts, _ = init._arrays()
-            init_per_block = bootstrap.block_counts(
-                init_domains, init_experts, init_blocks, n_blocks, n_domains, self.n_experts
-            )
+        init_per_block = init.block_table(n_blocks, n_domains) if init is not None else None
         intervals = bootstrap.nmi_intervals(per_block, init_per_block, strata, n_bootstrap, seed)
         ratio_cis = bootstrap.top_share_intervals(per_block, strata, n_bootstrap, seed)
+        controls = self._router_controls(
+            per_block, frozen, strata, n_domains, seed, n_bootstrap, domains, experts, blocks
+        )
+        score = specialization(
+            domains,
+            experts,
+            n_domains,
+            self.n_experts,
+            n_permutations,
+            seed,
+            intervals,
+            n_bootstrap,
+            units=blocks,
+        )
         return RoutingAnalysis(
             layer=self.layer,
             n_experts=self.n_experts,
@@ -168,17 +187,7 @@ class LayerRouting:
             cv=cv,
             entropy=float(entropy.mean()) if len(entropy) else 0.0,
             domain_entropy=domain_entropy,
-            specialization=specialization(
-                domains,
-                experts,
-                n_domains,
-                self.n_experts,
-                n_permutations,
-                seed,
-                intervals,
-                n_bootstrap,
-                units=blocks,
-            ),
+            specialization=score.model_copy(update=controls),
             top_expert={
                 domain_names[i]: TopExpert(
                     expert=tops[i][0],
@@ -201,6 +210,50 @@ class LayerRouting:
                 for group in self.token_types
             ],
         )
+
+    def block_table(self, n_blocks: int, n_labels: int, first_choice: bool = False) -> np.ndarray:
+        """(n_blocks, domains, experts) count tables of everything added (first choices only
+        with `first_choice`)."""
+        domains, blocks, experts, _ = self._arrays()
+        chosen = experts[:, :1] if first_choice else experts
+        return bootstrap.block_counts(domains, chosen, blocks, n_blocks, n_labels, self.n_experts)
+
+    def _router_controls(
+        self,
+        per_block: np.ndarray,
+        frozen: LayerRouting | None,
+        strata: np.ndarray,
+        n_domains: int,
+        seed: int,
+        n_bootstrap: int,
+        domains: np.ndarray,
+        experts: np.ndarray,
+        blocks: np.ndarray,
+    ) -> dict:
+        """The domain score's router fields: first choice, frozen gate and token id."""
+        n_blocks = len(strata)
+        first_choice = self.block_table(n_blocks, n_domains, first_choice=True)
+        first = bootstrap.nmi_intervals(first_choice, None, strata, n_bootstrap, seed)
+        fields: dict = {
+            "first_choice_nmi": float(bootstrap.nmi_of_joints(first_choice.sum(axis=0))),
+            "first_choice_nmi_ci": first.nmi_ci,
+        }
+        if frozen is not None:
+            paired = bootstrap.nmi_intervals(
+                per_block, frozen.block_table(n_blocks, n_domains), strata, n_bootstrap, seed
+            )
+            fields["frozen_gate_nmi"] = paired.init_nmi
+            fields["frozen_gate_nmi_ci"] = paired.init_nmi_ci
+            fields["router_made"] = Emergence(
+                difference=paired.difference,
+                ci=paired.difference_ci,
+                verdict=bootstrap.verdict_of(paired.difference_ci),
+            )
+        if self.token_ids:
+            fields["token_id"] = token_id_score(
+                np.concatenate(self.token_ids), domains, experts, blocks, strata, n_bootstrap, seed
+            )
+        return fields
 
     def _typed_tokens(self, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(type, unit, experts) of the tokens that have a type in `group`."""

@@ -22,7 +22,7 @@ from moectl.cli.common import (
 from moectl.errors import MoectlError
 
 if TYPE_CHECKING:
-    from moectl.analysis.results import EvaluationResult, SpecializationScore
+    from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 
 
 def evaluate(
@@ -59,6 +59,21 @@ def evaluate(
     samples: Annotated[
         int, typer.Option(min=0, help="Sample texts per domain kept for the token page.")
     ] = 1,
+    random_gates: Annotated[
+        int,
+        typer.Option(
+            "--random-gates", min=32, help="Random gates per MoE layer for the router control."
+        ),
+    ] = 32,
+    functional: Annotated[
+        bool,
+        typer.Option(
+            "--functional/--no-functional",
+            help="Run the functional test: each domain's loss keeping only its most-used "
+            "experts vs random ones (17 more passes over the eval blocks per layer and m, "
+            "as many for the init model; off by default).",
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -78,6 +93,13 @@ def evaluate(
     inherited or reduced). A model artifact without its run has no control; its fields stay
     empty. The random-assignment baseline (labels shuffled) only measures estimator bias.
 
+    The router table holds the body fixed and changes only the gate: each MoE layer's input in
+    the trained model is routed through its init gate (router-made = trained minus that frozen
+    gate, paired) and through 32+ random gates drawn as the init draws them (where the trained
+    router ranks among them), beside a linear domain probe on that input (the ceiling) and the
+    NMI given the token id (domain routing beyond vocabulary). --functional adds the test of
+    whether a domain's own experts matter for its loss.
+
     Results go to <run>/eval/<corpus>.json (or --out) and are printed as tables.
 
     Examples:
@@ -87,6 +109,8 @@ def evaluate(
       moectl evaluate runs/dense runs/moe runs/no-lb runs/top2 --data data/mix
 
       moectl evaluate runs/moe/checkpoints/step-200 -d data/mix --split train --out moe.json
+
+      moectl evaluate runs/moe --functional
     """
     from moectl.analysis.evaluate import (
         SAMPLE_NOTE,
@@ -117,6 +141,8 @@ def evaluate(
         n_permutations=permutations,
         n_bootstrap=bootstrap,
         samples_per_domain=samples,
+        random_gates=random_gates,
+        functional=functional,
     )
     with RichProgress(transient=True) as progress:
         results = evaluate_models(models, corpus, options=options, callback=progress)
@@ -136,7 +162,10 @@ def evaluate(
     for result in results:
         if result.routing:
             console.print(specialization_table(result))
+            console.print(router_table(result))
             console.print(routing_table(result))
+        if result.functional:
+            console.print(functional_table(result))
     for path in paths:
         console.print(f"[dim]saved {escape(str(path))}[/]", highlight=False)
 
@@ -217,7 +246,6 @@ def specialization_table(result: EvaluationResult) -> Table:
     rows = []
     for layer in result.routing:
         spec = layer.specialization
-        emergent = spec.emergent
         rows.append(
             [
                 str(layer.layer),
@@ -225,10 +253,7 @@ def specialization_table(result: EvaluationResult) -> Table:
                 f"{spec.init_nmi:.3f}\n{format_interval(spec.init_nmi_ci)}"
                 if spec.init_nmi is not None
                 else "-",
-                f"{emergent.difference:+.3f}\n{format_interval(emergent.ci)}"
-                if emergent.difference is not None
-                else "-",
-                f"[bold]{emergent.verdict}[/]" if emergent.verdict else "no control",
+                *_difference_cells(spec.emergent),
                 f"{spec.baseline_nmi:.4f}",
             ]
         )
@@ -281,6 +306,80 @@ def routing_table(result: EvaluationResult) -> Table:
         "against the init router."
     )
     return table
+
+
+def router_table(result: EvaluationResult) -> Table:
+    """Per MoE layer: what the router itself added, against gates applied to the same trained
+    hidden states (its frozen init gate, random gates) and the probe's ceiling."""
+    rows = []
+    for layer in result.routing:
+        spec = layer.specialization
+        rows.append(
+            [
+                str(layer.layer),
+                f"{spec.nmi:.3f}\n{format_interval(spec.nmi_ci, signed=False)}",
+                _number(spec.frozen_gate_nmi),
+                *_difference_cells(spec.router_made),
+                f"{spec.random_gates.percentile:.0f}" if spec.random_gates else "-",
+                _number(spec.probe.accuracy if spec.probe else None),
+                _number(spec.token_id.nmi if spec.token_id else None),
+            ]
+        )
+    headers = ["layer", "NMI", "frozen\ngate", "router\nmade", "verdict", "random\n%ile"]
+    headers += ["probe\nacc", "token\nid NMI"]
+    table = _table(
+        escape(f"{result.name}: what the router made"), [(h, None) for h in headers], rows
+    )
+    n_gates = next(
+        (x.specialization.random_gates.n for x in result.routing if x.specialization.random_gates),
+        0,
+    )
+    table.caption = escape(
+        "All on the trained model's layer input. Frozen gate: NMI through the init gate; router "
+        "made: trained - frozen gate, paired 95% interval (emerged / inherited / reduced); "
+        f"random %ile: where the trained NMI ranks among {n_gates} random init-like gates; "
+        "probe acc: held-out accuracy of a linear domain probe (the ceiling); token id NMI: "
+        "NMI(domain; expert | token id), domain routing beyond vocabulary."
+    )
+    return table
+
+
+def functional_table(result: EvaluationResult) -> Table:
+    """Per (layer, m, domain): the loss cost of keeping the domain's own m experts instead of m
+    random ones, for the trained model and its init model."""
+    rows = []
+    for score in result.functional:
+        cells = [str(score.layer), str(score.m), escape(score.domain)]
+        for arm in (score.trained, score.init):
+            if arm is None:
+                cells += ["-", "-"]
+                continue
+            cells.append(f"{arm.difference:+.3f}\n{format_interval(arm.ci)}")
+            cells.append(arm.verdict or "-")
+        rows.append(cells)
+    headers = ["layer", "m", "domain", "own -\nrandom", "verdict", "init own\n- random"]
+    headers.append("init\nverdict")
+    table = _table(escape(f"{result.name}: functional test"), [(h, None) for h in headers], rows)
+    table.caption = escape(
+        "Loss (nats/token) of each domain's eval tokens routed only among the m experts it uses "
+        "most, minus that with m random experts (mean of the draws); 95% interval over the "
+        "domain's documents. Specialized only when the interval is below 0."
+    )
+    return table
+
+
+def _difference_cells(emergence: Emergence) -> list[str]:
+    """[difference and its interval, verdict] of a paired comparison, or its absence."""
+    if emergence.difference is None:
+        return ["-", "no control"]
+    return [
+        f"{emergence.difference:+.3f}\n{format_interval(emergence.ci)}",
+        f"[bold]{emergence.verdict}[/]",
+    ]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _versus_init(spec: SpecializationScore) -> str:

@@ -2,28 +2,35 @@
 
 The token-expert assignments are sorted once by expert (a stable argsort); per-expert counts
 come from a scatter-add and their running sum gives int32 group offsets, all on the device.
-Each projection is then one grouped matrix multiply over the sorted rows:
+Each projection is then one grouped matrix multiply over the sorted rows, the custom op
+`moectl::expert_mm` (moectl.model.expert_ops), on every device. Its kernel:
 
-- `torch.nn.functional.grouped_mm` where the kernel exists (CUDA, bf16, SM90 or later, rows
-  16-byte aligned): one launch for all experts, no host sync;
-- elsewhere a loop over the experts' slices (moectl.model.expert_ops): a whole GELU expert MLP
-  per expert (`moectl::expert_mlp`, the CPU path), or one projection for other activations
-  (`moectl::expert_linear`). Opaque custom ops: torch.compile still sees one graph.
+- torch's `grouped_mm` wherever it exists and runs: a capability check, not a device name. A
+  tiny probe call, forward and backward, per (device type, dtype), cached, must give the loop's
+  exact results; and every row stride must be a multiple of 16 bytes, as its kernels require
+  (CPU fp32/bf16/fp16 in torch 2.13; CUDA where the kernel exists). One call for all experts,
+  no host sync;
+- the per-expert loop only as the fallback (float64, unaligned widths, a torch without
+  grouped_mm); it reads the offsets on the host.
 
-Both run the same index logic and are tested equal in tests/test_model_moe.py.
+tests/test_dispatch.py checks the two kernels equal, forward and backward.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from moectl.model import expert_ops  # noqa: F401 - registers the torch.ops.moectl loop ops
-
-_grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+from moectl.model.expert_ops import (
+    GROUPED_MM,
+    grouped_kernel,
+    grouped_kernel_backward,
+    loop_kernel,
+    loop_kernel_backward,
+)
 
 
 @dataclass
@@ -54,18 +61,41 @@ def group(expert_index: Tensor, weights: Tensor, n_experts: int) -> Groups:
     return Groups(token=token, expert=flat.index_select(0, order), weight=weight, offsets=offsets)
 
 
+@functools.cache
+def _probe(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether grouped_mm runs here and equals the loop, forward and backward (uneven groups,
+    an empty one), on small integers that every dtype holds exactly."""
+    if GROUPED_MM is None:
+        return False
+
+    def small_integers(*shape: int, modulo: int) -> Tensor:
+        values = torch.arange(torch.Size(shape).numel()).remainder(modulo).reshape(shape)
+        return values.to(device_type, dtype)
+
+    x, grad = small_integers(48, 16, modulo=5), small_integers(48, 16, modulo=2)
+    weight = small_integers(3, 16, 16, modulo=3)
+    offsets = torch.tensor([16, 16, 48], device=device_type, dtype=torch.int32)
+    try:
+        grouped = (grouped_kernel(x, weight, offsets),)
+        grouped += grouped_kernel_backward(grad, x, weight, offsets)
+    except (RuntimeError, NotImplementedError):
+        return False
+    loop = (loop_kernel(x, weight, offsets), *loop_kernel_backward(grad, x, weight, offsets))
+    return all(torch.equal(a, b) for a, b in zip(grouped, loop, strict=True))
+
+
 @torch.compiler.assume_constant_result
-def _sm90_or_later(index: int) -> bool:
-    return torch.version.hip is None and torch.cuda.get_device_capability(index) >= (9, 0)
+def grouped_mm_runs(device_type: str, dtype: torch.dtype) -> bool:
+    """The cached probe; a constant to torch.compile, which never traces the probe call."""
+    return _probe(device_type, dtype)
 
 
 def grouped_mm_supported(x: Tensor, weight: Tensor) -> bool:
-    """Whether `x @ weight[e]` per group can run as one grouped_mm kernel on this device."""
-    if _grouped_mm is None or x.device.type != "cuda":
-        return False
-    aligned = x.shape[1] % 8 == 0 and weight.shape[2] % 8 == 0
-    bf16 = x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16
-    return aligned and bf16 and _sm90_or_later(x.device.index or 0)
+    """Whether `x @ weight[e]` per group runs as torch's grouped_mm for these tensors."""
+    widths = (x.shape[1], weight.shape[2])
+    aligned = all(width * x.element_size() % 16 == 0 for width in widths)
+    same = x.dtype == weight.dtype and x.device == weight.device
+    return aligned and same and grouped_mm_runs(x.device.type, x.dtype)
 
 
 def expert_linear(
@@ -73,31 +103,13 @@ def expert_linear(
 ) -> Tensor:
     """x[rows of e] @ weight[e] + bias[e] for every expert e: x (N, K), weight (E, K, M).
 
-    The groups cover every row (offsets[-1] == N). `grouped` picks the implementation (None:
+    The groups cover every row (offsets[-1] == N). `grouped` picks the kernel (None:
     grouped_mm where supported, else the loop).
     """
     if grouped is None:
         grouped = grouped_mm_supported(x, weight)
-    if grouped:
-        out = _grouped_mm(x, weight, offs=groups.offsets)
-        return out + bias.index_select(0, groups.expert)
-    return torch.ops.moectl.expert_linear(x, weight, bias, groups.offsets)
-
-
-def expert_gelu_mlp(
-    x: Tensor,
-    fc_weight: Tensor,
-    fc_bias: Tensor,
-    proj_weight: Tensor,
-    proj_bias: Tensor,
-    groups: Groups,
-    approximate: str,
-) -> Tensor:
-    """The per-expert loop of a whole GELU MLP (F.gelu with `approximate`) over the sorted rows."""
-    out, _ = torch.ops.moectl.expert_mlp(
-        x, fc_weight, fc_bias, proj_weight, proj_bias, groups.offsets, approximate
-    )
-    return out
+    out = torch.ops.moectl.expert_mm(x, weight, groups.offsets, grouped)
+    return out + bias.index_select(0, groups.expert)
 
 
 def combine(y: Tensor, groups: Groups, n_tokens: int) -> Tensor:

@@ -1,12 +1,14 @@
-"""The per-expert loops behind the dispatch's non-grouped path, as torch custom ops.
+"""The grouped matrix multiply behind the dispatch, and its per-expert loop, as torch custom ops.
 
-`moectl::expert_linear` is one projection, x[rows of e] @ weight[e] + bias[e] per expert;
-`moectl::expert_mlp` a whole GELU expert MLP per expert's rows (both projections and the GELU on
-one expert's rows at a time, so the (rows, 4D) intermediates stay in cache on the CPU; backward
-recomputes the GELU instead of keeping its output). Each reads the int32 group offsets on the
-host, which costs nothing on the CPU; as opaque ops with fake (shape-only) implementations and
-registered autograd, they leave torch.compile a single graph. Rows must be sorted by expert and
-covered by the offsets (offsets[-1] == rows).
+`moectl::expert_mm(x, weight, offsets, grouped)` is x[rows of e] @ weight[e] for every expert e
+over rows sorted by expert (offsets: int32 end of each expert's rows). The last offset must equal
+the row count: grouped_mm leaves rows past it unwritten (dispatch.group's counts sum to it). It
+has two kernels: torch's `grouped_mm` (`grouped=True`: one call for all experts, no host read)
+and a loop of matmuls over the experts' slices (`grouped=False`, the fallback; it reads the
+offsets on the host). Its backward op runs the same kernel for dx and dW and makes the incoming
+gradient contiguous first: grouped_mm refuses an expanded one (as from `y.sum()`), "Invalid
+strides/sizes". As opaque ops with shape-only fake implementations they leave torch.compile a
+single graph in any dtype; torch's own fake grouped_mm accepts bf16 only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+GROUPED_MM = getattr(F, "grouped_mm", None)
 
 
 def _spans(offsets: Tensor) -> list[tuple[int, int, int]]:
@@ -26,135 +30,73 @@ def _spans(offsets: Tensor) -> list[tuple[int, int, int]]:
     return spans
 
 
-@torch.library.custom_op("moectl::expert_linear", mutates_args=())
-def _expert_linear_loop(x: Tensor, weight: Tensor, bias: Tensor, offsets: Tensor) -> Tensor:
+def grouped_kernel(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    """x[rows of e] @ weight[e] per expert in one call of torch's grouped_mm."""
+    return GROUPED_MM(x.contiguous(), weight, offs=offsets)
+
+
+def grouped_kernel_backward(
+    grad: Tensor, x: Tensor, weight: Tensor, offsets: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(dx, dW) of grouped_kernel: grad @ weight[e]^T per group, x[rows of e]^T @ grad[rows]."""
+    grad_x = GROUPED_MM(grad, weight.transpose(1, 2), offs=offsets)
+    return grad_x, GROUPED_MM(x.contiguous().t(), grad, offs=offsets)
+
+
+def loop_kernel(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    """x[rows of e] @ weight[e] per expert, one matmul per expert with rows."""
     out = x.new_empty(x.shape[0], weight.shape[2])
     for e, start, end in _spans(offsets):
-        torch.addmm(bias[e], x[start:end], weight[e], out=out[start:end])
+        torch.mm(x[start:end], weight[e], out=out[start:end])
     return out
 
 
-@_expert_linear_loop.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor, offsets: Tensor) -> Tensor:
-    return x.new_empty(x.shape[0], weight.shape[2])
-
-
-@torch.library.custom_op("moectl::expert_linear_backward", mutates_args=())
-def _expert_linear_loop_backward(
+def loop_kernel_backward(
     grad: Tensor, x: Tensor, weight: Tensor, offsets: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    grad = grad.contiguous()
+) -> tuple[Tensor, Tensor]:
+    """(dx, dW) of loop_kernel; an expert without rows gets a zero weight gradient."""
     grad_x = torch.empty_like(x)
     grad_weight = torch.zeros_like(weight)
-    grad_bias = weight.new_zeros(weight.shape[0], weight.shape[2])
     for e, start, end in _spans(offsets):
         rows = grad[start:end]
         torch.mm(rows, weight[e].t(), out=grad_x[start:end])
         torch.mm(x[start:end].t(), rows, out=grad_weight[e])
-        torch.sum(rows, dim=0, out=grad_bias[e])
-    return grad_x, grad_weight, grad_bias
+    return grad_x, grad_weight
 
 
-@_expert_linear_loop_backward.register_fake
-def _(grad: Tensor, x: Tensor, weight: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    bias = weight.new_empty(weight.shape[0], weight.shape[2])
-    return torch.empty_like(x), torch.empty_like(weight), bias
+@torch.library.custom_op("moectl::expert_mm", mutates_args=())
+def _expert_mm(x: Tensor, weight: Tensor, offsets: Tensor, grouped: bool) -> Tensor:
+    return (grouped_kernel if grouped else loop_kernel)(x, weight, offsets)
+
+
+@_expert_mm.register_fake
+def _(x: Tensor, weight: Tensor, offsets: Tensor, grouped: bool) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[2])
+
+
+@torch.library.custom_op("moectl::expert_mm_backward", mutates_args=())
+def _expert_mm_backward(
+    grad: Tensor, x: Tensor, weight: Tensor, offsets: Tensor, grouped: bool
+) -> tuple[Tensor, Tensor]:
+    backward = grouped_kernel_backward if grouped else loop_kernel_backward
+    return backward(grad.contiguous(), x, weight, offsets)
+
+
+@_expert_mm_backward.register_fake
+def _(grad: Tensor, x: Tensor, weight: Tensor, offsets: Tensor, grouped: bool):
+    return torch.empty_like(x), torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, _, offsets = inputs
+    x, weight, offsets, grouped = inputs
     ctx.save_for_backward(x, weight, offsets)
+    ctx.grouped = grouped
 
 
 def _backward(ctx, grad: Tensor):
     x, weight, offsets = ctx.saved_tensors
-    grad_x, grad_weight, grad_bias = torch.ops.moectl.expert_linear_backward(
-        grad, x, weight, offsets
-    )
-    return grad_x, grad_weight, grad_bias, None
+    grad_x, grad_weight = torch.ops.moectl.expert_mm_backward(grad, x, weight, offsets, ctx.grouped)
+    return grad_x, grad_weight, None, None
 
 
-_expert_linear_loop.register_autograd(_backward, setup_context=_setup_context)
-
-
-@torch.library.custom_op("moectl::expert_mlp", mutates_args=())
-def _expert_mlp_loop(
-    x: Tensor,
-    fc_weight: Tensor,
-    fc_bias: Tensor,
-    proj_weight: Tensor,
-    proj_bias: Tensor,
-    offsets: Tensor,
-    approximate: str,
-) -> tuple[Tensor, Tensor]:
-    out = x.new_empty(x.shape[0], proj_weight.shape[2])
-    pre = x.new_empty(x.shape[0], fc_weight.shape[2])
-    for e, start, end in _spans(offsets):
-        torch.addmm(fc_bias[e], x[start:end], fc_weight[e], out=pre[start:end])
-        hidden = F.gelu(pre[start:end], approximate=approximate)
-        torch.addmm(proj_bias[e], hidden, proj_weight[e], out=out[start:end])
-    return out, pre
-
-
-@_expert_mlp_loop.register_fake
-def _(x, fc_weight, fc_bias, proj_weight, proj_bias, offsets, approximate):
-    out = x.new_empty(x.shape[0], proj_weight.shape[2])
-    return out, x.new_empty(x.shape[0], fc_weight.shape[2])
-
-
-@torch.library.custom_op("moectl::expert_mlp_backward", mutates_args=())
-def _expert_mlp_loop_backward(
-    grad: Tensor,
-    x: Tensor,
-    pre: Tensor,
-    fc_weight: Tensor,
-    proj_weight: Tensor,
-    offsets: Tensor,
-    approximate: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grad = grad.contiguous()
-    grad_x = torch.empty_like(x)
-    grads = [torch.zeros_like(fc_weight), fc_weight.new_zeros(fc_weight.shape[::2])]
-    grads += [torch.zeros_like(proj_weight), proj_weight.new_zeros(proj_weight.shape[::2])]
-    grad_fc_weight, grad_fc_bias, grad_proj_weight, grad_proj_bias = grads
-    for e, start, end in _spans(offsets):
-        rows, pre_rows = grad[start:end], pre[start:end]
-        torch.mm(F.gelu(pre_rows, approximate=approximate).t(), rows, out=grad_proj_weight[e])
-        torch.sum(rows, dim=0, out=grad_proj_bias[e])
-        grad_hidden = torch.ops.aten.gelu_backward(
-            rows.mm(proj_weight[e].t()), pre_rows, approximate=approximate
-        )
-        torch.mm(x[start:end].t(), grad_hidden, out=grad_fc_weight[e])
-        torch.sum(grad_hidden, dim=0, out=grad_fc_bias[e])
-        torch.mm(grad_hidden, fc_weight[e].t(), out=grad_x[start:end])
-    return grad_x, grad_fc_weight, grad_fc_bias, grad_proj_weight, grad_proj_bias
-
-
-@_expert_mlp_loop_backward.register_fake
-def _(grad, x, pre, fc_weight, proj_weight, offsets, approximate):
-    fc_bias = fc_weight.new_empty(fc_weight.shape[::2])
-    proj_bias = proj_weight.new_empty(proj_weight.shape[::2])
-    return (
-        torch.empty_like(x),
-        torch.empty_like(fc_weight),
-        fc_bias,
-        torch.empty_like(proj_weight),
-        proj_bias,
-    )
-
-
-def _mlp_setup_context(ctx, inputs, output) -> None:
-    x, fc_weight, _, proj_weight, _, offsets, approximate = inputs
-    ctx.save_for_backward(x, output[1], fc_weight, proj_weight, offsets)
-    ctx.approximate = approximate
-
-
-def _mlp_backward(ctx, grad: Tensor, _grad_pre: Tensor | None):
-    x, pre, fc_weight, proj_weight, offsets = ctx.saved_tensors
-    grads = torch.ops.moectl.expert_mlp_backward(
-        grad, x, pre, fc_weight, proj_weight, offsets, ctx.approximate
-    )
-    return *grads, None, None
-
-
-_expert_mlp_loop.register_autograd(_mlp_backward, setup_context=_mlp_setup_context)
+_expert_mm.register_autograd(_backward, setup_context=_setup_context)

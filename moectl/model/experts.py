@@ -16,13 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moectl.model.dispatch import (
-    combine,
-    expert_gelu_mlp,
-    expert_linear,
-    group,
-    grouped_mm_supported,
-)
+from moectl.model.dispatch import combine, expert_linear, group
 
 # transformers' GELU modules -> F.gelu's `approximate`: gelu_new (GPT-2's) and
 # gelu_pytorch_tanh are the tanh form, gelu the exact one. Other activations run as modules.
@@ -104,23 +98,17 @@ class StackedExperts(nn.Module):
     def forward(self, x: Tensor, expert_index: Tensor, weights: Tensor) -> Tensor:
         """sum_k weights[t, k] * expert_{expert_index[t, k]}(x[t]) for x (T, D)."""
         groups = group(expert_index, weights, self.n_experts)
-        # The loop ops are opaque to autocast, so cast to the autocast dtype here, as F.linear
-        # would.
+        # The dispatch's op is opaque to autocast, so cast to the autocast dtype here, as
+        # F.linear would.
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         rows = x.to(dtype).index_select(0, groups.token)
         params = [p.to(dtype) for p in (self.fc_weight, self.fc_bias)]
         params += [p.to(dtype) for p in (self.proj_weight, self.proj_bias)]
         fc_weight, fc_bias, proj_weight, proj_bias = params
-        grouped = self.grouped
-        if grouped is None:
-            grouped = grouped_mm_supported(rows, fc_weight)
-        if self.gelu is not None and not grouped:
-            out = expert_gelu_mlp(rows, *params, groups, self.gelu)
-        else:
-            hidden = expert_linear(rows, fc_weight, fc_bias, groups, grouped)
-            hidden = F.gelu(hidden, approximate=self.gelu) if self.gelu else self.act(hidden)
-            out = expert_linear(hidden, proj_weight, proj_bias, groups, grouped)
+        hidden = expert_linear(rows, fc_weight, fc_bias, groups, self.grouped)
+        hidden = F.gelu(hidden, approximate=self.gelu) if self.gelu else self.act(hidden)
+        out = expert_linear(hidden, proj_weight, proj_bias, groups, self.grouped)
         return self.dropout(combine(out, groups, x.shape[0]))
 
     def extra_repr(self) -> str:

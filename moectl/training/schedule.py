@@ -33,6 +33,8 @@ def parameter_groups(
     With `router_lr_scale` != 1 the MoE gates get a group of their own at `lr * router_lr_scale`
     (a router that learns faster than the experts it chooses between); otherwise the groups stay
     the two above, so checkpoints of either kind resume into the optimizer that wrote them.
+    With 0 the gates are left out of the optimizer altogether, so they stay bitwise at their
+    initial weights (no update, no weight decay).
     """
     gates: set[int] = set()
     if router_lr_scale != 1.0:
@@ -50,7 +52,7 @@ def parameter_groups(
         {"params": decay, "weight_decay": weight_decay, "lr": lr},
         {"params": no_decay, "weight_decay": 0.0, "lr": lr},
     ]
-    if router:
+    if router and router_lr_scale > 0:
         groups.append({"params": router, "weight_decay": weight_decay, "lr": lr * router_lr_scale})
     return groups
 
