@@ -227,7 +227,9 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
 def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):
     out = tmp_path / "seeds"
     short = ["train.max_steps=12"]
-    result = run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0, 1])
+    result = run_study(
+        out, "tiny", plan_name="scratch", overrides=short, seeds=[0, 1], functional=True
+    )
     assert result.seeds == [0, 1]
     for variant in VARIANTS:
         for name, seed in ((variant, 0), (f"{variant}-seed1", 1)):
@@ -239,8 +241,13 @@ def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):
     loss = next(f for f in result.findings if f.key == "loss")
     assert loss.ci is not None and "Over 2 seeds" in loss.text
     assert "/2" in Path(result.report).read_text()
+    assert load_results(out / "eval" / "moe-seed1.json")[0].functional
+    special = next(f for f in result.findings if f.key == "specialization")
+    assert any(line.startswith("Functional test") for line in special.details)
     with pytest.raises(MoectlError, match=r"seeds 0,1 study, not a .* seeds 0 one"):
-        run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0])
+        run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0], functional=True)
+    with pytest.raises(MoectlError, match="with the functional test study, not a"):
+        run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0, 1])
 
 
 @pytest.mark.parametrize("seeds", ["0,a", "1,1", "-1"])

@@ -60,6 +60,14 @@ def quickstart(
             show_default=False,
         ),
     ] = None,
+    functional: Annotated[
+        bool,
+        typer.Option(
+            "--functional/--no-functional",
+            help="Also run the functional test: each domain keeps only its most-used experts vs "
+            "random ones (many more evaluation passes: minutes at the default size).",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
@@ -72,6 +80,8 @@ def quickstart(
     losses, the LB run for collapse) and writes figures and OUT/report.html. Re-running skips
     finished stages and resumes an interrupted one. With --seeds every stage runs once per
     seed (runs/moe, runs/moe-seed1, ...), which multiplies the time by the number of seeds.
+    --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
+    router that never learns); it does not fit beside the default's arms in 10 minutes.
 
     Examples:
 
@@ -86,6 +96,8 @@ def quickstart(
       moectl quickstart --config my-moe.yaml --out study-mine
 
       moectl quickstart --seeds 0,1,2 --out study-3-seeds
+
+      moectl quickstart --set moe.router_lr_scale=0 --out study-frozen-router
     """
     from moectl.config import config_file_overrides
     from moectl.study import StageOutcome, run_study
@@ -101,6 +113,7 @@ def quickstart(
         + ([f"--config {config}"] if config else [])
         + [f"--set {o}" for o in overrides or []]
         + ([f"--seeds {','.join(map(str, seed_list))}"] if seed_list else [])
+        + (["--functional"] if functional else [])
     )
 
     def on_stage(outcome: StageOutcome) -> None:
@@ -121,6 +134,7 @@ def quickstart(
             overrides=[*(config_file_overrides(config) if config else []), *(overrides or [])],
             seeds=seed_list,
             command=command,
+            functional=functional,
         )
 
     findings = Table(title="What this study found", show_lines=True)

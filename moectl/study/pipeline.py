@@ -84,6 +84,7 @@ def run_study(
     overrides: list[str] | None = None,
     seeds: list[int] | None = None,
     command: str | None = None,
+    functional: bool = False,
 ) -> StudyResult:
     """Run (or finish) the study in `out`; finished stages are skipped, interrupted ones resume.
 
@@ -91,6 +92,8 @@ def run_study(
     specialization experiment (docs/study.md) runs as a study, e.g. `moe.router_lr_scale=10`.
     `seeds` (default: the configured `train.seed` alone) repeats every stage per seed; `command`
     is the command line that asked for this study, recorded in the report's provenance.
+    `functional` adds the functional test to the evaluation (many more forward passes, so off by
+    default: docs/benchmarks.md).
     """
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
     from moectl.analysis.results import load_results
@@ -108,7 +111,14 @@ def run_study(
     data_config, stage_configs = plan_configs(size, plan_name, overrides)
     base_seed = stage_configs["dense"].train.seed
     seeds = list(dict.fromkeys(seeds)) if seeds else [base_seed]
-    state = _read_state(out, size, plan_name, overrides or [], seeds, base_seed)
+    wanted = {
+        "size": size,
+        "plan_name": plan_name,
+        "overrides": overrides or [],
+        "seeds": seeds,
+        "functional": functional,
+    }
+    state = _read_state(out, wanted, base_seed)
     run_configs = seeded_configs(stage_configs, seeds, base_seed)
     stages: list[StageOutcome] = []
     corpus_dir = out / "data"
@@ -187,7 +197,9 @@ def run_study(
     def evaluate() -> None:
         corpus = load_corpus(corpus_dir)
         options = EvaluationOptions(
-            max_blocks=plan.eval_max_blocks, n_permutations=plan.n_permutations
+            max_blocks=plan.eval_max_blocks,
+            n_permutations=plan.n_permutations,
+            functional=functional,
         )
         results = evaluate_models(variant_dirs, corpus, options=options, callback=callback)
         for name, result in zip(evaluated, results, strict=True):
@@ -271,26 +283,20 @@ def train_commands(
     return lines
 
 
-def _read_state(
-    out: Path,
-    size: StudySize,
-    plan_name: StudyPlanName,
-    overrides: list[str],
-    seeds: list[int],
-    base_seed: int,
-) -> dict[str, Any]:
-    """The study's state file (size, plan, overrides, seeds, finished stages); refuses to mix
-    studies in one folder, since the stages of the other one would be skipped as done. A state
-    file from before seeds were recorded is a study of the configured seed."""
+def _read_state(out: Path, wanted: dict[str, Any], base_seed: int) -> dict[str, Any]:
+    """The study's state file (size, plan, overrides, seeds, functional test, finished stages);
+    refuses to mix studies in one folder, since the stages of the other one would be skipped as
+    done. A state file from before seeds were recorded is a study of the configured seed,
+    without the functional test."""
     state_file = out / STATE_FILE
-    wanted = {"size": size, "plan_name": plan_name, "overrides": overrides, "seeds": seeds}
     if not state_file.exists():
-        state = {**wanted, "plan": PLANS[size].model_dump(), "done": {}}
+        state = {**wanted, "plan": PLANS[wanted["size"]].model_dump(), "done": {}}
         _write_state(out, state)
         return state
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
         state.setdefault("seeds", [base_seed])
+        state.setdefault("functional", False)
         previous = {key: state[key] for key in wanted}
         done = state["done"]
     except (ValueError, KeyError, TypeError):
@@ -311,6 +317,7 @@ def _read_state(
 def _describe(study: dict[str, Any], with_seeds: bool) -> str:
     text = f"'{study['size']}' '{study['plan_name']}'"
     text += f" ({' '.join(study['overrides'])})" if study["overrides"] else ""
+    text += " with the functional test" if study["functional"] else ""
     return text + (f" seeds {','.join(map(str, study['seeds']))}" if with_seeds else "")
 
 
