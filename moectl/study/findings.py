@@ -355,8 +355,8 @@ def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
     if token_ids:
         parts.append(
             "domain NMI given the token id "
-            + ", ".join(f"{t.nmi:.3f} {format_interval(t.ci)}" for t in token_ids)
-            + " (near 0: the routing follows the vocabulary)"
+            + ", ".join(f"{t.nmi:.3f} {format_interval(t.ci, signed=False)}" for t in token_ids)
+            + " (0 would mean the domain routing is the vocabulary alone)"
         )
     return "; ".join(parts)
 
@@ -364,7 +364,7 @@ def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
 def _layer_detail(label: str, layers: list[RoutingAnalysis], source: str) -> str:
     """One line per (arm, layer): the numbers behind its source, per seed."""
     specs = [layer.specialization for layer in layers]
-    nmi = ", ".join(f"{s.nmi:.3f} {format_interval(s.nmi_ci)}" for s in specs)
+    nmi = ", ".join(f"{s.nmi:.3f} {format_interval(s.nmi_ci, signed=False)}" for s in specs)
     text = f"{label} layer {layers[0].layer}: {source}. Trained NMI {nmi}"
     if all(s.frozen_gate_nmi is not None for s in specs):
         frozen = ", ".join(f"{s.frozen_gate_nmi:.3f}" for s in specs)
@@ -397,7 +397,7 @@ def _first_choice_line(results: dict[str, list[EvaluationResult]]) -> str | None
         )
     return f"{one_label} vs {many_label} on each token's first choice only: " + "; ".join(
         f"layer {a.layer} {a.specialization.nmi:.3f} vs {b.specialization.first_choice_nmi:.3f} "
-        f"{format_interval(b.specialization.first_choice_nmi_ci)}"
+        f"{format_interval(b.specialization.first_choice_nmi_ci, signed=False)}"
         for a, b in pairs
     )
 
