@@ -1,8 +1,11 @@
-"""Which settings make domain specialization emerge at CPU scale? (issue 8, section 5)
+"""Which settings make the *router* specialize by domain at CPU scale? (issues 8 and 14)
 
-Trains every arm on the quickstart's corpus and model, evaluates each MoE arm against its own
-init router (the same model at step 0) and each arm's loss against its matched dense run, both
-with paired bootstrap intervals over eval blocks, and prints one markdown table.
+Trains every arm on the quickstart's corpus and model, once per seed, evaluates every run on the
+same eval blocks and prints one markdown table per arm and layer, over seeds: the trained NMI,
+the router-made difference (trained minus the init gate on the trained hidden states, the
+frozen-gate control) with its seeds-then-documents interval and the verdict count per seed, the
+random-gate percentile, the probe ceiling, the domain NMI given the token id, the first-choice
+NMI, the functional test and the eval loss against the matched dense run of the same seed.
 
 Two families share one corpus and one model size:
 - upcycled: a dense GPT-2 is pretrained (the quickstart's pretrain stage), then every arm
@@ -21,15 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
-from moectl.analysis.results import EvaluationResult
+from moectl.analysis.results import Emergence, EvaluationResult
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
-from moectl.study.findings import paired_difference
+from moectl.study.findings import combine_seeds, paired_difference
 from moectl.study.parallel import RESULT_FILE, TrainJob, run_parallel
 from moectl.study.plan import PLANS, plan_configs
 
@@ -44,12 +48,14 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "lb-0": ("upcycled", ["moe.lb_coef=0"]),
     "noise-0": ("upcycled", ["moe.noise_std=0"]),
     "router-lr-10": ("upcycled", ["moe.router_lr_scale=10"]),
+    "frozen-router": ("upcycled", ["moe.router_lr_scale=0"]),
     "perturb-0.05": ("upcycled", ["moe.perturbation_std=0.05"]),
     "top2": ("upcycled", ["moe.top_k=2"]),
     "scratch-dense": ("scratch", ["moe.enabled=false"]),
     "scratch-moe": ("scratch", ["moe.init=scratch"]),
     "scratch-lb-0": ("scratch", ["moe.init=scratch", "moe.lb_coef=0"]),
     "scratch-top2": ("scratch", ["moe.init=scratch", "moe.top_k=2"]),
+    "scratch-frozen-router": ("scratch", ["moe.init=scratch", "moe.router_lr_scale=0"]),
 }
 MATCHED_DENSE = {"upcycled": "dense", "scratch": "scratch-dense"}
 
@@ -69,55 +75,81 @@ def wall_seconds(run_dir: Path) -> float:
     return (run_dir / RESULT_FILE).stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
 
 
-def table(results: dict[str, EvaluationResult], out: Path) -> str:
+def run_name(arm: str, seed: int) -> str:
+    return arm if seed == 0 else f"{arm}@{seed}"
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.3f}" if values else "-"
+
+
+def _over_seeds(emergences: list[Emergence]) -> str:
+    """Mean difference with its seeds-then-documents interval, and the verdict per seed."""
+    known = [e for e in emergences if e.difference is not None and e.ci is not None]
+    if not known:
+        return "- | -"
+    mean, ci = combine_seeds([e.difference for e in known], [e.ci for e in known])  # type: ignore[misc]
+    counts = Counter(e.verdict for e in known)
+    verdicts = ", ".join(f"{v} {n}/{len(known)}" for v, n in counts.most_common())
+    return f"{mean:+.3f} {format_interval(ci)} | {verdicts}"
+
+
+def _loss(runs: list[EvaluationResult], dense: list[EvaluationResult]) -> str:
+    diffs = [paired_difference(r, d) for r, d in zip(runs, dense, strict=True)]
+    mean, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
+    return f"{mean:+.3f} {format_interval(ci)}"
+
+
+def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> str:
+    """One row per MoE arm and layer (one per dense arm), every column over the seeds."""
     lines = [
-        "| arm | layer | trained NMI [95% CI] | init NMI [95% CI] | trained - init [95% CI] "
-        "| verdict | eval loss vs matched dense [95% CI] | wall (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arm | layer | seeds | trained NMI | frozen gate NMI | router-made [95% CI] | "
+        "router-made per seed | trained - step 0 [95% CI] | step-0 per seed | random-gate "
+        "percentile | probe acc / NMI | NMI given token id | first-choice NMI | functional "
+        "specialized | loss vs matched dense [95% CI] | wall (s) |",
+        "|" + "---|" * 16,
     ]
     for name, (family, _) in ARMS.items():
-        if name not in results or MATCHED_DENSE[family] not in results:
+        present = [s for s in seeds if run_name(name, s) in results]
+        dense_name = MATCHED_DENSE[family]
+        present = [s for s in present if run_name(dense_name, s) in results]
+        if not present:
             continue
-        result = results[name]
-        dense = results[MATCHED_DENSE[family]]
-        wall = f"{wall_seconds(out / 'runs' / name):.0f}"
-        if name == MATCHED_DENSE[family]:
-            loss = f"{result.loss:.3f} (matched dense)"
-        else:
-            diff = paired_difference(result, dense)
-            loss = (
-                f"{result.loss:.3f} vs {dense.loss:.3f}: {diff.difference:+.3f} "
-                f"{format_interval(diff.ci)}"
-            )
-        if not result.routing:
-            lines.append(f"| {name} | - | - | - | - | - | {loss} | {wall} |")
+        runs = [results[run_name(name, s)] for s in present]
+        dense = [results[run_name(dense_name, s)] for s in present]
+        loss = "(matched dense)" if name == dense_name else _loss(runs, dense)
+        walls = [wall_seconds(out / "runs" / run_name(name, s)) for s in present]
+        wall = f"{sum(walls) / len(walls):.0f}"
+        head = f"| {name} | {{layer}} | {len(present)} |"
+        if not runs[0].routing:
+            lines.append(head.format(layer="-") + " - |" * 11 + f" {loss} | {wall} |")
             continue
-        for layer in result.routing:
-            s = layer.specialization
-            lines.append(
-                f"| {name} | {layer.layer} | {s.nmi:.3f} {format_interval(s.nmi_ci)} | "
-                f"{s.init_nmi:.3f} {format_interval(s.init_nmi_ci)} | "
-                f"{s.emergent.difference:+.3f} {format_interval(s.emergent.ci)} | "
-                f"{s.emergent.verdict} | {loss} | {wall} |"
-            )
-    return "\n".join(lines)
-
-
-def seed_table(results: dict[str, EvaluationResult]) -> str:
-    """Per arm repeated over seeds: each seed's trained - init difference and verdict per layer."""
-    lines = ["| arm | seed | layer | trained - init [95% CI] | verdict |", "|---|---|---|---|---|"]
-    for name in ARMS:
-        repeats = [key for key in results if key.startswith(f"{name}@")]
-        runs = [(0, name), *sorted((int(key.split("@")[1]), key) for key in repeats)]
-        if len(runs) < 2 or name not in results:
-            continue
-        for seed, key in runs:
-            for layer in results[key].routing:
-                e = layer.specialization.emergent
-                lines.append(
-                    f"| {name} | {seed} | {layer.layer} | {e.difference:+.3f} "
-                    f"{format_interval(e.ci)} | {e.verdict} |"
-                )
+        for i, layer in enumerate(runs[0].routing):
+            specs = [r.routing[i].specialization for r in runs]
+            gates = [s.random_gates.percentile for s in specs if s.random_gates]
+            probes = [s.probe for s in specs if s.probe]
+            functional = [
+                f.trained.verdict == "specialized"
+                for r in runs
+                for f in r.functional
+                if f.layer == layer.layer
+            ]
+            cells = [
+                _mean([s.nmi for s in specs]),
+                _mean([s.frozen_gate_nmi for s in specs if s.frozen_gate_nmi is not None]),
+                _over_seeds([s.router_made for s in specs]),
+                _over_seeds([s.emergent for s in specs]),
+                _mean(gates),
+                f"{_mean([p.accuracy for p in probes])} / {_mean([p.nmi for p in probes])}"
+                if probes
+                else "-",
+                _mean([s.token_id.nmi for s in specs if s.token_id]),
+                _mean([s.first_choice_nmi for s in specs if s.first_choice_nmi is not None]),
+                f"{sum(functional)}/{len(functional)}" if functional else "-",
+                loss,
+                wall,
+            ]
+            lines.append(head.format(layer=layer.layer) + " " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -131,7 +163,8 @@ def main() -> None:
         "--seeds",
         default="0",
         help="comma-separated train.seed values; arms run once per seed, as ARM@SEED beyond 0 "
-        "(the upcycled arms all continue the one seed-0 pretrain)",
+        "(the upcycled arms all continue the one seed-0 pretrain), and every column of the "
+        "table is over the seeds",
     )
     args = parser.parse_args()
     chosen = args.arms.split(",")
@@ -153,13 +186,13 @@ def main() -> None:
     for name in chosen:
         family, overrides = ARMS[name]
         for seed in seeds:
-            run_name = name if seed == 0 else f"{name}@{seed}"
-            run_dir = out / "runs" / run_name
+            name_seed = run_name(name, seed)
+            run_dir = out / "runs" / name_seed
             if (run_dir / RESULT_FILE).is_file():
                 continue
-            config = arm_config(runs["moe"], run_name, family, [*overrides, f"train.seed={seed}"])
+            config = arm_config(runs["moe"], name_seed, family, [*overrides, f"train.seed={seed}"])
             init_from = pretrain_dir / "best" if family == "upcycled" else None
-            jobs.append(TrainJob(run_name, config, corpus_dir, run_dir, init_from))
+            jobs.append(TrainJob(name_seed, config, corpus_dir, run_dir, init_from))
     run_parallel(jobs, workers=args.workers)
     options = EvaluationOptions(max_blocks=PLANS[args.size].eval_max_blocks)
     names = [n for n in ARMS if (out / "runs" / n / RESULT_FILE).is_file()]
@@ -171,7 +204,7 @@ def main() -> None:
     (out / "experiment.json").write_text(
         json.dumps({n: r.model_dump(mode="json") for n, r in results.items()}), encoding="utf-8"
     )
-    text = table(results, out) + "\n\n" + seed_table(results)
+    text = table(results, seeds, out)
     (out / "table.md").write_text(text + "\n", encoding="utf-8")
     print(text)
     print(f"done in {time.time() - started:.0f} s")

@@ -15,6 +15,7 @@ from test_sinks import read_tensorboard
 from moectl.analysis.results import load_results
 from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
+from moectl.rundir import read_run_config
 from moectl.study import VARIANTS, StudyInterrupted, run_study
 from moectl.study.findings import paired_difference
 from moectl.study.plan import PLAN_NAMES, PLANS, plan_configs
@@ -152,8 +153,13 @@ def test_every_artefact_is_written(study):
     report = Path(result.report).read_text()
     assert ("Findings" in report and "routing-heatmap" not in report) or "<img" in report
     assert "<img" in report and "base64," in report
-    assert "init router NMI" in report and "trained - init" in report
-    assert "nmi over training" in report
+    assert "frozen gate NMI" in report and "trained - step 0" in report
+    assert "nmi over training" in report and "<figcaption>" in report
+    assert "<table class='findings'>" in report and "Provenance" in report
+    assert "--run-dir runs/moe" in report  # how to reproduce each run
+    inside = _Spans()
+    inside.feed(report)
+    assert inside.tokens == parser.tokens  # the token routing is inside: the report stands alone
 
 
 def _streak(run_dir: Path, threshold: float = 0.6) -> int:
@@ -179,17 +185,20 @@ def test_findings_are_measured_not_asserted(study):
     dense = load_results(out / "eval" / "dense.json")[0]
     diff = paired_difference(moe, dense)
     assert findings["loss"].reproduced == (diff.ci[1] < 0)
-    assert f"{moe.loss:.3f}" in findings["loss"].text and f"{diff.difference:+.3f}" in (
-        findings["loss"].text
-    )
+    assert findings["loss"].value == pytest.approx(diff.difference)
+    assert findings["loss"].ci == pytest.approx(diff.ci)
+    assert f"{moe.loss:.3f}" in findings["loss"].details[0]
+    assert f"{diff.difference:+.3f}" in findings["loss"].text
     top2 = load_results(out / "eval" / "top2.json")[0]
-    verdicts = [layer.specialization.emergent.verdict for r in (moe, top2) for layer in r.routing]
+    made = [layer.specialization.router_made.verdict for r in (moe, top2) for layer in r.routing]
     special = findings["specialization"]
-    assert special.reproduced == ("emerged" in verdicts)
-    if "emerged" not in verdicts:
-        assert "emerged" not in special.text
+    assert special.reproduced == ("emerged" in made)
+    if "emerged" not in made:
+        assert "made it" not in special.text and "emerged" not in special.text
+    details = " ".join(special.details)
     for layer in moe.routing:
-        assert f"{layer.specialization.init_nmi:.3f}" in special.text
+        assert f"{layer.specialization.init_nmi:.3f}" in details
+    assert special.value is not None and special.ci is not None and special.control
     assert findings["figures"].reproduced
 
 
@@ -231,3 +240,36 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
         assert config.moe.init == ("scratch" if config.moe.enabled else config.moe.init)
     assert scratch["top2"].moe.top_k == 2 and scratch["no-lb"].moe.lb_coef == 0
     assert (data.size_mb, data.tokenizer, upcycle["moe"].model.n_embd) == (1.25, "bpe:4096", 128)
+
+
+def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):
+    out = tmp_path / "seeds"
+    short = ["train.max_steps=12"]
+    result = run_study(
+        out, "tiny", plan_name="scratch", overrides=short, seeds=[0, 1], functional=True
+    )
+    assert result.seeds == [0, 1]
+    for variant in VARIANTS:
+        for name, seed in ((variant, 0), (f"{variant}-seed1", 1)):
+            assert read_run_config(out / "runs" / name).train.seed == seed
+            evaluated = load_results(out / "eval" / f"{name}.json")[0]
+            assert evaluated.block_index == load_results(out / "eval" / "moe.json")[0].block_index
+    for finding in result.findings[:-1]:  # all but the figures
+        assert finding.seeds == [0, 1] and sum(finding.seed_verdicts.values()) == 2
+    loss = next(f for f in result.findings if f.key == "loss")
+    assert loss.ci is not None and "Over 2 seeds" in loss.text
+    assert "/2" in Path(result.report).read_text()
+    assert load_results(out / "eval" / "moe-seed1.json")[0].functional
+    special = next(f for f in result.findings if f.key == "specialization")
+    assert any(line.startswith("Functional test") for line in special.details)
+    with pytest.raises(MoectlError, match=r"seeds 0,1 study, not a .* seeds 0 one"):
+        run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0], functional=True)
+    with pytest.raises(MoectlError, match="with the functional test study, not a"):
+        run_study(out, "tiny", plan_name="scratch", overrides=short, seeds=[0, 1])
+
+
+@pytest.mark.parametrize("seeds", ["0,a", "1,1", "-1"])
+def test_bad_seeds_are_one_line_and_write_nothing(cli, tmp_path: Path, seeds: str):
+    result = cli("quickstart", "--tiny", "--seeds", seeds, "--out", tmp_path / "study")
+    assert result.exit_code == 2 and "--seeds" in result.output
+    assert not (tmp_path / "study").exists()

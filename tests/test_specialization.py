@@ -52,7 +52,7 @@ def test_one_step_at_negligible_lr_is_inherited_in_every_layer(tiny_corpus, upcy
         assert score.nmi_ci[0] <= score.nmi <= score.nmi_ci[1]
         for types in layer.token_types:
             assert types.specialization.emergent.verdict == "inherited"
-    finding = specialization_finding({"top-1": result})
+    finding = specialization_finding({"top-1": [result]})
     assert finding.verdict == "inherited" and not finding.reproduced
     assert "emerged" not in finding.text
 
@@ -101,9 +101,10 @@ def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
     assert score.random_gates.n == 32 and score.random_gates.percentile == 100.0
     assert score.first_choice_nmi == pytest.approx(score.nmi)
     assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
-    finding = specialization_finding({"top-1": result})
-    assert finding.verdict == "emerged" and finding.reproduced
-    assert "emerged with training in top-1 layer 1" in finding.text
+    finding = specialization_finding({"top-1": [result]})
+    assert finding.verdict == "made by the router" and finding.reproduced
+    assert finding.value == pytest.approx(score.router_made.difference)
+    assert "frozen gate" in finding.control
 
 
 def test_a_frozen_router_trains_the_body_but_keeps_its_gate_so_the_router_made_nothing(
@@ -130,6 +131,10 @@ def test_a_frozen_router_trains_the_body_but_keeps_its_gate_so_the_router_made_n
         assert score.router_made.verdict == "inherited"
         assert score.probe is not None and score.probe.test_documents > 0
         assert score.token_id is not None and 0.0 <= score.token_id.nmi <= 1.0
+    # Whatever the model's routing did, the findings never say this router specialized.
+    finding = specialization_finding({"top-1": [result]})
+    assert finding.verdict != "made by the router" and not finding.reproduced
+    assert all("made by the router" not in line for line in finding.details)
 
 
 def test_functional_test_says_specialized_only_where_a_domains_own_experts_matter(

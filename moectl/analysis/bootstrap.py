@@ -14,6 +14,7 @@ so the interval is that of the difference.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -256,3 +257,43 @@ def paired_block_difference(
     loss_b, _ = unit_losses(block_loss_b, block_unit)
     strata = unit_strata(block_domain, block_unit)
     return paired_loss_difference(loss_a, loss_b, strata, n_bootstrap, seed, size=blocks)
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """A per-seed estimate averaged over seeds, with its two-level (seeds, then documents)
+    bootstrap interval."""
+
+    mean: float
+    ci: tuple[float, float]
+    n_seeds: int
+
+
+def seed_interval(
+    points: list[float],
+    cis: list[tuple[float, float]],
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+) -> SeedInterval:
+    """Interval of the mean over seeds of a per-seed estimate (e.g. a paired difference).
+
+    A hierarchical bootstrap: each resample draws the seeds with replacement, then for every
+    drawn seed a value from that seed's own document-level uncertainty, and averages them. The
+    within-seed draw is the normal distribution whose central `level` interval is the seed's
+    stored bootstrap interval `cis[i]` (results keep the interval, not its resamples). A seed
+    level that moves the estimate more than the documents do widens the interval accordingly.
+    """
+    values = np.asarray(points, dtype=np.float64)
+    n = len(values)
+    if n == 0 or len(cis) != n:
+        raise ValueError("seed_interval needs one interval per seed, and at least one seed")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    scales = np.array([(hi - lo) / (2 * z) for lo, hi in cis], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n, size=(n_bootstrap, n))
+    samples = values[drawn] + scales[drawn] * rng.standard_normal((n_bootstrap, n))
+    mean = float(values.mean())
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(samples.mean(axis=1), [tail, 100 - tail])
+    return SeedInterval(mean=mean, ci=(float(lo), float(hi)), n_seeds=n)

@@ -524,19 +524,25 @@ def _token_routing(
     tokenizer: Any,
     cache: dict[int, str],
 ) -> TokenRouting:
-    layers, probs, entropy = {}, {}, {}
+    layers, probs, entropy, experts, weights = {}, {}, {}, {}, {}
     for index, s in sorted(stats.items()):
         key = str(index)
         layers[key] = s.expert_index[lo:hi, 0].cpu().tolist()
         chosen = s.probs[lo:hi].gather(1, s.expert_index[lo:hi, :1])[:, 0]
         probs[key] = [round(float(p), 4) for p in chosen.float().cpu()]
         entropy[key] = [round(float(h), 4) for h in s.entropy[lo:hi].float().cpu()]
+        experts[key] = s.expert_index[lo:hi].cpu().tolist()
+        weights[key] = [
+            [round(w, 4) for w in row] for row in s.expert_weight[lo:hi].float().cpu().tolist()
+        ]
     return TokenRouting(
         domain=domain,
         tokens=[decode_piece(tokenizer, t, cache) for t in ids],
         layers=layers,
         probs=probs,
         entropy=entropy,
+        experts=experts,
+        weights=weights,
     )
 
 

@@ -193,6 +193,19 @@ class TokenRouting(BaseModel):
         description="layer -> router probability of the first-choice expert per token"
     )
     entropy: dict[str, list[float]]
+    experts: dict[str, list[list[int]]] = Field(
+        default_factory=dict, description="layer -> every top-k expert per token, in order"
+    )
+    weights: dict[str, list[list[float]]] = Field(
+        default_factory=dict, description="layer -> the combine weight of each of those experts"
+    )
+
+    def choices(self, layer: str, index: int) -> list[tuple[int, float | None]]:
+        """Every (expert, combine weight) a token was routed to in a layer, first choice first;
+        results written before all choices were kept give the first choice alone."""
+        if layer in self.experts:
+            return list(zip(self.experts[layer][index], self.weights[layer][index], strict=True))
+        return [(self.layers[layer][index], None)]
 
 
 class EvaluationResult(BaseModel):
@@ -260,13 +273,28 @@ class EvaluationResult(BaseModel):
 
 
 class Finding(BaseModel):
-    """One claim of the reference study checked against a study's own measurements."""
+    """One claim of the reference study checked against a study's own measurements.
+
+    The report's findings table shows `verdict`, the one number that decides it (`measure`,
+    `value`, `ci`) and what that number is compared against (`control`); `details` are the
+    supporting numbers below the table. Over several seeds `value`/`ci` are the mean over seeds
+    and its seed-then-document interval, and `seed_verdicts` counts the seeds per verdict.
+    """
 
     key: str
     title: str
     reproduced: bool
-    verdict: str = Field(description="the finding in a word or two, e.g. 'emerged', 'inherited'")
-    text: str
+    verdict: str = Field(description="the finding in a word or two, e.g. 'made by the router'")
+    text: str = Field(description="the finding in one or two sentences")
+    measure: str | None = Field(None, description="what the deciding number is")
+    value: float | None = None
+    ci: tuple[float, float] | None = Field(None, description="95% interval of `value`")
+    control: str | None = Field(None, description="what `value` is compared against")
+    seeds: list[int] = Field(default_factory=list)
+    seed_verdicts: dict[str, int] = Field(
+        default_factory=dict, description="verdict -> how many seeds give it"
+    )
+    details: list[str] = Field(default_factory=list)
 
 
 class EvaluationSet(BaseModel):

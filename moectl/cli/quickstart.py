@@ -9,6 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from moectl.analysis.bootstrap import format_interval
+from moectl.analysis.results import Finding
 from moectl.cli.common import RichProgress, console
 from moectl.errors import MoectlError
 from moectl.study.plan import DEFAULT_PLAN, PLAN_NAMES
@@ -56,6 +58,24 @@ def quickstart(
             "tensorboard --logdir OUT/runs. A --set train.sinks=[...] replaces them.",
         ),
     ] = True,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            metavar="LIST",
+            help="Comma-separated train.seed values: every stage runs once per seed and each "
+            "finding reports its verdict per seed and an interval over seeds. Default: one seed.",
+            show_default=False,
+        ),
+    ] = None,
+    functional: Annotated[
+        bool,
+        typer.Option(
+            "--functional/--no-functional",
+            help="Also run the functional test: each domain keeps only its most-used experts vs "
+            "random ones (many more evaluation passes: minutes at the default size).",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
@@ -66,7 +86,10 @@ def quickstart(
     from it, the MoE upcycled. Then it evaluates all four, judges each finding against its
     control (the MoE's own init router for specialization, paired bootstrap intervals for
     losses, the LB run for collapse) and writes figures and OUT/report.html. Re-running skips
-    finished stages and resumes an interrupted one.
+    finished stages and resumes an interrupted one. With --seeds every stage runs once per
+    seed (runs/moe, runs/moe-seed1, ...), which multiplies the time by the number of seeds.
+    --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
+    router that never learns); it does not fit beside the default's arms in 10 minutes.
 
     Examples:
 
@@ -81,6 +104,10 @@ def quickstart(
       moectl quickstart --config my-moe.yaml --out study-mine
 
       moectl quickstart --tiny --no-tensorboard --out /tmp/tiny-study
+
+      moectl quickstart --seeds 0,1,2 --out study-3-seeds
+
+      moectl quickstart --set moe.router_lr_scale=0 --out study-frozen-router
     """
     from moectl.config import config_file_overrides
     from moectl.study import StageOutcome, run_study
@@ -89,6 +116,16 @@ def quickstart(
         raise MoectlError(
             f"unknown plan '{plan}'", hint=f"use --plan {' or --plan '.join(PLAN_NAMES)}"
         )
+
+    seed_list = parse_seeds(seeds)
+    command = " ".join(
+        ["moectl quickstart", f"--out {out}", *(["--tiny"] if tiny else []), f"--plan {plan}"]
+        + ([f"--config {config}"] if config else [])
+        + [f"--set {o}" for o in overrides or []]
+        + ([f"--seeds {','.join(map(str, seed_list))}"] if seed_list else [])
+        + ([] if tensorboard else ["--no-tensorboard"])
+        + (["--functional"] if functional else [])
+    )
 
     def on_stage(outcome: StageOutcome) -> None:
         verb = {"skipped": "already done", "done": "done", "resumed": "resumed and done"}
@@ -107,16 +144,23 @@ def quickstart(
             plan_name=plan,
             overrides=[*(config_file_overrides(config) if config else []), *(overrides or [])],
             tensorboard=tensorboard,
+            seeds=seed_list,
+            command=command,
+            functional=functional,
         )
 
     findings = Table(title="What this study found", show_lines=True)
     findings.add_column("finding", style="bold")
     findings.add_column("verdict")
-    findings.add_column("measured (95% bootstrap intervals over eval blocks)")
+    findings.add_column("deciding number [95% CI], compared against")
+    findings.add_column("in words")
     for finding in result.findings:
         colour = "green" if finding.reproduced else "yellow"
         findings.add_row(
-            escape(finding.title), f"[{colour}]{escape(finding.verdict)}[/]", escape(finding.text)
+            escape(finding.title),
+            f"[{colour}]{escape(finding.verdict)}[/]",
+            escape(_deciding(finding)),
+            escape(finding.text),
         )
     console.print(findings)
 
@@ -130,3 +174,32 @@ def quickstart(
         paths.add_row(f"run {name}", escape(run_dir))
     paths.add_row("figures", escape(str(Path(result.out) / "figures")))
     console.print(paths)
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """'0,1,2' -> [0, 1, 2]; None -> None (the configured seed alone)."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MoectlError(
+            f"--seeds takes comma-separated integers, not '{text}'", hint="e.g. --seeds 0,1,2"
+        ) from None
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise MoectlError(
+            f"--seeds '{text}' repeats a seed or has a negative one",
+            hint="give distinct seeds >= 0, e.g. --seeds 0,1,2",
+        )
+    return seeds
+
+
+def _deciding(finding: Finding) -> str:
+    if finding.value is None:
+        return finding.control or "-"
+    number = (
+        f"{finding.value:+.3f} {format_interval(finding.ci)}"
+        if finding.ci
+        else (f"{finding.value:g}")
+    )
+    return f"{finding.measure}: {number}, vs {finding.control}"

@@ -1,37 +1,77 @@
 """The reference study's claims checked against a study's own measurements, in plain words.
 
 Every finding is judged against a control that could have failed, with its uncertainty:
-- loss: MoE (and top-2) minus the matched dense run, paired bootstrap interval over eval blocks;
+- loss: MoE (and top-2) minus the matched dense run, paired bootstrap interval over eval
+  documents;
 - collapse: the no-LB run over the threshold for `patience` consecutive router-log steps while
-  the LB run never was;
-- specialization: each layer's trained NMI minus its init router's NMI (the same model at step
-  0) on the same blocks, paired bootstrap interval. The random-assignment baseline (shuffled
-  labels) is only the estimator's bias and decides nothing.
-When the honest answer is "no effect at this scale", the text says so, with the numbers.
+  the LB run never was; the finding names every MoE setting the two arms differ in;
+- specialization, per layer, by its source: "made by the router" when the trained router beats
+  its own init gate on the trained body (`router_made`, the frozen-gate control); "from the
+  representation" when the model's routing rose above the step-0 model's but the router did
+  not beat its frozen gate; "reduced by training" when it fell below the step-0 model's. The
+  random-assignment baseline (shuffled labels) is only the estimator's bias and decides nothing.
+Each variant maps to one result per seed (the same order as `seeds`). With two or more seeds a
+finding's number is the mean over seeds with a hierarchical (seeds, then documents) interval,
+and `seed_verdicts` counts the seeds giving each verdict. When the honest answer is "no effect
+at this scale", the text says so, with the numbers.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from moectl.analysis.bootstrap import PairedDifference, format_interval, paired_block_difference
-from moectl.analysis.results import EvaluationResult, Finding, RoutingAnalysis
+from moectl.analysis.bootstrap import (
+    PairedDifference,
+    format_interval,
+    paired_block_difference,
+    seed_interval,
+    verdict_of,
+)
+from moectl.analysis.results import Emergence, EvaluationResult, Finding, RoutingAnalysis
 from moectl.analysis.runs import RunLogs, load_run
+
+SOURCE_ORDER = (
+    "made by the router",
+    "from the representation",
+    "rose, router not separated",
+    "reduced by training",
+    "inherited",
+    "no control",
+)
+"""Per-layer sources of domain routing, strongest claim first (the finding takes the first that
+any layer gives)."""
+FROZEN_GATE = "the init gate on the trained hidden states (frozen gate)"
+STEP_ZERO = "the step-0 model (init body and gate)"
+MEASURES = {
+    FROZEN_GATE: "router-made NMI (trained - frozen gate)",
+    STEP_ZERO: "NMI, trained - step-0 model",
+}
+"""The specialization finding's two controls and the difference each decides by."""
 
 
 def study_findings(
-    results: dict[str, EvaluationResult], run_dirs: dict[str, Path]
+    results: dict[str, list[EvaluationResult]],
+    run_dirs: dict[str, list[Path]],
+    seeds: list[int] | None = None,
 ) -> list[Finding]:
-    """The study's findings from the evaluations of its variants (dense, moe, no-lb, top2)."""
+    """The study's findings from the evaluations of its variants (dense, moe, no-lb, top2), each
+    a list over seeds."""
+    seeds = seeds if seeds is not None else list(range(len(results["moe"])))
     moe, dense, top2 = results["moe"], results["dense"], results["top2"]
-    return [
+    no_lb = [load_run(path) for path in run_dirs["no-lb"]]
+    lb = [load_run(path) for path in run_dirs["moe"]]
+    findings = [
         loss_finding(moe, dense),
-        collapse_finding(load_run(run_dirs["no-lb"]), load_run(run_dirs["moe"])),
+        collapse_finding(no_lb, lb),
         top2_finding(top2, moe, dense),
         specialization_finding({"top-1": moe, "top-2": top2}),
     ]
+    for finding in findings:
+        finding.seeds = list(seeds)
+    return findings
 
 
 def paired_difference(a: EvaluationResult, b: EvaluationResult) -> PairedDifference:
@@ -45,28 +85,93 @@ def paired_difference(a: EvaluationResult, b: EvaluationResult) -> PairedDiffere
     )
 
 
-def _loss_sentence(label: str, a: EvaluationResult, b: EvaluationResult, b_label: str) -> str:
-    diff = paired_difference(a, b)
-    return (
-        f"{label} eval loss {a.loss:.3f} vs {b_label} {b.loss:.3f}: difference "
-        f"{diff.difference:+.3f} nats, 95% CI {format_interval(diff.ci)} "
-        f"({diff.relative:+.2%}, paired bootstrap over {len(a.block_loss)} eval blocks)"
-    )
+def combine_seeds(
+    points: list[float], cis: list[tuple[float, float]]
+) -> tuple[float, tuple[float, float]]:
+    """One seed: its own estimate and interval; several: their mean and the seed-level one."""
+    if len(points) == 1:
+        return points[0], cis[0]
+    combined = seed_interval(points, cis)
+    return combined.mean, combined.ci
 
 
-def _loss_verdict(diff: PairedDifference) -> str:
-    if diff.ci[1] < 0:
+def _seed_note(counts: Counter[str], n: int) -> str:
+    if n < 2:
+        return ""
+    parts = ", ".join(f"{verdict} in {k} of {n}" for verdict, k in counts.most_common())
+    return f" Over {n} seeds: {parts}; the interval resamples seeds, then documents."
+
+
+def _loss_verdict(ci: tuple[float, float]) -> str:
+    if ci[1] < 0:
         return "better"
-    if diff.ci[0] > 0:
+    if ci[0] > 0:
         return "worse"
     return "no detectable difference"
 
 
-def loss_finding(moe: EvaluationResult, dense: EvaluationResult) -> Finding:
-    diff = paired_difference(moe, dense)
-    verdict = _loss_verdict(diff)
+def _loss_comparison(
+    a: list[EvaluationResult], b: list[EvaluationResult]
+) -> tuple[float, tuple[float, float], str, Counter[str], list[PairedDifference]]:
+    """a - b per seed, combined over seeds: (value, ci, verdict, seed verdicts, per seed)."""
+    diffs = [paired_difference(x, y) for x, y in zip(a, b, strict=True)]
+    value, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
+    counts = Counter(_loss_verdict(d.ci) for d in diffs)
+    return value, ci, _loss_verdict(ci), counts, diffs
+
+
+def _per_seed_losses(
+    label: str,
+    a: list[EvaluationResult],
+    b: list[EvaluationResult],
+    b_label: str,
+    diffs: list[PairedDifference],
+) -> list[str]:
+    return [
+        f"{label}, run {x.name}: eval loss {x.loss:.3f} vs {b_label} {y.loss:.3f}, difference "
+        f"{d.difference:+.3f} {format_interval(d.ci)} ({d.relative:+.2%}; paired bootstrap over "
+        + (
+            f"{len(set(x.block_document))} eval documents)"
+            if x.block_document
+            else f"{len(x.block_loss)} eval blocks)"
+        )
+        for x, y, d in zip(a, b, diffs, strict=True)
+    ]
+
+
+def _against_dense(
+    key: str,
+    title: str,
+    label: str,
+    arm: list[EvaluationResult],
+    dense: list[EvaluationResult],
+    explanation: dict[str, str],
+    details: list[str],
+) -> Finding:
+    """A loss finding: `arm` minus the matched dense run, 'better' when the whole interval is
+    below 0; `explanation` says what each verdict means against the reference study."""
+    value, ci, verdict, counts, diffs = _loss_comparison(arm, dense)
+    return Finding(
+        key=key,
+        title=title,
+        reproduced=verdict == "better",
+        verdict=verdict,
+        text=f"{label} minus matched dense eval loss: {value:+.3f} nats {format_interval(ci)}. "
+        f"{explanation[verdict]}{_seed_note(counts, len(diffs))}",
+        measure=f"eval loss, {label} - dense (nats)",
+        value=value,
+        ci=ci,
+        control="the matched dense run (same steps and schedule), paired on the same blocks",
+        seed_verdicts=dict(counts),
+        details=[*_per_seed_losses(label, arm, dense, "dense", diffs), *details],
+    )
+
+
+def loss_finding(moe: list[EvaluationResult], dense: list[EvaluationResult]) -> Finding:
     per_domain = ", ".join(
-        f"{d} {moe.domain_loss[d]:.3f} vs {dense.domain_loss[d]:.3f}" for d in dense.domain_loss
+        f"{d} {np.mean([r.domain_loss[d] for r in moe]):.3f} vs "
+        f"{np.mean([r.domain_loss[d] for r in dense]):.3f}"
+        for d in dense[0].domain_loss
     )
     explanation = {
         "better": "As in the reference study (MoE 3.6% better), the MoE beats the matched dense "
@@ -75,40 +180,24 @@ def loss_finding(moe: EvaluationResult, dense: EvaluationResult) -> Finding:
         "matched dense run at this scale: the whole interval is above 0.",
         "no detectable difference": "The interval contains 0: no detectable difference at this "
         "scale, unlike the reference study's 3.6% (which also trained the MoE twice as long).",
-    }[verdict]
-    text = (
-        f"{_loss_sentence('MoE (top-1)', moe, dense, 'matched dense')}. Per domain (MoE vs "
-        f"dense): {per_domain}. {explanation}"
-    )
-    return Finding(
-        key="loss",
-        title="MoE vs matched dense",
-        reproduced=verdict == "better",
-        verdict=verdict,
-        text=text,
+    }
+    details = [f"Per domain (MoE vs dense, mean over seeds): {per_domain}."]
+    return _against_dense(
+        "loss", "MoE vs matched dense", "MoE (top-1)", moe, dense, explanation, details
     )
 
 
-def top2_finding(top2: EvaluationResult, moe: EvaluationResult, dense: EvaluationResult) -> Finding:
-    diff = paired_difference(top2, dense)
-    verdict = _loss_verdict(diff)
-    versus_top1 = paired_difference(top2, moe)
-    text = (
-        f"{_loss_sentence('Top-2', top2, dense, 'dense')}; against top-1: "
-        f"{versus_top1.difference:+.3f}, 95% CI {format_interval(versus_top1.ci)}. "
-        + (
-            "As in the reference study, top-2 routing beats the dense baseline."
-            if verdict == "better"
-            else f"Top-2 vs dense: {verdict} at this scale."
-        )
-    )
-    return Finding(
-        key="top2",
-        title="Top-2 routing",
-        reproduced=verdict == "better",
-        verdict=verdict,
-        text=text,
-    )
+def top2_finding(
+    top2: list[EvaluationResult], moe: list[EvaluationResult], dense: list[EvaluationResult]
+) -> Finding:
+    top1_value, top1_ci, *_ = _loss_comparison(top2, moe)
+    explanation = {
+        "better": "As in the reference study, top-2 routing beats the dense baseline.",
+        "worse": "Top-2 vs dense: worse at this scale.",
+        "no detectable difference": "Top-2 vs dense: no detectable difference at this scale.",
+    }
+    details = [f"Top-2 minus top-1: {top1_value:+.3f} {format_interval(top1_ci)}."]
+    return _against_dense("top2", "Top-2 routing", "Top-2", top2, dense, explanation, details)
 
 
 def _longest_streak(run: RunLogs) -> tuple[int, int | None]:
@@ -133,113 +222,292 @@ def _peak_max_fraction(run: RunLogs) -> float:
     )
 
 
-def collapse_finding(no_lb: RunLogs, lb: RunLogs) -> Finding:
-    """Reproduced only when the no-LB run stayed over the threshold for `patience` consecutive
-    router-log steps and the LB run (the control) never did."""
+def arm_differences(arm: RunLogs, control: RunLogs) -> list[str]:
+    """Every MoE setting in which `arm` differs from `control`, as 'key control -> arm'."""
+    a, c = arm.config.moe.model_dump(), control.config.moe.model_dump()
+    return [f"moe.{key} {c[key]} -> {a[key]}" for key in a if a[key] != c.get(key)]
+
+
+def _collapse_verdict(no_lb: RunLogs, lb: RunLogs) -> tuple[str, str]:
+    """(verdict, sentence) of one seed's no-LB run against its LB run."""
     threshold, patience = no_lb.collapse_threshold, no_lb.collapse_patience
     no_lb_streak, confirmed = _longest_streak(no_lb)
     lb_streak, lb_confirmed = _longest_streak(lb)
     peaks = (
-        f"Peak busiest-expert share: no-lb {_peak_max_fraction(no_lb):.0%}, with LB "
+        f"Peak busiest-expert share: {no_lb.name} {_peak_max_fraction(no_lb):.0%}, {lb.name} "
         f"{_peak_max_fraction(lb):.0%} (threshold {threshold:.0%}, patience {patience})."
     )
-    events = no_lb.collapse_events()
     if confirmed is not None and lb_confirmed is None:
-        verdict = "reproduced"
-        text = (
-            f"Without the load-balancing loss the busiest expert passed {threshold:.0%} of a "
-            f"layer's tokens at step {events[0]['step']} and stayed over it for {patience} "
-            f"consecutive router-log steps by step {confirmed}; with LB on, "
-            + ("never over it" if lb_streak == 0 else f"never more than {lb_streak} in a row")
-            + f". {peaks}"
+        first = no_lb.collapse_events()[0]["step"]
+        lb_text = "never over it" if lb_streak == 0 else f"never more than {lb_streak} in a row"
+        return "reproduced", (
+            f"{no_lb.name}: the busiest expert passed {threshold:.0%} of a layer's tokens at "
+            f"step {first} and stayed over it for {patience} consecutive router-log steps by "
+            f"step {confirmed}; {lb.name} {lb_text}. {peaks}"
         )
-    elif confirmed is not None:
-        verdict = "not attributable to LB"
-        text = (
-            f"Both runs collapsed: no-lb confirmed at step {confirmed}, and the LB run too "
-            f"(step {lb_confirmed}), so the collapse cannot be attributed to the missing "
-            f"load-balancing loss. {peaks}"
+    if confirmed is not None:
+        return "not attributable", (
+            f"Both collapsed: {no_lb.name} confirmed at step {confirmed}, {lb.name} at step "
+            f"{lb_confirmed}. {peaks}"
         )
-    else:
-        verdict = "not reproduced"
-        text = (
-            f"The no-lb run did not collapse at this scale: at most {no_lb_streak} consecutive "
-            f"router-log steps over the threshold (patience {patience}). {peaks}"
-        )
+    return "not reproduced", (
+        f"{no_lb.name} did not collapse: at most {no_lb_streak} consecutive router-log steps "
+        f"over the threshold (patience {patience}). {peaks}"
+    )
+
+
+def collapse_finding(no_lb: list[RunLogs], lb: list[RunLogs]) -> Finding:
+    """Reproduced only when, in every seed, the no-LB run stayed over the threshold for
+    `patience` consecutive router-log steps and its LB run (the control) never did. The no-LB
+    arm may differ from the LB arm in more than the LB loss (the CPU presets also turn router
+    noise off): the finding names every difference instead of crediting LB alone."""
+    judged = [_collapse_verdict(n, c) for n, c in zip(no_lb, lb, strict=True)]
+    counts = Counter(verdict for verdict, _ in judged)
+    verdicts = {verdict for verdict, _ in judged}
+    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed over seeds"
+    differences = arm_differences(no_lb[0], lb[0])
+    cause = (
+        "the load-balancing loss"
+        if differences == [d for d in differences if d.startswith("moe.lb_coef")]
+        else "the settings it differs in"
+    )
+    arm = f"The no-LB arm differs from the LB arm in {', '.join(differences) or 'nothing'}"
+    summary = {
+        "reproduced": f"Without {cause}, routing collapsed; with them, it did not.",
+        "not attributable": f"Both arms collapsed, so the collapse cannot be credited to {cause}.",
+        "not reproduced": "The no-LB arm did not collapse at this scale.",
+        "mixed over seeds": "The seeds disagree.",
+    }[verdict]
+    if cause != "the load-balancing loss" and verdict == "reproduced":
+        summary += " Which of those differences causes it is not separated by this study."
+    streaks = [_longest_streak(run)[0] for run in no_lb]
+    lb_streaks = [_longest_streak(run)[0] for run in lb]
     return Finding(
         key="collapse",
-        title="Collapse without LB",
+        title="Collapse without LB"
+        + (" (and without router noise)" if any("noise_std" in d for d in differences) else ""),
         reproduced=verdict == "reproduced",
         verdict=verdict,
-        text=text,
+        text=f"{arm}. {summary}{_seed_note(counts, len(judged))}",
+        measure="longest streak of router-log steps over the collapse threshold, no-LB arm"
+        + (" (max over seeds)" if len(streaks) > 1 else ""),
+        value=float(max(streaks)),
+        control=f"the LB arm: longest streak {max(lb_streaks)}; collapse = "
+        f"{no_lb[0].collapse_patience} in a row",
+        seed_verdicts=dict(counts),
+        details=[sentence for _, sentence in judged],
     )
 
 
-def _layer_phrase(label: str, layer: RoutingAnalysis) -> str:
-    s = layer.specialization
-    e = s.emergent
-    return (
-        f"{label} layer {layer.layer}: NMI {s.nmi:.3f} {format_interval(s.nmi_ci)} vs init "
-        f"router {s.init_nmi:.3f}, difference {e.difference:+.3f} {format_interval(e.ci)} "
-        f"({e.verdict})"
-    )
+def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
+    """The verdict of a paired difference over seeds (None when any seed lacks it)."""
+    if not emergences or any(e.verdict is None or e.ci is None for e in emergences):
+        return None
+    if len(emergences) == 1:
+        return emergences[0].verdict
+    _, ci = combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+    return verdict_of(ci)
 
 
-def specialization_finding(results: dict[str, EvaluationResult]) -> Finding:
-    """'emerged' only when some layer's trained-minus-init interval is above 0; 'inherited'
-    when every layer's contains 0; 'reduced by training' when none emerged and some fell."""
-    layers = [(label, layer) for label, r in results.items() for layer in r.routing]
-    missing = [r for r in results.values() if r.init_control is not None]
-    if missing or not layers:
-        reasons = "; ".join(f"{r.name}: {r.init_control}" for r in missing) or "no MoE layers"
-        text = (
-            "Specialization cannot be judged without the init-router control ("
-            + reasons
-            + "). "
-            + "; ".join(
-                f"{label} layer {layer.layer}: NMI {layer.specialization.nmi:.3f}"
-                for label, layer in layers
-            )
+def layer_source(router_made: str | None, emergent: str | None) -> str:
+    """Where a layer's domain routing comes from, given the router-made verdict (trained
+    router vs its init gate on the trained body) and the model verdict (trained model vs the
+    step-0 model). A router that did no better than its frozen gate is never credited."""
+    if router_made == "emerged":
+        return "made by the router"
+    if emergent is None:
+        return "no control"
+    if emergent == "emerged":
+        return "from the representation" if router_made else "rose, router not separated"
+    if emergent == "reduced":
+        return "reduced by training"
+    return "inherited"
+
+
+def _difference(emergences: list[Emergence]) -> tuple[float, tuple[float, float]] | None:
+    if _verdictcombine_seeds(emergences) is None:
+        return None
+    return combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+
+
+def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
+    """Random-gate percentile, probe ceiling and token-id share, per seed where present."""
+    specs = [layer.specialization for layer in layers]
+    parts = []
+    gates = [s.random_gates for s in specs if s.random_gates is not None]
+    if gates:
+        parts.append(
+            f"among {gates[0].n} random gates on the trained body the router's NMI is at "
+            f"percentile {', '.join(f'{g.percentile:.0f}' for g in gates)} (their 5-95%: "
+            + ", ".join(f"{g.q05:.3f}-{g.q95:.3f}" for g in gates)
+            + ")"
         )
+    probes = [s.probe for s in specs if s.probe is not None]
+    if probes:
+        parts.append(
+            "probe ceiling (linear domain probe on the layer input, held-out documents): "
+            "accuracy "
+            + ", ".join(f"{p.accuracy:.2f} (chance {p.chance:.2f})" for p in probes)
+            + ", NMI "
+            + ", ".join(f"{p.nmi:.3f}" for p in probes)
+        )
+    token_ids = [s.token_id for s in specs if s.token_id is not None]
+    if token_ids:
+        parts.append(
+            "domain NMI given the token id "
+            + ", ".join(f"{t.nmi:.3f} {format_interval(t.ci, signed=False)}" for t in token_ids)
+            + " (0 would mean the domain routing is the vocabulary alone)"
+        )
+    return "; ".join(parts)
+
+
+def _layer_detail(label: str, layers: list[RoutingAnalysis], source: str) -> str:
+    """One line per (arm, layer): the numbers behind its source, per seed."""
+    specs = [layer.specialization for layer in layers]
+    nmi = ", ".join(f"{s.nmi:.3f} {format_interval(s.nmi_ci, signed=False)}" for s in specs)
+    text = f"{label} layer {layers[0].layer}: {source}. Trained NMI {nmi}"
+    if all(s.frozen_gate_nmi is not None for s in specs):
+        frozen = ", ".join(f"{s.frozen_gate_nmi:.3f}" for s in specs)
+        made = _difference([s.router_made for s in specs])
+        text += f"; init gate on the trained body {frozen}"
+        if made is not None:
+            text += f"; router-made {made[0]:+.3f} {format_interval(made[1])}"
+    if all(s.init_nmi is not None for s in specs):
+        model = _difference([s.emergent for s in specs])
+        text += f"; step-0 model {', '.join(f'{s.init_nmi:.3f}' for s in specs)}"
+        if model is not None:
+            text += f", trained - step-0 {model[0]:+.3f} {format_interval(model[1])}"
+    controls = _controls_phrase(layers)
+    return text + (f"; {controls}" if controls else "") + "."
+
+
+def _first_choice_line(results: dict[str, list[EvaluationResult]]) -> str | None:
+    """Top-1 and top-2 compared like for like (each token's first choice only), or a note that
+    their NMIs are not comparable (a top-2 NMI counts every token twice)."""
+    by_k = {rs[0].top_k: (label, rs[0]) for label, rs in results.items() if rs[0].routing}
+    if 1 not in by_k or not any(k and k > 1 for k in by_k):
+        return None
+    wider = next(k for k in sorted(by_k, key=lambda k: k or 0) if k and k > 1)
+    (one_label, one), (many_label, many) = by_k[1], by_k[wider]
+    pairs = list(zip(one.routing, many.routing, strict=False))
+    if any(b.specialization.first_choice_nmi is None for _, b in pairs):
+        return (
+            f"{many_label} NMI counts each token {wider} times (every choice): it is not "
+            f"comparable with {one_label}'s, and no first-choice NMI was recorded."
+        )
+    return f"{one_label} vs {many_label} on each token's first choice only: " + "; ".join(
+        f"layer {a.layer} {a.specialization.nmi:.3f} vs {b.specialization.first_choice_nmi:.3f} "
+        f"{format_interval(b.specialization.first_choice_nmi_ci, signed=False)}"
+        for a, b in pairs
+    )
+
+
+def _functional_line(results: dict[str, list[EvaluationResult]]) -> str | None:
+    scores = [(label, s) for label, rs in results.items() for s in rs[0].functional]
+    if not scores:
+        return None
+    specialized = [
+        f"{label} {s.domain} L{s.layer} m={s.m}"
+        for label, s in scores
+        if (s.trained.verdict == "specialized")
+    ]
+    return (
+        f"Functional test (a domain keeps only its m most-used experts vs m random ones): "
+        f"specialized in {len(specialized)} of {len(scores)} cases"
+        + (f" ({', '.join(specialized)})" if specialized else "")
+        + "."
+    )
+
+
+def _source_of(layers: list[RoutingAnalysis]) -> str:
+    specs = [layer.specialization for layer in layers]
+    made = _verdictcombine_seeds([s.router_made for s in specs])
+    return layer_source(made, _verdictcombine_seeds([s.emergent for s in specs]))
+
+
+def _strongest(sources: list[str]) -> str:
+    return min(sources, key=SOURCE_ORDER.index)
+
+
+def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Finding:
+    """Per layer, where the domain routing comes from (SOURCE_ORDER); the finding's verdict is
+    the strongest source any layer shows, decided by that layer's router-made difference (or,
+    without a frozen-gate control, its trained - step-0 difference)."""
+    moe = {label: rs for label, rs in results.items() if rs[0].routing}
+    rows: list[tuple[str, list[RoutingAnalysis], str]] = []
+    for label, rs in moe.items():
+        for i in range(len(rs[0].routing)):
+            layers = [r.routing[i] for r in rs]
+            rows.append((label, layers, _source_of(layers)))
+    n_seeds = len(next(iter(results.values())))
+    seed_sources = Counter(
+        _strongest(
+            [_source_of([layer]) for rs in moe.values() for layer in rs[seed].routing]
+            or ["no control"]
+        )
+        for seed in range(n_seeds)
+    )
+    details = [_layer_detail(label, layers, source) for label, layers, source in rows]
+    details += [line for line in (_first_choice_line(moe), _functional_line(moe)) if line]
+    missing = sorted({r.init_control for rs in moe.values() for r in rs if r.init_control})
+    verdict = _strongest([source for *_, source in rows] or ["no control"])
+    if verdict == "no control":
         return Finding(
             key="specialization",
-            title="Domain specialization (trained vs init router)",
+            title="Domain specialization: its source",
             reproduced=False,
-            verdict="no control",
-            text=text,
+            verdict=verdict,
+            text="Specialization cannot be judged without the init record: "
+            + ("; ".join(missing) or "no MoE layers")
+            + ".",
+            control="none: no init record",
+            seed_verdicts=dict(seed_sources),
+            details=details,
         )
-    verdicts = [layer.specialization.emergent.verdict for _, layer in layers]
-    details = "; ".join(_layer_phrase(label, layer) for label, layer in layers)
-    if "emerged" in verdicts:
-        verdict = "emerged"
-        emerged = ", ".join(
-            f"{label} layer {layer.layer} ({layer.specialization.emergent.difference:+.3f} "
-            f"{format_interval(layer.specialization.emergent.ci)})"
-            for label, layer in layers
-            if layer.specialization.emergent.verdict == "emerged"
-        )
-        summary = f"Domain specialization emerged with training in {emerged}."
-    elif all(v == "inherited" for v in verdicts):
-        verdict = "inherited"
-        summary = (
-            "No layer's NMI differs detectably from its init router's: the domain routing is "
-            "inherited from the step-0 model (its representation, pretrained or not, and an "
-            "untrained gate), not made by training."
-        )
-    else:
-        verdict = "reduced by training"
-        summary = (
-            "Training reduced domain routing below what the untrained router already did, in "
-            "every layer whose interval excludes 0; none emerged."
-        )
+    label, layers, _ = max(
+        (row for row in rows if row[2] == verdict), key=lambda row: _decider(row[1], verdict)[0]
+    )
+    value, ci, control = _decider(layers, verdict)
+    where = [f"{lbl} layer {ls[0].layer}" for lbl, ls, source in rows if source == verdict]
+    summary = {
+        "made by the router": "The trained router routes by domain more than its own init gate "
+        "does on the same trained hidden states: the router made it",
+        "from the representation": "The model routes by domain more than at step 0, but the "
+        "trained router does no better than its own init gate on the trained hidden states: "
+        "the representation, not the router, separates the domains",
+        "rose, router not separated": "The model routes by domain more than at step 0; no "
+        "frozen-gate control was recorded, so the router's own share is not known",
+        "reduced by training": "Training reduced domain routing below the step-0 model's",
+        "inherited": "No layer's domain routing differs detectably from the step-0 model's: "
+        "it is inherited, not made by training",
+    }[verdict]
     return Finding(
         key="specialization",
-        title="Domain specialization (trained vs init router)",
-        reproduced=verdict == "emerged",
+        title="Domain specialization: its source",
+        reproduced=verdict == "made by the router",
         verdict=verdict,
-        text=f"{summary} {details}. (95% paired bootstrap intervals over eval blocks; NMI is "
-        "normalized mutual information between domain and chosen expert.)",
+        text=f"{summary} ({', '.join(where)}).{_seed_note(seed_sources, n_seeds)}",
+        measure=f"{label} layer {layers[0].layer}: {MEASURES[control]}",
+        value=value,
+        ci=ci,
+        control=control,
+        seed_verdicts=dict(seed_sources),
+        details=details,
     )
+
+
+def _decider(layers: list[RoutingAnalysis], verdict: str) -> tuple[float, tuple[float, float], str]:
+    """The number that decides a layer's source: the router-made difference for a claim about
+    the router ('made by the router', 'from the representation'), else the model's trained -
+    step-0 difference; (-inf, ...) when the layer lacks it."""
+    specs = [layer.specialization for layer in layers]
+    made = _difference([s.router_made for s in specs])
+    if made is not None and verdict in SOURCE_ORDER[:2]:
+        return made[0], made[1], FROZEN_GATE
+    model = _difference([s.emergent for s in specs])
+    if model is None:
+        return float("-inf"), (float("nan"), float("nan")), STEP_ZERO
+    return model[0], model[1], STEP_ZERO
 
 
 def figures_finding(figures: list[str], token_page: Path) -> Finding:

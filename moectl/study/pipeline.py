@@ -7,6 +7,11 @@ top2); with the `scratch` plan, train the same four from random weights. Variant
 a time in worker processes; then evaluate all (each MoE against its own init router) and draw
 the figures and the report. Finished stages are recorded in OUT/study.json, so a re-run skips
 them, and an interrupted training stage resumes from its latest checkpoint.
+
+With several seeds (`seeds`, each a `train.seed`) every training stage runs once per seed: the
+run of the configured seed keeps the plain name (`runs/moe`), the others are `runs/moe-seedN`
+(and `runs/pretrain-seedN`, from which that seed's variants continue). One evaluation covers
+every run on the same eval blocks; eval/<run>.json holds each.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from moectl.analysis.results import Finding
+from moectl.config import RunConfig
 from moectl.errors import MoectlError
 from moectl.fs import write_text
 from moectl.progress import ProgressCallback, report
@@ -58,6 +64,7 @@ class StudyResult(BaseModel):
     size: StudySize
     plan: StudyPlanName
     corpus: str
+    seeds: list[int]
     runs: dict[str, str]
     eval_files: list[str]
     figures: list[str]
@@ -77,6 +84,9 @@ def run_study(
     plan_name: StudyPlanName = DEFAULT_PLAN,
     overrides: list[str] | None = None,
     tensorboard: bool = True,
+    seeds: list[int] | None = None,
+    command: str | None = None,
+    functional: bool = False,
 ) -> StudyResult:
     """Run (or finish) the study in `out`; finished stages are skipped, interrupted ones resume.
 
@@ -84,6 +94,10 @@ def run_study(
     specialization experiment (docs/study.md) runs as a study, e.g. `moe.router_lr_scale=10`.
     `tensorboard` gives every run TensorBoard event files (RUN_DIR/tensorboard); it goes first
     among the overrides, so a `train.sinks=...` of the caller's replaces it.
+    `seeds` (default: the configured `train.seed` alone) repeats every stage per seed; `command`
+    is the command line that asked for this study, recorded in the report's provenance.
+    `functional` adds the functional test to the evaluation (many more forward passes, so off by
+    default: docs/benchmarks.md).
     """
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
     from moectl.analysis.results import load_results
@@ -91,15 +105,26 @@ def run_study(
     from moectl.data.store import load_corpus
     from moectl.study.findings import figures_finding, study_findings
     from moectl.study.parallel import TrainJob, run_parallel
+    from moectl.viz.report import Provenance
     from moectl.viz.study import visualize_study
 
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = [TENSORBOARD_OVERRIDE, *(overrides or [])] if tensorboard else overrides
-    state = _read_state(out, size, plan_name, overrides or [])
     plan = PLANS[size]
-    data_config, run_configs = plan_configs(size, plan_name, overrides)
+    data_config, stage_configs = plan_configs(size, plan_name, overrides)
+    base_seed = stage_configs["dense"].train.seed
+    seeds = list(dict.fromkeys(seeds)) if seeds else [base_seed]
+    wanted = {
+        "size": size,
+        "plan_name": plan_name,
+        "overrides": overrides or [],
+        "seeds": seeds,
+        "functional": functional,
+    }
+    state = _read_state(out, wanted, base_seed)
+    run_configs = seeded_configs(stage_configs, seeds, base_seed)
     stages: list[StageOutcome] = []
     corpus_dir = out / "data"
     run_dirs = {name: out / "runs" / name for name in run_configs}
@@ -126,9 +151,10 @@ def run_study(
         work()
         record(name, path, "resumed" if resumed else "done", time.perf_counter() - begun)
 
-    def train(names: list[str], init_from: Path | None, workers: int) -> None:
+    def train(names: dict[str, Path | None], workers: int) -> None:
+        """Train the named runs (name -> the model each starts from, or None)."""
         jobs = []
-        for name in names:
+        for name, init_from in names.items():
             if name in state["done"]:
                 record(name, run_dirs[name], "skipped", 0.0)
             else:
@@ -160,26 +186,41 @@ def run_study(
         corpus_dir,
         lambda: prepare_corpus(data_config, corpus_dir, force=True, callback=callback),
     )
-    start = None
-    if "pretrain" in run_configs:
-        train(["pretrain"], None, workers=1)
-        start = run_dirs["pretrain"] / "best"
-    train(list(VARIANTS), start, workers=plan.workers)
-
-    variant_dirs = [run_dirs[v] for v in VARIANTS]
+    init_from = {name: None for name in run_configs}
+    if "pretrain" in stage_configs:
+        pretrains = {s: seed_run_name("pretrain", s, base_seed) for s in seeds}
+        train({name: None for name in pretrains.values()}, min(plan.workers, len(seeds)))
+        for seed in seeds:
+            for variant in VARIANTS:
+                name = seed_run_name(variant, seed, base_seed)
+                init_from[name] = run_dirs[pretrains[seed]] / "best"
+    variant_runs = {v: [seed_run_name(v, s, base_seed) for s in seeds] for v in VARIANTS}
+    evaluated = [names[i] for i in range(len(seeds)) for names in variant_runs.values()]
+    train({name: init_from[name] for name in evaluated}, plan.workers)
+    variant_dirs = [run_dirs[name] for name in evaluated]
 
     def evaluate() -> None:
         corpus = load_corpus(corpus_dir)
         options = EvaluationOptions(
-            max_blocks=plan.eval_max_blocks, n_permutations=plan.n_permutations
+            max_blocks=plan.eval_max_blocks,
+            n_permutations=plan.n_permutations,
+            functional=functional,
         )
         results = evaluate_models(variant_dirs, corpus, options=options, callback=callback)
-        for variant, result in zip(VARIANTS, results, strict=True):
-            save_results([result], eval_dir / f"{variant}.json")
+        for name, result in zip(evaluated, results, strict=True):
+            save_results([result], eval_dir / f"{name}.json")
 
     stage("evaluate", eval_dir, evaluate)
-    results = [r for v in VARIANTS for r in load_results(eval_dir / f"{v}.json")]
-    findings = study_findings(dict(zip(VARIANTS, results, strict=True)), run_dirs)
+    loaded = {name: load_results(eval_dir / f"{name}.json")[0] for name in evaluated}
+    results = list(loaded.values())
+    findings = study_findings(
+        {v: [loaded[name] for name in names] for v, names in variant_runs.items()},
+        {v: [run_dirs[name] for name in names] for v, names in variant_runs.items()},
+        seeds,
+    )
+    provenance = Provenance.of(
+        [command] if command else [], seeds, train_commands(out, corpus_dir, run_dirs, init_from)
+    )
     stage(
         "visualize",
         figures_dir,
@@ -189,6 +230,7 @@ def run_study(
             figures_dir,
             report_path=report_path,
             findings=findings,
+            provenance=provenance,
             callback=callback,
         ),
     )
@@ -199,9 +241,10 @@ def run_study(
         out=str(out),
         size=size,
         plan=plan_name,
+        seeds=seeds,
         corpus=str(corpus_dir),
         runs={name: str(path) for name, path in run_dirs.items()},
-        eval_files=[str(eval_dir / f"{v}.json") for v in VARIANTS],
+        eval_files=[str(eval_dir / f"{name}.json") for name in evaluated],
         figures=figures,
         report=str(report_path) if report_path.exists() else None,
         token_page=str(token_page) if token_page.exists() else None,
@@ -211,19 +254,54 @@ def run_study(
     )
 
 
-def _read_state(
-    out: Path, size: StudySize, plan_name: StudyPlanName, overrides: list[str]
-) -> dict[str, Any]:
-    """The study's state file (size, plan, overrides, finished stages); refuses to mix studies
-    in one folder, since the stages of the other one would be skipped as done."""
+def seed_run_name(stage: str, seed: int, base_seed: int) -> str:
+    """A stage's run name for one seed: the configured seed keeps the plain name."""
+    return stage if seed == base_seed else f"{stage}-seed{seed}"
+
+
+def seeded_configs(
+    stage_configs: dict[str, RunConfig], seeds: list[int], base_seed: int
+) -> dict[str, RunConfig]:
+    """Every stage's config once per seed (`train.seed`), under its run name."""
+    runs = {}
+    for seed in seeds:
+        for stage_name, config in stage_configs.items():
+            name = seed_run_name(stage_name, seed, base_seed)
+            seeded = config.model_copy(deep=True)
+            seeded.name, seeded.train.seed = name, seed
+            runs[name] = seeded
+    return runs
+
+
+def train_commands(
+    out: Path, corpus: Path, run_dirs: dict[str, Path], init_from: dict[str, Path | None]
+) -> list[str]:
+    """The `moectl train` line that reproduces each run by hand from its own config.yaml
+    (paths relative to the study folder)."""
+    lines = []
+    for name, run_dir in run_dirs.items():
+        rel = run_dir.relative_to(out)
+        line = f"moectl train --config {rel}/config.yaml --data {corpus.relative_to(out)} "
+        line += f"--run-dir {rel}"
+        start = init_from[name]
+        lines.append(line + (f" --init-from {start.relative_to(out)}" if start else ""))
+    return lines
+
+
+def _read_state(out: Path, wanted: dict[str, Any], base_seed: int) -> dict[str, Any]:
+    """The study's state file (size, plan, overrides, seeds, functional test, finished stages);
+    refuses to mix studies in one folder, since the stages of the other one would be skipped as
+    done. A state file from before seeds were recorded is a study of the configured seed,
+    without the functional test."""
     state_file = out / STATE_FILE
-    wanted = {"size": size, "plan_name": plan_name, "overrides": overrides}
     if not state_file.exists():
-        state = {**wanted, "plan": PLANS[size].model_dump(), "done": {}}
+        state = {**wanted, "plan": PLANS[wanted["size"]].model_dump(), "done": {}}
         _write_state(out, state)
         return state
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
+        state.setdefault("seeds", [base_seed])
+        state.setdefault("functional", False)
         previous = {key: state[key] for key in wanted}
         done = state["done"]
     except (ValueError, KeyError, TypeError):
@@ -232,16 +310,20 @@ def _read_state(
             hint="use another --out, or delete the folder to start over",
         ) from None
     if previous != wanted or not isinstance(done, dict):
+        seeds_differ = previous["seeds"] != wanted["seeds"]
         raise MoectlError(
-            f"{out} holds a {_describe(previous)} study, not a {_describe(wanted)} one",
+            f"{out} holds a {_describe(previous, seeds_differ)} study, not a "
+            f"{_describe(wanted, seeds_differ)} one",
             hint="use another --out, or delete the folder to start over",
         )
     return state
 
 
-def _describe(study: dict[str, Any]) -> str:
+def _describe(study: dict[str, Any], with_seeds: bool) -> str:
     text = f"'{study['size']}' '{study['plan_name']}'"
-    return text + (f" ({' '.join(study['overrides'])})" if study["overrides"] else "")
+    text += f" ({' '.join(study['overrides'])})" if study["overrides"] else ""
+    text += " with the functional test" if study["functional"] else ""
+    return text + (f" seeds {','.join(map(str, study['seeds']))}" if with_seeds else "")
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:

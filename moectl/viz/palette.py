@@ -48,7 +48,24 @@ def run_color(index: int) -> str:
     return RUN_COLORS[index % len(RUN_COLORS)]
 
 
+def relative_luminance(hex_color: str) -> float:
+    """WCAG 2 relative luminance of an sRGB colour '#rrggbb' (0 black .. 1 white)."""
+    channels = []
+    for i in (1, 3, 5):
+        c = int(hex_color[i : i + 2], 16) / 255
+        channels.append(c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4)
+    red, green, blue = channels
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def contrast_ratio(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two colours (1 .. 21; body text needs at least 4.5)."""
+    light, dark = sorted((relative_luminance(foreground), relative_luminance(background)))[::-1]
+    return (light + 0.05) / (dark + 0.05)
+
+
 def text_color_on(hex_color: str) -> str:
-    """Black or white, whichever reads better on `hex_color`."""
-    red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return "#000000" if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else "#ffffff"
+    """Black or white, whichever contrasts more with `hex_color` (by WCAG's ratio, so at least
+    4.58:1 on any background)."""
+    black, white = "#000000", "#ffffff"
+    return black if contrast_ratio(black, hex_color) >= contrast_ratio(white, hex_color) else white

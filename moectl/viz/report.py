@@ -1,39 +1,118 @@
 """report.html: one self-contained page that summarises a study.
 
-Figures are embedded (PNG as base64, SVG inline) so the page can be mailed or archived alone; the
-token routing page is linked by a relative path because it is large and stands on its own.
+The findings lead as a table (verdict, the number that decides it with its interval, and what it
+is compared against), their details below it, then the eval sample, the measurements, the token
+routing section, the figures with captions and the provenance (version, commit, seeds, commands,
+every run's config). Figures are embedded (PNG as base64, SVG inline) and the token routing is
+part of the page, so the file can be moved, mailed or archived alone. The layout reads on a
+phone: a viewport tag, wide tables scroll inside their own box, figures shrink to fit.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import os
+import subprocess
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from moectl import __version__
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import SAMPLE_NOTE
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs
+from moectl.config import dump_yaml
 from moectl.fs import write_text
 from moectl.viz.palette import domain_color
+from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; color: #222; max-width: 1200px;
-  padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+body { font-family: system-ui, sans-serif; margin: 1em auto; color: #222; max-width: 1200px;
+  padding: 0 1em; font-size: 16px; line-height: 1.45; }
+h1 { font-size: 1.6em; margin: 0.3em 0; }
+h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05em; margin-bottom: 0.3em; }
+div.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f4f4f4; }
 td.best { font-weight: bold; background: #e8f5e9; }
+table.findings td, table.findings th { text-align: left; }
 figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: 0.9em; }
-p.note { color: #666; font-size: 0.9em; }
-ul.findings li { margin: 0.5em 0; } span.yes { color: #2e7d32; } span.no { color: #c62828; }
+figcaption { color: #444; font-size: 0.9em; }
+p.note { color: #555; font-size: 0.9em; }
+p.warning { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; }
+span.yes { color: #1b5e20; font-weight: bold; } span.no { color: #b71c1c; font-weight: bold; }
+pre { overflow-x: auto; background: #f7f7f7; padding: 0.5em; font-size: 0.85em; }
+ul.details li { margin: 0.3em 0; }
+p, li, h3 { overflow-wrap: anywhere; }
 """
+
+CAPTIONS = {
+    "domain-loss": "Loss per domain over training, one line per run (bold: the trainer's "
+    "periodic eval, thin: training batches). Shows which domain each run learns and how fast.",
+    "router-entropy": "Mean router entropy per MoE layer over training; the dashed line is a "
+    "uniform router (log E). Falling entropy means more confident routing, not specialization.",
+    "nmi-over-training": "NMI(domain; expert) per MoE layer over training, from the routing log; "
+    "the dotted line is the same layer at step 0. Rising above it is the model's routing "
+    "changing, which the findings attribute to the router only against the frozen gate.",
+    "collapse-trajectory": "The busiest expert's share of each layer's tokens over training; "
+    "the dashed line is the collapse threshold, the dotted one the uniform share, x marks a "
+    "collapse warning.",
+    "lb-loss": "Load-balancing loss over training, one line per MoE run (1.0 = perfect "
+    "balance; higher means some experts get more than their share).",
+    "routing-heatmap": "Share of each domain's top-k assignments that goes to each expert, per "
+    "MoE layer, on the common eval blocks. A bright cell off the uniform 1/E is a domain's "
+    "preferred expert.",
+    "token-types": "For code and math tokens, the share of each token type's assignments that "
+    "goes to each expert, per MoE layer: token-level specialization.",
+}
+"""What each figure shows, by the figure's file stem (routing-heatmap-<model> and
+token-types-<model> by their prefix)."""
+
+
+@dataclass
+class Provenance:
+    """Where the report's numbers come from: the moectl version and commit, the seeds, the
+    commands that made them, and every run's resolved config (YAML)."""
+
+    version: str
+    commit: str | None
+    seeds: list[int]
+    commands: list[str]
+    configs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, commands: list[str], seeds: list[int] | None = None, more: list[str] | None = None
+    ) -> Provenance:
+        """This moectl's version and commit, with the given commands (configs are filled from
+        the runs when the report is written)."""
+        return cls(__version__, git_commit(), list(seeds or []), [*commands, *(more or [])])
+
+
+def git_commit() -> str | None:
+    """The commit of the moectl checkout in use (with '-dirty' for uncommitted changes), or
+    None when moectl is not run from its own git checkout (e.g. an installed wheel)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
 
 
 def _table(header: list[str], rows: list[list[str]], best: dict[int, int] | None = None) -> str:
@@ -47,7 +126,7 @@ def _table(header: list[str], rows: list[list[str]], best: dict[int, int] | None
             for c, cell in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _best_rows(values: list[list[float | None]], lower_is_better: list[bool]) -> dict[int, int]:
@@ -108,78 +187,91 @@ def _loss_section(results: list[EvaluationResult]) -> str:
     split = results[0].split if results else "eval"
     corpus = results[0].corpus_name if results else ""
     blocks = results[0].blocks if results else 0
-    sample_notes = dict.fromkeys(n for r in results for n in r.notes if n.startswith(SAMPLE_NOTE))
     return (
         f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split, {blocks} "
         "blocks, moectl evaluate)</h2>"
         + table
         + "<p class='note'>Mean next-token cross-entropy (nats); best per column in bold.</p>"
-        + "".join(f"<p class='note'><b>Warning</b>: {html.escape(n)}</p>" for n in sample_notes)
     )
+
+
+def _score(value: float | None, ci: tuple[float, float] | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:{'+' if signed else ''}.3f} {format_interval(ci, signed=signed)}"
 
 
 def _specialization_section(results: list[EvaluationResult]) -> str:
     rows = []
     for result in results:
-        if not result.routing:
-            rows.append([html.escape(result.name), "dense"] + ["-"] * 7)
-            continue
         for layer in result.routing:
             spec = layer.specialization
-            emergent = spec.emergent
             tops = ", ".join(
                 f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x "
                 f"{format_interval(t.ratio_ci, 2, signed=False)}"
                 for d, t in layer.top_expert.items()
             )
-            types = ", ".join(
-                f"{html.escape(tt.domain)} {tt.specialization.nmi:.3f} vs init "
-                + (
-                    f"{tt.specialization.init_nmi:.3f} ({tt.specialization.emergent.verdict})"
-                    if tt.specialization.init_nmi is not None
-                    else "-"
-                )
-                for tt in layer.token_types
-            )
+            gates = spec.random_gates
+            probe = spec.probe
             rows.append(
                 [
                     html.escape(result.name),
                     str(layer.layer),
-                    f"{spec.nmi:.3f} {format_interval(spec.nmi_ci)}",
-                    f"{spec.init_nmi:.3f} {format_interval(spec.init_nmi_ci)}"
+                    _score(spec.nmi, spec.nmi_ci),
+                    _score(spec.frozen_gate_nmi, spec.frozen_gate_nmi_ci)
                     if spec.init_nmi is not None
-                    else html.escape(f"no control ({result.init_control})"),
-                    f"{emergent.difference:+.3f} {format_interval(emergent.ci)}"
-                    if emergent.difference is not None
+                    else html.escape(f"no control ({result.init_control or 'no init record'})"),
+                    _score(spec.router_made.difference, spec.router_made.ci, signed=True)
+                    + (f" <b>{spec.router_made.verdict}</b>" if spec.router_made.verdict else ""),
+                    _score(spec.init_nmi, spec.init_nmi_ci),
+                    _score(spec.emergent.difference, spec.emergent.ci, signed=True)
+                    + (f" <b>{spec.emergent.verdict}</b>" if spec.emergent.verdict else ""),
+                    f"{gates.percentile:.0f} (n={gates.n}; {gates.q05:.3f}-{gates.q95:.3f})"
+                    if gates
                     else "-",
-                    f"<b>{emergent.verdict}</b>" if emergent.verdict else "-",
+                    f"{probe.accuracy:.2f} / {probe.nmi:.3f} (chance {probe.chance:.2f})"
+                    if probe
+                    else "-",
+                    _score(spec.token_id.nmi, spec.token_id.ci) if spec.token_id else "-",
+                    _score(spec.first_choice_nmi, spec.first_choice_nmi_ci),
                     f"{spec.baseline_nmi:.4f}",
                     tops,
-                    types or "-",
                 ]
             )
+    if not rows:
+        return ""
     return (
-        "<h2>Specialization: trained router vs init router</h2>"
+        "<h2>Specialization: the router against its controls</h2>"
         + _table(
             [
                 "model",
                 "layer",
                 "NMI(domain; expert) [95% CI]",
-                "init router NMI [95% CI]",
-                "trained - init [95% CI]",
-                "verdict",
+                "frozen gate NMI",
+                "router-made (trained - frozen) [95% CI]",
+                "step-0 model NMI",
+                "trained - step 0 [95% CI]",
+                "random-gate percentile (5-95%)",
+                "probe accuracy / NMI",
+                "NMI given token id",
+                "first-choice NMI",
                 "random-assignment baseline",
                 "top expert share / uniform [95% CI]",
-                "token-type NMI vs init",
             ],
             rows,
         )
-        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The control is the init "
-        "router: the same model at step 0 (experts as upcycled, gates as initialized) on the "
-        "same blocks. Intervals: 95% bootstrap over eval documents (whole documents resampled "
-        "within each domain; trained and init paired). Verdict: emerged (interval above 0), "
-        "inherited (contains 0), reduced (below 0). The random-assignment baseline (domain labels "
-        "shuffled across whole documents) only measures the estimator's bias.</p>"
+        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The frozen gate routes the "
+        "trained model's hidden states at the layer input through the gate as initialized: "
+        "trained minus frozen is what the router itself made. The step-0 model holds body and "
+        "gate at initialization: trained minus it says whether the model's routing changed. "
+        "Random gates are drawn as the init draws them and applied to the trained hidden "
+        "states; the probe is a linear domain classifier on the layer input (held-out "
+        "documents), the ceiling of domain routing. Intervals: 95% bootstrap over eval documents "
+        "(whole documents resampled within each domain; models paired). Verdicts: emerged "
+        "(interval above 0), inherited (contains 0), reduced (below 0). A top-2 NMI counts "
+        "each token twice; the first-choice NMI compares like for like across top-k. The "
+        "random-assignment baseline (labels shuffled across whole documents) only measures the "
+        "estimator's bias.</p>"
     )
 
 
@@ -215,60 +307,152 @@ def _collapse_section(runs: list[RunLogs]) -> str:
     )
 
 
+def caption(stem: str) -> str:
+    """What the figure with this file stem shows."""
+    for prefix, text in CAPTIONS.items():
+        if stem == prefix or stem.startswith(prefix + "-"):
+            model = stem[len(prefix) + 1 :]
+            return (f"{model}: " if model else "") + text
+    return stem.replace("-", " ")
+
+
 def _embed(figure: Path) -> str:
-    caption = html.escape(figure.stem.replace("-", " ").replace("_", " "))
+    title = html.escape(figure.stem.replace("-", " "))
+    text = html.escape(caption(figure.stem))
     if figure.suffix == ".svg":
         svg = figure.read_text(encoding="utf-8")
         body = svg[svg.find("<svg") :]
     else:
         data = base64.b64encode(figure.read_bytes()).decode("ascii")
-        body = f"<img alt='{caption}' src='data:image/png;base64,{data}'>"
-    return f"<figure>{body}<figcaption>{caption}</figcaption></figure>"
+        body = f"<img alt='{title}' src='data:image/png;base64,{data}'>"
+    return f"<figure>{body}<figcaption><b>{title}.</b> {text}</figcaption></figure>"
+
+
+def _seed_counts(finding: Finding) -> str:
+    if len(finding.seeds) < 2:
+        return html.escape(", ".join(map(str, finding.seeds)) or "-")
+    counts = ", ".join(f"{v} {n}/{len(finding.seeds)}" for v, n in finding.seed_verdicts.items())
+    return html.escape(counts)
 
 
 def _findings_section(findings: list[Finding]) -> str:
-    items = "".join(
-        f"<li><b>{html.escape(f.title)}</b>: "
-        f"<span class='{'yes' if f.reproduced else 'no'}'>{html.escape(f.verdict)}</span>. "
-        f"{html.escape(f.text)}</li>"
+    rows = [
+        [
+            f"<a href='#finding-{html.escape(f.key)}'>{html.escape(f.title)}</a>",
+            f"<span class='{'yes' if f.reproduced else 'no'}'>{html.escape(f.verdict)}</span>",
+            (html.escape(f.measure) + ": " if f.measure else "")
+            + (
+                f"<b>{f.value:+.3f}</b> {format_interval(f.ci)}"
+                if f.value is not None and f.ci is not None
+                else (f"<b>{f.value:g}</b>" if f.value is not None else "-")
+            ),
+            html.escape(f.control or "-"),
+            _seed_counts(f),
+        ]
         for f in findings
+    ]
+    table = _table(
+        ["finding", "verdict", "deciding number [95% CI]", "compared against", "seeds"], rows
+    ).replace("<table>", "<table class='findings'>", 1)
+    return f"<h2>Findings</h2>{table}"
+
+
+def _details_section(findings: list[Finding]) -> str:
+    parts = ["<h2>Findings in detail</h2>"]
+    for f in findings:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in f.details)
+        parts.append(
+            f"<h3 id='finding-{html.escape(f.key)}'>{html.escape(f.title)}: "
+            f"{html.escape(f.verdict)}</h3><p>{html.escape(f.text)}</p>"
+            + (f"<ul class='details'>{items}</ul>" if items else "")
+        )
+    return "".join(parts)
+
+
+def _sample_section(results: list[EvaluationResult]) -> str:
+    """The eval blocks every model was scored on: per domain, blocks and their documents."""
+    first = next((r for r in results if r.sample), None)
+    notes = list(dict.fromkeys(note for r in results for note in r.notes))
+    parts = ["<h2>Eval sample</h2>"]
+    if first is None:
+        parts.append(
+            "<p class='note'>These results do not record their documents per domain (written "
+            "by an older moectl): intervals resample blocks.</p>"
+        )
+    else:
+        rows = [[html.escape(d), str(s.blocks), str(s.documents)] for d, s in first.sample.items()]
+        seed = f", drawn with seed {first.sample_seed}" if first.sample_seed is not None else ""
+        parts.append(
+            _table(["domain", "blocks", "documents"], rows)
+            + f"<p class='note'>{first.blocks} blocks of the {html.escape(first.split)} split"
+            f"{seed}, the same for every model; intervals resample whole documents within each "
+            "domain.</p>"
+        )
+    parts += [
+        f"<p class='{'warning' if n.startswith(SAMPLE_NOTE) else 'note'}'>{html.escape(n)}</p>"
+        for n in notes
+    ]
+    return "".join(parts)
+
+
+def _provenance_section(provenance: Provenance, runs: list[RunLogs]) -> str:
+    configs = dict(provenance.configs)
+    for run in runs:
+        configs.setdefault(run.name, dump_yaml(run.config))
+    seeds = provenance.seeds or sorted({run.config.train.seed for run in runs})
+    items = [
+        f"moectl {html.escape(provenance.version)}",
+        "commit " + html.escape(provenance.commit or "unknown (not a git checkout)"),
+        "seeds " + html.escape(", ".join(map(str, seeds)) or "-"),
+    ]
+    commands = "\n".join(provenance.commands)
+    blocks = "".join(
+        f"<details><summary>{html.escape(name)}: config.yaml</summary>"
+        f"<pre>{html.escape(text)}</pre></details>"
+        for name, text in configs.items()
     )
-    return f"<h2>Findings</h2><ul class='findings'>{items}</ul>"
+    return (
+        "<h2>Provenance</h2><ul>"
+        + "".join(f"<li>{item}</li>" for item in items)
+        + "</ul>"
+        + (f"<p>Commands:</p><pre>{html.escape(commands)}</pre>" if commands else "")
+        + blocks
+    )
 
 
 def render_report(
     runs: list[RunLogs],
     results: list[EvaluationResult],
     figures: list[Path],
-    token_page: Path | None,
-    base: Path,
     title: str = "moectl study report",
     findings: list[Finding] | None = None,
+    provenance: Provenance | None = None,
 ) -> str:
-    """The report's HTML text; `base` is the folder the page will live in (for links)."""
+    """The report's HTML text: one file with everything in it (figures, token routing)."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p class='note'>Written {created} by moectl.</p>",
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{VIEWPORT}"
+        f"<title>{html.escape(title)}</title><style>{STYLE}{TOKEN_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p class='note'>Written {created} by moectl "
+        f"{html.escape(__version__)}.</p>",
     ]
     if findings:
         parts.append(_findings_section(findings))
+        parts.append(_details_section(findings))
+    if results:
+        parts.append(_sample_section(results))
     if runs:
         parts.append(_runs_section(runs))
     if results:
         parts.append(_loss_section(results))
         parts.append(_specialization_section(results))
     parts.append(_collapse_section(runs))
-    if token_page is not None:
-        link = os.path.relpath(token_page, base)
-        parts.append(
-            "<h2>Token routing</h2><p>Sample texts with each token coloured by its expert: "
-            f"<a href='{html.escape(link)}'>{html.escape(link)}</a></p>"
-        )
+    if any(r.samples for r in results):
+        parts.append(token_section(results, heading="h2"))
     if figures:
         parts.append("<h2>Figures</h2>")
         parts.extend(_embed(f) for f in figures)
+    parts.append(_provenance_section(provenance or Provenance.of([]), runs))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -278,9 +462,9 @@ def write_report(
     runs: list[RunLogs],
     results: list[EvaluationResult],
     figures: list[Path],
-    token_page: Path | None = None,
     findings: list[Finding] | None = None,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write report.html to `path` (atomically) and return it; `findings` lead the page."""
-    text = render_report(runs, results, figures, token_page, path.parent, findings=findings)
+    text = render_report(runs, results, figures, findings=findings, provenance=provenance)
     return write_text(path, text)

@@ -15,7 +15,7 @@ from moectl.analysis.runs import RunLogs, load_run
 from moectl.errors import MoectlError
 from moectl.progress import ProgressCallback, report
 from moectl.viz import figures
-from moectl.viz.report import write_report
+from moectl.viz.report import Provenance, write_report
 from moectl.viz.tokens_html import write_token_page
 
 FigureFormat = Literal["png", "svg"]
@@ -34,11 +34,13 @@ def visualize_study(
     report_path: Path | None = None,
     warnings: list[str] | None = None,
     findings: list[Finding] | None = None,
+    provenance: Provenance | None = None,
     callback: ProgressCallback | None = None,
 ) -> list[Path]:
     """Write the study's figures to `out_dir`, tokens.html beside them and report.html at
-    `report_path` (default out_dir/report.html); returns every written path. Skipped figures are
-    explained in `warnings` when a list is passed."""
+    `report_path` (default out_dir/report.html, which holds the token routing too, so it stands
+    alone); returns every written path. Skipped figures are explained in `warnings` when a list
+    is passed. `provenance` (default: this moectl and the runs' configs) closes the report."""
     if fmt not in ("png", "svg"):
         raise MoectlError(f"unknown figure format '{fmt}'", hint="use --format png or svg")
     if not run_dirs and not eval_results:
@@ -59,15 +61,13 @@ def visualize_study(
             written.append(path)
     report(callback, "visualize", len(tasks), len(tasks))
     figures_only = list(written)
-    token_page = None
     if any(r.samples for r in eval_results):
-        token_page = write_token_page(eval_results, out_dir / "tokens.html")
-        written.append(token_page)
+        written.append(write_token_page(eval_results, out_dir / "tokens.html"))
     elif eval_results:
         notes.append("no evaluated MoE model has routed samples: token page skipped")
     report_file = report_path or out_dir / "report.html"
     written.append(
-        write_report(report_file, runs, eval_results, figures_only, token_page, findings)
+        write_report(report_file, runs, eval_results, figures_only, findings, provenance)
     )
     return written
 
