@@ -34,7 +34,7 @@ def _controls(hidden, domains, blocks, n_gates: int = 32) -> LayerControls:
     )
     for start in range(0, len(domains), 64):
         part = slice(start, start + 64)
-        control.add(hidden[part], domains[part], blocks[part], blocks[part])
+        control.add(hidden[part], domains[part], blocks[part])
     return control
 
 

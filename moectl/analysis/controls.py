@@ -28,9 +28,10 @@ from moectl.analysis.routing import LayerRouting
 from moectl.model.moe import MoEMLP
 from moectl.model.router import Score, route
 
-# The probe keeps at most this many tokens of each block (positions drawn with the seed), so its
-# memory is blocks x 32 x hidden floats (192 blocks of a 768-wide model: 19 MB).
-PROBE_TOKENS_PER_BLOCK = 32
+# The probe keeps at most this many tokens of each document in each batch (positions drawn with
+# the seed), so its memory is at most blocks x 32 x hidden floats (192 blocks of a 768-wide
+# model: 19 MB).
+PROBE_TOKENS_PER_UNIT = 32
 PROBE_STEPS = 300
 PROBE_LR = 0.1
 PROBE_WEIGHT_DECAY = 1e-3
@@ -98,15 +99,14 @@ class LayerControls:
         self._rng = np.random.default_rng(self.seed + self.layer)
         self._flat_gates: Tensor | None = None
 
-    def add(
-        self, hidden: Tensor, domain_ids: np.ndarray, block_ids: np.ndarray, units: np.ndarray
-    ) -> None:
-        """One batch: the layer input (T, H) and per token its domain, block position (as given
-        to LayerRouting.add) and independent unit (its document)."""
+    def add(self, hidden: Tensor, domain_ids: np.ndarray, units: np.ndarray) -> None:
+        """One batch: the layer input (T, H) and per token its domain and bootstrap unit (its
+        document, numbered as given to LayerRouting.add): the frozen gate's routing is recorded
+        by unit, and the probe splits and subsamples by it."""
         n, n_experts, width = self.random_gates.shape
         if self.frozen is not None and self.frozen_gate is not None:
             experts, entropy = gate_experts(hidden, self.frozen_gate, self.top_k, self.score)
-            self.frozen.add(domain_ids, block_ids, experts.cpu().numpy(), entropy.cpu().numpy())
+            self.frozen.add(domain_ids, units, experts.cpu().numpy(), entropy.cpu().numpy())
         if self._flat_gates is None:
             self._flat_gates = self.random_gates.reshape(n * n_experts, width).to(hidden.device)
         logits = (hidden @ self._flat_gates.T).reshape(-1, n_experts)  # (T * n, E)
@@ -119,15 +119,13 @@ class LayerControls:
             flat = labels * n_experts + chosen[:, g, :].ravel()
             counts = np.bincount(flat, minlength=self.n_labels * n_experts)
             self.random_counts[g] += counts.reshape(self.n_labels, n_experts)
-        self._keep_probe_tokens(hidden, domain_ids, block_ids, units)
+        self._keep_probe_tokens(hidden, domain_ids, units)
 
-    def _keep_probe_tokens(
-        self, hidden: Tensor, domain_ids: np.ndarray, block_ids: np.ndarray, units: np.ndarray
-    ) -> None:
+    def _keep_probe_tokens(self, hidden: Tensor, domain_ids: np.ndarray, units: np.ndarray) -> None:
         keep = []
-        for block in np.unique(block_ids):
-            rows = np.flatnonzero(block_ids == block)
-            take = min(PROBE_TOKENS_PER_BLOCK, len(rows))
+        for unit in np.unique(units):
+            rows = np.flatnonzero(units == unit)
+            take = min(PROBE_TOKENS_PER_UNIT, len(rows))
             keep.append(self._rng.choice(rows, size=take, replace=False))
         rows = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
         self.probe_hidden.append(hidden[torch.as_tensor(rows, device=hidden.device)].cpu().numpy())

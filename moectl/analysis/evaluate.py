@@ -330,8 +330,8 @@ def evaluate_loaded(
             }
             stats = last_router_stats(model) if recorders else {}
             _record(recorders, stats, domain_ids, block_ids, types, ids.reshape(-1).cpu().numpy())
-            for index, control in controls.items():  # block_ids are already document units
-                control.add(layer_inputs[index], domain_ids, block_ids, block_ids)
+            for index, control in controls.items():  # block_ids are document units
+                control.add(layer_inputs[index], domain_ids, block_ids)
             if init is not None:  # the routers are all the control needs: no LM head
                 init.model.transformer(input_ids=ids)
                 _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
