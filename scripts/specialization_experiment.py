@@ -57,6 +57,26 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "scratch-top2": ("scratch", ["moe.init=scratch", "moe.top_k=2"]),
     "scratch-frozen-router": ("scratch", ["moe.init=scratch", "moe.router_lr_scale=0"]),
 }
+# Balancing schemes (issue 15) on the same arms; `moe` / `top2` / `scratch-moe` / `scratch-top2`
+# above are the `switch` rows. With one micro-batch per step on one process, `global` forms
+# exactly the `switch` loss, so it is compared where the two differ: micro-batches of one domain
+# each (train.batch_mixing=domain, 3 x 5 blocks per step), against `switch` in that same setting.
+SCHEMES = ("sequence", "bias", "none")
+DOMAIN_BATCHES = ["train.batch_mixing=domain", "train.batch_size=5", "train.grad_accum=3"]
+for _scheme in SCHEMES:
+    ARMS[_scheme] = ("upcycled", [f"moe.balance={_scheme}"])
+    ARMS[f"top2-{_scheme}"] = ("upcycled", ["moe.top_k=2", f"moe.balance={_scheme}"])
+    ARMS[f"scratch-{_scheme}"] = ("scratch", ["moe.init=scratch", f"moe.balance={_scheme}"])
+    ARMS[f"scratch-top2-{_scheme}"] = (
+        "scratch",
+        ["moe.init=scratch", "moe.top_k=2", f"moe.balance={_scheme}"],
+    )
+for _scheme in ("switch", "global"):
+    for _k, _prefix in ((1, "scratch"), (2, "scratch-top2")):
+        ARMS[f"{_prefix}-domain-{_scheme}"] = (
+            "scratch",
+            ["moe.init=scratch", f"moe.top_k={_k}", f"moe.balance={_scheme}", *DOMAIN_BATCHES],
+        )
 MATCHED_DENSE = {"upcycled": "dense", "scratch": "scratch-dense"}
 
 
@@ -106,8 +126,8 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
         "| arm | layer | seeds | trained NMI | frozen gate NMI | router-made [95% CI] | "
         "router-made per seed | trained - step 0 [95% CI] | step-0 per seed | random-gate "
         "percentile | probe acc / NMI | NMI given token id | first-choice NMI | functional "
-        "specialized | loss vs matched dense [95% CI] | wall (s) |",
-        "|" + "---|" * 16,
+        "specialized | loss vs matched dense [95% CI] | busiest / mean expert | wall (s) |",
+        "|" + "---|" * 17,
     ]
     for name, (family, _) in ARMS.items():
         present = [s for s in seeds if run_name(name, s) in results]
@@ -122,7 +142,7 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
         wall = f"{sum(walls) / len(walls):.0f}"
         head = f"| {name} | {{layer}} | {len(present)} |"
         if not runs[0].routing:
-            lines.append(head.format(layer="-") + " - |" * 11 + f" {loss} | {wall} |")
+            lines.append(head.format(layer="-") + " - |" * 11 + f" {loss} | - | {wall} |")
             continue
         for i, layer in enumerate(runs[0].routing):
             specs = [r.routing[i].specialization for r in runs]
@@ -147,6 +167,7 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
                 _mean([s.first_choice_nmi for s in specs if s.first_choice_nmi is not None]),
                 f"{sum(functional)}/{len(functional)}" if functional else "-",
                 loss,
+                _mean([r.routing[i].max_over_mean for r in runs]),
                 wall,
             ]
             lines.append(head.format(layer=layer.layer) + " " + " | ".join(cells) + " |")
