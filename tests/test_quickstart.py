@@ -242,6 +242,22 @@ def test_scratch_plan_trains_every_variant_from_random_weights():
     assert (data.size_mb, data.tokenizer, upcycle["moe"].model.n_embd) == (1.25, "bpe:4096", 128)
 
 
+def test_no_lb_variant_stays_the_collapse_control_under_any_scheme():
+    """--set reaches every stage, but the no-LB arm keeps no balancing and no noise: with the
+    bias scheme (which balances without a loss) it drops the scheme, with a loss scheme the
+    coefficient; the other variants keep what --set asked for."""
+    overrides = ["moe.balance=bias", "moe.lb_coef=0.05", "moe.noise_std=0.2"]
+    _, runs = plan_configs("tiny", "scratch", overrides)
+    no_lb, moe = runs["no-lb"].moe, runs["moe"].moe
+    assert (no_lb.balance, no_lb.lb_coef, no_lb.noise_std) == ("none", 0.0, 0.0)
+    assert (moe.balance, moe.lb_coef, moe.noise_std) == ("bias", 0.05, 0.2)
+    assert runs["top2"].moe.balance == "bias" and runs["no-lb"].train.collapse.stop
+    _, runs = plan_configs("tiny", "scratch", ["moe.balance=global", "moe.lb_coef=0.05"])
+    assert (runs["no-lb"].moe.balance, runs["no-lb"].moe.lb_coef) == ("global", 0.0)
+    _, default = plan_configs("tiny", "scratch")
+    assert default["no-lb"].moe.balance == "switch" and default["no-lb"].moe.lb_coef == 0.0
+
+
 def test_seeds_run_every_arm_per_seed_and_findings_count_them(tmp_path: Path):
     out = tmp_path / "seeds"
     short = ["train.max_steps=12"]

@@ -102,7 +102,19 @@ def plan_configs(
         extra = deep_merge({"moe": {"init": "scratch"}}, extra)
     for variant, preset in VARIANTS.items():
         runs[variant] = _run_config(preset, study, extra, variant, steps, lr, threads)
+    runs["no-lb"] = without_balancing(runs["no-lb"])
     return data, runs
+
+
+def without_balancing(config: RunConfig) -> RunConfig:
+    """The no-LB variant as the collapse control whatever `--set` says: no balancing loss, no
+    router noise and, where the scheme balances without a loss (`bias`), no scheme at all, so
+    `--set moe.balance=bias` compares the bias scheme against no balancing."""
+    moe: dict[str, Any] = {"lb_coef": 0.0, "noise_std": 0.0}
+    if config.moe.balance == "bias":
+        moe["balance"] = "none"
+    raw = deep_merge(config.model_dump(mode="json"), {"moe": moe})
+    return validate(RunConfig, raw, "study run 'no-lb'")
 
 
 def _run_config(
