@@ -24,6 +24,7 @@ from test_export import MOE, artifact
 
 from moectl.export import export_model
 
+pytestmark = pytest.mark.slow  # one subprocess importing torch and transformers: ~10 s
 PROMPT = "custom code"
 LOADER = textwrap.dedent(
     """
