@@ -163,6 +163,20 @@ class MoEConfig(StrictModel):
         """Experts each token is routed to: top_k * granularity."""
         return self.top_k * self.granularity
 
+    @property
+    def routing_label(self) -> str:
+        """The routing in one short label, so runs can be told apart where they are compared
+        (inspect, evaluate's table, the report): experts and top-k, the balancing scheme, then
+        only what differs from the default, e.g. `top-2x8 bias sigmoid +1 shared g=4`."""
+        parts = [f"top-{self.top_k}x{self.n_experts}", self.balance]
+        if self.score != "softmax":
+            parts.append(self.score)
+        if self.shared_experts:
+            parts.append(f"+{self.shared_experts} shared")
+        if self.granularity != 1:
+            parts.append(f"g={self.granularity}")
+        return " ".join(parts)
+
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
         if self.enabled and self.n_experts < 2:

@@ -136,12 +136,32 @@ def test_unwritable_destinations_are_refused_before_any_work(
     assert "--out" in cli("evaluate", moe_run).output and "evaluate" not in line.split(":")[0]
 
 
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        ("num_beams=abc", "num_beams takes an integer (int), not 'abc'"),
+        ("repetition_penalty=abc", "repetition_penalty takes a number (float), not 'abc'"),
+        ("no_repeat_ngram_size=2.5", "no_repeat_ngram_size takes an integer (int), not 2.5"),
+        ("top_p=[0.9]", "top_p takes a number (float), not [0.9]"),
+        ("do_sample=2", "do_sample takes true or false (bool), not 2"),
+        ("num_beam_groups=abc", "num_beam_groups takes an integer (int), not 'abc'"),
+    ],
+)
+def test_a_generation_option_of_the_wrong_type_is_one_line(cli, moe_run, option, needle):
+    with untouched(moe_run):
+        result = cli("generate", moe_run, "--max-new-tokens", 4, "--gen", option)
+        refused(result, needle)
+        assert f"--gen {option.split('=')[0]}=" in result.output
+
+
 def test_a_bad_generation_option_is_one_line(cli, moe_run):
     with untouched(moe_run):
         refused(
-            cli("generate", moe_run, "--max-new-tokens", 4, "--gen", "repetition_penalty=abc"),
-            "generation option(s) repetition_penalty=abc",
+            cli("generate", moe_run, "--max-new-tokens", 4, "--gen", "repetition_penalty=-1"),
+            "generation option(s) repetition_penalty=-1",
         )
+        fine = cli("generate", moe_run, "--max-new-tokens", 4, "--gen", "repetition_penalty=2")
+        assert fine.exit_code == 0, fine.output  # an integer is a float field's value
         result = cli("generate", moe_run, "--max-new-tokens", 500)
         refused(result, "cannot add 500 tokens")
         assert "--max-new-tokens 8" in result.output and "-n " not in result.output

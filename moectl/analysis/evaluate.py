@@ -407,6 +407,7 @@ def evaluate_loaded(
         moe_layers=sorted(layers),
         n_experts=first.n_experts if first is not None else None,
         top_k=first.top_k if first is not None else None,
+        routing_label=loaded.meta.moe.routing_label if loaded.meta.moe and layers else None,
         routing=routing,
         functional=functional,
         samples=samples,

@@ -10,6 +10,7 @@ routing.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -181,14 +182,8 @@ def _generation_config(
     """The GenerationConfig: greedy unless temperature > 0, plus validated extra options."""
     from transformers import GenerationConfig
 
-    options = dict(options or {})
-    unknown = [key for key in options if not hasattr(GenerationConfig(), key)]
-    if unknown:
-        raise ModelError(
-            f"unknown generation option(s) {', '.join(unknown)}",
-            hint="use GenerationConfig field names, e.g. repetition_penalty=1.2 or min_p=0.05",
-        )
-    several = [key for key in _SINGLE_SEQUENCE if int(options.get(key, 1)) != 1]
+    options = typed_generation_options(options or {})
+    several = [key for key in _SINGLE_SEQUENCE if options.get(key) not in (None, 1)]
     if several:
         raise ModelError(
             f"{', '.join(several)} other than 1 would decode several sequences",
@@ -205,6 +200,60 @@ def _generation_config(
         pad_token_id=pad_id,
         **{"do_sample": False, **sampling, **options},
     )
+
+
+def typed_generation_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with a float field's integer as a float (transformers refuses
+    repetition_penalty=2); a ModelError for an option GenerationConfig lacks, or a value of the
+    wrong type for one of its int, float or bool fields (e.g. num_beams=abc)."""
+    from transformers import GenerationConfig
+
+    unknown = [key for key in options if not hasattr(GenerationConfig(), key)]
+    if unknown:
+        raise ModelError(
+            f"unknown generation option(s) {', '.join(unknown)}",
+            hint="use GenerationConfig field names, e.g. repetition_penalty=1.2 or min_p=0.05",
+        )
+    declared = _declared_types(GenerationConfig.__doc__ or "")
+    typed = dict(options)
+    for key, value in options.items():
+        kind = declared.get(key)
+        if kind is None or value is None:
+            continue
+        if not _is_of(value, kind):
+            words, placeholder = _TYPE_WORDS[kind]
+            raise ModelError(
+                f"generation option {key} takes {words} ({kind}), not {value!r}",
+                hint=f"write --gen {key}={placeholder}",
+            )
+        if kind == "float":
+            typed[key] = float(value)
+    return typed
+
+
+# How a type is named to users: in words, and as the CLI's placeholder.
+_TYPE_WORDS = {
+    "int": ("an integer", "INTEGER"),
+    "float": ("a number", "NUMBER"),
+    "bool": ("true or false", "true|false"),
+}
+
+
+def _declared_types(doc: str) -> dict[str, str]:
+    """The numeric and on/off fields' types as GenerationConfig's docstring declares them
+    (`num_beams (`int`, ...)`): its __init__ takes **kwargs and has no annotations. (Text
+    fields are left to transformers: stop_strings, documented as `str`, also takes a list.)
+    The options that would decode several sequences are integers, documented or not."""
+    declared = dict(re.findall(r"^\s+(\w+) \(`(int|float|bool)`", doc, re.MULTILINE))
+    return {**{key: "int" for key in _SINGLE_SEQUENCE}, **declared}
+
+
+def _is_of(value: Any, kind: str) -> bool:
+    """YAML's parse of a --gen value fits the declared type; an integer is a number, a bool is
+    neither."""
+    if isinstance(value, bool):
+        return kind == "bool"
+    return isinstance(value, {"int": int, "float": (int, float)}.get(kind, ()))
 
 
 def _record(trace: list[dict[int, tuple[int, float]]], module: Any) -> None:

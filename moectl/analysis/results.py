@@ -230,6 +230,9 @@ class EvaluationResult(BaseModel):
     moe_layers: list[int] = Field(default_factory=list)
     n_experts: int | None = None
     top_k: int | None = None
+    routing_label: str | None = Field(
+        None, description="MoEConfig.routing_label of the model (None: dense, or not recorded)"
+    )
     routing: list[RoutingAnalysis] = Field(default_factory=list)
     samples: list[TokenRouting] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)

@@ -218,7 +218,7 @@ def comparison_table(results: list[EvaluationResult], domains: list[str]) -> Tab
     }
     rows = []
     for row, result in enumerate(results):
-        kind = "dense" if result.kind == "dense" else f"top-{result.top_k}x{result.n_experts}"
+        kind = "dense" if result.kind == "dense" else _routing_label(result)
         if result.step is not None:
             kind += f" @{result.step}"
         cells = [escape(result.name), kind]
@@ -366,6 +366,12 @@ def functional_table(result: EvaluationResult) -> Table:
         "domain's documents. Specialized only when the interval is below 0."
     )
     return table
+
+
+def _routing_label(result: EvaluationResult) -> str:
+    """The model's MoEConfig.routing_label; results written before it was recorded give top-k
+    and the expert count alone."""
+    return escape(result.routing_label or f"top-{result.top_k}x{result.n_experts}")
 
 
 def _difference_cells(emergence: Emergence) -> list[str]:

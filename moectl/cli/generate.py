@@ -76,6 +76,7 @@ def generate(
       moectl generate runs/moe --prompt "x = " --temperature 0.7 --gen repetition_penalty=1.3
     """
     from moectl.analysis.generation import generate as run_generation
+    from moectl.analysis.generation import typed_generation_options
     from moectl.config import parse_override
     from moectl.model.io import load_model
     from moectl.rundir import resolve_model
@@ -83,6 +84,7 @@ def generate(
     extra: dict[str, object] = {}
     for text in options or []:
         extra.update(parse_override(text))
+    extra = typed_generation_options(extra)
 
     artifact, _ = resolve_model(model)
     loaded = load_model(artifact, device=device)

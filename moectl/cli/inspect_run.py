@@ -103,6 +103,7 @@ def model_summary(path: Path) -> dict[str, Any]:
         },
         "experts": {str(i): layer.n_experts for i, layer in layers.items()},
         "top_k": next(iter(layers.values())).top_k if layers else None,
+        "routing": meta.moe.routing_label if meta.moe and layers else None,
         "parameters": {"total": params.total, "active": params.active},
         "step": meta.step,
         "metrics": meta.metrics,
@@ -138,6 +139,8 @@ def render_model(path: Path, as_json: bool = False) -> None:
         if experts
         else "dense",
     )
+    if summary["routing"]:
+        table.add_row("routing", escape(summary["routing"]))
     params = summary["parameters"]
     table.add_row("parameters", f"{params['total']:,} total, {params['active']:,} active per token")
     table.add_row("step", str(summary["step"]))
@@ -174,8 +177,10 @@ def _describe_model(model: dict[str, Any]) -> str:
 def _describe_moe(moe: dict[str, Any] | None) -> str:
     if moe is None:
         return "dense"
+    from moectl.config import MoEConfig
+
     where = f"layers {moe['layers']}" if moe["layers"] is not None else f"last {moe['last_n']}"
     return (
-        f"{moe['n_experts']} experts in {where}, top-{moe['top_k']}, lb {moe['lb_coef']:g}, "
+        f"{MoEConfig.model_validate(moe).routing_label} in {where}, lb {moe['lb_coef']:g}, "
         f"z {moe['z_coef']:g}, noise {moe['noise_std']:g}"
     )

@@ -142,7 +142,7 @@ def _runs_section(runs: list[RunLogs]) -> str:
     rows = []
     for run in runs:
         moe = run.config.moe
-        kind = f"MoE top-{moe.top_k} x{moe.n_experts}, lb {moe.lb_coef}" if run.is_moe else "dense"
+        kind = f"MoE {moe.routing_label}, lb {moe.lb_coef}" if run.is_moe else "dense"
         last_train = run.train[-1] if run.train else {}
         last_eval = run.eval[-1] if run.eval else {}
         events = run.collapse_events()
@@ -180,8 +180,9 @@ def _loss_section(results: list[EvaluationResult]) -> str:
     for result in results:
         numbers = [None, result.loss, result.ppl] + [result.domain_loss.get(d) for d in domains]
         values.append(numbers)
+        name = result.name + (f" ({result.routing_label})" if result.routing_label else "")
         rows.append(
-            [html.escape(result.name)] + [f"{v:.3f}" if v is not None else "-" for v in numbers[1:]]
+            [html.escape(name)] + [f"{v:.3f}" if v is not None else "-" for v in numbers[1:]]
         )
     table = _table(header, rows, _best_rows(values, [True] * len(header)))
     split = results[0].split if results else "eval"
