@@ -67,7 +67,11 @@ class DataConfig(StrictModel):
     seed: int = 0
     min_example_chars: int = Field(0, ge=0)
     max_example_chars: int | None = Field(None, gt=0)
-    tokenizer: str = Field("gpt2", description="'gpt2', a local tokenizer path, or 'bpe:N'")
+    tokenizer: str = Field(
+        "gpt2",
+        description="'gpt2', a local tokenizer path, a pretrained model's hub name (its own "
+        "tokenizer), or 'bpe:N'",
+    )
     num_proc: int = Field(1, ge=1)
     eval_min_texts: int = Field(10, ge=1)
     eval_fraction: float = Field(0.05, gt=0, lt=1)

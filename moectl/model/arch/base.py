@@ -9,6 +9,8 @@ instead of naming a module path.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,6 +25,21 @@ if TYPE_CHECKING:
 # Attention kernel for every model moectl builds: torch's scaled_dot_product_attention (flash or
 # memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
 ATTENTION = "sdpa"
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bar off while a checkpoint loads: the library
+    never prints (a CLI's --json output stays JSON), and the setting is restored after."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig
-from moectl.model.arch.base import ATTENTION, Family, Sizes
+from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
 from moectl.model.experts import StackedExperts
 
 
@@ -70,9 +70,10 @@ class GPT2Family(Family):
         return GPT2Config.from_dict(data, attn_implementation=ATTENTION)
 
     def from_pretrained(self, source: str, config: GPT2Config) -> GPT2LMHeadModel:
-        loaded = GPT2LMHeadModel.from_pretrained(
-            source, config=config, attn_implementation=ATTENTION
-        )
+        with quiet_loading():
+            loaded = GPT2LMHeadModel.from_pretrained(
+                source, config=config, attn_implementation=ATTENTION
+            )
         return self.prepare(loaded)
 
     def residual_divisor(self, config: GPT2Config) -> float:

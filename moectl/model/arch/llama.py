@@ -17,7 +17,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from moectl.config import ModelConfig
 from moectl.errors import ModelError
-from moectl.model.arch.base import ATTENTION, Family, Sizes
+from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
 from moectl.model.experts import SwiGLUExperts
 
 
@@ -82,9 +82,10 @@ class LlamaFamily(Family):
         return CONFIG_MAPPING[model_type].from_dict(data, attn_implementation=ATTENTION)
 
     def from_pretrained(self, source: str, config: PretrainedConfig) -> PreTrainedModel:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, config=config, attn_implementation=ATTENTION, dtype=torch.float32
-        )
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(
+                source, config=config, attn_implementation=ATTENTION, dtype=torch.float32
+            )
         self.check_mlp(model)
         return model
 
