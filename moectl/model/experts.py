@@ -18,12 +18,29 @@ kind it holds.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moectl.model.dispatch import combine, expert_linear, group
+
+
+@dataclass
+class DenseMLP:
+    """A block's dense MLP as the experts copy it, its projections under generic roles that the
+    architecture family fills in (moectl.model.arch): `fc`, `proj` (GELU, Conv1D (in, out)
+    weights with biases) or `gate`, `up`, `down` (SwiGLU, bias-free nn.Linear)."""
+
+    projections: dict[str, nn.Module]
+    act: nn.Module
+    dropout: float
+    training: bool
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.projections.values())).weight.device
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -71,29 +88,29 @@ class StackedExperts(nn.Module):
     @classmethod
     def upcycle(
         cls,
-        dense: nn.Module,
+        dense: DenseMLP,
         n_experts: int,
         perturbation_std: float = 0.0,
         generator: torch.Generator | None = None,
         granularity: int = 1,
     ) -> StackedExperts:
-        """`n_experts` copies of the GPT2MLP `dense`, each parameter (numel > 1) plus noise.
+        """`n_experts` copies of the GELU MLP `dense`, each parameter (numel > 1) plus noise.
 
         With `granularity` g each copy is split into g experts of inner width H/g (DeepSeekMoE's
         fine-grained experts): slice j keeps fc columns and proj rows j*H/g..(j+1)*H/g, its proj
         weight scaled by g and the full proj bias, so the g slices weighted 1/g each sum to the
         dense MLP. Expert e*g + j is slice j of copy e. The noise is perturbation_std * (the
         dense parameter's std) * N(0, 1), drawn from `generator` expert by expert in the order
-        c_fc.weight, c_fc.bias, c_proj.weight, c_proj.bias: the draws of format-1 upcycling, so
-        a seed gives the same experts.
+        fc weight, fc bias, proj weight, proj bias: the draws of format-1 upcycling, so a seed
+        gives the same experts.
         """
-        fc, proj = dense.c_fc, dense.c_proj
+        fc, proj = dense.projections["fc"], dense.projections["proj"]
         hidden, inner = fc.weight.shape
         if inner % granularity:
             raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
         width = inner // granularity
         n_total = n_experts * granularity
-        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act), dense.dropout.p)
+        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act), dense.dropout)
         dense_params = [fc.weight, fc.bias, proj.weight, proj.bias]
         slices = [
             fc.weight.detach().reshape(hidden, granularity, width).transpose(0, 1),
@@ -155,13 +172,13 @@ class SwiGLUExperts(nn.Module):
     @classmethod
     def upcycle(
         cls,
-        dense: nn.Module,
+        dense: DenseMLP,
         n_experts: int,
         perturbation_std: float = 0.0,
         generator: torch.Generator | None = None,
         granularity: int = 1,
     ) -> SwiGLUExperts:
-        """`n_experts` copies of the SwiGLU MLP `dense` (gate_proj, up_proj, down_proj), plus noise.
+        """`n_experts` copies of the SwiGLU MLP `dense` (gate, up, down), plus noise.
 
         With `granularity` g each copy is split into g experts of inner width F/g: slice j keeps
         gate and up rows j*F/g..(j+1)*F/g and the matching down columns, scaled by g, so the g
@@ -170,13 +187,13 @@ class SwiGLUExperts(nn.Module):
         perturbation_std * (the dense weight's std) * N(0, 1), drawn from `generator` expert by
         expert in the order gate, up, down.
         """
-        gate, up, down = (dense.gate_proj.weight, dense.up_proj.weight, dense.down_proj.weight)
+        gate, up, down = (dense.projections[role].weight for role in ("gate", "up", "down"))
         inner, hidden = gate.shape
         if inner % granularity:
             raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
         width = inner // granularity
         n_total = n_experts * granularity
-        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act_fn))
+        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act))
         experts.to(device=gate.device, dtype=gate.dtype).train(dense.training)
 
         def columns(weight: Tensor) -> Tensor:  # (F, D) nn.Linear weight -> (g, D, F/g)

@@ -190,7 +190,7 @@ def apply_moe(model: PreTrainedModel, moe_cfg: MoEConfig, seed: int = 0) -> list
     for index in layers:
         block = blocks[index]
         block.mlp = MoEMLP.upcycle(
-            block.mlp,
+            arch.dense_mlp(block.mlp),
             moe_cfg,
             experts=arch.experts,
             hidden_size=sizes.hidden,

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from moectl.config import MoEConfig
 from moectl.model.balance import Balance, make_balance
 from moectl.model.balance.switch import SwitchBalance
-from moectl.model.experts import StackedExperts, SwiGLUExperts
+from moectl.model.experts import DenseMLP, StackedExperts, SwiGLUExperts
 from moectl.model.router import Assignment, Router, Score, noise_scale, z_loss
 
 Experts = StackedExperts | SwiGLUExperts
@@ -68,7 +68,7 @@ class MoEMLP(nn.Module):
     @classmethod
     def upcycle(
         cls,
-        dense: nn.Module,
+        dense: DenseMLP,
         moe: MoEConfig,
         *,
         experts: type[Experts] = StackedExperts,
@@ -101,7 +101,7 @@ class MoEMLP(nn.Module):
             shared=shared,
         )
         gate = torch.randn((moe.n_experts, hidden_size), generator=generator) * gate_init_std
-        device = next(dense.parameters()).device
+        device = dense.device
         gate = gate.repeat_interleave(g, dim=0) if g > 1 else gate
         layer.gate.weight.data = gate.to(device=device, dtype=torch.float32)
         return layer.to(device).train(dense.training)

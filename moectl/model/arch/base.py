@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
     from moectl.config import ModelConfig
+    from moectl.model.experts import DenseMLP
 
 # Attention kernel for every model moectl builds: torch's scaled_dot_product_attention (flash or
 # memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
@@ -73,6 +74,10 @@ class Family(ABC):
     @abstractmethod
     def body(self, model: nn.Module) -> nn.Module:
         """The decoder without its LM head (runs the blocks, returns hidden states)."""
+
+    @abstractmethod
+    def dense_mlp(self, mlp: nn.Module) -> DenseMLP:
+        """A block's dense MLP under the generic roles its experts class copies."""
 
     @abstractmethod
     def sizes(self, config: PretrainedConfig) -> Sizes: ...

@@ -11,7 +11,7 @@ from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig
 from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
-from moectl.model.experts import StackedExperts
+from moectl.model.experts import DenseMLP, StackedExperts
 
 
 class GPT2Family(Family):
@@ -32,6 +32,10 @@ class GPT2Family(Family):
 
     def body(self, model: nn.Module) -> nn.Module:
         return model.transformer
+
+    def dense_mlp(self, mlp: nn.Module) -> DenseMLP:
+        projections = {"fc": mlp.c_fc, "proj": mlp.c_proj}
+        return DenseMLP(projections, mlp.act, mlp.dropout.p, mlp.training)
 
     def sizes(self, config: GPT2Config) -> Sizes:
         return Sizes(

@@ -18,7 +18,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from moectl.config import ModelConfig
 from moectl.errors import ModelError
 from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
-from moectl.model.experts import SwiGLUExperts
+from moectl.model.experts import DenseMLP, SwiGLUExperts
 
 
 def swiglu_width(hidden: int) -> int:
@@ -39,6 +39,10 @@ class LlamaFamily(Family):
 
     def body(self, model: nn.Module) -> nn.Module:
         return model.model
+
+    def dense_mlp(self, mlp: nn.Module) -> DenseMLP:
+        projections = {"gate": mlp.gate_proj, "up": mlp.up_proj, "down": mlp.down_proj}
+        return DenseMLP(projections, mlp.act_fn, 0.0, mlp.training)
 
     def sizes(self, config: PretrainedConfig) -> Sizes:
         return Sizes(
