@@ -60,12 +60,12 @@ def overrides_for(checkpoint: Path) -> list[str]:
         "data.source=builtin",
         "data.size_mb=0.03",
         "data.block_size=32",
-        "train.max_steps=3",
+        "train.max_steps=2",
         "train.batch_size=4",
         "train.grad_accum=1",
-        "train.eval_every=3",
-        "train.save_every=3",
-        "train.eval_max_blocks=8",
+        "train.eval_every=2",
+        "train.save_every=2",
+        "train.eval_max_blocks=4",
         "train.log_every=1",
         "train.router_log_every=1",
         "train.device=cpu",
@@ -93,7 +93,7 @@ def test_preset_trains_evaluates_and_generates_on_a_tiny_model_of_its_shape(
     assert loaded.model.config.model_type == model_type
     assert loaded.meta.moe_layers == list(range(n_layers // 2, n_layers))
     assert loaded.meta.tokenizer["name"] == str(checkpoint)
-    quick = ["--max-blocks", "24", "--permutations", "20", "--bootstrap", "100"]
+    quick = ["--max-blocks", "12", "--permutations", "20", "--bootstrap", "100", "--samples", "0"]
     evaluated = cli("evaluate", run, "--json", *quick, "--random-gates", "32")
     assert evaluated.exit_code == 0, evaluated.output
     layers = json.loads(evaluated.output)
