@@ -32,4 +32,4 @@ def test_quickstart_runs_the_whole_study_on_a_scratch_llama(cli, tmp_path):
         assert score.random_gates is not None and score.router_made.verdict is not None
     study = json.loads((out / "study.json").read_text())
     assert {"evaluate", "visualize"} <= set(study["done"])
-    assert "MoE vs matched dense" in result.output and (out / "report.html").is_file()
+    assert (out / "report.html").is_file()
