@@ -44,6 +44,7 @@ def export_model(
     by save_pretrained, e.g. a corpus's tokenizer/) supplies one for an artifact saved without.
     """
     from moectl.fs import atomic_directory
+    from moectl.model.arch import model_sizes
     from moectl.model.hf_format import CODE_FILES, HF_CODE
     from moectl.model.io import load_model
     from moectl.model_card import CARD_NAME, model_card
@@ -55,13 +56,14 @@ def export_model(
     warnings: list[str] = []
     tok = loaded.tokenizer
     if tokenizer is not None:
-        tok = _load_tokenizer(tokenizer, loaded.meta.tokenizer, loaded.model.config.vocab_size)
+        tok = _load_tokenizer(tokenizer, loaded.meta.tokenizer, model_sizes(loaded.model).vocab)
     elif tok is None:
         warnings.append(
             f"{artifact} has no tokenizer, so the export has none: add one with "
             f"--tokenizer {_tokenizer_suggestion(run_dir)}"
         )
     model = hf_model(loaded, tok)
+    positions = model_sizes(loaded.model).positions
     with atomic_directory(out) as temp:
         model.save_pretrained(str(temp))
         if loaded.meta.moe is not None:
@@ -69,10 +71,10 @@ def export_model(
                 shutil.copyfile(HF_CODE / name, temp / name)
         if tok is not None:
             # transformers' default (1e30) lets pipeline() feed a prompt past the positions
-            tok.model_max_length = model.config.n_positions
+            tok.model_max_length = positions
             tok.save_pretrained(str(temp))
         _add_provenance(temp / "config.json", loaded, artifact)
-        card = model_card(loaded, artifact, run_dir, model.config.n_positions, tok is not None)
+        card = model_card(loaded, artifact, run_dir, positions, tok is not None)
         (temp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportResult(
         path=str(out),
@@ -85,11 +87,12 @@ def export_model(
 
 
 def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
-    """The transformers model to save: GPT-2 itself, or the exported MoE class loaded with the
-    same state dict (the exported layout is moectl's own); its generation config stops at the
-    tokenizer's EOS."""
+    """The transformers model to save: the dense model's own class (GPT-2, Llama, Qwen3, ...), or
+    the exported MoE class loaded with the same state dict (the exported layout is moectl's
+    own); its generation config stops at the tokenizer's EOS."""
     from transformers import GenerationConfig
 
+    from moectl.model.arch import family_of
     from moectl.model.balance import SCHEMES
     from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
     from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
@@ -98,8 +101,15 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
     model = loaded.model
     meta = loaded.meta
     moe = meta.moe
+    arch = family_of(model)
+    if moe is not None and arch.name != "gpt2":
+        raise ModelError(
+            f"exporting a {arch.label} MoE is not supported yet (dense {arch.label}s export as "
+            "their transformers class)",
+            hint="evaluate and generate with moectl, which load the run's best/ directly",
+        )
     if moe is not None:
-        inner = model.config.n_inner or 4 * model.config.n_embd
+        inner = arch.sizes(model.config).intermediate
         config = MoectlGPT2MoEConfig.from_dict(
             {
                 **model.config.to_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
 EOS_TOKEN = "<|endoftext|>"
 GPT2_NAMES = ("gpt2", "openai-community/gpt2")
-_SPEC_HINT = "use 'gpt2', a local tokenizer directory or tokenizer.json, or 'bpe:N' (e.g. bpe:8000)"
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+_SPEC_HINT = (
+    "use 'gpt2', a local tokenizer directory or tokenizer.json, a pretrained model's hub name "
+    "(its own tokenizer), or 'bpe:N' (e.g. bpe:8000)"
+)
 
 
 def resolve_tokenizer(
@@ -35,6 +40,8 @@ def resolve_tokenizer(
         tokenizer = gpt2_tokenizer()
     elif Path(spec).exists():
         tokenizer = _load_local(Path(spec))
+    elif _HUB_NAME.match(spec):
+        tokenizer = _from_hub(spec)
     else:
         raise DataError(f"unknown tokenizer '{spec}'", hint=_SPEC_HINT)
     if tokenizer.eos_token_id is None:
@@ -44,6 +51,20 @@ def resolve_tokenizer(
         )
     tokenizer.name_or_path = spec
     return tokenizer
+
+
+def _from_hub(name: str) -> PreTrainedTokenizerFast:
+    """A pretrained model's own tokenizer by hub name (the hub cache serves it offline), so a
+    corpus for model.pretrained=NAME is tokenized as that model was trained."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"cannot load tokenizer '{name}' from the Hugging Face hub or its cache: {exc}",
+            hint="offline, point data.tokenizer at a local copy of the model's directory",
+        ) from None
 
 
 def _bpe_size(spec: str) -> int:
