@@ -26,7 +26,7 @@ What makes a native class exact (transformers 5.24):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ from torch import Tensor
 from moectl.config import MoEConfig
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
+CODE_FILES = ("configuration_moectl_llama_moe.py", "modeling_moectl_llama_moe.py")
 # moectl's MoE layer (moectl.model.moe.MoEMLP with SwiGLU experts) -> transformers' MoE block.
 GATE_UP, DOWN = "experts.gate_up", "experts.down"
 NATIVE_GATE_UP, NATIVE_DOWN = "experts.gate_up_proj", "experts.down_proj"
@@ -43,15 +44,22 @@ NOT_CARRIED = ("architectures", "model_type", "transformers_version", "auto_map"
 # A wrong mapping (orientation, order, a missing bias) moves logits by O(1); the same math in
 # another summation order by ~1e-6. The export's self-check sits between the two.
 SELF_CHECK_TOLERANCE = 1e-3
+DENSE_REASON = "a dense model is its base transformers class"
 
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """The class an export writes: `native` (a transformers class) or moectl's custom code."""
+    """The class an export writes, why, and the hf_code/ files it ships: none for a transformers
+    class (`native`), the configuration and modeling files of moectl's custom code otherwise."""
 
     architecture: str
-    native: bool
     reason: str
+    code_files: tuple[str, ...] = ()
+    logits_difference: float | None = None  # measured against moectl by the export's self-check
+
+    @property
+    def native(self) -> bool:
+        return not self.code_files
 
 
 @dataclass(frozen=True)
@@ -143,31 +151,29 @@ def plan_export(base: dict[str, Any], moe: MoEConfig | None, moe_layers: list[in
     family = base["model_type"]
     if moe is None or not moe_layers:
         architecture = (base.get("architectures") or [f"{family.title()}ForCausalLM"])[0]
-        return ExportPlan(architecture, True, "a dense model is its base transformers class")
+        return ExportPlan(architecture, DENSE_REASON)
     custom = custom_architecture(family)
     blocker = _routing_blocker(moe)
     if blocker:
-        return ExportPlan(custom, False, f"no transformers MoE class has {blocker}")
-    if base.get("mlp_bias") or base.get("attention_bias"):
-        return ExportPlan(
-            custom, False, "the base model has MLP or attention biases that no MoE class has"
-        )
+        return ExportPlan(custom, f"no transformers MoE class has {blocker}", CODE_FILES)
+    if base.get("mlp_bias"):
+        return ExportPlan(custom, "the base model's MLPs have biases; no MoE class has", CODE_FILES)
     every_layer = len(moe_layers) == base["num_hidden_layers"]
     if family == "qwen3":
         if any(kind != "full_attention" for kind in base.get("layer_types") or []):
-            return ExportPlan(
-                custom, False, "Qwen3-MoE cannot give only some layers a sliding window"
-            )
+            reason = "Qwen3-MoE cannot give only some layers a sliding window"
+            return ExportPlan(custom, reason, CODE_FILES)
         return ExportPlan(
             QWEN3_MOE.architecture,
-            True,
             "Qwen3-MoE routes as moectl does (softmax, top-k, norm_topk_prob) with "
             "mlp_only_layers for the dense layers",
         )
+    if base.get("attention_bias"):
+        reason = "the base has attention biases, Mixtral and Qwen2-MoE no output bias"
+        return ExportPlan(custom, reason, CODE_FILES)
     if family in ("llama", "mistral") and every_layer:
         return ExportPlan(
             MIXTRAL.architecture,
-            True,
             "every layer is MoE and Mixtral routes as moectl does (softmax, top-k, renormalized)",
         )
     reason = "Qwen2-MoE routes as moectl does (softmax, top-k, norm_topk_prob)"
@@ -175,7 +181,6 @@ def plan_export(base: dict[str, Any], moe: MoEConfig | None, moe_layers: list[in
         reason += " and hosts the dense layers (mlp_only_layers) that Mixtral cannot"
     return ExportPlan(
         QWEN2_MOE.architecture,
-        True,
         reason + "; its sigmoid-gated shared expert is written with zero weights (adds 0.0)",
     )
 
@@ -238,3 +243,59 @@ def logits_difference(model: torch.nn.Module, exported: torch.nn.Module, vocab: 
         ours = model(ids.to(device)).logits.float().cpu()
         theirs = exported(ids.to(next(exported.parameters()).device)).logits.float().cpu()
     return float((ours - theirs).abs().max())
+
+
+def llama_hf_model(
+    model: Any, moe: MoEConfig | None, moe_layers: list[int]
+) -> tuple[Any, ExportPlan]:
+    """The transformers model to save for a Llama-family moectl model, and its plan.
+
+    Dense: the model itself. A native class: built from its config and loaded with the mapped
+    weights, then checked against moectl's own logits on a probe batch; should a base setting
+    this module does not know make them differ, the export falls back to custom code and says
+    so. Custom code: the family's class in hf_code/, whose state dict is moectl's own.
+    """
+    base = {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    plan = plan_export(base, moe, moe_layers)
+    if moe is None or not moe_layers:
+        return model, plan
+    dtype = next(model.parameters()).dtype
+    if plan.native:
+        from transformers import AutoModelForCausalLM
+
+        target = NATIVE[plan.architecture]
+        config = native_config(target, base, moe, moe_layers)
+        exported = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+        exported.load_state_dict(native_state_dict(model.state_dict(), target, moe_layers))
+        difference = logits_difference(model, exported, base["vocab_size"])
+        if difference <= SELF_CHECK_TOLERANCE:
+            return exported, replace(plan, logits_difference=difference)
+        plan = ExportPlan(
+            custom_architecture(base["model_type"]),
+            f"{plan.architecture} differed from moectl's logits by {difference:.2g} on a probe "
+            "batch (a base-model setting it does not reproduce)",
+            CODE_FILES,
+        )
+    from moectl.model.hf_code import modeling_moectl_llama_moe as code
+
+    cls = getattr(code, plan.architecture)
+    carried = {k: v for k, v in base.items() if k not in NOT_CARRIED}
+    config = cls.config_class(
+        **carried,
+        moe_layers=list(moe_layers),
+        num_local_experts=moe.routed_experts,
+        num_experts_per_tok=moe.routed_top_k,
+        moe_intermediate_size=base["intermediate_size"] // moe.granularity,
+        n_shared_experts=moe.shared_experts,
+        scoring_func=moe.score,
+        balance=moe.balance,
+        router_aux_loss_coef=_routed(base, moe)["router_aux_loss_coef"],
+        architectures=[plan.architecture],
+        auto_map={
+            "AutoConfig": f"configuration_moectl_llama_moe.{cls.config_class.__name__}",
+            "AutoModelForCausalLM": f"modeling_moectl_llama_moe.{plan.architecture}",
+        },
+    )
+    exported = cls(config).to(dtype).eval()
+    exported.load_state_dict(model.state_dict(), strict=True)
+    return exported, plan
