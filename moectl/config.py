@@ -86,14 +86,30 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """The base GPT-2: a hub name or local directory, or a scratch config of the given size."""
+    """The base model: a hub name or local directory, or a scratch config of the given size.
 
+    `arch` names the family (moectl.model.arch): `gpt2` (GELU MLPs) or `llama` (SwiGLU MLPs;
+    Llama, Mistral, Qwen2, Qwen3, SmolLM2). A pretrained model's family is read from its
+    config.json and must be the one `arch` names. The size fields are generic: n_embd is the
+    hidden width, n_head the attention heads, n_layer the blocks.
+    """
+
+    arch: Literal["gpt2", "llama"] = Field("gpt2", description="architecture family")
     pretrained: str | None = Field(
         None, description="hub model name or local directory; None builds from scratch"
     )
     n_layer: int = Field(4, ge=1)
     n_embd: int = Field(256, ge=8)
     n_head: int = Field(4, ge=1)
+    n_kv_head: int | None = Field(
+        None, ge=1, description="llama: key/value heads (grouped-query attention); None = n_head"
+    )
+    intermediate_size: int | None = Field(
+        None,
+        ge=1,
+        description="MLP inner width; None = 4 * n_embd (gpt2) or 8/3 * n_embd rounded up to a "
+        "multiple of 32 (llama's SwiGLU)",
+    )
     n_positions: int | None = Field(None, ge=1, description="defaults to the corpus block size")
     dropout: float = Field(0.0, ge=0, le=1)
 
@@ -101,6 +117,8 @@ class ModelConfig(StrictModel):
     def _check(self) -> ModelConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head")
         return self
 
 

@@ -52,6 +52,7 @@ def export_model(
     by save_pretrained, e.g. a corpus's tokenizer/) supplies one for an artifact saved without.
     """
     from moectl.fs import atomic_directory
+    from moectl.model.arch import model_sizes
     from moectl.model.hf_format import HF_CODE
     from moectl.model.io import load_model
     from moectl.model_card import CARD_NAME, model_card
@@ -63,14 +64,14 @@ def export_model(
     warnings: list[str] = []
     tok = loaded.tokenizer
     if tokenizer is not None:
-        tok = _load_tokenizer(tokenizer, loaded.meta.tokenizer, loaded.model.config.vocab_size)
+        tok = _load_tokenizer(tokenizer, loaded.meta.tokenizer, model_sizes(loaded.model).vocab)
     elif tok is None:
         warnings.append(
             f"{artifact} has no tokenizer, so the export has none: add one with "
             f"--tokenizer {_tokenizer_suggestion(run_dir)}"
         )
     model, plan = hf_model(loaded, tok)
-    positions = _context_length(model.config)
+    positions = model_sizes(loaded.model).positions
     with atomic_directory(out) as temp:
         model.save_pretrained(str(temp))
         for name in plan.code_files:
@@ -115,6 +116,7 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
 
 def _gpt2_model(loaded: Any) -> tuple[Any, ExportPlan]:
     """GPT-2 itself, or the custom-code MoE GPT-2 with the same state dict."""
+    from moectl.model.arch import family_of
     from moectl.model.balance import SCHEMES
     from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
     from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
@@ -125,7 +127,7 @@ def _gpt2_model(loaded: Any) -> tuple[Any, ExportPlan]:
     moe = meta.moe
     if moe is None:
         return model, ExportPlan(type(model).__name__, DENSE_REASON)
-    inner = model.config.n_inner or 4 * model.config.n_embd
+    inner = family_of(model).sizes(model.config).intermediate
     config = MoectlGPT2MoEConfig.from_dict(
         {
             **model.config.to_dict(),
@@ -156,12 +158,6 @@ def _stop_at_eos(model: Any, tokenizer: Any) -> Any:
         eos = model.config.eos_token_id
     model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
     return model
-
-
-def _context_length(config: Any) -> int:
-    """The model's context in tokens (GPT-2's n_positions, the Llama family's
-    max_position_embeddings)."""
-    return config.n_positions if config.model_type == "gpt2" else config.max_position_embeddings
 
 
 def _check_out(out: Path, artifact: Path, force: bool) -> None:

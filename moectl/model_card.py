@@ -33,14 +33,17 @@ def model_card(
 ) -> str:
     """The README.md text of the export of `loaded` (read from `artifact`, part of `run_dir`),
     written as the class `plan` chose."""
+    from moectl.model.arch import family_of
+
     meta = loaded.meta
     moe = meta.moe
+    arch = family_of(loaded.model)
     config, info = _run_records(run_dir)
     base = config.model.pretrained if config is not None else None
     header: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["moectl", "gpt2", "text-generation"]
+        "tags": ["moectl", arch.name, "text-generation"]
         + (["mixture-of-experts"] if moe else [])
         + ([] if plan.native else ["custom_code"]),
     }
@@ -50,7 +53,7 @@ def model_card(
     parts = [
         "---\n" + yaml.safe_dump(header, sort_keys=False) + "---",
         f"# {config.name if config is not None else artifact.name}",
-        _what(meta, config, info, artifact, n_positions),
+        _what(meta, config, info, artifact, n_positions, arch),
         _routing(meta) if moe else "",
         _evaluation(meta, results, notes),
         _usage(plan, moe is not None, n_positions, has_tokenizer),
@@ -70,19 +73,19 @@ def _run_records(run_dir: Path | None) -> tuple[Any, Any]:
         return None, None
 
 
-def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int) -> str:
-    gpt2 = meta.gpt2_config
-    size = f"{gpt2.get('n_layer')} layers, width {gpt2.get('n_embd')}, {n_positions}-token context"
+def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, arch: Any) -> str:
+    sizes = arch.sizes(arch.config_from_dict(meta.hf_config))
+    size = f"{sizes.layers} layers, width {sizes.hidden}, {n_positions}-token context"
     if meta.moe is None:
-        kind = f"A dense GPT-2 ({size})"
+        kind = f"A dense {arch.label} ({size})"
     else:
         origin = (
-            "upcycled from a dense GPT-2 (every expert starts as a copy of its MLP)"
+            f"upcycled from a dense {arch.label} (every expert starts as a copy of its MLP)"
             if meta.moe.init == "upcycle"
             else "trained from random weights (independently drawn experts)"
         )
         kind = (
-            f"A mixture-of-experts GPT-2 ({size}): {meta.moe.n_experts} experts with top-"
+            f"A mixture-of-experts {arch.label} ({size}): {meta.moe.n_experts} experts with top-"
             f"{meta.moe.top_k} routing in layers "
             f"{', '.join(str(layer) for layer in meta.moe_layers)}, {origin}"
         )

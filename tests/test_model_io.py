@@ -56,7 +56,7 @@ def test_dense_round_trip_identical_logits_and_tie(tmp_path):
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
     assert loaded.meta.step == 7 and loaded.meta.metrics == {"eval_loss": 3.5}
     assert loaded.meta.tied == {"lm_head.weight": "transformer.wte.weight"}
-    assert loaded.meta.gpt2_config["n_embd"] == 32 and loaded.meta.moe is None
+    assert loaded.meta.hf_config["n_embd"] == 32 and loaded.meta.moe is None
     assert loaded.meta.tokenizer == {"name": "t", "hash": "ab"}
 
 

@@ -282,6 +282,7 @@ def evaluate_loaded(
 
     from moectl.analysis.controls import capture_layer_inputs
     from moectl.analysis.functional import token_loss
+    from moectl.model.arch import family_of
     from moectl.model.routing import last_router_stats, moe_layers
 
     model = loaded.model
@@ -333,7 +334,7 @@ def evaluate_loaded(
             for index, control in controls.items():  # block_ids are document units
                 control.add(layer_inputs[index], domain_ids, block_ids)
             if init is not None:  # the routers are all the control needs: no LM head
-                init.model.transformer(input_ids=ids)
+                family_of(init.model).body(init.model)(input_ids=ids)
                 _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
             for row, block in enumerate(batch):
                 if block.index in sample_blocks and stats:

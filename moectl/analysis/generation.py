@@ -84,7 +84,9 @@ def generate(
                 "an empty prompt needs a tokenizer with an EOS token", hint="pass a prompt"
             )
         ids = [eos_id]
-    window = model.config.n_positions
+    from moectl.model.arch import model_sizes
+
+    window = model_sizes(model).positions
     if max_new_tokens >= window:
         raise ModelError(
             f"the model sees at most {window} positions, so it cannot add {max_new_tokens} tokens",

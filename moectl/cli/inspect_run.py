@@ -80,6 +80,7 @@ def render_run(path: Path, as_json: bool = False) -> None:
 
 def model_summary(path: Path) -> dict[str, Any]:
     """Architecture, experts per layer, parameter counts, step and metrics of an artifact."""
+    from moectl.model.arch import family_of
     from moectl.model.factory import count_parameters
     from moectl.model.io import load_model
     from moectl.model.routing import moe_layers
@@ -87,7 +88,8 @@ def model_summary(path: Path) -> dict[str, Any]:
     from moectl.training.checkpoint import read_trainer_state
 
     loaded = load_model(path)
-    cfg = loaded.model.config
+    arch = family_of(loaded.model)
+    sizes = arch.sizes(loaded.model.config)
     layers = moe_layers(loaded.model)
     params = count_parameters(loaded.model)
     meta = loaded.meta
@@ -95,11 +97,13 @@ def model_summary(path: Path) -> dict[str, Any]:
         "kind": "checkpoint" if (path / STATE_NAME).is_file() else "model",
         "path": str(path),
         "architecture": {
-            "n_layer": cfg.n_layer,
-            "n_embd": cfg.n_embd,
-            "n_head": cfg.n_head,
-            "n_positions": cfg.n_positions,
-            "vocab_size": cfg.vocab_size,
+            "arch": arch.name,
+            "family": arch.label,
+            "n_layer": sizes.layers,
+            "n_embd": sizes.hidden,
+            "n_head": sizes.heads,
+            "n_positions": sizes.positions,
+            "vocab_size": sizes.vocab,
         },
         "experts": {str(i): layer.n_experts for i, layer in layers.items()},
         "top_k": next(iter(layers.values())).top_k if layers else None,
@@ -128,8 +132,8 @@ def render_model(path: Path, as_json: bool = False) -> None:
     table.add_column()
     table.add_row(
         "architecture",
-        f"GPT-2, {arch['n_layer']} layers, width {arch['n_embd']}, {arch['n_head']} heads, "
-        f"{arch['n_positions']} positions, vocab {arch['vocab_size']:,}",
+        f"{arch['family']}, {arch['n_layer']} layers, width {arch['n_embd']}, "
+        f"{arch['n_head']} heads, {arch['n_positions']} positions, vocab {arch['vocab_size']:,}",
     )
     experts = summary["experts"]
     table.add_row(
@@ -165,7 +169,9 @@ def _format_metric(value: Any) -> str:
 
 
 def _describe_model(model: dict[str, Any]) -> str:
-    base = model["pretrained"] or "scratch GPT-2"
+    from moectl.model.arch import family
+
+    base = model["pretrained"] or f"scratch {family(model.get('arch', 'gpt2')).label}"
     if model["pretrained"]:
         return base
     return f"{base}, {model['n_layer']} layers, width {model['n_embd']}, {model['n_head']} heads"

@@ -33,15 +33,18 @@ def check_model_fits_corpus(meta: ModelMeta, corpus: Corpus, where: str) -> None
             f"(hash {ours.hash[:12]})",
             hint=HINT,
         )
+    from moectl.model.arch import config_sizes
+
     vocab = theirs.get("vocab_size")
-    embedded = meta.gpt2_config.get("vocab_size", ours.vocab_size)
+    sizes = config_sizes(meta.hf_config) if meta.hf_config else None
+    embedded = sizes.vocab if sizes else ours.vocab_size
     if (vocab is not None and vocab != ours.vocab_size) or ours.vocab_size > embedded:
         raise ModelError(
             f"{where} has a vocabulary of {vocab or embedded} tokens but corpus {corpus.path} "
             f"was tokenized with {ours.vocab_size}",
             hint=HINT,
         )
-    positions = meta.gpt2_config.get("n_positions", corpus.block_size)
+    positions = sizes.positions if sizes else corpus.block_size
     if corpus.block_size > positions:
         raise ModelError(
             f"corpus blocks of {corpus.block_size} tokens exceed the {positions} positions of "

@@ -99,17 +99,17 @@ def grouped_mm_supported(x: Tensor, weight: Tensor) -> bool:
 
 
 def expert_linear(
-    x: Tensor, weight: Tensor, bias: Tensor, groups: Groups, grouped: bool | None = None
+    x: Tensor, weight: Tensor, bias: Tensor | None, groups: Groups, grouped: bool | None = None
 ) -> Tensor:
     """x[rows of e] @ weight[e] + bias[e] for every expert e: x (N, K), weight (E, K, M).
 
     The groups cover every row (offsets[-1] == N). `grouped` picks the kernel (None:
-    grouped_mm where supported, else the loop).
+    grouped_mm where supported, else the loop). A bias-free projection (SwiGLU's) passes None.
     """
     if grouped is None:
         grouped = grouped_mm_supported(x, weight)
     out = torch.ops.moectl.expert_mm(x, weight, groups.offsets, grouped)
-    return out + bias.index_select(0, groups.expert)
+    return out if bias is None else out + bias.index_select(0, groups.expert)
 
 
 def combine(y: Tensor, groups: Groups, n_tokens: int) -> Tensor:

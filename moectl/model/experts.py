@@ -1,11 +1,18 @@
-"""n GPT-2 MLP experts as stacked weights: one parameter per projection, leading expert dim.
+"""n MLP experts as stacked weights: one parameter per projection, leading expert dim.
 
-This is the layout transformers' own MoE models use (Mixtral, Qwen-MoE, OLMoE): `fc_weight`
-(E, D, H), `fc_bias` (E, H), `proj_weight` (E, H, D), `proj_bias` (E, D), each expert slice in
-GPT-2's Conv1D orientation (in, out), so upcycling stacks the dense MLP's tensors as they are
-and a whole layer's experts run as one grouped matrix multiply per projection
-(moectl.model.dispatch). Model artifacts of format 1 held one `GPT2MLP` per expert;
-moectl.model.io stacks those on load.
+This is the layout transformers' own MoE models use (Mixtral, Qwen-MoE, OLMoE), in two kinds:
+
+- `StackedExperts`, GPT-2's GELU MLP: `fc_weight` (E, D, H), `fc_bias` (E, H), `proj_weight`
+  (E, H, D), `proj_bias` (E, D), each expert slice in GPT-2's Conv1D orientation (in, out), so
+  upcycling stacks the dense MLP's tensors as they are. Model artifacts of format 1 held one
+  `GPT2MLP` per expert; moectl.model.io stacks those on load.
+- `SwiGLUExperts`, the Llama family's bias-free gated MLP: `gate_up` (E, D, 2F) holding the gate
+  and up projections side by side, `down` (E, F, D), in (in, out) orientation (nn.Linear's
+  weights transposed).
+
+Either way a whole layer's experts run as one grouped matrix multiply per projection
+(moectl.model.dispatch), and `upcycle` has one signature, so the MoE layer never asks which
+kind it holds.
 """
 
 from __future__ import annotations
@@ -17,6 +24,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moectl.model.dispatch import combine, expert_linear, group
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the experts compute in: the dispatch's op is opaque to autocast, so the experts
+    cast to the autocast dtype themselves, as F.linear would."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def _noise(shape: torch.Size, source: Tensor, std: float, generator: torch.Generator | None):
+    """perturbation noise for one expert's slice: std * (the dense parameter's std) * N(0, 1)."""
+    return torch.randn(shape, generator=generator).to(source) * (std * source.std())
+
 
 # transformers' GELU modules -> F.gelu's `approximate`: gelu_new (GPT-2's) and
 # gelu_pytorch_tanh are the tanh form, gelu the exact one. Other activations run as modules.
@@ -90,18 +110,15 @@ class StackedExperts(nn.Module):
                 for e in range(n_total):
                     for target, source in zip(stacked, dense_params, strict=True):
                         if source.numel() > 1:
-                            shape = target.shape[1:]
-                            noise = torch.randn(shape, generator=generator).to(source)
-                            target[e].add_(noise * (perturbation_std * source.std()))
+                            target[e].add_(
+                                _noise(target.shape[1:], source, perturbation_std, generator)
+                            )
         return experts
 
     def forward(self, x: Tensor, expert_index: Tensor, weights: Tensor) -> Tensor:
         """sum_k weights[t, k] * expert_{expert_index[t, k]}(x[t]) for x (T, D)."""
         groups = group(expert_index, weights, self.n_experts)
-        # The dispatch's op is opaque to autocast, so cast to the autocast dtype here, as
-        # F.linear would.
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        dtype = compute_dtype(x)
         rows = x.to(dtype).index_select(0, groups.token)
         params = [p.to(dtype) for p in (self.fc_weight, self.fc_bias)]
         params += [p.to(dtype) for p in (self.proj_weight, self.proj_bias)]
@@ -113,4 +130,83 @@ class StackedExperts(nn.Module):
 
     def extra_repr(self) -> str:
         n, hidden, inner = self.fc_weight.shape
+        return f"n_experts={n}, hidden_size={hidden}, inner_size={inner}, grouped={self.grouped}"
+
+
+class SwiGLUExperts(nn.Module):
+    """Bias-free SwiGLU experts (the Llama family's MLP): down(act(x @ gate) * (x @ up)).
+
+    `gate_up` (E, D, 2F) holds each expert's gate columns then its up columns, so both
+    projections run as one grouped matrix multiply; `down` is (E, F, D). The activation is the
+    dense MLP's own module (SiLU for every supported checkpoint). `grouped` as StackedExperts.
+    """
+
+    def __init__(self, n_experts: int, hidden_size: int, inner_size: int, act: nn.Module) -> None:
+        super().__init__()
+        self.gate_up = nn.Parameter(torch.empty(n_experts, hidden_size, 2 * inner_size))
+        self.down = nn.Parameter(torch.empty(n_experts, inner_size, hidden_size))
+        self.act = act
+        self.grouped: bool | None = None
+
+    @property
+    def n_experts(self) -> int:
+        return self.gate_up.shape[0]
+
+    @classmethod
+    def upcycle(
+        cls,
+        dense: nn.Module,
+        n_experts: int,
+        perturbation_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        granularity: int = 1,
+    ) -> SwiGLUExperts:
+        """`n_experts` copies of the SwiGLU MLP `dense` (gate_proj, up_proj, down_proj), plus noise.
+
+        With `granularity` g each copy is split into g experts of inner width F/g: slice j keeps
+        gate and up rows j*F/g..(j+1)*F/g and the matching down columns, scaled by g, so the g
+        slices weighted 1/g each sum to the dense MLP (the product gate * up is elementwise per
+        inner unit, so the split is exact). Expert e*g + j is slice j of copy e. The noise is
+        perturbation_std * (the dense weight's std) * N(0, 1), drawn from `generator` expert by
+        expert in the order gate, up, down.
+        """
+        gate, up, down = (dense.gate_proj.weight, dense.up_proj.weight, dense.down_proj.weight)
+        inner, hidden = gate.shape
+        if inner % granularity:
+            raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
+        width = inner // granularity
+        n_total = n_experts * granularity
+        experts = cls(n_total, hidden, width, copy.deepcopy(dense.act_fn))
+        experts.to(device=gate.device, dtype=gate.dtype).train(dense.training)
+
+        def columns(weight: Tensor) -> Tensor:  # (F, D) nn.Linear weight -> (g, D, F/g)
+            return weight.detach().t().reshape(hidden, granularity, width).transpose(0, 1)
+
+        gate_up = torch.cat([columns(gate), columns(up)], dim=2)
+        rows = down.detach().t().reshape(granularity, width, hidden) * granularity
+        with torch.no_grad():
+            experts.gate_up.copy_(gate_up.repeat(n_experts, 1, 1))
+            experts.down.copy_(rows.repeat(n_experts, 1, 1))
+            if perturbation_std > 0:
+                for e in range(n_total):
+                    half = torch.Size((hidden, width))
+                    noise = [_noise(half, w, perturbation_std, generator) for w in (gate, up)]
+                    experts.gate_up[e].add_(torch.cat(noise, dim=1))
+                    shape = experts.down.shape[1:]
+                    experts.down[e].add_(_noise(shape, down, perturbation_std, generator))
+        return experts
+
+    def forward(self, x: Tensor, expert_index: Tensor, weights: Tensor) -> Tensor:
+        """sum_k weights[t, k] * expert_{expert_index[t, k]}(x[t]) for x (T, D)."""
+        groups = group(expert_index, weights, self.n_experts)
+        dtype = compute_dtype(x)
+        rows = x.to(dtype).index_select(0, groups.token)
+        both = expert_linear(rows, self.gate_up.to(dtype), None, groups, self.grouped)
+        gate, up = both.chunk(2, dim=1)
+        hidden = self.act(gate) * up
+        out = expert_linear(hidden, self.down.to(dtype), None, groups, self.grouped)
+        return combine(out, groups, x.shape[0])
+
+    def extra_repr(self) -> str:
+        n, hidden, inner = self.down.shape[0], self.down.shape[2], self.down.shape[1]
         return f"n_experts={n}, hidden_size={hidden}, inner_size={inner}, grouped={self.grouped}"

@@ -1,32 +1,30 @@
-"""Build the GPT-2 a run starts from and turn some of its MLPs into routed experts.
+"""Build the model a run starts from and turn some of its MLPs into routed experts.
 
 A model comes from a hub name, a local directory (anything `save_pretrained` wrote), or a scratch
-config sized by ModelConfig with the corpus tokenizer's vocabulary. Offline, a hub name fails
-with an OfflineError that names the two offline alternatives instead of a long OSError.
+config sized by ModelConfig with the corpus tokenizer's vocabulary. Its family (GPT-2 or the
+Llama family, moectl.model.arch) knows where the blocks and MLPs are; this module only asks it.
+Offline, a hub name fails with an OfflineError that names the two offline alternatives instead
+of a long OSError.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, GPT2Config, GPT2LMHeadModel
-from transformers.activations import GELUTanh, NewGELUActivation
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ConfigError, ModelError, OfflineError
+from moectl.model.arch import Family, family, family_of
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
-# Attention kernel for every GPT-2 moectl builds: torch's scaled_dot_product_attention (flash or
-# memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
-ATTENTION = "sdpa"
 OFFLINE_HINT = (
-    "use a local dense GPT-2 (--set model.pretrained=PATH: a dense run's best/, a `moectl "
+    "use a local dense model (--set model.pretrained=PATH: a dense run's best/, a `moectl "
     "export` directory or any save_pretrained directory) or a scratch model (--set "
     "model.pretrained=null with model.n_layer / model.n_embd / model.n_head)"
 )
@@ -46,52 +44,30 @@ class ParamCount:
 
 def build_model(
     model_cfg: ModelConfig, vocab_size: int, n_positions: int, eos_token_id: int | None = None
-) -> GPT2LMHeadModel:
-    """A GPT-2 for a tokenizer of `vocab_size` ids and blocks of `n_positions` tokens.
+) -> PreTrainedModel:
+    """A model of family model_cfg.arch for a tokenizer of `vocab_size` ids and blocks of
+    `n_positions` tokens.
 
     A scratch model is sized by `model_cfg` (its n_positions, if set, overrides the block size).
-    A pretrained one must cover the tokenizer and the block size; ModelConfig.dropout applies
-    to both, so a config file states the dropout a run trains with.
+    A pretrained one must be of that family and cover the tokenizer and the block size;
+    ModelConfig.dropout applies to both, so a config file states the dropout a run trains with.
     """
-    dropout = model_cfg.dropout
+    arch = family(model_cfg.arch)
     if model_cfg.pretrained is None:
-        config = GPT2Config(
-            vocab_size=vocab_size,
-            n_positions=model_cfg.n_positions or n_positions,
-            n_embd=model_cfg.n_embd,
-            n_layer=model_cfg.n_layer,
-            n_head=model_cfg.n_head,
-            resid_pdrop=dropout,
-            embd_pdrop=dropout,
-            attn_pdrop=dropout,
-            bos_token_id=eos_token_id,
-            eos_token_id=eos_token_id,
-            attn_implementation=ATTENTION,
-        )
-        return fuse_gelu(GPT2LMHeadModel(config))
-    model = load_pretrained(model_cfg.pretrained, dropout)
+        positions = model_cfg.n_positions or n_positions
+        return arch.build(arch.scratch_config(model_cfg, vocab_size, positions, eos_token_id))
+    model = load_pretrained(model_cfg.pretrained, model_cfg.dropout, model_cfg.arch)
     check_fits(model, vocab_size, n_positions, model_cfg.pretrained)
-    return fuse_gelu(model)
-
-
-def fuse_gelu(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
-    """GPT-2's gelu_new as torch's fused kernel (F.gelu tanh, the same formula) in every MLP.
-
-    transformers computes gelu_new as eight elementwise ops in Python; the fused kernel is ~3x
-    faster on the CPU. The config keeps `gelu_new`, so artifacts and exports are unchanged.
-    """
-    for block in model.transformer.h:
-        if isinstance(getattr(block.mlp, "act", None), NewGELUActivation):
-            block.mlp.act = GELUTanh()
     return model
 
 
-def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
-    """GPT2LMHeadModel from a local directory or a hub name, with ModelErrors a user can act on."""
+def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrainedModel:
+    """The dense model at a local directory or hub name, with ModelErrors a user can act on:
+    its config.json's model_type must be of the family `arch` names."""
     local = Path(spec).expanduser()
     if local.exists():
         if (local / "model.json").is_file() or _is_moe_export(local):
-            return _from_moectl_model(local, dropout)
+            return _from_moectl_model(local, dropout, arch)
         if not (local / "config.json").is_file():
             raise ModelError(
                 f"{local} is not a model directory (no config.json or model.json)",
@@ -107,14 +83,9 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
         source = spec
     try:
         config = AutoConfig.from_pretrained(source)
-        if config.model_type != "gpt2":
-            raise ModelError(
-                f"{spec} is a '{config.model_type}' model; moectl upcycles GPT-2 models",
-                hint="choose a GPT-2 checkpoint (model_type gpt2), e.g. gpt2 or distilgpt2",
-            )
-        overrides = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
-        config.update(overrides)
-        return GPT2LMHeadModel.from_pretrained(source, config=config, attn_implementation=ATTENTION)
+        found = check_family(config.model_type, spec, arch)
+        config.update(found.dropout_overrides(dropout))
+        return found.from_pretrained(source, config)
     except (OSError, ValueError) as exc:
         if source == spec and _is_offline(exc):
             raise OfflineError(
@@ -128,14 +99,26 @@ def load_pretrained(spec: str, dropout: float) -> GPT2LMHeadModel:
         ) from None
 
 
+def check_family(model_type: str, spec: str, arch: str) -> Family:
+    """The family of a checkpoint's model_type; a ModelError when moectl does not support it
+    (naming the supported ones) or when it is not the family model.arch names."""
+    found = family(model_type)
+    if found.name != arch:
+        raise ModelError(
+            f"{spec} is a '{model_type}' model ({found.name} family) but model.arch is {arch}",
+            hint=f"set model.arch={found.name}",
+        )
+    return found
+
+
 def _is_moe_export(path: Path) -> bool:
     from moectl.model.hf_format import MOE_MODEL_TYPE, is_hf_dir, read_hf_config
 
     return is_hf_dir(path) and read_hf_config(path).get("model_type") == MOE_MODEL_TYPE
 
 
-def _from_moectl_model(path: Path, dropout: float) -> GPT2LMHeadModel:
-    """The dense GPT-2 of a moectl artifact or export, rebuilt with the run's dropout.
+def _from_moectl_model(path: Path, dropout: float, arch: str) -> PreTrainedModel:
+    """The dense model of a moectl artifact or export, rebuilt with the run's dropout.
 
     An MoE model is refused: model.pretrained is the dense base that a run upcycles, while
     --init-from continues an MoE model as it is.
@@ -145,13 +128,14 @@ def _from_moectl_model(path: Path, dropout: float) -> GPT2LMHeadModel:
     loaded = load_model(path)
     if loaded.meta.moe_layers:
         raise ModelError(
-            f"{path} is an MoE model, but model.pretrained takes the dense GPT-2 a run upcycles",
+            f"{path} is an MoE model, but model.pretrained takes the dense model a run upcycles",
             hint=f"continue it with `moectl train --init-from {path}` and its MoE layout, "
             "or set model.pretrained to the dense model it came from",
         )
     config = loaded.model.config
-    config.update({"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout})
-    model = GPT2LMHeadModel(config)
+    found = check_family(config.model_type, str(path), arch)
+    config.update(found.dropout_overrides(dropout))
+    model = found.build(config)
     model.load_state_dict(loaded.model.state_dict())
     return model
 
@@ -166,24 +150,24 @@ def _is_offline(exc: Exception) -> bool:
     return "couldn't connect" in text or "offline" in text or "connection" in text
 
 
-def check_fits(model: GPT2LMHeadModel, vocab_size: int, n_positions: int, name: str) -> None:
+def check_fits(model: PreTrainedModel, vocab_size: int, n_positions: int, name: str) -> None:
     """ModelError unless the model has an embedding for every token id and every position."""
-    if vocab_size > model.config.vocab_size:
+    sizes = family_of(model).sizes(model.config)
+    if vocab_size > sizes.vocab:
         raise ModelError(
-            f"the tokenizer has {vocab_size} ids but model {name} embeds only "
-            f"{model.config.vocab_size}",
-            hint="prepare the corpus with the model's own tokenizer (data.tokenizer=gpt2 for "
-            "GPT-2 checkpoints), or train a scratch model (model.pretrained=null)",
+            f"the tokenizer has {vocab_size} ids but model {name} embeds only {sizes.vocab}",
+            hint="prepare the corpus with the model's own tokenizer (data.tokenizer set to the "
+            "model's directory or hub name, or gpt2 for GPT-2 checkpoints), or train a scratch "
+            "model (model.pretrained=null)",
         )
-    if n_positions > model.config.n_positions:
+    if n_positions > sizes.positions:
         raise ModelError(
-            f"blocks of {n_positions} tokens exceed model {name}'s {model.config.n_positions} "
-            "positions",
-            hint=f"prepare the corpus with data.block_size <= {model.config.n_positions}",
+            f"blocks of {n_positions} tokens exceed model {name}'s {sizes.positions} positions",
+            hint=f"prepare the corpus with data.block_size <= {sizes.positions}",
         )
 
 
-def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list[int]:
+def apply_moe(model: PreTrainedModel, moe_cfg: MoEConfig, seed: int = 0) -> list[int]:
     """Replace the chosen layers' MLPs by upcycled MoE layers, in place; returns those layers.
 
     Experts copy the dense MLP with perturbation_std-relative noise and the gates start at
@@ -196,29 +180,32 @@ def apply_moe(model: GPT2LMHeadModel, moe_cfg: MoEConfig, seed: int = 0) -> list
             "this model already has MoE layers",
             hint="upcycle a dense model (disable moe, or start from a dense checkpoint)",
         )
-    layers = moe_cfg.resolve_layers(model.config.n_layer)
-    check_granularity(moe_cfg, model.config)
+    arch = family_of(model)
+    sizes = arch.sizes(model.config)
+    layers = moe_cfg.resolve_layers(sizes.layers)
+    check_granularity(moe_cfg, sizes.intermediate)
     generator = torch.Generator().manual_seed(seed)
     scratch = moe_cfg.init == "scratch"
+    blocks = arch.blocks(model)
     for index in layers:
-        block = model.transformer.h[index]
+        block = blocks[index]
         block.mlp = MoEMLP.upcycle(
             block.mlp,
             moe_cfg,
-            hidden_size=model.config.n_embd,
+            experts=arch.experts,
+            hidden_size=sizes.hidden,
             layer_index=index,
             perturbation_std=0.0 if scratch else moe_cfg.perturbation_std,
             gate_init_std=model.config.initializer_range,
             generator=generator,
         )
         if scratch:
-            init_experts_from_scratch(block.mlp, model.config, generator)
+            init_experts_from_scratch(block.mlp, model.config, arch, generator)
     return layers
 
 
-def check_granularity(moe_cfg: MoEConfig, config: GPT2Config) -> None:
-    """ConfigError unless moe.granularity divides the MLP's hidden width."""
-    inner = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+def check_granularity(moe_cfg: MoEConfig, inner: int) -> None:
+    """ConfigError unless moe.granularity divides the MLP's inner width (GELU or SwiGLU)."""
     if inner % moe_cfg.granularity:
         raise ConfigError(
             "invalid MoE granularity",
@@ -233,15 +220,17 @@ def check_granularity(moe_cfg: MoEConfig, config: GPT2Config) -> None:
 
 
 def init_experts_from_scratch(
-    layer: MoEMLP, config: GPT2Config, generator: torch.Generator
+    layer: MoEMLP, config: PretrainedConfig, arch: Family, generator: torch.Generator
 ) -> None:
-    """Draw every expert's weights afresh with GPT-2's own initialization, independently.
+    """Draw every expert's weights afresh with the family's own initialization, independently.
 
-    Matrices ~ N(0, initializer_range), the output projections scaled by 1/sqrt(2 n_layer) as
-    GPT-2 does for residual writes, biases zero: experts that share nothing with the dense MLP
-    or with each other, the setting of an MoE trained from scratch (OLMoE).
+    Matrices ~ N(0, initializer_range), the output projections (proj, down) divided by the
+    family's residual divisor (sqrt(2 n_layer) for GPT-2's residual writes, 1 for Llama),
+    biases zero: experts that share nothing with the dense MLP or with each other, the setting
+    of an MoE trained from scratch (OLMoE).
     """
     std = config.initializer_range
+    divisor = arch.residual_divisor(config)
     with torch.no_grad():
         experts = [layer.experts] if layer.shared is None else [layer.experts, layer.shared]
         params = [item for module in experts for item in module.named_parameters()]
@@ -249,7 +238,7 @@ def init_experts_from_scratch(
             if name.endswith("bias"):
                 param.zero_()
                 continue
-            scale = std / math.sqrt(2 * config.n_layer) if name.startswith("proj") else std
+            scale = std / divisor if name.startswith(("proj", "down")) else std
             param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 

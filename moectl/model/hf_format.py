@@ -1,11 +1,12 @@
 """The standard transformers form of a moectl model, both ways.
 
-A dense model is GPT-2 itself. An MoE model is the custom-code model in `hf_code/` (model_type
-`moectl_gpt2_moe`), whose experts are stacked along a leading expert dimension exactly as
-moectl's own (`...mlp.experts.{fc_weight (E, D, H), fc_bias, proj_weight (E, H, D), proj_bias}`,
-gate `...mlp.gate.weight`), so the state dict is the same both ways. Reading an exported
-directory back (`load_hf_dir`) needs neither trust_remote_code nor the modeling file: the config
-is read as JSON and the weights go into moectl's own model.
+A dense model is its family's own transformers class (GPT-2, Llama, Qwen3, ...). An MoE model is
+the custom-code model in `hf_code/` (model_type `moectl_gpt2_moe`), whose experts are stacked
+along a leading expert dimension exactly as moectl's own (`...mlp.experts.{fc_weight (E, D, H),
+fc_bias, proj_weight (E, H, D), proj_bias}`, gate `...mlp.gate.weight`), so the state dict is the
+same both ways. Reading an exported directory back (`load_hf_dir`) needs neither
+trust_remote_code nor the modeling file: the config is read as JSON and the weights go into
+moectl's own model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.model.arch import family, supported_model_types
 from moectl.model.io import LoadedModel, ModelMeta
 
 HF_CODE = Path(__file__).parent / "hf_code"
@@ -54,22 +56,29 @@ def is_hf_dir(path: Path) -> bool:
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
-    """config.json of a GPT-2 or exported moectl MoE directory, or a ModelError."""
+    """config.json of a dense model of a supported family or an exported moectl MoE directory,
+    or a ModelError (for another architecture, naming the supported ones)."""
     file = Path(path) / "config.json"
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {file}: {exc}", hint=HF_DIR_HINT) from None
-    if config.get("model_type") not in ("gpt2", MOE_MODEL_TYPE):
-        raise ModelError(
-            f"{path} is a '{config.get('model_type')}' model; moectl works with GPT-2 models",
-            hint="choose a GPT-2 checkpoint (model_type gpt2) or a directory from moectl export",
-        )
+    model_type = str(config.get("model_type"))
+    if model_type != MOE_MODEL_TYPE:
+        try:
+            family(model_type)
+        except ModelError:
+            raise ModelError(
+                f"{path} is a '{model_type}' model; moectl supports model_type "
+                f"{supported_model_types()}",
+                hint="choose a checkpoint of one of those architectures or a directory from "
+                "moectl export",
+            ) from None
     return config
 
 
 def moe_config_of(config: dict[str, Any]) -> MoEConfig | None:
-    """The MoEConfig an exported config describes (None for a dense GPT-2)."""
+    """The MoEConfig an exported config describes (None for a dense model)."""
     if config.get("model_type") != MOE_MODEL_TYPE:
         return None
     saved = (config.get("moectl") or {}).get("moe") or {}
@@ -87,8 +96,11 @@ def moe_config_of(config: dict[str, Any]) -> MoEConfig | None:
     return MoEConfig.model_validate({**saved, **layout})
 
 
-def gpt2_config_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The plain GPT-2 part of a config.json (what moectl's ModelMeta.gpt2_config holds)."""
+def dense_config_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The dense model's part of a config.json (what moectl's ModelMeta.hf_config holds): an
+    exported moectl MoE's config less its MoE fields, as GPT-2's; a dense config as it is."""
+    if config.get("model_type") != MOE_MODEL_TYPE:
+        return config
     gpt2 = {k: v for k, v in config.items() if k not in MOE_FIELDS}
     return {**gpt2, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}
 
@@ -105,24 +117,21 @@ def load_hf_weights(path: Path) -> dict[str, Tensor]:
 
 
 def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A transformers GPT-2 or exported moectl MoE directory as moectl's own model, eval mode."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from moectl.model.factory import ATTENTION, apply_moe, fuse_gelu
+    """A transformers dense or exported moectl MoE directory as moectl's own model, eval mode."""
+    from moectl.model.factory import apply_moe
 
     path = Path(path)
     config = read_hf_config(path)
     moe = moe_config_of(config)
+    dense = dense_config_of(config)
+    arch = family(dense["model_type"])
     if moe is None:
         try:
-            model = fuse_gelu(
-                GPT2LMHeadModel.from_pretrained(str(path), attn_implementation=ATTENTION)
-            )
+            model = arch.from_pretrained(str(path), arch.config_from_dict(dense))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load the GPT-2 in {path}: {exc}", hint=HF_DIR_HINT) from None
+            raise ModelError(f"cannot load the model in {path}: {exc}", hint=HF_DIR_HINT) from None
     else:
-        gpt2 = GPT2Config.from_dict(gpt2_config_of(config), attn_implementation=ATTENTION)
-        model = fuse_gelu(GPT2LMHeadModel(gpt2))
+        model = arch.build(arch.config_from_dict(dense))
         apply_moe(model, moe.model_copy(update={"perturbation_std": 0.0, "init": "upcycle"}))
         missing, unexpected = model.load_state_dict(load_hf_weights(path), strict=False)
         tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
@@ -133,21 +142,21 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
                 f"{missing[:3]}, unexpected {unexpected[:3]})",
                 hint=HF_DIR_HINT,
             )
-    meta = _meta_of(config, gpt2_config_of(model.config.to_dict()))
+    meta = _meta_of(config, dense_config_of(model.config.to_dict()))
     return LoadedModel(model=model.to(device).eval(), meta=meta, tokenizer=_hf_tokenizer(path))
 
 
 def read_hf_meta(path: Path) -> ModelMeta:
     """A transformers directory's ModelMeta from its config.json alone (no weights read)."""
     config = read_hf_config(Path(path))
-    return _meta_of(config, gpt2_config_of(config))
+    return _meta_of(config, dense_config_of(config))
 
 
-def _meta_of(config: dict[str, Any], gpt2_config: dict[str, Any]) -> ModelMeta:
+def _meta_of(config: dict[str, Any], dense_config: dict[str, Any]) -> ModelMeta:
     moe = moe_config_of(config)
     provenance = config.get("moectl") or {}
     return ModelMeta(
-        gpt2_config=gpt2_config,
+        hf_config=dense_config,
         moe=moe,
         moe_layers=moe.layers if moe else [],
         tokenizer=provenance.get("tokenizer") or {},

@@ -173,7 +173,7 @@ def load_initial_model(run_dir: Path, device: str | torch.device = "cpu") -> Loa
             hint="evaluate with the moectl/torch versions and init model the run was trained with",
         )
     meta = ModelMeta(
-        gpt2_config=model.config.to_dict(),
+        hf_config=model.config.to_dict(),
         moe=record.moe,
         moe_layers=list(moe_layers(model)),
         tokenizer=record.tokenizer,

@@ -1,9 +1,10 @@
 """Model artifacts: model.safetensors + model.json (+ tokenizer/), loaded back in one call.
 
-model.json records everything needed to rebuild the module tree (GPT-2 config, MoE layout) so a
-dense or MoE model comes back ready, in eval mode, without the run config. safetensors refuses
-tensors that share memory, so tied weights (GPT-2's lm_head is wte) are stored once and the tie
-is checked after loading. Writes go to a temporary sibling directory that is renamed into place.
+model.json records everything needed to rebuild the module tree (the transformers config, whose
+model_type names the family, and the MoE layout) so a dense or MoE model comes back ready, in
+eval mode, without the run config. safetensors refuses tensors that share memory, so tied
+weights (an lm_head tied to the token embedding) are stored once and the tie is checked after
+loading. Writes go to a temporary sibling directory that is renamed into place.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -23,17 +24,12 @@ from moectl.config import MoEConfig
 from moectl.device import resolve_device
 from moectl.errors import ModelError
 from moectl.fs import atomic_directory
+from moectl.model.arch import Family, family, family_of
 from moectl.model.routing import moe_layers
 
-# 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT2MLP per expert
-# (mlp.experts.<e>.c_fc.weight, ...), stacked on load.
+# 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT-2 MLP per expert,
+# stacked on load (moectl.model.arch.gpt2).
 FORMAT_VERSION = 2
-V1_EXPERT_TENSORS = {
-    "fc_weight": "c_fc.weight",
-    "fc_bias": "c_fc.bias",
-    "proj_weight": "c_proj.weight",
-    "proj_bias": "c_proj.bias",
-}
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TOKENIZER_DIR = "tokenizer"
@@ -45,13 +41,17 @@ ARTIFACT_HINT = (
 class ModelMeta(BaseModel):
     """model.json: how to rebuild the model and where it came from.
 
-    `tied` maps each weight stored only through its tie partner (lm_head -> wte) and is filled in
-    by save_model, as are gpt2_config and moe_layers, from the model itself.
+    `tied` maps each weight stored only through its tie partner (lm_head -> the embedding) and
+    is filled in by save_model, as are hf_config and moe_layers, from the model itself.
+    `hf_config` is the model's transformers config (any family); model.json keeps the key
+    `gpt2_config` it had when GPT-2 was the only family, so GPT-2 artifacts stay byte-identical.
     """
+
+    model_config = ConfigDict(populate_by_name=True)
 
     format_version: int = FORMAT_VERSION
     moectl_version: str = __version__
-    gpt2_config: dict[str, Any] = Field(default_factory=dict)
+    hf_config: dict[str, Any] = Field(default_factory=dict, alias="gpt2_config")
     moe: MoEConfig | None = None
     moe_layers: list[int] = Field(default_factory=list)
     tokenizer: dict[str, Any] = Field(default_factory=dict)
@@ -89,7 +89,7 @@ def _write_artifact(
 ) -> None:
     """The artifact's files in `folder` (a staging folder that is renamed into place)."""
     save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
-    (folder / META).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    (folder / META).write_text(meta.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
@@ -134,7 +134,7 @@ def _complete_meta(
     return meta.model_copy(
         update={
             "format_version": FORMAT_VERSION,
-            "gpt2_config": model.config.to_dict(),
+            "hf_config": model.config.to_dict(),
             "moe": moe if layers else None,
             "moe_layers": list(layers),
             "tokenizer": info,
@@ -169,13 +169,11 @@ def read_meta(path: Path) -> ModelMeta:
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the dense or MoE GPT-2 saved at `path`, in eval mode on `device`.
+    """Rebuild the dense or MoE model saved at `path`, in eval mode on `device`.
 
     `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from moectl.model.factory import ATTENTION, apply_moe, fuse_gelu
+    from moectl.model.factory import apply_moe
     from moectl.model.hf_format import is_hf_dir, load_hf_dir
 
     path = Path(path)
@@ -183,11 +181,11 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     if is_hf_dir(path):
         return load_hf_dir(path, target)
     meta = read_meta(path)
+    arch = family(meta.hf_config.get("model_type", "gpt2"))
     try:
-        config = GPT2Config.from_dict(meta.gpt2_config, attn_implementation=ATTENTION)
-        model = fuse_gelu(GPT2LMHeadModel(config))
+        model = arch.build(arch.config_from_dict(meta.hf_config))
     except (TypeError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path / META} has an unusable GPT-2 config: {exc}") from None
+        raise ModelError(f"{path / META} has an unusable {arch.name} config: {exc}") from None
     if meta.moe is not None:
         layout = {"enabled": True, "layers": meta.moe_layers, "last_n": None}
         apply_moe(
@@ -207,7 +205,7 @@ def _load_weights(model: nn.Module, path: Path, meta: ModelMeta) -> None:
     try:
         tensors = load_file(str(file))
         if meta.format_version < 2:
-            _stack_v1_experts(tensors, meta, file)
+            _stack_v1_experts(tensors, meta, file, family_of(model))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise ModelError(f"cannot load the weights in {file}: {exc}", hint=ARTIFACT_HINT) from None
@@ -220,19 +218,14 @@ def _load_weights(model: nn.Module, path: Path, meta: ModelMeta) -> None:
         )
 
 
-def _stack_v1_experts(tensors: dict[str, torch.Tensor], meta: ModelMeta, file: Path) -> None:
-    """Format 1 -> 2 in place: each layer's per-expert MLP tensors become four stacked ones."""
+def _stack_v1_experts(
+    tensors: dict[str, torch.Tensor], meta: ModelMeta, file: Path, arch: Family
+) -> None:
+    """Format 1 -> 2 in place: each layer's per-expert MLP tensors become stacked ones."""
     n_experts = meta.moe.n_experts if meta.moe is not None else 0
-    for layer in meta.moe_layers:
-        prefix = f"transformer.h.{layer}.mlp.experts"
-        for name, old in V1_EXPERT_TENSORS.items():
-            keys = [f"{prefix}.{e}.{old}" for e in range(n_experts)]
-            absent = [key for key in keys if key not in tensors]
-            if absent:
-                raise ModelError(
-                    f"{file} (format 1) lacks expert tensor {absent[0]}", hint=ARTIFACT_HINT
-                )
-            tensors[f"{prefix}.{name}"] = torch.stack([tensors.pop(key) for key in keys])
+    absent = arch.stack_v1_experts(tensors, meta.moe_layers, n_experts)
+    if absent:
+        raise ModelError(f"{file} (format 1) lacks expert tensor {absent}", hint=ARTIFACT_HINT)
 
 
 def _check_ties(model: nn.Module, meta: ModelMeta, path: Path) -> None:
@@ -242,7 +235,7 @@ def _check_ties(model: nn.Module, meta: ModelMeta, path: Path) -> None:
         if key not in params or partner not in params or params[key] is not params[partner]:
             raise ModelError(
                 f"{path}: {key} should share its tensor with {partner} but does not",
-                hint="the artifact's gpt2_config must keep tie_word_embeddings as when saved",
+                hint="the artifact's config must keep tie_word_embeddings as when saved",
             )
 
 

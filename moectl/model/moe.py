@@ -1,4 +1,4 @@
-"""A routed mixture of GPT-2 MLP experts that drops in for `GPT2MLP`.
+"""A routed mixture of MLP experts that drops in for a block's dense MLP (GPT-2's or SwiGLU).
 
 The seam: the router (moectl.model.router.Router) turns tokens into one `Assignment`; the
 experts (stacked weights, moectl.model.experts, run by moectl.model.dispatch) consume its
@@ -18,12 +18,14 @@ from torch import Tensor, nn
 from moectl.config import MoEConfig
 from moectl.model.balance import Balance, make_balance
 from moectl.model.balance.switch import SwitchBalance
-from moectl.model.experts import StackedExperts
+from moectl.model.experts import StackedExperts, SwiGLUExperts
 from moectl.model.router import Assignment, Router, Score, noise_scale, z_loss
+
+Experts = StackedExperts | SwiGLUExperts
 
 
 class MoEMLP(nn.Module):
-    """Router + routed experts (+ shared experts); same call signature as `GPT2MLP`.
+    """Router + routed experts (+ shared experts); same call signature as the dense MLP.
 
     `last_stats` holds the detached `Assignment` of the latest forward and `last_losses` its
     (balancing loss, z-loss), so the trainer and the analysis read them without running the
@@ -32,7 +34,7 @@ class MoEMLP(nn.Module):
 
     def __init__(
         self,
-        experts: StackedExperts,
+        experts: Experts,
         hidden_size: int,
         *,
         layer_index: int,
@@ -41,7 +43,7 @@ class MoEMLP(nn.Module):
         anneal_fraction: float = 0.25,
         score: Score = "softmax",
         balance: Balance | None = None,
-        shared: StackedExperts | None = None,
+        shared: Experts | None = None,
     ) -> None:
         super().__init__()
         n_experts = experts.n_experts
@@ -69,13 +71,14 @@ class MoEMLP(nn.Module):
         dense: nn.Module,
         moe: MoEConfig,
         *,
+        experts: type[Experts] = StackedExperts,
         hidden_size: int,
         layer_index: int,
         perturbation_std: float = 0.0,
         gate_init_std: float = 0.02,
         generator: torch.Generator | None = None,
     ) -> MoEMLP:
-        """The MoE layer `moe` describes, its experts made from the GPT2MLP `dense`.
+        """The MoE layer `moe` describes, its `experts` (the family's kind) made from `dense`.
 
         Routed experts copy `dense` (split into moe.granularity slices each) plus
         perturbation_std * param.std() * N(0, 1) noise; shared experts copy it exactly. The
@@ -84,17 +87,17 @@ class MoEMLP(nn.Module):
         they are chosen together and the layer computes the dense MLP exactly.
         """
         g = moe.granularity
-        experts = StackedExperts.upcycle(dense, moe.n_experts, perturbation_std, generator, g)
-        shared = StackedExperts.upcycle(dense, moe.shared_experts) if moe.shared_experts else None
+        routed = experts.upcycle(dense, moe.n_experts, perturbation_std, generator, g)
+        shared = experts.upcycle(dense, moe.shared_experts) if moe.shared_experts else None
         layer = cls(
-            experts,
+            routed,
             hidden_size,
             layer_index=layer_index,
             top_k=moe.routed_top_k,
             noise_std=moe.noise_std,
             anneal_fraction=moe.anneal_fraction,
             score=moe.score,
-            balance=make_balance(moe, experts.n_experts),
+            balance=make_balance(moe, routed.n_experts),
             shared=shared,
         )
         gate = torch.randn((moe.n_experts, hidden_size), generator=generator) * gate_init_std

@@ -1,6 +1,6 @@
 """The model a run trains: scratch or pretrained, from an artifact (--init-from), or a checkpoint.
 
-Each path ends in the same place (a GPT-2 whose MoE layers match the run's MoEConfig) or in a
+Each path ends in the same place (a model whose MoE layers match the run's MoEConfig) or in a
 clear error before any step runs: a layout that does not fit, a checkpoint of another
 architecture (whether an artifact fits the corpus is checked before, by `moectl.model.compat`).
 """
@@ -16,6 +16,7 @@ from moectl import __version__
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
+from moectl.model.arch import config_sizes, family, family_of, model_sizes
 from moectl.model.initial import InitRecord, build_initial
 from moectl.model.io import LoadedModel, ModelMeta, load_model
 from moectl.model.routing import moe_layers
@@ -52,7 +53,7 @@ def fresh_model(
                 f"{init_from} is an MoE model but the run's config is dense (moe.enabled is false)",
                 hint="use an MoE preset (e.g. --preset cpu-moe) or start from a dense model",
             )
-        wanted = layout_of_config(config, loaded.model.config.n_layer)
+        wanted = layout_of_config(config, model_sizes(loaded.model).layers)
         have = layout_of_model(loaded.model)
         if wanted != have:
             raise ModelError(
@@ -63,7 +64,19 @@ def fresh_model(
     return build_initial(record, loaded), record
 
 
-ARCHITECTURE_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions")
+def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfig's architecture fields as a saved transformers config gives them."""
+    sizes = config_sizes(hf_config)
+    fields = {
+        "arch": family(str(hf_config.get("model_type", "gpt2"))).name,
+        "n_layer": sizes.layers,
+        "n_embd": sizes.hidden,
+        "n_head": sizes.heads,
+        "n_positions": sizes.positions,
+    }
+    if fields["arch"] != "gpt2":  # GPT-2 has neither: its records stay as they were
+        fields.update(n_kv_head=sizes.kv_heads, intermediate_size=sizes.intermediate)
+    return fields
 
 
 def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:
@@ -71,11 +84,9 @@ def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:
     giving the artifact's architecture where the config names another: that model is what
     trains, whatever size the preset named, and config.yaml records what trained. (An unset
     n_positions stays unset, so a resume that brings the same preset matches the record.)"""
-    have = meta.gpt2_config
+    have = architecture_fields(meta.hf_config) if meta.hf_config else {}
     found = {
-        key: have[key]
-        for key in ARCHITECTURE_FIELDS
-        if key in have and getattr(config.model, key) not in (None, have[key])
+        key: value for key, value in have.items() if getattr(config.model, key) not in (None, value)
     }
     if not found:
         return config
@@ -121,12 +132,13 @@ def describe(layout: dict[str, Any]) -> str:
 
 def architecture(model: nn.Module) -> dict[str, Any]:
     """What must match between a checkpoint and the run resuming it."""
-    cfg = model.config
+    sizes = model_sizes(model)
     return {
-        "n_layer": cfg.n_layer,
-        "n_embd": cfg.n_embd,
-        "n_head": cfg.n_head,
-        "vocab_size": cfg.vocab_size,
+        "arch": family_of(model).name,
+        "n_layer": sizes.layers,
+        "n_embd": sizes.hidden,
+        "n_head": sizes.heads,
+        "vocab_size": sizes.vocab,
         **layout_of_model(model),
     }
 
@@ -137,7 +149,7 @@ def resumed_model(config: RunConfig, checkpoint: Path) -> nn.Module:
     model = loaded.model
     have = architecture(model)
     wanted = {"layers": have["layers"], "n_experts": have["n_experts"], "top_k": have["top_k"]}
-    wanted.update(layout_of_config(config, model.config.n_layer))
+    wanted.update(layout_of_config(config, have["n_layer"]), arch=config.model.arch)
     if config.model.pretrained is None:
         wanted.update(n_layer=config.model.n_layer, n_embd=config.model.n_embd)
         wanted.update(n_head=config.model.n_head)
@@ -165,7 +177,7 @@ def model_meta(
     layers = list(moe_layers(model))
     return ModelMeta(
         moectl_version=__version__,
-        gpt2_config=model.config.to_dict(),
+        hf_config=model.config.to_dict(),
         moe=config.moe if layers else None,
         moe_layers=layers,
         tokenizer=corpus_tokenizer_info(corpus),
