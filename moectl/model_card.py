@@ -257,7 +257,7 @@ def _usage(plan: ExportPlan, is_moe: bool, n_positions: int, has_tokenizer: bool
             "reads config.json for AutoTokenizer too, so pass it there as well."
         )
         if plan.architecture != GPT2_MOE_CLASS:
-            text += f" It is custom code because {plan.reason}."
+            text += f" It is custom code (`{plan.architecture}`) because {plan.reason}."
     elif is_moe:
         text += (
             f"\n\nThis is transformers' own `{plan.architecture}`, so no custom code runs: "

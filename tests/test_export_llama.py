@@ -1,0 +1,156 @@
+"""`moectl export` of Llama-family models: transformers' own MoE class where it is exact, custom
+code otherwise, the plain class when dense (issue 16 section 2).
+
+Every export below is loaded in one process that cannot import moectl, with
+`trust_remote_code` only where config.json names custom code (`auto_map`): a native export that
+needed moectl's code would not load there. The reference logits and greedy tokens come from
+`moectl.load_model` (greedy without the KV cache); the exports generate with the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from test_export import BLOCK_MOECTL, IDS, NEW_TOKENS, run_without_moectl
+from test_model_io import small_tokenizer
+from test_model_llama import llama_cfg, tiny_dir
+
+from moectl.config import MoEConfig
+from moectl.export import export_model
+from moectl.model import native_export
+from moectl.model.factory import apply_moe, build_model
+from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.routing import moe_layers
+
+LOADER = BLOCK_MOECTL + textwrap.dedent(
+    """
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ids, new_tokens = torch.tensor(json.loads(sys.argv[2])), int(sys.argv[3])
+    results = {}
+    for folder in sorted(Path(sys.argv[1]).iterdir()):
+        config = json.loads((folder / "config.json").read_text())
+        remote = "auto_map" in config
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=remote).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+        with torch.no_grad():
+            logits = model(ids).logits
+            generated = model.generate(ids[:1], max_new_tokens=new_tokens, do_sample=False)
+            is_moe = "num_experts_per_tok" in config
+            routed = model(ids, output_router_logits=True) if is_moe else None
+        router = getattr(routed, "router_logits", None)
+        results[folder.name] = {
+            "class": type(model).__name__,
+            "remote": remote,
+            "logits": logits.tolist(),
+            "generated": generated[0].tolist(),
+            "router_shapes": [list(r.shape) for r in router] if router else None,
+            "eos": tokenizer.eos_token_id,
+            "max_length": tokenizer.model_max_length,
+        }
+    print(json.dumps(results))
+    """
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    model_type: str
+    moe: MoEConfig | None
+    architecture: str
+    native: bool
+
+
+def moe(**kw) -> MoEConfig:
+    base = {"enabled": True, "last_n": 2, "n_experts": 4, "top_k": 2, "perturbation_std": 0.5}
+    return MoEConfig(**{**base, **kw})
+
+
+CASES = {
+    "qwen3-dense-layer": Case("qwen3", moe(last_n=1), "Qwen3MoeForCausalLM", True),
+    "qwen3-top1-fine": Case("qwen3", moe(top_k=1, granularity=2), "Qwen3MoeForCausalLM", True),
+    "llama-every-layer": Case("llama", moe(), "MixtralForCausalLM", True),
+    "mistral-top1": Case("mistral", moe(top_k=1), "MixtralForCausalLM", True),
+    "llama-dense-layer": Case("llama", moe(last_n=1), "Qwen2MoeForCausalLM", True),
+    "qwen2-top2": Case("qwen2", moe(), "Qwen2MoeForCausalLM", True),
+    "qwen3-deepseek": Case(
+        "qwen3",
+        moe(score="sigmoid", balance="bias", shared_experts=1, granularity=2),
+        "Qwen3MoectlMoEForCausalLM",
+        False,
+    ),
+    "llama-bias": Case("llama", moe(last_n=1, balance="bias"), "LlamaMoectlMoEForCausalLM", False),
+    "llama-dense": Case("llama", None, "LlamaForCausalLM", True),
+}
+
+
+def llama_artifact(folder: Path, case: Case) -> Path:
+    """A tiny saved moectl model of `case`, with a tokenizer; experts that differ enough (and
+    a selection bias that changes choices) so that routing matters."""
+    torch.manual_seed(0)
+    model = build_model(llama_cfg(tiny_dir(folder, case.model_type)), 64, 16)
+    if case.moe is not None:
+        apply_moe(model, case.moe, seed=1)
+        for layer in moe_layers(model).values():
+            if case.moe.balance == "bias":
+                layer.balance.bias.copy_(torch.linspace(0.3, -0.3, case.moe.routed_experts))
+    path = folder / "artifact"
+    save_model(model.eval(), path, ModelMeta(moe=case.moe), tokenizer=small_tokenizer())
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """Every case exported, its export result, moectl's reference outputs, and what a process
+    without moectl got from the export."""
+    root = tmp_path_factory.mktemp("llama-exports")
+    outputs, found = root / "exports", {}
+    outputs.mkdir()
+    ids = torch.tensor(IDS)
+    for name, case in CASES.items():
+        source = llama_artifact(root / name, case)
+        result = export_model(source, outputs / name)
+        reference = load_model(source).model
+        with torch.no_grad():
+            logits = reference(ids).logits
+            greedy = reference.generate(
+                ids[:1], max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=False
+            )
+        found[name] = {"result": result, "logits": logits, "greedy": greedy[0].tolist()}
+    loaded = run_without_moectl(outputs, root, LOADER)
+    for name in CASES:
+        found[name]["loaded"] = loaded[name]
+    return found
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_export_is_exact_and_native_where_a_class_is(exported: dict, name: str) -> None:
+    case, found = CASES[name], exported[name]
+    result, got = found["result"], found["loaded"]
+    assert result.architecture == case.architecture and result.remote_code == (not case.native)
+    assert got["class"] == case.architecture and got["remote"] == (not case.native)
+    assert (torch.tensor(got["logits"]) - found["logits"]).abs().max() <= 1e-5
+    assert got["generated"] == found["greedy"]
+    assert got["eos"] == 0 and got["max_length"] == 32
+    config = json.loads((Path(result.path) / "config.json").read_text())
+    code = sorted(p.name for p in Path(result.path).glob("*.py"))
+    if case.native:
+        assert "auto_map" not in config and code == []
+    else:
+        assert code == list(native_export.CODE_FILES)
+        assert config["auto_map"]["AutoModelForCausalLM"].endswith("." + case.architecture)
+    if case.moe is not None:
+        n_layers = len(case.moe.resolve_layers(2))
+        tokens = len(IDS) * len(IDS[0])
+        assert got["router_shapes"] == [[tokens, case.moe.routed_experts]] * n_layers
+    card = (Path(result.path) / "README.md").read_text()
+    assert result.architecture in card or case.moe is None
+    assert ("custom_code" in card) == (not case.native)
