@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -154,3 +154,55 @@ def test_export_is_exact_and_native_where_a_class_is(exported: dict, name: str) 
     card = (Path(result.path) / "README.md").read_text()
     assert result.architecture in card or case.moe is None
     assert ("custom_code" in card) == (not case.native)
+
+
+def base_config(model_type: str, **fields) -> dict:
+    """A base config dict as plan_export reads it (two layers)."""
+    return {"model_type": model_type, "num_hidden_layers": 2, "intermediate_size": 64, **fields}
+
+
+@pytest.mark.parametrize(
+    ("base", "layout", "reason"),
+    [
+        (
+            base_config("qwen3", layer_types=["full_attention", "sliding_attention"]),
+            moe(),
+            "sliding",
+        ),
+        (base_config("llama", attention_bias=True), moe(), "attention biases"),
+        (base_config("qwen2", mlp_bias=True), moe(), "MLPs have biases"),
+        (base_config("mistral"), moe(score="sigmoid"), "sigmoid"),
+        (base_config("qwen2"), moe(shared_experts=1), "shared experts"),
+    ],
+)
+def test_what_no_native_class_reproduces_goes_to_custom_code(base, layout, reason) -> None:
+    plan = native_export.plan_export(base, layout, [0, 1])
+    assert not plan.native and plan.code_files == native_export.CODE_FILES
+    assert plan.architecture == native_export.custom_architecture(base["model_type"])
+    assert reason in plan.reason
+
+
+def test_a_native_class_that_differs_falls_back_to_custom_code(tmp_path, monkeypatch) -> None:
+    """The export runs the native model against moectl's before writing it: a config that the
+    rules map wrongly (here a changed norm epsilon) makes it write custom code and say why."""
+    qwen3 = native_export.QWEN3_MOE
+
+    def wrong(base, layout, layers):
+        return {**qwen3.config(base, layout, layers), "rms_norm_eps": 0.5}
+
+    monkeypatch.setitem(native_export.NATIVE, qwen3.architecture, replace(qwen3, config=wrong))
+    source = llama_artifact(tmp_path, CASES["qwen3-dense-layer"])
+    result = export_model(source, tmp_path / "hf")
+    assert result.architecture == "Qwen3MoectlMoEForCausalLM" and result.remote_code
+    assert result.reason.startswith("Qwen3MoeForCausalLM differed from moectl's logits by")
+    assert set(native_export.CODE_FILES) <= set(result.files)
+    assert "because Qwen3MoeForCausalLM differed" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_cli_export_says_which_class_and_why(cli, tmp_path) -> None:
+    source = llama_artifact(tmp_path, CASES["llama-every-layer"])
+    done = cli("export", source, "--out", tmp_path / "hf")
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "as MixtralForCausalLM: every layer is MoE and Mixtral routes as moectl does" in text
+    assert "trust_remote_code" not in text
