@@ -80,7 +80,7 @@ def export_model(
             # transformers' default (1e30) lets pipeline() feed a prompt past the positions
             tok.model_max_length = positions
             tok.save_pretrained(str(temp))
-        _add_provenance(temp / "config.json", loaded, artifact)
+        _add_provenance(temp / "config.json", loaded, artifact, plan)
         card = model_card(loaded, artifact, run_dir, positions, tok is not None, plan)
         (temp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportResult(
@@ -218,8 +218,10 @@ def _tokenizer_suggestion(run_dir: Path | None) -> str:
     return "DATA_DIR/tokenizer (the corpus the model was trained on)"
 
 
-def _add_provenance(config_file: Path, loaded: Any, artifact: Path) -> None:
-    """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings."""
+def _add_provenance(config_file: Path, loaded: Any, artifact: Path, plan: ExportPlan) -> None:
+    """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings; a
+    Llama-family MoE's also holds its base config and MoE layers, from which moectl rebuilds it
+    (moectl.model.hf_format reads them back)."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     meta = loaded.meta
     config["moectl"] = {
@@ -230,6 +232,8 @@ def _add_provenance(config_file: Path, loaded: Any, artifact: Path) -> None:
         "tokenizer": meta.tokenizer,
         "moe": meta.moe.model_dump(mode="json") if meta.moe else None,
     }
+    if plan.base_config is not None:
+        config["moectl"].update(base_config=plan.base_config, moe_layers=meta.moe_layers)
     temp = config_file.with_name(".config.json.tmp")
     temp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(temp, config_file)

@@ -206,3 +206,16 @@ def test_cli_export_says_which_class_and_why(cli, tmp_path) -> None:
     text = " ".join(done.output.split())
     assert "as MixtralForCausalLM: every layer is MoE and Mixtral routes as moectl does" in text
     assert "trust_remote_code" not in text
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_llama_export_loads_back_into_moectl(exported: dict, name: str) -> None:
+    """moectl reads every export back (evaluate, generate, --init-from) as its own model."""
+    back = load_model(exported[name]["result"].path)
+    assert (back.meta.moe is None) == (CASES[name].moe is None)
+    if CASES[name].moe is not None:
+        assert back.meta.moe.routed_experts == CASES[name].moe.routed_experts
+        assert back.meta.moe_layers == CASES[name].moe.resolve_layers(2)
+    with torch.no_grad():
+        logits = back.model(torch.tensor(IDS)).logits
+    assert (logits - exported[name]["logits"]).abs().max() == 0

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from moectl.config import MoEConfig
+from moectl.errors import ModelError
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
 CODE_FILES = ("configuration_moectl_llama_moe.py", "modeling_moectl_llama_moe.py")
@@ -56,6 +57,7 @@ class ExportPlan:
     reason: str
     code_files: tuple[str, ...] = ()
     logits_difference: float | None = None  # measured against moectl by the export's self-check
+    base_config: dict[str, Any] | None = None  # a Llama-family MoE's dense base, for reading back
 
     @property
     def native(self) -> bool:
@@ -143,6 +145,7 @@ MIXTRAL = NativeMoE("mixtral", "MixtralForCausalLM", _mixtral)
 QWEN3_MOE = NativeMoE("qwen3_moe", "Qwen3MoeForCausalLM", _qwen_moe)
 QWEN2_MOE = NativeMoE("qwen2_moe", "Qwen2MoeForCausalLM", _qwen2_moe, zero_shared_expert=True)
 NATIVE = {target.architecture: target for target in (MIXTRAL, QWEN3_MOE, QWEN2_MOE)}
+NATIVE_MODEL_TYPES = tuple(target.model_type for target in NATIVE.values())
 
 
 def plan_export(base: dict[str, Any], moe: MoEConfig | None, moe_layers: list[int]) -> ExportPlan:
@@ -234,6 +237,26 @@ def native_state_dict(
     return out
 
 
+def moectl_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of native_state_dict: a native MoE model's state dict in moectl's layout
+    (experts transposed back; Qwen2-MoE's zeroed shared expert dropped)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(NATIVE_GATE_UP):
+            out[key.removesuffix(NATIVE_GATE_UP) + GATE_UP] = value.transpose(1, 2).contiguous()
+        elif key.endswith(NATIVE_DOWN):
+            out[key.removesuffix(NATIVE_DOWN) + DOWN] = value.transpose(1, 2).contiguous()
+        elif ".mlp.shared_expert" not in key:
+            out[key] = value
+        elif value.any():
+            raise ModelError(
+                f"{key} is not zero: this Qwen2-MoE's shared expert does work that moectl's "
+                "layer has no place for",
+                hint="load it with transformers; moectl reads back only its own exports",
+            )
+    return out
+
+
 def logits_difference(model: torch.nn.Module, exported: torch.nn.Module, vocab: int) -> float:
     """Largest |logit| difference of two models on a fixed probe batch (2 x 16 token ids)."""
     generator = torch.Generator().manual_seed(0)
@@ -259,6 +282,7 @@ def llama_hf_model(
     plan = plan_export(base, moe, moe_layers)
     if moe is None or not moe_layers:
         return model, plan
+    plan = replace(plan, base_config=base)
     dtype = next(model.parameters()).dtype
     if plan.native:
         from transformers import AutoModelForCausalLM
@@ -275,6 +299,7 @@ def llama_hf_model(
             f"{plan.architecture} differed from moectl's logits by {difference:.2g} on a probe "
             "batch (a base-model setting it does not reproduce)",
             CODE_FILES,
+            base_config=base,
         )
     from moectl.model.hf_code import modeling_moectl_llama_moe as code
 
