@@ -21,6 +21,7 @@ from test_model_io import small_tokenizer
 from test_model_llama import llama_cfg, tiny_dir
 
 from moectl.config import MoEConfig
+from moectl.errors import ModelError
 from moectl.export import export_model
 from moectl.model import native_export
 from moectl.model.factory import apply_moe, build_model
@@ -219,3 +220,23 @@ def test_llama_export_loads_back_into_moectl(exported: dict, name: str) -> None:
     with torch.no_grad():
         logits = back.model(torch.tensor(IDS)).logits
     assert (logits - exported[name]["logits"]).abs().max() == 0
+
+
+def test_native_layout_round_trips_and_a_working_shared_expert_is_refused() -> None:
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "model.layers.1.mlp.gate.weight": torch.randn(4, 8, generator=generator),
+        "model.layers.1.mlp.experts.gate_up": torch.randn(4, 8, 6, generator=generator),
+        "model.layers.1.mlp.experts.down": torch.randn(4, 3, 8, generator=generator),
+        "model.norm.weight": torch.ones(8),
+    }
+    native = native_export.native_state_dict(state, native_export.QWEN2_MOE, [1])
+    assert native["model.layers.1.mlp.experts.gate_up_proj"].shape == (4, 6, 8)
+    assert native["model.layers.1.mlp.experts.down_proj"].shape == (4, 8, 3)
+    assert not native["model.layers.1.mlp.shared_expert.down_proj.weight"].any()
+    back = native_export.moectl_state_dict(native)
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[key], value) for key, value in state.items())
+    native["model.layers.1.mlp.shared_expert.down_proj.weight"][0, 0] = 1.0
+    with pytest.raises(ModelError, match=r"shared_expert\.down_proj\.weight is not zero"):
+        native_export.moectl_state_dict(native)

@@ -217,14 +217,7 @@ def native_state_dict(
     """moectl's state dict in `target`'s in-memory layout: experts (E, D, 2F) / (E, F, D) become
     (E, 2F, D) / (E, D, F) (transformers stores them output dim first), the gate keeps its name,
     and Qwen2-MoE gets its zeroed shared expert."""
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        if key.endswith(GATE_UP):
-            out[key.removesuffix(GATE_UP) + NATIVE_GATE_UP] = value.transpose(1, 2).contiguous()
-        elif key.endswith(DOWN):
-            out[key.removesuffix(DOWN) + NATIVE_DOWN] = value.transpose(1, 2).contiguous()
-        else:
-            out[key] = value
+    out = _transpose_experts(state, {GATE_UP: NATIVE_GATE_UP, DOWN: NATIVE_DOWN})
     if target.zero_shared_expert:
         for layer in moe_layers:
             prefix = f"model.layers.{layer}.mlp."
@@ -240,20 +233,27 @@ def native_state_dict(
 def moectl_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The inverse of native_state_dict: a native MoE model's state dict in moectl's layout
     (experts transposed back; Qwen2-MoE's zeroed shared expert dropped)."""
-    out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.endswith(NATIVE_GATE_UP):
-            out[key.removesuffix(NATIVE_GATE_UP) + GATE_UP] = value.transpose(1, 2).contiguous()
-        elif key.endswith(NATIVE_DOWN):
-            out[key.removesuffix(NATIVE_DOWN) + DOWN] = value.transpose(1, 2).contiguous()
-        elif ".mlp.shared_expert" not in key:
-            out[key] = value
-        elif value.any():
+        if ".mlp.shared_expert" in key and value.any():
             raise ModelError(
                 f"{key} is not zero: this Qwen2-MoE's shared expert does work that moectl's "
                 "layer has no place for",
                 hint="load it with transformers; moectl reads back only its own exports",
             )
+    kept = {key: value for key, value in state.items() if ".mlp.shared_expert" not in key}
+    return _transpose_experts(kept, {NATIVE_GATE_UP: GATE_UP, NATIVE_DOWN: DOWN})
+
+
+def _transpose_experts(state: dict[str, Tensor], renames: dict[str, str]) -> dict[str, Tensor]:
+    """`state` with each stacked expert tensor whose key ends in a `renames` key renamed to its
+    value and its last two dims swapped (moectl's (in, out) <-> transformers' (out, in))."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        suffix = next((end for end in renames if key.endswith(end)), None)
+        if suffix is None:
+            out[key] = value
+        else:
+            out[key.removesuffix(suffix) + renames[suffix]] = value.transpose(1, 2).contiguous()
     return out
 
 
