@@ -132,6 +132,7 @@ def exported(tmp_path_factory) -> dict:
     return found
 
 
+@pytest.mark.slow  # the module fixture: nine exports and a subprocess (~20 s CPU)
 @pytest.mark.parametrize("name", list(CASES))
 def test_export_is_exact_and_native_where_a_class_is(exported: dict, name: str) -> None:
     case, found = CASES[name], exported[name]
@@ -209,6 +210,7 @@ def test_cli_export_says_which_class_and_why(cli, tmp_path) -> None:
     assert "trust_remote_code" not in text
 
 
+@pytest.mark.slow  # the module fixture: nine exports and a subprocess (~20 s CPU)
 @pytest.mark.parametrize("name", list(CASES))
 def test_llama_export_loads_back_into_moectl(exported: dict, name: str) -> None:
     """moectl reads every export back (evaluate, generate, --init-from) as its own model."""
