@@ -68,6 +68,10 @@ class Case:
     moe: MoEConfig | None
     architecture: str
     native: bool
+    base: tuple[tuple[str, int], ...] = ()  # base config overrides
+
+
+WINDOW = (("sliding_window", 4),)  # shorter than the prompt: the window changes the logits
 
 
 def moe(**kw) -> MoEConfig:
@@ -79,7 +83,8 @@ CASES = {
     "qwen3-dense-layer": Case("qwen3", moe(last_n=1), "Qwen3MoeForCausalLM", True),
     "qwen3-top1-fine": Case("qwen3", moe(top_k=1, granularity=2), "Qwen3MoeForCausalLM", True),
     "llama-every-layer": Case("llama", moe(), "MixtralForCausalLM", True),
-    "mistral-top1": Case("mistral", moe(top_k=1), "MixtralForCausalLM", True),
+    "mistral-top1": Case("mistral", moe(top_k=1), "MixtralForCausalLM", True, WINDOW),
+    "mistral-dense-layer": Case("mistral", moe(last_n=1), "Qwen2MoeForCausalLM", True, WINDOW),
     "llama-dense-layer": Case("llama", moe(last_n=1), "Qwen2MoeForCausalLM", True),
     "qwen2-top2": Case("qwen2", moe(), "Qwen2MoeForCausalLM", True),
     "qwen3-deepseek": Case(
@@ -97,7 +102,7 @@ def llama_artifact(folder: Path, case: Case) -> Path:
     """A tiny saved moectl model of `case`, with a tokenizer; experts that differ enough (and
     a selection bias that changes choices) so that routing matters."""
     torch.manual_seed(0)
-    model = build_model(llama_cfg(tiny_dir(folder, case.model_type)), 64, 16)
+    model = build_model(llama_cfg(tiny_dir(folder, case.model_type, **dict(case.base))), 64, 16)
     if case.moe is not None:
         apply_moe(model, case.moe, seed=1)
         for layer in moe_layers(model).values():
