@@ -1,11 +1,14 @@
 """`moectl export`: a model as a standard transformers directory that works without moectl.
 
-Dense models become a plain GPT-2. MoE models become the custom-code model in
-`moectl/model/hf_code/` (loaded with `trust_remote_code=True`); its two files are copied next to
-the weights and named by `auto_map` in config.json. The tokenizer files sit at the top level, so
-`AutoTokenizer.from_pretrained(DIR)` finds them. config.json's `moectl` entry records where the
-model came from (and the tokenizer hash), so moectl can take the directory back in. README.md is
-the model card (`moectl.model_card`).
+Dense models become their plain transformers class (GPT-2, Llama, ...). A Llama-family MoE
+becomes transformers' own MoE class where one computes exactly what moectl's layers do
+(`moectl.model.native_export`: Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads without
+trust_remote_code. Other MoE models become custom code from `moectl/model/hf_code/` (loaded
+with `trust_remote_code=True`); its two files are copied next to the weights and named by
+`auto_map` in config.json. The result and the model card say which class was written and why.
+The tokenizer files sit at the top level, so `AutoTokenizer.from_pretrained(DIR)` finds them.
+config.json's `moectl` entry records where the model came from (and the tokenizer hash), so moectl
+can take the directory back in. README.md is the model card (`moectl.model_card`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import BaseModel, Field
 
 from moectl import __version__
 from moectl.errors import ModelError
+from moectl.model.hf_format import CODE_FILES
+from moectl.model.native_export import DENSE_REASON, ExportPlan
 from moectl.rundir import resolve_model
 
 
@@ -31,6 +36,9 @@ class ExportResult(BaseModel):
     kind: Literal["dense", "moe"]
     files: list[str]
     has_tokenizer: bool
+    architecture: str = Field(description="the transformers class written to config.json")
+    remote_code: bool = Field(description="whether loading it needs trust_remote_code=True")
+    reason: str = Field(description="why that class was written")
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -45,7 +53,7 @@ def export_model(
     """
     from moectl.fs import atomic_directory
     from moectl.model.arch import model_sizes
-    from moectl.model.hf_format import CODE_FILES, HF_CODE
+    from moectl.model.hf_format import HF_CODE
     from moectl.model.io import load_model
     from moectl.model_card import CARD_NAME, model_card
 
@@ -62,19 +70,18 @@ def export_model(
             f"{artifact} has no tokenizer, so the export has none: add one with "
             f"--tokenizer {_tokenizer_suggestion(run_dir)}"
         )
-    model = hf_model(loaded, tok)
+    model, plan = hf_model(loaded, tok)
     positions = model_sizes(loaded.model).positions
     with atomic_directory(out) as temp:
         model.save_pretrained(str(temp))
-        if loaded.meta.moe is not None:
-            for name in CODE_FILES:
-                shutil.copyfile(HF_CODE / name, temp / name)
+        for name in plan.code_files:
+            shutil.copyfile(HF_CODE / name, temp / name)
         if tok is not None:
             # transformers' default (1e30) lets pipeline() feed a prompt past the positions
             tok.model_max_length = positions
             tok.save_pretrained(str(temp))
-        _add_provenance(temp / "config.json", loaded, artifact)
-        card = model_card(loaded, artifact, run_dir, positions, tok is not None)
+        _add_provenance(temp / "config.json", loaded, artifact, plan)
+        card = model_card(loaded, artifact, run_dir, positions, tok is not None, plan)
         (temp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportResult(
         path=str(out),
@@ -82,16 +89,33 @@ def export_model(
         kind="moe" if loaded.meta.moe_layers else "dense",
         files=sorted(p.name for p in out.iterdir()),
         has_tokenizer=tok is not None,
+        architecture=plan.architecture,
+        remote_code=not plan.native,
+        reason=plan.reason,
         warnings=warnings,
     )
 
 
-def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
-    """The transformers model to save: the dense model's own class (GPT-2, Llama, Qwen3, ...), or
-    the exported MoE class loaded with the same state dict (the exported layout is moectl's
-    own); its generation config stops at the tokenizer's EOS."""
-    from transformers import GenerationConfig
+def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
+    """The transformers model to save and the plan that chose its class (with the hf_code/ files
+    to copy beside it); its generation config stops at the tokenizer's EOS.
 
+    A Llama-family model goes through `moectl.model.native_export`. A GPT-2 is saved as itself
+    when dense; an MoE GPT-2 (no transformers MoE class is a GPT-2) becomes the custom-code class
+    loaded with the same state dict (the exported layout is moectl's own).
+    """
+    from moectl.model.native_export import LLAMA_FAMILY, llama_hf_model
+
+    meta = loaded.meta
+    if loaded.model.config.model_type in LLAMA_FAMILY:
+        model, plan = llama_hf_model(loaded.model, meta.moe, meta.moe_layers)
+    else:
+        model, plan = _gpt2_model(loaded)
+    return _stop_at_eos(model, tokenizer), plan
+
+
+def _gpt2_model(loaded: Any) -> tuple[Any, ExportPlan]:
+    """GPT-2 itself, or the custom-code MoE GPT-2 with the same state dict."""
     from moectl.model.arch import family_of
     from moectl.model.balance import SCHEMES
     from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
@@ -101,33 +125,34 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> Any:
     model = loaded.model
     meta = loaded.meta
     moe = meta.moe
-    arch = family_of(model)
-    if moe is not None and arch.name != "gpt2":
-        raise ModelError(
-            f"exporting a {arch.label} MoE is not supported yet (dense {arch.label}s export as "
-            "their transformers class)",
-            hint="evaluate and generate with moectl, which load the run's best/ directly",
-        )
-    if moe is not None:
-        inner = arch.sizes(model.config).intermediate
-        config = MoectlGPT2MoEConfig.from_dict(
-            {
-                **model.config.to_dict(),
-                "moe_layers": meta.moe_layers,
-                "num_local_experts": moe.routed_experts,
-                "num_experts_per_tok": moe.routed_top_k,
-                "router_aux_loss_coef": moe.lb_coef if SCHEMES[moe.balance].adds_loss else 0.0,
-                "scoring_func": moe.score,
-                "balance": moe.balance,
-                "n_shared_experts": moe.shared_experts,
-                "moe_intermediate_size": inner // moe.granularity,
-                "auto_map": dict(AUTO_MAP),
-                "architectures": ["MoectlGPT2MoEForCausalLM"],
-            }
-        )
-        exported = MoectlGPT2MoEForCausalLM(config)
-        exported.load_state_dict(model.state_dict(), strict=True)
-        model = exported.eval()
+    if moe is None:
+        return model, ExportPlan(type(model).__name__, DENSE_REASON)
+    inner = family_of(model).sizes(model.config).intermediate
+    config = MoectlGPT2MoEConfig.from_dict(
+        {
+            **model.config.to_dict(),
+            "moe_layers": meta.moe_layers,
+            "num_local_experts": moe.routed_experts,
+            "num_experts_per_tok": moe.routed_top_k,
+            "router_aux_loss_coef": moe.lb_coef if SCHEMES[moe.balance].adds_loss else 0.0,
+            "scoring_func": moe.score,
+            "balance": moe.balance,
+            "n_shared_experts": moe.shared_experts,
+            "moe_intermediate_size": inner // moe.granularity,
+            "auto_map": dict(AUTO_MAP),
+            "architectures": ["MoectlGPT2MoEForCausalLM"],
+        }
+    )
+    exported = MoectlGPT2MoEForCausalLM(config)
+    exported.load_state_dict(model.state_dict(), strict=True)
+    reason = "no transformers MoE class is built on GPT-2"
+    return exported.eval(), ExportPlan("MoectlGPT2MoEForCausalLM", reason, CODE_FILES)
+
+
+def _stop_at_eos(model: Any, tokenizer: Any) -> Any:
+    """`model` with a generation config that starts, pads and stops at the tokenizer's EOS."""
+    from transformers import GenerationConfig
+
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
         eos = model.config.eos_token_id
@@ -193,8 +218,10 @@ def _tokenizer_suggestion(run_dir: Path | None) -> str:
     return "DATA_DIR/tokenizer (the corpus the model was trained on)"
 
 
-def _add_provenance(config_file: Path, loaded: Any, artifact: Path) -> None:
-    """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings."""
+def _add_provenance(config_file: Path, loaded: Any, artifact: Path, plan: ExportPlan) -> None:
+    """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings; a
+    Llama-family MoE's also holds its base config and MoE layers, from which moectl rebuilds it
+    (moectl.model.hf_format reads them back)."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     meta = loaded.meta
     config["moectl"] = {
@@ -205,6 +232,8 @@ def _add_provenance(config_file: Path, loaded: Any, artifact: Path) -> None:
         "tokenizer": meta.tokenizer,
         "moe": meta.moe.model_dump(mode="json") if meta.moe else None,
     }
+    if plan.base_config is not None:
+        config["moectl"].update(base_config=plan.base_config, moe_layers=meta.moe_layers)
     temp = config_file.with_name(".config.json.tmp")
     temp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(temp, config_file)

@@ -16,15 +16,23 @@ import yaml
 
 from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 from moectl.errors import MoectlError
+from moectl.model.native_export import ExportPlan
 
 CARD_NAME = "README.md"
+GPT2_MOE_CLASS = "MoectlGPT2MoEForCausalLM"  # the only class GPT-2 MoEs export as: no reason
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def model_card(
-    loaded: Any, artifact: Path, run_dir: Path | None, n_positions: int, has_tokenizer: bool
+    loaded: Any,
+    artifact: Path,
+    run_dir: Path | None,
+    n_positions: int,
+    has_tokenizer: bool,
+    plan: ExportPlan,
 ) -> str:
-    """The README.md text of the export of `loaded` (read from `artifact`, part of `run_dir`)."""
+    """The README.md text of the export of `loaded` (read from `artifact`, part of `run_dir`),
+    written as the class `plan` chose."""
     from moectl.model.arch import family_of
 
     meta = loaded.meta
@@ -36,7 +44,8 @@ def model_card(
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
         "tags": ["moectl", arch.name, "text-generation"]
-        + (["mixture-of-experts", "custom_code"] if moe else []),
+        + (["mixture-of-experts"] if moe else [])
+        + ([] if plan.native else ["custom_code"]),
     }
     if base and _HUB_ID.match(base) and not Path(base).exists():
         header["base_model"] = base
@@ -47,7 +56,7 @@ def model_card(
         _what(meta, config, info, artifact, n_positions, arch),
         _routing(meta) if moe else "",
         _evaluation(meta, results, notes),
-        _usage(moe is not None, n_positions, has_tokenizer),
+        _usage(plan, moe is not None, n_positions, has_tokenizer),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -221,8 +230,8 @@ def _verdict(emergence: Emergence) -> str:
     return f"{emergence.verdict}: {_ci(emergence.difference, emergence.ci)}"
 
 
-def _usage(is_moe: bool, n_positions: int, has_tokenizer: bool) -> str:
-    remote = ", trust_remote_code=True" if is_moe else ""
+def _usage(plan: ExportPlan, is_moe: bool, n_positions: int, has_tokenizer: bool) -> str:
+    remote = "" if plan.native else ", trust_remote_code=True"
     code = [
         "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",
         "",
@@ -240,12 +249,25 @@ def _usage(is_moe: bool, n_positions: int, has_tokenizer: bool) -> str:
         "## How to load\n\nWith transformers alone (moectl need not be installed); PATH is this "
         "folder or its hub id:\n\n```python\n" + "\n".join(code) + "\n```"
     )
-    if is_moe:
+    modeling = [name for name in plan.code_files if name.startswith("modeling_")]
+    if modeling:
         text += (
             "\n\nThe MoE layers are custom code shipped in this folder "
-            "(`modeling_moectl_gpt2_moe.py`), hence `trust_remote_code=True`; transformers "
+            f"(`{modeling[0]}`), hence `trust_remote_code=True`; transformers "
             "reads config.json for AutoTokenizer too, so pass it there as well."
         )
+        if plan.architecture != GPT2_MOE_CLASS:
+            text += f" It is custom code (`{plan.architecture}`) because {plan.reason}."
+    elif is_moe:
+        text += (
+            f"\n\nThis is transformers' own `{plan.architecture}`, so no custom code runs: "
+            f"{plan.reason}."
+        )
+        if plan.logits_difference is not None:
+            text += (
+                " The export ran both on a probe batch: the largest logit difference from "
+                f"moectl's own model was {plan.logits_difference:.1e}."
+            )
     if has_tokenizer:
         text += (
             f"\n\nThe context is {n_positions} tokens (`tokenizer.model_max_length`). A longer "

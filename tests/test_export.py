@@ -26,7 +26,8 @@ from moectl.model.routing import moe_layers
 IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
 NEW_TOKENS = 6
 
-LOADER = textwrap.dedent(
+# The start of every script that must run without moectl: importing it fails.
+BLOCK_MOECTL = textwrap.dedent(
     """
     import json, sys
 
@@ -43,7 +44,10 @@ LOADER = textwrap.dedent(
         pass
     else:
         raise SystemExit("moectl is importable")
-
+    """
+)
+LOADER = BLOCK_MOECTL + textwrap.dedent(
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,11 +97,12 @@ LOADER = textwrap.dedent(
 )
 
 
-def run_without_moectl(path: Path, tmp_path: Path) -> dict:
+def run_without_moectl(path: Path, tmp_path: Path, loader: str = LOADER) -> dict:
+    """The JSON that `loader` prints for `path`, run where moectl cannot be imported."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_MODULES_CACHE"] = str(tmp_path / "hf-modules")
     done = subprocess.run(
-        [sys.executable, "-c", LOADER, str(path), json.dumps(IDS), str(NEW_TOKENS)],
+        [sys.executable, "-c", loader, str(path), json.dumps(IDS), str(NEW_TOKENS)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -37,10 +37,17 @@ def export(
     metadata, the routing settings, and the run's eval losses and specialization verdicts
     (with intervals) when `moectl evaluate` has results for the exported step.
 
-    Dense: a plain GPT-2, AutoModelForCausalLM.from_pretrained(DIR).
+    Dense: the plain transformers class (GPT-2, Llama, Qwen3, ...),
+    AutoModelForCausalLM.from_pretrained(DIR).
 
-    MoE: custom code, from_pretrained(DIR, trust_remote_code=True). Router logits are off by
-    default; a forward call with output_router_logits=True returns them.
+    Llama-family MoE: transformers' own MoE class where one computes exactly what moectl's
+    layers do (Qwen3 -> Qwen3MoeForCausalLM; Llama/Mistral with every layer MoE ->
+    MixtralForCausalLM; Qwen2, or Llama/Mistral with dense layers -> Qwen2MoeForCausalLM), so
+    no trust_remote_code; otherwise (sigmoid scores, balance bias, shared experts) custom code.
+    The output says which class was written and why.
+
+    GPT-2 MoE: custom code, from_pretrained(DIR, trust_remote_code=True). Router logits are
+    off by default; a forward call with output_router_logits=True returns them.
 
     Back into moectl: --init-from DIR, or --set model.pretrained=DIR for a dense model.
 
@@ -59,12 +66,13 @@ def export(
     check_writable(out, "--out")
     result = export_model(model, out, force=force, tokenizer=tokenizer)
     render_warnings(result.warnings)
-    kind = "GPT-2" if result.kind == "dense" else "MoE GPT-2 (custom code)"
+    code = " (custom code)" if result.remote_code else ""
     console.print(
-        f"exported {escape(result.source)} -> [bold]{escape(result.path)}[/] as a {kind}",
+        f"exported {escape(result.source)} -> [bold]{escape(result.path)}[/] as "
+        f"{escape(result.architecture)}{code}: {escape(result.reason)}",
         highlight=False,
     )
-    remote = "" if result.kind == "dense" else ", trust_remote_code=True"
+    remote = ", trust_remote_code=True" if result.remote_code else ""
     console.print(
         f"  load it with AutoModelForCausalLM.from_pretrained({escape(repr(result.path))}{remote})",
         highlight=False,

@@ -6,7 +6,9 @@ along a leading expert dimension exactly as moectl's own (`...mlp.experts.{fc_we
 fc_bias, proj_weight (E, H, D), proj_bias}`, gate `...mlp.gate.weight`), so the state dict is the
 same both ways. Reading an exported directory back (`load_hf_dir`) needs neither
 trust_remote_code nor the modeling file: the config is read as JSON and the weights go into
-moectl's own model.
+moectl's own model. A Llama-family MoE export (moectl.model.native_export: a native transformers
+MoE class or custom code) is rebuilt from the base config and MoE layers its `moectl` entry
+saved; a native one's weights are read by transformers and mapped back to moectl's layout.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {file}: {exc}", hint=HF_DIR_HINT) from None
     model_type = str(config.get("model_type"))
-    if model_type != MOE_MODEL_TYPE:
+    if model_type != MOE_MODEL_TYPE and _llama_base(config) is None:
         try:
             family(model_type)
         except ModelError:
@@ -79,9 +81,12 @@ def read_hf_config(path: Path) -> dict[str, Any]:
 
 def moe_config_of(config: dict[str, Any]) -> MoEConfig | None:
     """The MoEConfig an exported config describes (None for a dense model)."""
+    saved = (config.get("moectl") or {}).get("moe") or {}
+    if _llama_base(config) is not None:  # the MoE settings and layers as moectl saved them
+        layers = config["moectl"]["moe_layers"]
+        return MoEConfig.model_validate({**saved, "layers": layers, "last_n": None})
     if config.get("model_type") != MOE_MODEL_TYPE:
         return None
-    saved = (config.get("moectl") or {}).get("moe") or {}
     granularity = saved.get("granularity", 1)
     layout = {
         "enabled": True,
@@ -98,7 +103,11 @@ def moe_config_of(config: dict[str, Any]) -> MoEConfig | None:
 
 def dense_config_of(config: dict[str, Any]) -> dict[str, Any]:
     """The dense model's part of a config.json (what moectl's ModelMeta.hf_config holds): an
-    exported moectl MoE's config less its MoE fields, as GPT-2's; a dense config as it is."""
+    exported moectl MoE's config less its MoE fields, as GPT-2's; a Llama-family MoE export's
+    saved base config; a dense config as it is."""
+    base = _llama_base(config)
+    if base is not None:
+        return base
     if config.get("model_type") != MOE_MODEL_TYPE:
         return config
     gpt2 = {k: v for k, v in config.items() if k not in MOE_FIELDS}
@@ -133,7 +142,8 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     else:
         model = arch.build(arch.config_from_dict(dense))
         apply_moe(model, moe.model_copy(update={"perturbation_std": 0.0, "init": "upcycle"}))
-        missing, unexpected = model.load_state_dict(load_hf_weights(path), strict=False)
+        weights = _native_weights(path) if _is_native_moe(config) else load_hf_weights(path)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
         missing = [key for key in missing if key not in tied]
         if missing or unexpected:
@@ -144,6 +154,31 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
             )
     meta = _meta_of(config, dense_config_of(model.config.to_dict()))
     return LoadedModel(model=model.to(device).eval(), meta=meta, tokenizer=_hf_tokenizer(path))
+
+
+def _llama_base(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The dense base config a Llama-family MoE export saved (moectl.export), else None."""
+    return (config.get("moectl") or {}).get("base_config")
+
+
+def _is_native_moe(config: dict[str, Any]) -> bool:
+    from moectl.model.native_export import NATIVE_MODEL_TYPES
+
+    return _llama_base(config) is not None and config.get("model_type") in NATIVE_MODEL_TYPES
+
+
+def _native_weights(path: Path) -> dict[str, Tensor]:
+    """A native transformers MoE export's weights in moectl's layout: transformers reads its
+    checkpoint layout (one tensor per expert and projection) and moectl's is restored from it."""
+    from transformers import AutoModelForCausalLM
+
+    from moectl.model.native_export import moectl_state_dict
+
+    try:
+        native = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the model in {path}: {exc}", hint=HF_DIR_HINT) from None
+    return moectl_state_dict(native.state_dict())
 
 
 def read_hf_meta(path: Path) -> ModelMeta:
