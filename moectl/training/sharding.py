@@ -150,6 +150,10 @@ def load_optimizer_state(
     }
     options = StateDictOptions(full_state_dict=True)
     set_optimizer_state_dict(model, optimizer, by_name, options=options)
+    # It hands the hyperparameters back rebuilt (AdamW's betas tuple as a list); keep them as
+    # saved, as optimizer.load_state_dict does, so the next checkpoint writes them the same.
+    for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+        group.update({key: value for key, value in saved.items() if key != "params"})
 
 
 def full_tensor(value: torch.Tensor) -> torch.Tensor:
