@@ -25,10 +25,13 @@ from moectl.training.sharding import check_parallel
 
 # MoE with the bias balance (per-expert buffers moved after each step by the all-reduced
 # counts, saved in the state dict) and two micro-batches per step, checkpoints at 2 and 4.
+# 9 eval blocks in batches of 4: rank 0 scores 5 (two forwards), rank 1 scores 4 (one), so
+# under FSDP rank 1 must run a filler forward for rank 0's second all-gathers.
 RUN = [
     "moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "moe.balance=bias",
     "moe.bias_update_rate=0.05", "train.grad_accum=2", "train.max_steps=4", "train.log_every=1",
-    "train.router_log_every=1", "train.eval_every=2", "train.save_every=2", "train.keep_last=2",
+    "train.router_log_every=1", "train.eval_every=2", "train.eval_max_blocks=9",
+    "train.save_every=2", "train.keep_last=2",
 ]  # fmt: skip
 FINAL = "checkpoints/step-4"
 LIMIT = 3 * LAUNCH_TIMEOUT + 60

@@ -200,6 +200,9 @@ def train(
 
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp
+
+      torchrun --nproc_per_node=4 -m moectl train --preset moe-main --data data/ref
+        --run-dir runs/moe-fsdp --set train.parallel=fsdp
     """
     from moectl.config import dump_yaml, resolve_run_config
     from moectl.data.store import read_manifest

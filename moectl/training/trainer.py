@@ -101,9 +101,10 @@ def train_run(
     `resume=True` continues from the run's latest checkpoint, a path from that checkpoint;
     `init_from` starts a new run from a model artifact (upcycling it if it is dense).
     The config.yaml written records what runs: its data section is the corpus manifest's. A
-    resume must bring the run's saved config, except for train.max_steps (recorded in run.json
-    as an amendment); a resume of a run already at max_steps returns `already_complete` and
-    touches nothing. While it writes, the run directory is locked against a second writer.
+    resume must bring the run's saved config, except for train.max_steps and train.parallel
+    (each recorded in run.json as an amendment); a resume of a run already at max_steps
+    returns `already_complete` and touches nothing. While it writes, the run directory is
+    locked against a second writer.
     Under torchrun this joins the process group and trains with DDP, or with FSDP when
     train.parallel is fsdp; only rank 0 writes.
     """
