@@ -286,6 +286,11 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")
     compile: bool = Field(False, description="torch.compile the model for training")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="under torchrun: ddp replicates the model on every rank; fsdp shards "
+        "parameters, gradients and optimizer state across ranks (FSDP2, docs/scaling.md)",
+    )
     sinks: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     collapse: CollapseConfig = Field(default_factory=CollapseConfig)

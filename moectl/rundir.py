@@ -174,7 +174,7 @@ def collapse_events(rows: list[RoutingRow]) -> list[CollapseEvent]:
 
 
 class Amendment(BaseModel):
-    """A setting changed on --resume (only train.max_steps may be), and from which step."""
+    """A setting changed on --resume (only RESUMABLE_KEYS may be), and from which step."""
 
     time: str
     step: int
@@ -583,36 +583,31 @@ def resolve_resume(run_dir: Path, resume: Path | bool | None) -> Path | None:
     return path
 
 
-RESUMABLE_KEY = "train.max_steps"
-"""The one setting a resume may change: the run continues with everything else as it was."""
+RESUMABLE_KEYS = ("train.max_steps", "train.parallel")
+"""The settings a resume may change: how long the run goes on, and how its ranks hold the model
+(checkpoints are full state dicts either way); everything else continues as it was."""
 
 
 def resume_amendments(run_dir: Path, config: RunConfig, step: int) -> list[Amendment]:
-    """Check that `config` is the run's saved config but for train.max_steps; the change, if
-    any, as an amendment to record. Anything else differing is a TrainingError naming it. The
+    """Check that `config` is the run's saved config but for RESUMABLE_KEYS; each change as an
+    amendment to record. Anything else differing is a TrainingError naming it. The
     data section is not compared: it is always the corpus manifest's (a run saved before that
     rule recorded its preset's, and gets the corpus's on this resume)."""
     saved = read_run_config(run_dir)
     ours, theirs = (flatten(c.model_dump(mode="json", exclude={"data"})) for c in (config, saved))
     differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    others = [k for k in differing if k != RESUMABLE_KEY]
+    others = [k for k in differing if k not in RESUMABLE_KEYS]
     if others:
         raise TrainingError(
             f"a resumed run keeps its saved config, but this one differs in {', '.join(others)}",
-            hint=f"resume without changes (only --set {RESUMABLE_KEY}=N is allowed), "
+            hint=f"resume without changes (only --set {' or '.join(RESUMABLE_KEYS)} may change), "
             "or start a new --run-dir",
         )
-    if RESUMABLE_KEY not in differing:
-        return []
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return [
-        Amendment(
-            time=now,
-            step=step,
-            key=RESUMABLE_KEY,
-            old=saved.train.max_steps,
-            new=config.train.max_steps,
-        )
+        Amendment(time=now, step=step, key=key, old=theirs.get(key), new=ours.get(key))
+        for key in RESUMABLE_KEYS
+        if key in differing
     ]
 
 

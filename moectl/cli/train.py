@@ -86,19 +86,20 @@ def resume_config(
     overrides: list[str],
     data: Path | None,
 ) -> tuple[RunConfig, Path]:
-    """The saved config (with an allowed max_steps change) and corpus of a run to resume."""
+    """The saved config (with allowed max_steps and parallel changes) and corpus of a run to
+    resume."""
     from moectl import rundir
     from moectl.config import resolve_run_config
 
     given = [flag for flag, value in (("--preset", preset), ("--config", config)) if value]
     given += [
-        f"--set {o}" for o in overrides if o.partition("=")[0].strip() != rundir.RESUMABLE_KEY
+        f"--set {o}" for o in overrides if o.partition("=")[0].strip() not in rundir.RESUMABLE_KEYS
     ]
     given += ["--data"] if data is not None else []
     if given:
         raise TrainingError(
             f"--resume continues the run with its saved config and corpus; {given[0]} cannot "
-            f"change them (only --set {rundir.RESUMABLE_KEY}=N can)",
+            f"change them (only --set {' or '.join(rundir.RESUMABLE_KEYS)} can)",
             hint="drop it, or start a new --run-dir",
         )
     saved = rundir.read_run_config(run_dir)
@@ -199,6 +200,9 @@ def train(
 
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp
+
+      torchrun --nproc_per_node=4 -m moectl train --preset moe-main --data data/ref
+        --run-dir runs/moe-fsdp --set train.parallel=fsdp
     """
     from moectl.config import dump_yaml, resolve_run_config
     from moectl.data.store import read_manifest

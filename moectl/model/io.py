@@ -69,15 +69,24 @@ class LoadedModel:
     tokenizer: Any | None = None
 
 
-def save_model(model: nn.Module, path: Path, meta: ModelMeta, tokenizer: Any = None) -> Path:
-    """Write the artifact to `path` atomically; replaces an existing artifact there."""
+def save_model(
+    model: nn.Module,
+    path: Path,
+    meta: ModelMeta,
+    tokenizer: Any = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write the artifact to `path` atomically; replaces an existing artifact there.
+
+    `state` is the weights to write when `model.state_dict()` is not them (a sharded model's
+    gathered full state dict, moectl.training.sharding)."""
     path = Path(path)
     if path.exists() and not (path / META).is_file() and any(path.iterdir()):
         raise ModelError(
             f"refusing to overwrite {path}: it exists and is not a model artifact",
             hint="choose an empty or new directory",
         )
-    tensors, tied = _unique_tensors(model)
+    tensors, tied = _unique_tensors(model.state_dict() if state is None else state)
     meta = _complete_meta(model, meta, tied, tokenizer)
     with atomic_directory(path) as tmp:
         _write_artifact(tmp, tensors, meta, tokenizer)
@@ -94,12 +103,14 @@ def _write_artifact(
         tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
 
 
-def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _unique_tensors(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The state dict with each shared tensor kept once, and {dropped key: kept key}."""
     tensors: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
         if identity in seen:
             tied[key] = seen[identity]

@@ -33,12 +33,18 @@ class DistContext:
         return self.world_size > 1
 
 
+def launched_world_size() -> int:
+    """How many processes this job has: the joined group's size, else torchrun's WORLD_SIZE."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_type: str) -> DistContext:
     """Join the torchrun job described by the environment (nccl on CUDA, gloo otherwise)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), _local_rank(), False)
-    if world_size <= 1:
+    if launched_world_size() <= 1:
         return DistContext()
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":

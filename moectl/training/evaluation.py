@@ -33,17 +33,22 @@ def evaluate_blocks(
     device: torch.device,
     autocast: contextlib.AbstractContextManager,
     ctx: DistContext,
+    forwards: int = 0,
 ) -> EvalResult:
     """Token-weighted mean loss over `indices` (this rank's share), summed across ranks.
 
     The router terms are averaged per batch, weighted by the batch's tokens. Eval mode turns off
     dropout and routing noise, so scoring draws nothing from the RNGs a resume must replay.
+    A sharded model gathers each block's weights from all ranks in every forward, so every rank
+    must run as many: a rank with fewer batches than `forwards` runs the rest on a block it
+    already scored and discards them.
     """
     was_training = model.training
     model.eval()
     no_aux = MoEConfig()
     sums = torch.zeros(2 * n_domains + 3, dtype=torch.float64, device=device)
-    for start in range(0, len(indices), batch_size):
+    starts = range(0, len(indices), batch_size)
+    for start in starts:
         input_ids, domain = fetch(dataset, indices[start : start + batch_size], device)
         losses = forward_losses(model, model, input_ids, domain, n_domains, no_aux, autocast)
         tokens = float(losses.domain_count.sum())
@@ -52,6 +57,10 @@ def evaluate_blocks(
         sums[-3] += float(losses.lb_loss) * tokens
         sums[-2] += float(losses.z_loss) * tokens
         sums[-1] += tokens
+    for _ in range(len(starts), forwards):
+        filler, _ = fetch(dataset, indices[:1] or [0], device)
+        with autocast:
+            model(input_ids=filler, use_cache=False)
     all_reduce_sum(ctx, [sums], device)
     model.train(was_training)
     sums = sums.cpu()

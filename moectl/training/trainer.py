@@ -54,6 +54,7 @@ from moectl.training.distributed import (
     any_rank,
     barrier,
     init_distributed,
+    launched_world_size,
     shard_rows,
     shutdown,
 )
@@ -67,6 +68,14 @@ from moectl.training.setup import (
     fresh_model,
     model_meta,
     resumed_model,
+)
+from moectl.training.sharding import (
+    check_parallel,
+    full_model_state,
+    full_tensor,
+    load_optimizer_state,
+    optimizer_state,
+    shard_model,
 )
 from moectl.training.signals import StopRequest
 from moectl.training.sinks import MetricSink, build_sinks, check_sinks, log_row
@@ -92,10 +101,12 @@ def train_run(
     `resume=True` continues from the run's latest checkpoint, a path from that checkpoint;
     `init_from` starts a new run from a model artifact (upcycling it if it is dense).
     The config.yaml written records what runs: its data section is the corpus manifest's. A
-    resume must bring the run's saved config, except for train.max_steps (recorded in run.json
-    as an amendment); a resume of a run already at max_steps returns `already_complete` and
-    touches nothing. While it writes, the run directory is locked against a second writer.
-    Under torchrun this joins the process group and trains with DDP; only rank 0 writes.
+    resume must bring the run's saved config, except for train.max_steps and train.parallel
+    (each recorded in run.json as an amendment); a resume of a run already at max_steps
+    returns `already_complete` and touches nothing. While it writes, the run directory is
+    locked against a second writer.
+    Under torchrun this joins the process group and trains with DDP, or with FSDP when
+    train.parallel is fsdp; only rank 0 writes.
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     init_path = Path(init_from) if init_from is not None else None
@@ -105,6 +116,7 @@ def train_run(
             hint="drop --init-from to resume, or start a new --run-dir from the artifact",
         )
     check_sinks(config.train.sinks)
+    check_parallel(config.train, launched_world_size())
     if init_path is not None and not init_path.is_dir():
         raise TrainingError(
             f"--init-from {init_path} does not exist",
@@ -221,8 +233,15 @@ class _Trainer:
             state = read_trainer_state(checkpoint)
             model = resumed_model(self.config, checkpoint)
         configure_routers(model, self.config)
-        self.core = model.to(self.device)
+        self.sharded = cfg.parallel == "fsdp"
+        # FSDP moves each block to the device as it shards it (the whole model need not fit).
+        self.core = model if self.sharded else model.to(self.device)
         self.moe_layers = list(moe_layers(self.core))
+        if init_record is not None and self.moe_layers and self.ctx.is_main:
+            # Before sharding: the record digests the whole step-0 model.
+            write_init_record(self.run_dir, self.core, init_record)
+        if self.sharded:
+            shard_model(self.core, self.device, self.ctx.world_size)
         self.optimizer, self.scheduler = build_optimizer(
             self.core, cfg, self.config.moe.router_lr_scale
         )
@@ -237,7 +256,7 @@ class _Trainer:
             self._restore(state)
             self.resumed_from = checkpoint
         self.model: nn.Module = self.core
-        if self.ctx.enabled:
+        if self.ctx.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -250,6 +269,9 @@ class _Trainer:
         domain_ids = np.asarray(eval_data["domain"])
         subset = eval_subset(domain_ids, cfg.eval_max_blocks, cfg.seed)
         self.eval_indices = subset[self.ctx.rank :: self.ctx.world_size]
+        # A sharded forward is a collective: every rank runs as many as the busiest rank.
+        busiest = math.ceil(len(subset) / self.ctx.world_size)
+        self.eval_forwards = math.ceil(busiest / cfg.batch_size) if self.sharded else 0
         self.eval_data = eval_data
         self.autocast = autocast_context(self.device, cfg.precision)
         self.writers: dict[str, JsonlWriter] = {}
@@ -258,8 +280,6 @@ class _Trainer:
             rundir.start_run(
                 self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint, amendments
             )
-            if init_record is not None and self.moe_layers:
-                write_init_record(self.run_dir, self.core, init_record)
             for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
                 rundir.truncate_after(self.run_dir / name, self.step)
             self.writers = {
@@ -272,7 +292,7 @@ class _Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.core, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["data"])
         self.window.load_state_dict(state["window"])
@@ -379,9 +399,10 @@ class _Trainer:
         count_before_step(self.core, inputs, self.autocast, self.ctx, self.device)
         for micro, (input_ids, domain) in enumerate(batches):
             last = micro == cfg.grad_accum - 1
-            sync = (
-                self.model.no_sync() if self.ctx.enabled and not last else contextlib.nullcontext()
-            )
+            # DDP all-reduces once per step; FSDP reduce-scatters each micro-batch's gradients
+            # into the shards (so no rank ever holds a whole unsharded gradient).
+            ddp = self.ctx.enabled and not self.sharded
+            sync = self.model.no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
                 losses = forward_losses(
                     self.model,
@@ -414,7 +435,7 @@ class _Trainer:
         all_reduce_sum(self.ctx, [merged], self.device)
         values = merged[:4] / self.ctx.world_size
         self.window.add(values, merged[4 : 4 + n_domains], merged[4 + n_domains :])
-        self.grad_norm = grad_norm.detach()  # read when a row is written
+        self.grad_norm = full_tensor(grad_norm.detach())  # read when a row is written
         self.step += 1
         step_tokens = cfg.batch_size * cfg.grad_accum * self.corpus.block_size
         self.tokens += step_tokens
@@ -539,6 +560,7 @@ class _Trainer:
             self.device,
             self.autocast,
             self.ctx,
+            self.eval_forwards,
         )
         domain_loss = {
             domain: result.domain_loss[d]
@@ -557,6 +579,7 @@ class _Trainer:
         report(self.callback, "eval", self.step, self.train_cfg.max_steps, **scores.model_dump())
         if self.best_loss is None or result.loss < self.best_loss:
             self.best_loss, self.best_step = result.loss, self.step
+            weights = self._full_weights()
             if self.ctx.is_main:
                 meta = model_meta(self.core, self.config, self.corpus, self.step, self._metrics())
                 save_model(
@@ -564,8 +587,14 @@ class _Trainer:
                     self.run_dir / rundir.BEST_DIR,
                     meta,
                     tokenizer=self.corpus.tokenizer(),
+                    state=weights,
                 )
             barrier(self.ctx)
+
+    def _full_weights(self) -> dict[str, torch.Tensor] | None:
+        """The sharded model's gathered weights (a collective; on rank 0), or None when
+        `self.core` holds them whole."""
+        return full_model_state(self.core) if self.sharded else None
 
     def _metrics(self) -> dict[str, Any]:
         """What model.json records of the run at this step."""
@@ -585,7 +614,7 @@ class _Trainer:
             "step": self.step,
             "tokens": self.tokens,
             "world_size": self.ctx.world_size,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state(self.core, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "rng": self._gathered(capture_rng_state()),
             "data": self.sampler.state_dict(),
@@ -603,12 +632,13 @@ class _Trainer:
     def _save_checkpoint(self) -> None:
         self.saved_step = self.step
         state = self._trainer_state()
+        weights = self._full_weights()
         if self.ctx.is_main:
             meta = model_meta(self.core, self.config, self.corpus, self.step, self._metrics())
             self.last_checkpoint = write_checkpoint(
                 self.run_dir,
                 self.step,
-                lambda path: save_model(self.core, path, meta),
+                lambda path: save_model(self.core, path, meta, state=weights),
                 state,
                 self.train_cfg.keep_last,
             )
