@@ -19,6 +19,7 @@ from torch import nn
 
 from moectl.config import TrainConfig
 from moectl.errors import ConfigError
+from moectl.model.arch import blocks
 from moectl.training.compiling import COMPILE_HINT
 
 FSDP_LAUNCH_HINT = (
@@ -44,15 +45,6 @@ def check_parallel(cfg: TrainConfig, world_size: int) -> None:
         )
 
 
-def decoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's transformer blocks, the unit FSDP shards and gathers one at a time.
-
-    GPT-2 only until the architecture adapter (issue 16, branch i16-adapter) lists a model's
-    blocks: at merge, route this through the adapter's block list.
-    """
-    return list(model.transformer.h)
-
-
 def shard_model(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
     """Shard `model` in place across the job's ranks (each block, then the root, which keeps
     the embeddings, the tied head and the final norm). FSDP moves each block to `device` as
@@ -63,7 +55,7 @@ def shard_model(model: nn.Module, device: torch.device, world_size: int) -> nn.M
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
-    for block in decoder_blocks(model):
+    for block in blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
