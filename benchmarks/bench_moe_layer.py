@@ -27,6 +27,8 @@ from transformers import GPT2Config
 from transformers.activations import GELUTanh
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
+from moectl.config import MoEConfig
+from moectl.model.arch import GPT2
 from moectl.model.dispatch import grouped_mm_supported
 from moectl.model.experts import StackedExperts
 from moectl.model.moe import MoEMLP
@@ -70,13 +72,12 @@ def step_time(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor, params) -
 
 
 def upcycled(dense: GPT2MLP, args: argparse.Namespace, top_k: int) -> MoEMLP:
+    moe = MoEConfig(enabled=True, last_n=1, n_experts=args.experts, top_k=top_k, noise_std=0.1)
     return MoEMLP.upcycle(
-        dense,
+        GPT2.dense_mlp(dense),
+        moe,
         hidden_size=args.width,
         layer_index=0,
-        n_experts=args.experts,
-        top_k=top_k,
-        noise_std=0.1,
         perturbation_std=1e-3,
         generator=torch.Generator().manual_seed(top_k),
     ).train()
