@@ -229,6 +229,22 @@ def test_rerun_skips_everything_and_sizes_do_not_mix(study, cli):
     assert unknown.exit_code == 2 and "unknown plan 'sideways'" in unknown.output
 
 
+def test_a_users_folder_is_never_a_study_and_bad_config_writes_nothing(tmp_path: Path, cli):
+    """A non-empty --out without the study's state file is the user's: refused before any
+    write; an invalid --set is refused before the --out folder is even made."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("keep", encoding="utf-8")
+    result = cli("quickstart", "--tiny", "--out", mine)
+    assert result.exit_code == 2 and "holds no moectl study" in result.output
+    assert "Traceback" not in result.output
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    assert (mine / "keep.txt").read_text(encoding="utf-8") == "keep"
+    fresh = tmp_path / "fresh"
+    bad = cli("quickstart", "--tiny", "--set", "moe.balance=globl", "--out", fresh)
+    assert bad.exit_code == 2 and "moe.balance" in bad.output and not fresh.exists()
+
+
 def test_scratch_plan_trains_every_variant_from_random_weights():
     data, upcycle = plan_configs("default", "upcycle")
     _, scratch = plan_configs("default", "scratch", ["moe.router_lr_scale=10"])

@@ -110,7 +110,6 @@ def run_study(
 
     started = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     overrides = [TENSORBOARD_OVERRIDE, *(overrides or [])] if tensorboard else overrides
     plan = PLANS[size]
     data_config, stage_configs = plan_configs(size, plan_name, overrides)
@@ -123,6 +122,7 @@ def run_study(
         "seeds": seeds,
         "functional": functional,
     }
+    out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out, wanted, base_seed)
     run_configs = seeded_configs(stage_configs, seeds, base_seed)
     stages: list[StageOutcome] = []
@@ -290,11 +290,17 @@ def train_commands(
 
 def _read_state(out: Path, wanted: dict[str, Any], base_seed: int) -> dict[str, Any]:
     """The study's state file (size, plan, overrides, seeds, functional test, finished stages);
-    refuses to mix studies in one folder, since the stages of the other one would be skipped as
+    refuses a user's non-empty folder (every study writes its state file first) and to mix
+    studies in one folder, since the stages of the other one would be skipped as
     done. A state file from before seeds were recorded is a study of the configured seed,
     without the functional test."""
     state_file = out / STATE_FILE
     if not state_file.exists():
+        if any(out.iterdir()):
+            raise MoectlError(
+                f"{out} is not empty and holds no moectl study ({STATE_FILE})",
+                hint="use a new or empty --out folder; a study writes only into its own",
+            )
         state = {**wanted, "plan": PLANS[wanted["size"]].model_dump(), "done": {}}
         _write_state(out, state)
         return state
