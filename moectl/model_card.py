@@ -85,8 +85,8 @@ def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, a
             else "trained from random weights (independently drawn experts)"
         )
         kind = (
-            f"A mixture-of-experts {arch.label} ({size}): {meta.moe.n_experts} experts with top-"
-            f"{meta.moe.top_k} routing in layers "
+            f"A mixture-of-experts {arch.label} ({size}): {meta.moe.routed_experts} experts "
+            f"with top-{meta.moe.routed_top_k} routing in layers "
             f"{', '.join(str(layer) for layer in meta.moe_layers)}, {origin}"
         )
     lines = [f"{kind}, trained with moectl for {meta.step} steps."]
@@ -103,14 +103,21 @@ def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, a
 
 
 def _routing(meta: Any) -> str:
+    from moectl.model.balance import balance_setting
+
     moe = meta.moe
+    scores = "softmax" if moe.score == "softmax" else "sigmoid (DeepSeek-V3)"
+    selection = ", plus the per-expert balancing bias" if moe.balance == "bias" else ""
     rows = [
         ("MoE layers", ", ".join(str(layer) for layer in meta.moe_layers)),
-        ("experts per layer", moe.n_experts),
-        ("experts per token (top-k)", moe.top_k),
-        ("router", "linear gate without bias, float32 softmax, top-k of the probabilities"),
-        ("expert weights", "1.0 for top-1; the chosen probabilities renormalized for top-k > 1"),
-        ("load-balancing loss coefficient", moe.lb_coef),
+        ("routed experts per layer", moe.routed_experts),
+        ("routed experts per token (top-k)", moe.routed_top_k),
+        ("fine-grained slices of each upcycled expert", moe.granularity),
+        ("router", f"linear gate without bias, float32 {scores} scores"),
+        ("expert choice", f"top-k of the scores{selection}"),
+        ("expert weights", "1.0 for top-1; the chosen scores renormalized for top-k > 1"),
+        ("shared experts (always on)", moe.shared_experts),
+        ("load balancing", f"{moe.balance}: {balance_setting(moe)}"),
         ("router z-loss coefficient (training only)", moe.z_coef),
         ("router noise during training", f"std {moe.noise_std}, annealed to 0"),
         ("initialization", moe.init),

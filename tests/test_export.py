@@ -181,6 +181,17 @@ def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None
         coef = moe.lb_coef if moe.balance not in ("bias", "none") else 0.0
         assert got["aux_loss"] > 0 and got["aux_coef"] == coef
         assert got["aux_in_loss"] == pytest.approx(coef * got["aux_loss"], rel=1e-4, abs=1e-7)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    if kind == "bias":  # the card describes the routing the export computes, not softmax + LB
+        assert "| router | linear gate without bias, float32 sigmoid (DeepSeek-V3) scores |" in card
+        assert "| expert choice | top-k of the scores, plus the per-expert balancing bias |" in card
+        assert "| load balancing | bias: bias rate 0.001, no LB loss |" in card
+        assert (
+            "| routed experts per layer | 4 |" in card
+            and "| shared experts (always on) | 1 |" in card
+        )
+    elif moe is not None:
+        assert "float32 softmax scores" in card and "| load balancing | switch: lb 0.01 |" in card
 
 
 @pytest.mark.parametrize("balance", ["global", "sequence", "none"])
@@ -207,6 +218,10 @@ def test_every_scheme_exports_its_logits_and_generates(tmp_path: Path, balance: 
     assert generated.tolist() == greedy.tolist()
     assert exported.config.balance == balance
     assert exported.config.router_aux_loss_coef == (0.0 if balance == "none" else moe.lb_coef)
+    setting = {"global": "lb 0.01", "sequence": "lb 0.01", "none": "no balancing"}[balance]
+    assert (
+        f"| load balancing | {balance}: {setting} |" in (tmp_path / "hf" / "README.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense", "top2", "bias"])

@@ -39,7 +39,9 @@ def scheme_run(tiny_corpus, tmp_path_factory):
 
 def test_inspect_evaluate_and_the_report_show_the_label(cli, scheme_run) -> None:
     shown = cli("inspect", scheme_run)
-    assert shown.exit_code == 0 and f"{LABEL} in last 1" in _text(shown.output)
+    assert shown.exit_code == 0 and f"{LABEL} in last 1, bias rate 0.001, no LB loss" in _text(
+        shown.output
+    )
     model = cli("inspect", scheme_run / "best")
     assert model.exit_code == 0 and f"routing {LABEL}" in _text(model.output)
     evaluated = cli("evaluate", scheme_run, "--max-blocks", "3", "--permutations", "2")
@@ -49,7 +51,7 @@ def test_inspect_evaluate_and_the_report_show_the_label(cli, scheme_run) -> None
     assert LABEL in _text(evaluated.output)
     page = render_report([load_run(scheme_run)], [result], [])
     runs = page[page.index("<h2>Runs compared</h2>") : page.index("<h2>Per-domain loss")]
-    assert f"MoE {html.escape(LABEL)}, lb" in runs
+    assert f"MoE {html.escape(LABEL)}, bias rate 0.001, no LB loss" in runs
     losses = page[page.index("<h2>Per-domain loss") :]
     assert f"{scheme_run.name} ({html.escape(LABEL)})" in losses
 

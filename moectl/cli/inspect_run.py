@@ -184,9 +184,11 @@ def _describe_moe(moe: dict[str, Any] | None) -> str:
     if moe is None:
         return "dense"
     from moectl.config import MoEConfig
+    from moectl.model.balance import balance_setting
 
+    config = MoEConfig.model_validate(moe)
     where = f"layers {moe['layers']}" if moe["layers"] is not None else f"last {moe['last_n']}"
     return (
-        f"{MoEConfig.model_validate(moe).routing_label} in {where}, lb {moe['lb_coef']:g}, "
+        f"{config.routing_label} in {where}, {balance_setting(config)}, "
         f"z {moe['z_coef']:g}, noise {moe['noise_std']:g}"
     )

@@ -25,6 +25,7 @@ from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs
 from moectl.config import dump_yaml
 from moectl.fs import write_text
+from moectl.model.balance import balance_setting
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
 
@@ -142,7 +143,7 @@ def _runs_section(runs: list[RunLogs]) -> str:
     rows = []
     for run in runs:
         moe = run.config.moe
-        kind = f"MoE {moe.routing_label}, lb {moe.lb_coef}" if run.is_moe else "dense"
+        kind = f"MoE {moe.routing_label}, {balance_setting(moe)}" if run.is_moe else "dense"
         last_train = run.train[-1] if run.train else {}
         last_eval = run.eval[-1] if run.eval else {}
         events = run.collapse_events()

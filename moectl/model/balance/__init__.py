@@ -30,3 +30,8 @@ SCHEMES = _schemes()
 def make_balance(moe: MoEConfig, n_experts: int) -> Balance:
     """The scheme moe.balance names, for a layer of `n_experts` routed experts."""
     return SCHEMES[moe.balance].from_config(n_experts, moe)
+
+
+def balance_setting(moe: MoEConfig) -> str:
+    """How moe.balance balances, in a few words: `lb 0.01`, `bias rate 0.001, no LB loss`."""
+    return SCHEMES[moe.balance].setting(moe)

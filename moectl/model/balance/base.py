@@ -41,6 +41,12 @@ class Balance(nn.Module):
         """The scheme for a layer of `n_experts` routed experts, with its moe.* settings."""
         return cls(n_experts)
 
+    @classmethod
+    def setting(cls, moe: MoEConfig) -> str:
+        """How strongly this scheme balances, in a few words, for inspect, the report and the
+        model card (a loss-based scheme: its coefficient)."""
+        return f"lb {moe.lb_coef:g}"
+
     def aux_loss(self, assignment: Assignment) -> Tensor:
         """The loss this scheme adds for one forward (scaled by moe.lb_coef); 0 for none."""
         return assignment.logits.new_zeros(())

@@ -36,6 +36,10 @@ class BiasBalance(Balance):
     def from_config(cls, n_experts: int, moe: MoEConfig) -> BiasBalance:
         return cls(n_experts, moe.bias_update_rate)
 
+    @classmethod
+    def setting(cls, moe: MoEConfig) -> str:
+        return f"bias rate {moe.bias_update_rate:g}, no LB loss"
+
     def selection_bias(self) -> Tensor:
         return self.bias
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from moectl.model.balance.base import Balance
+
+if TYPE_CHECKING:
+    from moectl.config import MoEConfig
 
 
 class NoBalance(Balance):
@@ -10,3 +15,7 @@ class NoBalance(Balance):
 
     name = "none"
     adds_loss = False
+
+    @classmethod
+    def setting(cls, moe: MoEConfig) -> str:
+        return "no balancing"
