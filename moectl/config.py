@@ -123,6 +123,11 @@ class ModelConfig(StrictModel):
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None and self.n_head % self.n_kv_head:
             raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head")
+        if self.arch == "gpt2" and self.n_kv_head not in (None, self.n_head):
+            raise ValueError(
+                f"n_kv_head ({self.n_kv_head}) is grouped-query attention, which GPT-2 does not "
+                "have: drop it, or set model.arch=llama"
+            )
         return self
 
 

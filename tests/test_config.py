@@ -81,6 +81,9 @@ def test_typos_and_bounds_are_reported_with_field_paths():
         resolve_run_config("cpu", overrides=["train.collapse.threshold=1.5"])
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("nope")
+    with pytest.raises(ConfigError, match=r"drop it, or set model\.arch=llama"):
+        resolve_run_config("cpu", overrides=["model.n_kv_head=2"])  # silently ignored before
+    assert resolve_run_config("cpu", overrides=["model.n_kv_head=4"]).model.n_kv_head == 4
 
 
 def test_moe_layers_resolve_and_reject_out_of_range():

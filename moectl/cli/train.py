@@ -173,7 +173,8 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Train a dense or MoE GPT-2 on a prepared corpus; Ctrl-C saves a checkpoint to resume.
+    """Train a dense or MoE decoder (GPT-2 or Llama-family) on a prepared corpus; Ctrl-C saves
+    a checkpoint to resume.
 
     An interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM) after its checkpoint; resuming a
     run that is already complete does nothing and exits 0.
@@ -197,6 +198,11 @@ def train(
 
       moectl train --preset cpu-moe --data data/mix --run-dir runs/moe
         --set 'train.sinks=["tensorboard"]'
+
+      moectl train --preset cpu-moe --data data/mix --run-dir runs/bias
+        --set moe.balance=bias --set moe.top_k=2
+
+      moectl train --preset smollm2-moe --data data/mix --run-dir runs/smollm2
 
       torchrun --nproc_per_node=2 -m moectl train --preset cpu-moe --data data/mix
         --run-dir runs/moe-ddp
