@@ -247,3 +247,14 @@ def test_native_layout_round_trips_and_a_working_shared_expert_is_refused() -> N
     native["model.layers.1.mlp.shared_expert.down_proj.weight"][0, 0] = 1.0
     with pytest.raises(ModelError, match=r"shared_expert\.down_proj\.weight is not zero"):
         native_export.moectl_state_dict(native)
+
+
+@pytest.mark.parametrize("name", ["qwen3-dense-layer", "llama-bias"])
+def test_an_moe_export_as_model_pretrained_points_to_init_from(tmp_path, name) -> None:
+    """A Llama-family MoE export (native class or custom code) given as the dense base gets
+    the same one-line answer as a moectl artifact; before, a native one was refused as an
+    unsupported architecture ('qwen3_moe')."""
+    export_model(llama_artifact(tmp_path, CASES[name]), tmp_path / "hf")
+    with pytest.raises(ModelError, match="is an MoE model") as err:
+        build_model(llama_cfg(tmp_path / "hf"), 64, 16)
+    assert f"--init-from {tmp_path / 'hf'}" in err.value.hint

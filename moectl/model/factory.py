@@ -64,9 +64,11 @@ def build_model(
 def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrainedModel:
     """The dense model at a local directory or hub name, with ModelErrors a user can act on:
     its config.json's model_type must be of the family `arch` names."""
+    from moectl.model.hf_format import is_moe_export
+
     local = Path(spec).expanduser()
     if local.exists():
-        if (local / "model.json").is_file() or _is_moe_export(local):
+        if (local / "model.json").is_file() or is_moe_export(local):
             return _from_moectl_model(local, dropout, arch)
         if not (local / "config.json").is_file():
             raise ModelError(
@@ -109,12 +111,6 @@ def check_family(model_type: str, spec: str, arch: str) -> Family:
             hint=f"set model.arch={found.name}",
         )
     return found
-
-
-def _is_moe_export(path: Path) -> bool:
-    from moectl.model.hf_format import MOE_MODEL_TYPE, is_hf_dir, read_hf_config
-
-    return is_hf_dir(path) and read_hf_config(path).get("model_type") == MOE_MODEL_TYPE
 
 
 def _from_moectl_model(path: Path, dropout: float, arch: str) -> PreTrainedModel:

@@ -156,6 +156,15 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     return LoadedModel(model=model.to(device).eval(), meta=meta, tokenizer=_hf_tokenizer(path))
 
 
+def is_moe_export(path: Path) -> bool:
+    """A directory `moectl export` wrote for an MoE model: GPT-2's custom code, or a
+    Llama-family one as custom code or as a native transformers MoE class."""
+    if not is_hf_dir(path):
+        return False
+    config = read_hf_config(path)
+    return config.get("model_type") == MOE_MODEL_TYPE or moe_config_of(config) is not None
+
+
 def _llama_base(config: dict[str, Any]) -> dict[str, Any] | None:
     """The dense base config a Llama-family MoE export saved (moectl.export), else None."""
     return (config.get("moectl") or {}).get("base_config")
