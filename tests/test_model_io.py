@@ -114,6 +114,24 @@ def test_moe_config_is_derived_from_the_model_when_not_given(tmp_path):
     assert meta.moe_layers == [0]
 
 
+def test_a_derived_moe_config_keeps_scheme_scores_shared_and_fine_grained_experts(tmp_path):
+    """Saved without its MoEConfig, a model whose routing options are all non-default loads
+    back as the same model (before, the derived config dropped them and the load failed)."""
+    moe = MoEConfig(
+        enabled=True, layers=[1], n_experts=2, top_k=1, perturbation_std=0.5, balance="bias",
+        bias_update_rate=0.01, score="sigmoid", shared_experts=1, granularity=2,
+    )  # fmt: skip
+    model = tiny(moe)
+    for layer in moe_layers(model).values():
+        layer.balance.bias.copy_(torch.linspace(0.3, -0.3, moe.routed_experts))
+    save_model(model, tmp_path / "moe", ModelMeta())
+    loaded = load_model(tmp_path / "moe")
+    fields = ["n_experts", "top_k", "granularity", "score", "balance", "bias_update_rate",
+              "shared_experts"]  # fmt: skip
+    assert {f: getattr(loaded.meta.moe, f) for f in fields} == {f: getattr(moe, f) for f in fields}
+    assert torch.equal(logits(loaded.model), logits(model))
+
+
 def test_tokenizer_saved_and_returned(tmp_path):
     tok = small_tokenizer()
     save_model(tiny(), tmp_path / "m", ModelMeta(), tokenizer=tok)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +26,9 @@ from moectl.errors import ModelError
 from moectl.fs import atomic_directory
 from moectl.model.arch import Family, family, family_of
 from moectl.model.routing import moe_layers
+
+if TYPE_CHECKING:
+    from moectl.model.moe import MoEMLP
 
 # 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT-2 MLP per expert,
 # stacked on load (moectl.model.arch.gpt2).
@@ -126,15 +129,7 @@ def _complete_meta(
     layers = moe_layers(model)
     moe = meta.moe
     if layers and moe is None:
-        first = next(iter(layers.values()))
-        moe = MoEConfig(
-            enabled=True,
-            layers=list(layers),
-            n_experts=first.n_experts,
-            top_k=first.top_k,
-            noise_std=first.noise_std,
-            anneal_fraction=first.anneal_fraction,
-        )
+        moe = _moe_config_of(next(iter(layers.values())), list(layers))
     info = dict(meta.tokenizer)
     if tokenizer is not None and not info:
         info = {
@@ -151,6 +146,24 @@ def _complete_meta(
             "tokenizer": info,
             "tied": tied,
         }
+    )
+
+
+def _moe_config_of(layer: MoEMLP, layers: list[int]) -> MoEConfig:
+    """The MoEConfig that rebuilds `layer`'s routing in `layers`, for a model saved without one:
+    experts and top-k per upcycled copy, scores, scheme, shared experts, noise."""
+    g = layer.granularity
+    return MoEConfig(
+        enabled=True,
+        layers=layers,
+        n_experts=layer.n_experts // g,
+        top_k=layer.top_k // g,
+        granularity=g,
+        score=layer.gate.score,
+        shared_experts=layer.shared.n_experts if layer.shared is not None else 0,
+        noise_std=layer.noise_std,
+        anneal_fraction=layer.anneal_fraction,
+        **layer.balance.config_fields(),
     )
 
 

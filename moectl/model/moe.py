@@ -44,6 +44,7 @@ class MoEMLP(nn.Module):
         score: Score = "softmax",
         balance: Balance | None = None,
         shared: Experts | None = None,
+        granularity: int = 1,
     ) -> None:
         super().__init__()
         n_experts = experts.n_experts
@@ -56,6 +57,7 @@ class MoEMLP(nn.Module):
         self.layer_index = layer_index
         self.n_experts = n_experts
         self.top_k = top_k
+        self.granularity = granularity  # each upcycled copy is this many of the n_experts
         # The current noise std, kept on the layer's device: a Python float that changes every
         # step would make torch.compile re-trace the layer at each step.
         self.register_buffer("routing_noise", torch.tensor(float(noise_std)), persistent=False)
@@ -99,6 +101,7 @@ class MoEMLP(nn.Module):
             score=moe.score,
             balance=make_balance(moe, routed.n_experts),
             shared=shared,
+            granularity=g,
         )
         gate = torch.randn((moe.n_experts, hidden_size), generator=generator) * gate_init_std
         device = dense.device

@@ -47,6 +47,11 @@ class Balance(nn.Module):
         model card (a loss-based scheme: its coefficient)."""
         return f"lb {moe.lb_coef:g}"
 
+    def config_fields(self) -> dict[str, object]:
+        """The moe.* settings that rebuild this scheme (`from_config`'s inverse), for a model
+        saved without its MoEConfig."""
+        return {"balance": self.name}
+
     def aux_loss(self, assignment: Assignment) -> Tensor:
         """The loss this scheme adds for one forward (scaled by moe.lb_coef); 0 for none."""
         return assignment.logits.new_zeros(())

@@ -40,6 +40,9 @@ class BiasBalance(Balance):
     def setting(cls, moe: MoEConfig) -> str:
         return f"bias rate {moe.bias_update_rate:g}, no LB loss"
 
+    def config_fields(self) -> dict[str, object]:
+        return {"balance": self.name, "bias_update_rate": self.rate}
+
     def selection_bias(self) -> Tensor:
         return self.bias
 
