@@ -103,11 +103,12 @@ def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, a
 
 
 def _routing(meta: Any) -> str:
-    from moectl.model.balance import balance_setting
+    from moectl.model.balance import SCHEMES, balance_setting
 
     moe = meta.moe
     scores = "softmax" if moe.score == "softmax" else "sigmoid (DeepSeek-V3)"
-    selection = ", plus the per-expert balancing bias" if moe.balance == "bias" else ""
+    biased = SCHEMES[moe.balance].selects_with_bias
+    selection = ", plus the balancing scheme's per-expert selection bias" if biased else ""
     rows = [
         ("MoE layers", ", ".join(str(layer) for layer in meta.moe_layers)),
         ("routed experts per layer", moe.routed_experts),

@@ -184,7 +184,8 @@ def test_export_matches_moectl_without_moectl(tmp_path: Path, kind: str) -> None
     card = (tmp_path / "hf" / "README.md").read_text()
     if kind == "bias":  # the card describes the routing the export computes, not softmax + LB
         assert "| router | linear gate without bias, float32 sigmoid (DeepSeek-V3) scores |" in card
-        assert "| expert choice | top-k of the scores, plus the per-expert balancing bias |" in card
+        choice = "top-k of the scores, plus the balancing scheme's per-expert selection bias"
+        assert f"| expert choice | {choice} |" in card
         assert "| load balancing | bias: bias rate 0.001, no LB loss |" in card
         assert (
             "| routed experts per layer | 4 |" in card

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.model.balance import SCHEMES
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
 CODE_FILES = ("configuration_moectl_llama_moe.py", "modeling_moectl_llama_moe.py")
@@ -87,8 +88,6 @@ def custom_architecture(model_type: str) -> str:
 
 def _routed(base: dict[str, Any], moe: MoEConfig) -> dict[str, Any]:
     """The routed-expert sizes every native class takes (fine-grained experts included)."""
-    from moectl.model.balance import SCHEMES
-
     return {
         "num_experts_per_tok": moe.routed_top_k,
         "moe_intermediate_size": base["intermediate_size"] // moe.granularity,
@@ -192,8 +191,8 @@ def _routing_blocker(moe: MoEConfig) -> str | None:
     """What of moectl's routing no native class reproduces, or None."""
     if moe.score != "softmax":
         return "sigmoid router scores"
-    if moe.balance == "bias":
-        return "a selection bias (balance: bias)"
+    if SCHEMES[moe.balance].selects_with_bias:
+        return f"a selection bias (balance: {moe.balance})"
     if moe.shared_experts:
         return "shared experts of weight 1 (Qwen2-MoE's shared expert is sigmoid-gated)"
     return None

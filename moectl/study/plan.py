@@ -110,8 +110,10 @@ def without_balancing(config: RunConfig) -> RunConfig:
     """The no-LB variant as the collapse control whatever `--set` says: no balancing loss, no
     router noise and, where the scheme balances without a loss (`bias`), no scheme at all, so
     `--set moe.balance=bias` compares the bias scheme against no balancing."""
+    from moectl.model.balance import SCHEMES
+
     moe: dict[str, Any] = {"lb_coef": 0.0, "noise_std": 0.0}
-    if config.moe.balance == "bias":
+    if not SCHEMES[config.moe.balance].adds_loss:
         moe["balance"] = "none"
     raw = deep_merge(config.model_dump(mode="json"), {"moe": moe})
     return validate(RunConfig, raw, "study run 'no-lb'")

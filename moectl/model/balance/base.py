@@ -21,14 +21,17 @@ class Balance(nn.Module):
     """What a load-balancing scheme does: an aux loss, a selection bias, step hooks, state.
 
     `adds_loss`: whether `aux_loss` can be non-zero (an export weighs its LB loss by lb_coef
-    only then). `counts_before_step`: the trainer hands `begin_step` the optimizer step's
-    global expert counts before any of the step's forwards (a routing-only pass).
+    only then). `selects_with_bias`: whether `selection_bias` changes which experts inference
+    chooses (an export must then carry it: custom code, no native class).
+    `counts_before_step`: the trainer hands `begin_step` the optimizer step's global expert
+    counts before any of the step's forwards (a routing-only pass).
     `counts_after_step`: it hands `end_step` the counts the step's forwards made, after the
     optimizer step.
     """
 
     name: ClassVar[str]
     adds_loss: ClassVar[bool] = True
+    selects_with_bias: ClassVar[bool] = False
     counts_before_step: ClassVar[bool] = False
     counts_after_step: ClassVar[bool] = False
 

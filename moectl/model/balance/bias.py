@@ -25,6 +25,7 @@ class BiasBalance(Balance):
 
     name = "bias"
     adds_loss = False
+    selects_with_bias = True
     counts_after_step = True
 
     def __init__(self, n_experts: int, rate: float = 1e-3) -> None:
