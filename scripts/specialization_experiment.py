@@ -72,11 +72,10 @@ for _scheme in SCHEMES:
         ["moe.init=scratch", "moe.top_k=2", f"moe.balance={_scheme}"],
     )
 for _scheme in ("switch", "global"):
-    for _k, _prefix in ((1, "scratch"), (2, "scratch-top2")):
-        ARMS[f"{_prefix}-domain-{_scheme}"] = (
-            "scratch",
-            ["moe.init=scratch", f"moe.top_k={_k}", f"moe.balance={_scheme}", *DOMAIN_BATCHES],
-        )
+    for _k, _top in ((1, ""), (2, "top2-")):
+        _arm = [f"moe.top_k={_k}", f"moe.balance={_scheme}", *DOMAIN_BATCHES]
+        ARMS[f"{_top}domain-{_scheme}"] = ("upcycled", _arm)
+        ARMS[f"scratch-{_top}domain-{_scheme}"] = ("scratch", ["moe.init=scratch", *_arm])
 MATCHED_DENSE = {"upcycled": "dense", "scratch": "scratch-dense"}
 
 
