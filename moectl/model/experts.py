@@ -50,6 +50,14 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
+def slice_width(inner: int, granularity: int) -> int:
+    """The inner width of each of the `granularity` fine-grained experts an MLP `inner` wide is
+    split into (both expert kinds' upcycle); a ValueError when it does not divide."""
+    if inner % granularity:
+        raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
+    return inner // granularity
+
+
 def _noise(shape: torch.Size, source: Tensor, std: float, generator: torch.Generator | None):
     """perturbation noise for one expert's slice: std * (the dense parameter's std) * N(0, 1)."""
     return torch.randn(shape, generator=generator).to(source) * (std * source.std())
@@ -106,9 +114,7 @@ class StackedExperts(nn.Module):
         """
         fc, proj = dense.projections["fc"], dense.projections["proj"]
         hidden, inner = fc.weight.shape
-        if inner % granularity:
-            raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
-        width = inner // granularity
+        width = slice_width(inner, granularity)
         n_total = n_experts * granularity
         experts = cls(n_total, hidden, width, copy.deepcopy(dense.act), dense.dropout)
         dense_params = [fc.weight, fc.bias, proj.weight, proj.bias]
@@ -189,9 +195,7 @@ class SwiGLUExperts(nn.Module):
         """
         gate, up, down = (dense.projections[role].weight for role in ("gate", "up", "down"))
         inner, hidden = gate.shape
-        if inner % granularity:
-            raise ValueError(f"granularity {granularity} does not divide the MLP width {inner}")
-        width = inner // granularity
+        width = slice_width(inner, granularity)
         n_total = n_experts * granularity
         experts = cls(n_total, hidden, width, copy.deepcopy(dense.act))
         experts.to(device=gate.device, dtype=gate.dtype).train(dense.training)
