@@ -103,3 +103,16 @@ def test_paired_loss_difference_cancels_what_both_models_share():
     noisy = hard + rng.normal(0, 1.0, size=40)
     lo, hi = bootstrap.paired_loss_difference(noisy, hard, strata, 300).ci
     assert lo < 0 < hi
+
+
+def test_an_interval_inside_numerical_noise_is_never_a_verdict():
+    """Identical experts scored twice differ by ~1e-8 on a CPU whose kernels sum in another
+    order, and a one-document stratum gives a zero-width interval: neither is an effect."""
+    from moectl.analysis.bootstrap import resolved, verdict_of
+
+    assert verdict_of((-3e-8, -1e-8)) == "inherited"
+    assert verdict_of((2e-8, 5e-8)) == "inherited"
+    assert verdict_of((0.2, 0.2)) == "inherited"  # zero width, far from 0
+    assert verdict_of((1e-3, 2e-3)) == "emerged" and verdict_of((-2e-3, -1e-3)) == "reduced"
+    # the floor is relative to the compared quantities: a loss of 4 nats has 4x the noise
+    assert resolved((-5e-6, -2e-6)) and not resolved((-5e-6, -2e-6), scale=4.0 * 10)

@@ -5,7 +5,8 @@ routing rows of two tiny runs: top-1 and top-2, routing noise on, gradient accum
 at commit 55fb020, before the seam, and remade (one thread, as here) when issue 19 moved the CPU
 dispatch to grouped_mm: that changed the order in which the expert bias gradients are summed,
 and the losses by at most 4.2e-8 relative (same routing counts). The default scheme must
-reproduce them bit for bit.
+reproduce them: the routing counts exactly, every float within the fixture's stated tolerance
+(tests/stored.py), since another CPU's kernels move them by ~1e-7 relative.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import json
 from pathlib import Path
 
 import pytest
+from stored import assert_matches_stored, fixture
 
 from moectl.config import resolve_run_config
 from moectl.training.trainer import train_run
 
-REFERENCE = Path(__file__).parent / "fixtures" / "switch_reference.json"
+REFERENCE = "switch_reference.json"
 RUNS = {
     "top1": ["moe.top_k=1"],
     "top2": ["moe.top_k=2"],
@@ -54,11 +56,11 @@ def reference_rows(corpus: Path, run_dir: Path, overrides: list[str]) -> dict[st
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_switch_reproduces_the_pre_seam_losses_bitwise(tiny_corpus, tmp_path, name):
-    expected = json.loads(REFERENCE.read_text())[name]
+def test_switch_reproduces_the_pre_seam_losses(tiny_corpus, tmp_path, name):
+    expected = json.loads(fixture(REFERENCE).read_text())[name]
     got = reference_rows(tiny_corpus, tmp_path / name, RUNS[name])
-    assert got["train"] == expected["train"]
     assert [r["layers"]["1"]["counts"] for r in got["routing"]] == [
         r["layers"]["1"]["counts"] for r in expected["routing"]
     ]
-    assert got["routing"] == expected["routing"]
+    assert_matches_stored(REFERENCE, got["train"], expected["train"], "train")
+    assert_matches_stored(REFERENCE, got["routing"], expected["routing"], "routing")

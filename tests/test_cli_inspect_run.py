@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from stored import fixture as stored_fixture
 
 from moectl.config import resolve_run_config
 from moectl.training.trainer import train_run
@@ -47,10 +48,7 @@ def test_inspect_checkpoint_and_model(cli, moe_run):
 
 def test_inspect_format_1_artifact(cli):
     """tests/fixtures/model_v1_moe: per-expert tensors, stacked on load; counted the same."""
-    from pathlib import Path
-
-    fixture = Path(__file__).parent / "fixtures" / "model_v1_moe"
-    summary = json.loads(cli("inspect", fixture, "--json").output)
+    summary = json.loads(cli("inspect", stored_fixture("model_v1_moe"), "--json").output)
     assert summary["kind"] == "model" and summary["step"] == 7
     assert summary["experts"] == {"1": 3} and summary["top_k"] == 2
     expert = (4 * 16 + 16) + (16 * 4 + 4)

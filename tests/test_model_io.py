@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from stored import assert_tensor_matches_stored, fixture
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -18,8 +19,6 @@ from moectl.errors import ModelError
 from moectl.model.factory import apply_moe, build_model
 from moectl.model.io import ModelMeta, load_model, save_model
 from moectl.model.routing import moe_layers
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 IDS = torch.arange(24).remainder(50).reshape(2, 12)
 
@@ -84,12 +83,12 @@ def test_moe_round_trip_identical_logits_and_layout(tmp_path):
 
 def test_format_1_artifact_loads_with_the_logits_it_was_saved_with(tmp_path):
     """tests/fixtures/README.md: written by moectl before experts were stacked."""
-    reference = load_file(str(FIXTURES / "model_v1_moe_logits.safetensors"))
-    loaded = load_model(FIXTURES / "model_v1_moe")
+    reference = load_file(str(fixture("model_v1_moe_logits.safetensors")))
+    loaded = load_model(fixture("model_v1_moe"))
     assert loaded.meta.format_version == 1 and loaded.meta.moe_layers == [1]
     with torch.no_grad():
         got = loaded.model(reference["input_ids"]).logits
-    torch.testing.assert_close(got, reference["logits"], atol=1e-6, rtol=1e-5)
+    assert_tensor_matches_stored("model_v1_moe_logits.safetensors", got, reference["logits"])
     resaved = save_model(loaded.model, tmp_path / "v2", loaded.meta)
     again = load_model(resaved)
     assert again.meta.format_version == 2
@@ -98,7 +97,7 @@ def test_format_1_artifact_loads_with_the_logits_it_was_saved_with(tmp_path):
 
 
 def test_format_1_artifact_missing_an_expert_tensor_names_it(tmp_path):
-    path = Path(shutil.copytree(FIXTURES / "model_v1_moe", tmp_path / "v1"))
+    path = Path(shutil.copytree(fixture("model_v1_moe"), tmp_path / "v1"))
     tensors = load_file(str(path / "model.safetensors"))
     del tensors["transformer.h.1.mlp.experts.2.c_proj.bias"]
     save_file(tensors, str(path / "model.safetensors"))

@@ -178,8 +178,8 @@ def test_seed_interval_resamples_seeds_then_documents():
 def test_loss_finding_over_seeds_counts_verdicts():
     dense = [_result(f"dense{s}", [], [2.0, 2.1, 2.0, 2.1, 2.0, 2.1]) for s in range(2)]
     moe = [
-        _result("moe", [], [1.9, 2.0, 1.9, 2.0, 1.9, 2.0]),
-        _result("moe-seed1", [], [2.1, 2.2, 2.1, 2.2, 2.1, 2.2]),
+        _result("moe", [], [1.9, 2.05, 1.92, 2.0, 1.88, 2.03]),
+        _result("moe-seed1", [], [2.1, 2.15, 2.12, 2.2, 2.08, 2.17]),
     ]
     finding = loss_finding(moe, dense)
     assert finding.seed_verdicts == {"better": 1, "worse": 1}

@@ -135,9 +135,30 @@ def format_interval(ci: tuple[float, float] | None, digits: int = 3, signed: boo
     return f"[{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
 
 
-def verdict_of(ci: tuple[float, float]) -> Verdict:
+# Relative size below which a difference or an interval's width is float rounding, not an effect:
+# the same computation summed in another kernel order moves by ~1e-8 relative (docs/testing.md).
+NUMERICAL_NOISE = 1e-6
+
+
+def resolved(ci: tuple[float, float], scale: float = 1.0) -> bool:
+    """Whether an interval can carry a verdict: wider than numerical noise and reaching beyond it.
+
+    A zero-width interval (one document, identical models) or one whose bounds are float noise
+    around 0 (identical experts scored twice) says nothing about an effect, whichever side of 0
+    it lies on. `scale` is the size of the compared quantities (1 for an NMI, the loss for a loss
+    difference), so the noise floor is relative.
+    """
+    floor = NUMERICAL_NOISE * max(1.0, abs(scale))
+    lo, hi = ci
+    return hi - lo > floor and max(abs(lo), abs(hi)) > floor
+
+
+def verdict_of(ci: tuple[float, float], scale: float = 1.0) -> Verdict:
     """'emerged' when the whole interval of (trained - init) is above 0, 'reduced' when below,
-    else 'inherited': training neither added nor removed specialization detectably."""
+    else 'inherited': training neither added nor removed specialization detectably. An interval
+    that is not `resolved` is never a verdict: 'inherited'."""
+    if not resolved(ci, scale):
+        return "inherited"
     if ci[0] > 0:
         return "emerged"
     if ci[1] < 0:

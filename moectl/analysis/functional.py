@@ -147,7 +147,11 @@ def _arm(
         n_draws=len(draws),
         difference=float(difference.mean()),
         ci=ci,
-        verdict="specialized" if ci[1] < 0 else "not specialized",
+        verdict=(
+            "specialized"
+            if ci[1] < 0 and bootstrap.resolved(ci, float(random_loss.mean()))
+            else "not specialized"
+        ),
     )
 
 

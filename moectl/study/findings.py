@@ -27,6 +27,7 @@ from moectl.analysis.bootstrap import (
     PairedDifference,
     format_interval,
     paired_block_difference,
+    resolved,
     seed_interval,
     verdict_of,
 )
@@ -102,7 +103,11 @@ def _seed_note(counts: Counter[str], n: int) -> str:
     return f" Over {n} seeds: {parts}; the interval resamples seeds, then documents."
 
 
-def _loss_verdict(ci: tuple[float, float]) -> str:
+def _loss_verdict(ci: tuple[float, float], scale: float) -> str:
+    """'better' / 'worse' when the whole interval of a loss difference is below / above 0 and
+    `resolved` at the losses' `scale`, else 'no detectable difference'."""
+    if not resolved(ci, scale):
+        return "no detectable difference"
     if ci[1] < 0:
         return "better"
     if ci[0] > 0:
@@ -116,8 +121,9 @@ def _loss_comparison(
     """a - b per seed, combined over seeds: (value, ci, verdict, seed verdicts, per seed)."""
     diffs = [paired_difference(x, y) for x, y in zip(a, b, strict=True)]
     value, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
-    counts = Counter(_loss_verdict(d.ci) for d in diffs)
-    return value, ci, _loss_verdict(ci), counts, diffs
+    scale = float(np.mean([r.loss for r in b]))
+    counts = Counter(_loss_verdict(d.ci, scale) for d in diffs)
+    return value, ci, _loss_verdict(ci, scale), counts, diffs
 
 
 def _per_seed_losses(
