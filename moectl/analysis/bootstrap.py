@@ -18,6 +18,7 @@ Intervals over training seeds, which add the seeds' own variation, are in `moect
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -66,6 +67,7 @@ def _t_central_probability(t: float, df: int) -> float:
     return sin * total
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: int) -> float:
     """The p-quantile of Student's t on `df` degrees of freedom (bisection on its CDF)."""
     if df < 1 or not 0 < p < 1:
@@ -76,7 +78,7 @@ def t_quantile(p: float, df: int) -> float:
     low, high = 0.0, 1.0
     while _t_central_probability(high, df) < target:
         low, high = high, 2 * high
-    for _ in range(200):
+    while high - low > 1e-12 * high:
         middle = (low + high) / 2
         if _t_central_probability(middle, df) < target:
             low = middle
