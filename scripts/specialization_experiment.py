@@ -3,7 +3,7 @@
 Trains every arm on the quickstart's corpus and model, once per seed, evaluates every run on the
 same eval blocks and prints one markdown table per arm and layer, over seeds: the trained NMI,
 the router-made difference (trained minus the init gate on the trained hidden states, the
-frozen-gate control) with its seeds-then-documents interval and the verdict count per seed, the
+frozen-gate control) with its seed-level interval and the verdict count per seed, the
 random-gate percentile, the probe ceiling, the domain NMI given the token id, the first-choice
 NMI, the functional test and the eval loss against the matched dense run of the same seed.
 
@@ -33,7 +33,7 @@ from moectl.analysis.results import Emergence, EvaluationResult
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
-from moectl.study.findings import combine_seeds, paired_difference
+from moectl.study.findings import combine_seeds, loss_comparison
 from moectl.study.parallel import RESULT_FILE, TrainJob, run_parallel
 from moectl.study.plan import PLANS, plan_configs
 
@@ -103,7 +103,8 @@ def _mean(values: list[float]) -> str:
 
 
 def _over_seeds(emergences: list[Emergence]) -> str:
-    """Mean difference with its seeds-then-documents interval, and the verdict per seed."""
+    """Mean difference with its seed-level interval (one seed: its document interval), and the
+    verdict per seed."""
     known = [e for e in emergences if e.difference is not None and e.ci is not None]
     if not known:
         return "- | -"
@@ -114,8 +115,7 @@ def _over_seeds(emergences: list[Emergence]) -> str:
 
 
 def _loss(runs: list[EvaluationResult], dense: list[EvaluationResult]) -> str:
-    diffs = [paired_difference(r, d) for r, d in zip(runs, dense, strict=True)]
-    mean, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
+    mean, ci, *_ = loss_comparison(runs, dense)
     return f"{mean:+.3f} {format_interval(ci)}"
 
 

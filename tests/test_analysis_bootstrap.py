@@ -116,3 +116,49 @@ def test_an_interval_inside_numerical_noise_is_never_a_verdict():
     assert verdict_of((1e-3, 2e-3)) == "emerged" and verdict_of((-2e-3, -1e-3)) == "reduced"
     # the floor is relative to the compared quantities: a loss of 4 nats has 4x the noise
     assert resolved((-5e-6, -2e-6)) and not resolved((-5e-6, -2e-6), scale=4.0 * 10)
+
+
+def _domain_tables(rng, strata, specialized: bool) -> np.ndarray:
+    """(units, 3, 4) counts: each unit's tokens in its domain's row, routed to the expert of
+    its domain (specialized) or at random."""
+    tables = np.zeros((len(strata), 3, 4))
+    for unit, domain in enumerate(strata):
+        if specialized:
+            tables[unit, domain, domain] = rng.integers(20, 40)
+        else:
+            tables[unit, domain] = rng.integers(0, 9, size=4)
+    return tables
+
+
+def test_fewer_than_the_minimum_documents_in_a_domain_give_no_verdict():
+    """`prepare-data --source builtin --size-mb 0.1` holds code 1, math 16, prose 10 eval
+    documents: the code stratum never varies, so its interval is no verdict."""
+    rng = np.random.default_rng(4)
+    few, enough = np.repeat([0, 1, 2], [1, 16, 10]), np.repeat([0, 1, 2], [10, 16, 10])
+    assert bootstrap.MIN_DOCUMENTS == 10
+    assert not bootstrap.enough_documents(few) and bootstrap.enough_documents(enough)
+    assert not bootstrap.enough_documents(np.zeros(0))
+    assert bootstrap.verdict_of((0.1, 0.2), few) == "too few documents"
+    assert bootstrap.verdict_of((0.1, 0.2), enough) == "emerged"
+    for strata, verdict in ((few, "too few documents"), (enough, "emerged")):
+        found = bootstrap.nmi_intervals(
+            _domain_tables(rng, strata, True), _domain_tables(rng, strata, False), strata, 200
+        )
+        assert found.difference_ci[0] > 0 and found.difference_verdict == verdict
+        loss = rng.normal(3, 0.2, len(strata))
+        paired = bootstrap.paired_loss_difference(loss - 0.5, loss, strata, 200)
+        assert paired.ci[1] < 0 and paired.enough_documents == (verdict == "emerged")
+
+
+def test_expanded_percentile_interval_widens_with_fewer_units_per_stratum():
+    """The expansion takes n from the smallest stratum: 20 documents in each of 3 domains
+    widen a 95% interval like 20 documents, not 60; without strata it is the plain one."""
+    samples = np.random.default_rng(5).normal(0, 1, 20000)
+    plain = bootstrap.percentile_ci(samples)
+    twenty = bootstrap.percentile_ci(samples, strata=np.repeat([0, 1, 2], 20))
+    lopsided = bootstrap.percentile_ci(samples, strata=np.repeat([0, 1, 2], [20, 200, 200]))
+    hundred = bootstrap.percentile_ci(samples, strata=np.repeat([0, 1, 2], 100))
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(twenty) == pytest.approx(width(lopsided))
+    assert width(twenty) / width(plain) == pytest.approx(1.095, abs=0.01)
+    assert 1.0 < width(hundred) / width(plain) < width(twenty) / width(plain)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -159,9 +160,31 @@ def test_the_product_level_is_95_percent():
     assert bootstrap.percentile_ci(samples) == pytest.approx((25.0, 975.0))
 
 
+T_975 = {5: 2.570582, 11: 2.200985, 19: 2.093024}
+"""Student's t 97.5% quantiles from a printed table, by degrees of freedom."""
+
+
+def expanded_percentiles(n: int) -> list[float]:
+    """Hesterberg's expanded 95% percentile interval's percentiles for n units per stratum:
+    the normal tail beyond sqrt(n / (n - 1)) t_{n-1, 0.975}."""
+    tail = 100 * NormalDist().cdf(-np.sqrt(n / (n - 1)) * T_975[n - 1])
+    return [tail, 100 - tail]
+
+
+def test_t_quantiles_and_the_expanded_level_against_printed_values():
+    for df, quantile in T_975.items():
+        assert bootstrap.t_quantile(0.975, df) == pytest.approx(quantile, abs=2e-6)
+        assert bootstrap.t_quantile(0.025, df) == pytest.approx(-quantile, abs=2e-6)
+    assert bootstrap.t_quantile(0.975, 1) == pytest.approx(12.706205, abs=2e-6)
+    assert bootstrap.t_quantile(0.95, 4) == pytest.approx(2.131847, abs=2e-6)
+    assert bootstrap.expanded_level(0.95, 20) == pytest.approx(1 - expanded_percentiles(20)[0] / 50)
+    assert bootstrap.expanded_level(0.95, 1) == 0.95
+
+
 def test_paired_loss_intervals_are_shifted_percentiles_of_the_resampled_means():
     """Hand computation from the same resamples: mean differences (absolute and relative to
-    b), shifted by their bootstrap bias, 2.5th and 97.5th percentiles. Repeatable by seed."""
+    b), shifted by their bootstrap bias, the expanded percentiles of 12 documents per domain.
+    Repeatable by seed."""
     rng = np.random.default_rng(3)
     strata = np.repeat([0, 1, 2], 12)
     loss_b = 3.0 + rng.normal(0, 0.4, len(strata))
@@ -172,7 +195,7 @@ def test_paired_loss_intervals_are_shifted_percentiles_of_the_resampled_means():
     mean_b = weights @ loss_b / weights.sum(1)
 
     def shifted(samples, point):
-        return tuple(np.percentile(samples - (samples.mean() - point), [2.5, 97.5]))
+        return tuple(np.percentile(samples - (samples.mean() - point), expanded_percentiles(12)))
 
     difference = loss_a.mean() - loss_b.mean()
     assert found.difference == pytest.approx(difference)
@@ -188,9 +211,9 @@ def test_paired_loss_intervals_are_shifted_percentiles_of_the_resampled_means():
 
 
 def shifted_ci(samples: np.ndarray, point: float, floor: float) -> tuple[float, float]:
-    """The documented interval: samples shifted by their bootstrap bias, central 95%, then
-    clipped at the quantity's natural bound."""
-    low, high = np.percentile(samples - (samples.mean() - point), [2.5, 97.5])
+    """The documented interval: samples shifted by their bootstrap bias, the expanded
+    percentiles of 6 units per stratum, then clipped at the quantity's natural bound."""
+    low, high = np.percentile(samples - (samples.mean() - point), expanded_percentiles(6))
     return max(low, floor), max(high, floor)
 
 

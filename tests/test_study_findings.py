@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moectl.analysis.bootstrap import seed_interval, verdict_of
+from moectl.analysis import bootstrap
+from moectl.analysis.bootstrap import verdict_of
 from moectl.analysis.results import (
     Emergence,
     EvaluationResult,
@@ -21,11 +22,14 @@ from moectl.analysis.results import (
     TokenIdScore,
 )
 from moectl.analysis.runs import RunLogs
+from moectl.analysis.seeds import interval_standard_error, seed_interval
 from moectl.config import RunConfig
 from moectl.study.findings import (
     collapse_finding,
     layer_source,
     loss_finding,
+    loss_replicates,
+    paired_difference,
     specialization_finding,
 )
 
@@ -78,13 +82,16 @@ def _layer(
 
 
 def _result(name: str, layers: list[RoutingAnalysis], loss: list[float] | None = None, **kw):
-    block_loss = loss if loss is not None else [2.0] * 6
+    """A result evaluated on blocks of equal numbers per domain, one document each (10 per
+    domain unless `loss` gives other blocks), in domain order."""
+    block_loss = loss if loss is not None else [2.0] * 30
     return EvaluationResult(
         name=name, model_path=name, kind="moe" if layers else "dense", corpus="c",
         corpus_name="c", split="eval", blocks=len(block_loss), tokens=60,
         loss=float(np.mean(block_loss)), ppl=7.0, domain_loss={d: 2.0 for d in DOMAINS},
         domain_ppl={}, domain_tokens={}, routing=layers, top_k=layers[0].top_k if layers else None,
-        block_index=list(range(len(block_loss))), block_domain=[0, 0, 1, 1, 2, 2],
+        block_index=list(range(len(block_loss))),
+        block_domain=[i * 3 // len(block_loss) for i in range(len(block_loss))],
         block_loss=block_loss, **kw,
     )  # fmt: skip
 
@@ -161,31 +168,96 @@ def test_seed_counts_and_the_seed_level_interval_when_seeds_disagree():
     assert finding.seed_verdicts == {"made by the router": 2, "from the representation": 1}
     assert "in 2 of 3" in finding.text
     assert finding.value == pytest.approx((0.08 - 0.02 + 0.05) / 3)
-    # Wider than any one seed's interval: the seeds disagree more than the documents say.
-    assert finding.ci[1] - finding.ci[0] > 0.02
+    # The t interval on 2 degrees of freedom over the seeds, plus the bound on the document
+    # variance they share (stored intervals only: se_s se_t), not a resample of three values.
+    se = interval_standard_error((0.0, 0.02))
+    half = 4.302653 * np.sqrt(np.var([0.08, -0.02, 0.05], ddof=1) / 3 + se**2)
+    assert finding.ci == pytest.approx((finding.value - half, finding.value + half), rel=1e-5)
+    assert "t interval on 2 degrees of freedom" in finding.text
+    assert "resamples seeds" not in finding.text
 
 
-def test_seed_interval_resamples_seeds_then_documents():
-    agree = seed_interval([0.1, 0.1, 0.1], [(0.08, 0.12)] * 3)
-    assert agree.mean == pytest.approx(0.1) and agree.n_seeds == 3
-    assert 0.08 < agree.ci[0] < 0.1 < agree.ci[1] < 0.12  # three seeds' documents: narrower
-    disagree = seed_interval([0.1, -0.1, 0.1], [(0.08, 0.12), (-0.12, -0.08), (0.08, 0.12)])
-    assert disagree.ci[0] < -0.05 and disagree.ci[1] > 0.09
-    with pytest.raises(ValueError):
-        seed_interval([], [])
+def test_one_seed_says_it_cannot_speak_for_another_seed():
+    finding = specialization_finding({"top-1": [_result("moe", [_layer(2, 0.3, 0.0, 0.22)])]})
+    assert finding.ci == pytest.approx((0.07, 0.09)) and finding.seed_verdicts
+    assert "One seed" in finding.text and "another training seed" in finding.text
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_interval([0.1], doc_se=[0.01])
+
+
+def _losses(rng: np.random.Generator, offset: float, spread: float = 0.3) -> list[float]:
+    """Per-block losses of 30 one-block documents (10 per domain): shared difficulty (seeded
+    by `rng`'s first draw) plus a model offset."""
+    return list(2.0 + offset + spread * rng.standard_normal(30))
+
+
+def test_loss_seeds_use_the_document_variance_they_share():
+    """Two MoE seeds scored on the same documents: each seed's replicates are its own paired
+    bootstrap (the same resamples), so they reproduce its document interval; the seeds' errors
+    share the documents, and the combined interval is the t interval with their covariance."""
+    hard = _losses(np.random.default_rng(0), 0.0)
+    noise = np.random.default_rng(1).normal(0, 0.05, size=(2, 30))
+    dense = [_result(f"dense{s}", [], hard) for s in range(2)]
+    moe = [_result(f"moe{s}", [], list(np.array(hard) - 0.1 + noise[s])) for s in range(2)]
+    replicates = loss_replicates(moe, dense)
+    assert replicates.shape == (2, bootstrap.N_BOOTSTRAP)
+    strata = np.repeat([0, 1, 2], 10)
+    for row, (x, y) in zip(replicates, zip(moe, dense, strict=True), strict=True):
+        own = paired_difference(x, y)
+        assert bootstrap.percentile_ci(row, own.difference, strata=strata) == pytest.approx(own.ci)
+    finding = loss_finding(moe, dense)
+    combined = seed_interval(
+        [paired_difference(x, y).difference for x, y in zip(moe, dense, strict=True)], replicates
+    )
+    assert finding.ci == pytest.approx(combined.ci) and finding.verdict == "better"
+    # Results evaluated on other blocks share no resample: the bound from each interval instead.
+    other = _result("moe-other", [], list(np.array(hard) - 0.1), block_document=list(range(1, 31)))
+    assert loss_replicates([moe[0], other], dense) is None
 
 
 def test_loss_finding_over_seeds_counts_verdicts():
-    dense = [_result(f"dense{s}", [], [2.0, 2.1, 2.0, 2.1, 2.0, 2.1]) for s in range(2)]
+    dense = [_result(f"dense{s}", [], [2.0, 2.1, 2.0, 2.1, 2.0, 2.1] * 5) for s in range(2)]
     moe = [
-        _result("moe", [], [1.9, 2.05, 1.92, 2.0, 1.88, 2.03]),
-        _result("moe-seed1", [], [2.1, 2.15, 2.12, 2.2, 2.08, 2.17]),
+        _result("moe", [], [1.9, 2.05, 1.92, 2.0, 1.88, 2.03] * 5),
+        _result("moe-seed1", [], [2.1, 2.15, 2.12, 2.2, 2.08, 2.17] * 5),
     ]
     finding = loss_finding(moe, dense)
     assert finding.seed_verdicts == {"better": 1, "worse": 1}
     assert finding.verdict == "no detectable difference"
     assert finding.value == pytest.approx(0.0, abs=1e-9) and finding.ci[0] < 0 < finding.ci[1]
     assert len([d for d in finding.details if ", run moe" in d]) == 2
+
+
+def _few_documents(name: str, layers: list[RoutingAnalysis], loss: list[float]) -> EvaluationResult:
+    """A result like `prepare-data --source builtin --size-mb 0.1`'s eval split: code 1
+    document (2 blocks), math 16, prose 10."""
+    documents = [0, 0, *range(1, 17), *range(17, 27)]
+    return _result(name, layers, loss, block_document=documents).model_copy(
+        update={"block_domain": [0, 0] + [1] * 16 + [2] * 10}
+    )
+
+
+def test_too_few_documents_in_a_domain_gives_no_verdict():
+    rng = np.random.default_rng(2)
+    hard = _losses(rng, 0.0)[:28]
+    dense = _few_documents("dense", [], hard)
+    moe = _few_documents("moe", [_layer(2, 0.3, 0.0, 0.1)], list(np.array(hard) - 0.3))
+    finding = loss_finding([moe], [dense])
+    assert finding.verdict == "too few documents" and not finding.reproduced
+    assert finding.ci is None and finding.seed_verdicts == {"too few documents": 1}
+    assert "code 1, math 16, prose 10" in finding.text and "at least 10" in finding.text
+    special = specialization_finding({"top-1": [moe]})
+    assert special.verdict == "too few documents" and not special.reproduced
+    assert "code 1, math 16, prose 10" in special.text
+    assert layer_source("too few documents", "emerged") == "too few documents"
+    # Ten documents in every domain are enough.
+    assert (
+        loss_finding(
+            [_result("moe", [], list(np.array(_losses(rng, 0.0)) - 0.3))],
+            [_result("dense", [], _losses(rng, 0.0))],
+        ).verdict
+        != "too few documents"
+    )
 
 
 def test_functional_cases_are_counted():

@@ -20,7 +20,8 @@ class Emergence(BaseModel):
     """Trained minus init-router NMI on the same blocks, with its paired bootstrap interval.
 
     `verdict` is 'emerged' (interval above 0), 'inherited' (contains 0), 'reduced' (below 0),
-    or None when the model has no init control (then difference and ci are None too).
+    'too few documents' (a domain has fewer than `bootstrap.MIN_DOCUMENTS`: no verdict), or None
+    when the model has no init control (then difference and ci are None too).
     """
 
     difference: float | None = None
@@ -281,7 +282,8 @@ class Finding(BaseModel):
     The report's findings table shows `verdict`, the one number that decides it (`measure`,
     `value`, `ci`) and what that number is compared against (`control`); `details` are the
     supporting numbers below the table. Over several seeds `value`/`ci` are the mean over seeds
-    and its seed-then-document interval, and `seed_verdicts` counts the seeds per verdict.
+    and its seed-level interval (`moectl.analysis.seeds`: a t interval over the seeds plus the
+    document variance they share), and `seed_verdicts` counts the seeds per verdict.
     """
 
     key: str

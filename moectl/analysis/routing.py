@@ -52,7 +52,7 @@ def specialization(
             emergent = Emergence(
                 difference=intervals.difference,
                 ci=intervals.difference_ci,
-                verdict=bootstrap.verdict_of(intervals.difference_ci),
+                verdict=intervals.difference_verdict,
             )
         extra = {
             "nmi_ci": intervals.nmi_ci,
@@ -247,7 +247,7 @@ class LayerRouting:
             fields["router_made"] = Emergence(
                 difference=paired.difference,
                 ci=paired.difference_ci,
-                verdict=bootstrap.verdict_of(paired.difference_ci),
+                verdict=paired.difference_verdict,
             )
         if self.token_ids:
             fields["token_id"] = token_id_score(

@@ -11,9 +11,12 @@ Every finding is judged against a control that could have failed, with its uncer
   not beat its frozen gate; "reduced by training" when it fell below the step-0 model's. The
   random-assignment baseline (shuffled labels) is only the estimator's bias and decides nothing.
 Each variant maps to one result per seed (the same order as `seeds`). With two or more seeds a
-finding's number is the mean over seeds with a hierarchical (seeds, then documents) interval,
-and `seed_verdicts` counts the seeds giving each verdict. When the honest answer is "no effect
-at this scale", the text says so, with the numbers.
+finding's number is the mean over seeds with a t interval over the seeds that adds the document
+variance they share (`moectl.analysis.seeds`), and `seed_verdicts` counts the seeds giving each
+verdict; one seed's interval is over documents only and says nothing about another seed. With
+fewer than `MIN_DOCUMENTS` eval documents in a domain there is no verdict: "too few documents",
+with the counts. When the honest answer is "no effect at this scale", the text says so, with the
+numbers.
 """
 
 from __future__ import annotations
@@ -24,15 +27,25 @@ from pathlib import Path
 import numpy as np
 
 from moectl.analysis.bootstrap import (
+    MIN_DOCUMENTS,
+    TOO_FEW,
     PairedDifference,
     format_interval,
     paired_block_difference,
+    resampled_mean,
     resolved,
-    seed_interval,
+    unit_losses,
+    unit_strata,
     verdict_of,
 )
 from moectl.analysis.results import Emergence, EvaluationResult, Finding, RoutingAnalysis
 from moectl.analysis.runs import RunLogs, load_run
+from moectl.analysis.seeds import (
+    interval_standard_error,
+    paired_replicates,
+    seed_interval,
+    shared_resamples,
+)
 
 SOURCE_ORDER = (
     "made by the router",
@@ -40,6 +53,7 @@ SOURCE_ORDER = (
     "rose, router not separated",
     "reduced by training",
     "inherited",
+    TOO_FEW,
     "no control",
 )
 """Per-layer sources of domain routing, strongest claim first (the finding takes the first that
@@ -86,43 +100,120 @@ def paired_difference(a: EvaluationResult, b: EvaluationResult) -> PairedDiffere
     )
 
 
+def _units(result: EvaluationResult) -> np.ndarray:
+    """Each evaluated block's bootstrap unit: its document (its block, in older results)."""
+    return np.array(result.block_document or result.block_index)
+
+
+def loss_replicates(a: list[EvaluationResult], b: list[EvaluationResult]) -> np.ndarray | None:
+    """(S, B): per seed, a - b in mean eval loss recomputed on the same document resamples
+    (`seeds.shared_resamples`), or None when the seeds were not all evaluated on the same
+    blocks (then the seeds share no resample)."""
+    first = a[0]
+    if any(
+        r.block_index != first.block_index or r.block_document != first.block_document
+        for r in (*a, *b)
+    ):
+        return None
+    units = _units(first)
+    weights = shared_resamples(unit_strata(np.array(first.block_domain), units))
+    rows = []
+    for x, y in zip(a, b, strict=True):
+        loss_x, blocks = unit_losses(np.array(x.block_loss), units)
+        loss_y, _ = unit_losses(np.array(y.block_loss), units)
+        rows.append(paired_replicates(resampled_mean, loss_x, loss_y, weights * blocks))
+    return np.stack(rows)
+
+
 def combine_seeds(
-    points: list[float], cis: list[tuple[float, float]]
+    points: list[float],
+    cis: list[tuple[float, float]],
+    replicates: np.ndarray | None = None,
 ) -> tuple[float, tuple[float, float]]:
-    """One seed: its own estimate and interval; several: their mean and the seed-level one."""
+    """One seed: its own estimate and document interval (which cannot speak for another seed);
+    several: their mean and the seed-level t interval, the document variance the seeds share
+    taken from `replicates` (S, B) on shared resamples, else bounded from each seed's interval."""
     if len(points) == 1:
         return points[0], cis[0]
-    combined = seed_interval(points, cis)
+    doc_se = None if replicates is not None else [interval_standard_error(ci) for ci in cis]
+    combined = seed_interval(points, replicates, doc_se)
     return combined.mean, combined.ci
 
 
-def _seed_note(counts: Counter[str], n: int) -> str:
+def _seed_note(counts: Counter[str], n: int, interval: bool = True) -> str:
+    """What the seeds say, and what the interval is over."""
     if n < 2:
-        return ""
+        if not interval:
+            return " One seed: whether another training seed would agree is not known."
+        return (
+            " One seed: the interval is over eval documents only; it cannot say whether "
+            "another training seed would agree."
+        )
     parts = ", ".join(f"{verdict} in {k} of {n}" for verdict, k in counts.most_common())
-    return f" Over {n} seeds: {parts}; the interval resamples seeds, then documents."
+    if not interval:
+        return f" Over {n} seeds: {parts}."
+    return (
+        f" Over {n} seeds: {parts}; the interval is a t interval on {n - 1} degrees of freedom "
+        "over the seeds' values, widened by the document variance they share."
+    )
 
 
-def _loss_verdict(ci: tuple[float, float], scale: float) -> str:
+def documents_per_domain(result: EvaluationResult) -> dict[str, int]:
+    """Eval documents (units) per domain with blocks, named as in `domain_loss`."""
+    if not result.block_domain:
+        return {}
+    ids, sizes = np.unique(
+        unit_strata(np.array(result.block_domain), _units(result)), return_counts=True
+    )
+    names = list(result.domain_loss)
+    if len(names) != len(ids):
+        names = [f"domain {i}" for i in ids]
+    return dict(zip(names, (int(n) for n in sizes), strict=True))
+
+
+def document_shortage(results: list[EvaluationResult]) -> str | None:
+    """The 'too few documents' sentence with the counts, when any result has a domain with
+    fewer than MIN_DOCUMENTS eval documents; None when every domain has enough."""
+    for result in results:
+        counts = documents_per_domain(result)
+        if counts and min(counts.values()) < MIN_DOCUMENTS:
+            listed = ", ".join(f"{domain} {n}" for domain, n in counts.items())
+            return (
+                f"Too few eval documents for a verdict ({listed}; at least {MIN_DOCUMENTS} per "
+                "domain): an interval over so few documents is not calibrated."
+            )
+    return None
+
+
+def _loss_verdict(difference: PairedDifference | tuple[float, float], scale: float) -> str:
     """'better' / 'worse' when the whole interval of a loss difference is below / above 0 and
-    `resolved` at the losses' `scale`, else 'no detectable difference'."""
-    if not resolved(ci, scale):
+    `resolved` at the losses' `scale`, else 'no detectable difference'; 'too few documents'
+    for a per-seed difference over too few."""
+    if isinstance(difference, PairedDifference):
+        if not difference.enough_documents:
+            return TOO_FEW
+        difference = difference.ci
+    if not resolved(difference, scale):
         return "no detectable difference"
-    if ci[1] < 0:
+    if difference[1] < 0:
         return "better"
-    if ci[0] > 0:
+    if difference[0] > 0:
         return "worse"
     return "no detectable difference"
 
 
-def _loss_comparison(
+def loss_comparison(
     a: list[EvaluationResult], b: list[EvaluationResult]
-) -> tuple[float, tuple[float, float], str, Counter[str], list[PairedDifference]]:
-    """a - b per seed, combined over seeds: (value, ci, verdict, seed verdicts, per seed)."""
+) -> tuple[float, tuple[float, float] | None, str, Counter[str], list[PairedDifference]]:
+    """a - b per seed, combined over seeds: (value, ci, verdict, seed verdicts, per seed);
+    no interval and the verdict 'too few documents' when a domain has too few."""
     diffs = [paired_difference(x, y) for x, y in zip(a, b, strict=True)]
-    value, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs])
     scale = float(np.mean([r.loss for r in b]))
-    counts = Counter(_loss_verdict(d.ci, scale) for d in diffs)
+    counts = Counter(_loss_verdict(d, scale) for d in diffs)
+    replicates = loss_replicates(a, b) if len(diffs) > 1 else None
+    value, ci = combine_seeds([d.difference for d in diffs], [d.ci for d in diffs], replicates)
+    if document_shortage([*a, *b]):
+        return value, None, TOO_FEW, counts, diffs
     return value, ci, _loss_verdict(ci, scale), counts, diffs
 
 
@@ -156,14 +247,15 @@ def _against_dense(
 ) -> Finding:
     """A loss finding: `arm` minus the matched dense run, 'better' when the whole interval is
     below 0; `explanation` says what each verdict means against the reference study."""
-    value, ci, verdict, counts, diffs = _loss_comparison(arm, dense)
+    value, ci, verdict, counts, diffs = loss_comparison(arm, dense)
+    judged = document_shortage([*arm, *dense]) if verdict == TOO_FEW else explanation[verdict]
     return Finding(
         key=key,
         title=title,
         reproduced=verdict == "better",
         verdict=verdict,
         text=f"{label} minus matched dense eval loss: {value:+.3f} nats {format_interval(ci)}. "
-        f"{explanation[verdict]}{_seed_note(counts, len(diffs))}",
+        f"{judged}{_seed_note(counts, len(diffs))}",
         measure=f"eval loss, {label} - dense (nats)",
         value=value,
         ci=ci,
@@ -196,7 +288,7 @@ def loss_finding(moe: list[EvaluationResult], dense: list[EvaluationResult]) -> 
 def top2_finding(
     top2: list[EvaluationResult], moe: list[EvaluationResult], dense: list[EvaluationResult]
 ) -> Finding:
-    top1_value, top1_ci, *_ = _loss_comparison(top2, moe)
+    top1_value, top1_ci, *_ = loss_comparison(top2, moe)
     explanation = {
         "better": "As in the reference study, top-2 routing beats the dense baseline.",
         "worse": "Top-2 vs dense: worse at this scale.",
@@ -294,7 +386,7 @@ def collapse_finding(no_lb: list[RunLogs], lb: list[RunLogs]) -> Finding:
         + (" (and without router noise)" if any("noise_std" in d for d in differences) else ""),
         reproduced=verdict == "reproduced",
         verdict=verdict,
-        text=f"{arm}. {summary}{_seed_note(counts, len(judged))}",
+        text=f"{arm}. {summary}{_seed_note(counts, len(judged), interval=False)}",
         measure="longest streak of router-log steps over the collapse threshold, no-LB arm"
         + (" (max over seeds)" if len(streaks) > 1 else ""),
         value=float(max(streaks)),
@@ -306,9 +398,12 @@ def collapse_finding(no_lb: list[RunLogs], lb: list[RunLogs]) -> Finding:
 
 
 def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
-    """The verdict of a paired difference over seeds (None when any seed lacks it)."""
+    """The verdict of a paired difference over seeds (None when any seed lacks it; 'too few
+    documents' when any seed had too few)."""
     if not emergences or any(e.verdict is None or e.ci is None for e in emergences):
         return None
+    if any(e.verdict == TOO_FEW for e in emergences):
+        return TOO_FEW
     if len(emergences) == 1:
         return emergences[0].verdict
     _, ci = combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
@@ -319,6 +414,8 @@ def layer_source(router_made: str | None, emergent: str | None) -> str:
     """Where a layer's domain routing comes from, given the router-made verdict (trained
     router vs its init gate on the trained body) and the model verdict (trained model vs the
     step-0 model). A router that did no better than its frozen gate is never credited."""
+    if TOO_FEW in (router_made, emergent):
+        return TOO_FEW
     if router_made == "emerged":
         return "made by the router"
     if emergent is None:
@@ -468,6 +565,18 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             + ".",
             control="none: no init record",
             seed_verdicts=dict(seed_sources),
+            details=details,
+        )
+    shortage = document_shortage([r for rs in moe.values() for r in rs])
+    if shortage is not None:
+        return Finding(
+            key="specialization",
+            title="Domain specialization: its source",
+            reproduced=False,
+            verdict=TOO_FEW,
+            text=shortage,
+            control="none decides: too few eval documents",
+            seed_verdicts={TOO_FEW: n_seeds},
             details=details,
         )
     label, layers, _ = max(
