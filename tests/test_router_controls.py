@@ -1,5 +1,5 @@
 """The router controls on synthetic inputs whose answers are known: random-gate percentile,
-domain probe, token-id NMI, the expert mask and the functional verdict's interval."""
+domain probe, the expert mask and the functional verdict's interval."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 
 from moectl.analysis.controls import LayerControls, draw_gates, split_units
 from moectl.analysis.functional import _unit_interval, experts_sizes, keep_experts, most_used
-from moectl.analysis.token_id import token_id_score
 from moectl.model.experts import StackedExperts
 from moectl.model.moe import MoEMLP
 
@@ -75,32 +74,6 @@ def test_probe_splits_each_domains_documents_in_half_and_needs_two_per_domain():
     assert len(train) == 1 + 2 and len(test) == 2 + 3
     train, test = split_units(np.array([0, 1, 1]), np.array([0, 1, 2]), seed=0)
     assert len(train) == len(test) == 0
-
-
-def _token_routing(domain_matters: bool):
-    rng = np.random.default_rng(0)
-    n_blocks, seq = 30, 20
-    blocks = np.repeat(np.arange(n_blocks), seq)
-    domains = blocks % 3
-    tokens = rng.integers(0, 12, size=len(blocks))  # every domain uses every token
-    experts = tokens % 4
-    if domain_matters:
-        experts = (tokens + domains) % 4
-    return tokens, domains, experts[:, None], blocks, np.arange(n_blocks) % 3
-
-
-def test_token_id_nmi_is_zero_when_the_expert_follows_the_token_alone():
-    tokens, domains, experts, blocks, strata = _token_routing(domain_matters=False)
-    score = token_id_score(tokens, domains, experts, blocks, strata, n_bootstrap=200)
-    assert score.nmi == pytest.approx(0.0, abs=1e-12)
-    assert score.ci == pytest.approx((0.0, 0.0), abs=1e-12)
-
-
-def test_token_id_nmi_is_one_when_the_domain_picks_the_expert_beyond_the_token():
-    tokens, domains, experts, blocks, strata = _token_routing(domain_matters=True)
-    score = token_id_score(tokens, domains, experts, blocks, strata, n_bootstrap=200)
-    assert score.nmi == pytest.approx(1.0)
-    assert score.ci[0] > 0.9
 
 
 def _moe(n_experts: int = 4, top_k: int = 1) -> MoEMLP:

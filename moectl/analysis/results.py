@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from moectl.analysis.bootstrap import Verdict
+from moectl.analysis.bootstrap import Verdict, format_interval
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.errors import MoectlError
 from moectl.fs import read_text
@@ -53,12 +53,41 @@ class Probe(BaseModel):
 
 
 class TokenIdScore(BaseModel):
-    """Domain routing beyond vocabulary: MI(domain; expert | token id) / H(domain | token id).
+    """Domain routing beyond vocabulary: MI(domain; expert | token id) / H(domain | token id),
+    and its excess over a null that permutes domain labels within each token id across
+    documents (moectl.analysis.token_id).
 
-    Near 0 when the expert follows the token id alone (OLMoE found routing largely does)."""
+    `nmi` alone is not evidence: the plug-in estimate is well above 0 for a router that follows
+    the token id plus context noise and never the domain given the token. `excess` (nmi minus
+    the null's mean, with its document-bootstrap interval paired with the null) is the number
+    that says whether routing carries the domain beyond the token id. Results written before
+    the null have `excess` None."""
 
     nmi: float
     ci: tuple[float, float] | None = None
+    null_nmi: float | None = Field(
+        None, description="mean conditional NMI with labels permuted within each token id"
+    )
+    null_nmi_std: float | None = None
+    n_permutations: int = 0
+    excess: float | None = Field(None, description="nmi - null_nmi")
+    excess_ci: tuple[float, float] | None = Field(
+        None, description="95% document-bootstrap interval of the excess, paired with the null"
+    )
+
+    @property
+    def beyond_vocabulary(self) -> bool | None:
+        """True when the whole interval of the excess is above 0 (None without a null)."""
+        return None if self.excess_ci is None else self.excess_ci[0] > 0
+
+    def describe(self) -> str:
+        """One phrase for tables and findings: the excess and what it supports, or the raw
+        number marked as having no null."""
+        if self.excess is None or self.excess_ci is None:
+            return f"raw {self.nmi:.3f} (no null: re-run moectl evaluate)"
+        what = "domain beyond the token id" if self.beyond_vocabulary else "none shown"
+        interval = format_interval(self.excess_ci)
+        return f"{self.excess:+.3f} {interval} over null, raw {self.nmi:.3f}: {what}"
 
 
 class SpecializationScore(BaseModel):
