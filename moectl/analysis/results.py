@@ -147,7 +147,8 @@ FunctionalVerdict = Literal["specialized", "not specialized"]
 
 class FunctionalArm(BaseModel):
     """One model's functional test for one (domain, layer, m): the domain's eval loss with its
-    tokens routed only among the m experts it uses most, against m experts drawn at random."""
+    tokens routed only among the m experts it uses most, against m experts drawn at random.
+    The experts are chosen on half the domain's eval documents and scored on the other half."""
 
     experts: list[int] = Field(description="the domain's m most-used experts in this layer")
     own_loss: float
@@ -155,6 +156,10 @@ class FunctionalArm(BaseModel):
     n_draws: int
     difference: float = Field(description="own_loss - random_loss")
     ci: tuple[float, float] | None = Field(None, description="95% paired interval over documents")
+    p_value: float | None = Field(None, description="bootstrap p-value of 'no difference'")
+    comparisons: int | None = Field(
+        None, description="cells in the family the verdict is Holm-corrected over"
+    )
     verdict: FunctionalVerdict | None = None
 
 
@@ -165,6 +170,12 @@ class FunctionalScore(BaseModel):
     layer: int
     m: int
     full_loss: float = Field(description="the domain's eval loss with every expert available")
+    chosen_documents: int | None = Field(
+        None, description="the domain's documents the own experts were chosen on"
+    )
+    scored_documents: int | None = Field(
+        None, description="the other documents, on which the losses were measured"
+    )
     trained: FunctionalArm
     init: FunctionalArm | None = None
 
