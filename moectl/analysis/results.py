@@ -93,8 +93,9 @@ class TokenIdScore(BaseModel):
 class SpecializationScore(BaseModel):
     """Normalized MI between a label (domain or token type) and the chosen expert.
 
-    `baseline_nmi` is the random-assignment baseline (labels shuffled across the same tokens: a
-    router that ignores the token), i.e. the estimator's finite-sample bias. It cannot fail and
+    `baseline_nmi` is the random-assignment baseline (domain labels permuted across whole
+    documents, each document's tokens keeping their experts: a router that ignores the domain),
+    i.e. the estimator's finite-sample bias. It cannot fail and
     is no control; the control is the init router (`init_nmi`, `emergent`).
     """
 
@@ -103,12 +104,12 @@ class SpecializationScore(BaseModel):
     label_entropy: float = Field(description="H(label) in nats")
     nmi: float
     baseline_nmi: float = Field(
-        description="random-assignment baseline: mean NMI with labels permuted across tokens"
+        description="random-assignment baseline: mean NMI with labels permuted across documents"
     )
     baseline_nmi_std: float
     n_permutations: int
     nmi_ci: tuple[float, float] | None = Field(
-        None, description="95% bootstrap interval over eval blocks"
+        None, description="95% bootstrap interval over eval documents"
     )
     init_nmi: float | None = Field(None, description="the same model's router at step 0")
     init_nmi_ci: tuple[float, float] | None = None
