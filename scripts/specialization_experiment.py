@@ -29,7 +29,7 @@ from pathlib import Path
 
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
-from moectl.analysis.results import Emergence, EvaluationResult
+from moectl.analysis.results import Emergence, EvaluationResult, TokenIdScore
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
@@ -102,6 +102,19 @@ def _mean(values: list[float]) -> str:
     return f"{sum(values) / len(values):.3f}" if values else "-"
 
 
+def _token_id_cell(scores: list[TokenIdScore]) -> str:
+    """Mean token-id excess over its within-token-id null (raw NMI in brackets), with how many
+    seeds' intervals lie above 0; the raw mean alone for results without the null."""
+    if not scores:
+        return "-"
+    raw = _mean([t.nmi for t in scores])
+    if any(t.excess is None for t in scores):
+        return f"no null (raw {raw})"
+    above = sum(bool(t.beyond_vocabulary) for t in scores)
+    excess = sum(t.excess for t in scores) / len(scores)  # type: ignore[misc]
+    return f"{excess:+.3f} (raw {raw}), above 0 in {above}/{len(scores)}"
+
+
 def _over_seeds(emergences: list[Emergence]) -> str:
     """Mean difference with its seed-level interval (one seed: its document interval), and the
     verdict per seed."""
@@ -124,8 +137,9 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
     lines = [
         "| arm | layer | seeds | trained NMI | frozen gate NMI | router-made [95% CI] | "
         "router-made per seed | trained - step 0 [95% CI] | step-0 per seed | random-gate "
-        "percentile | probe acc / NMI | NMI given token id | first-choice NMI | functional "
-        "specialized | loss vs matched dense [95% CI] | busiest / mean expert | wall (s) |",
+        "percentile | probe acc / NMI | token-id NMI excess over null (raw) | first-choice NMI | "
+        "functional specialized | loss vs matched dense [95% CI] | busiest / mean expert | "
+        "wall (s) |",
         "|" + "---|" * 17,
     ]
     for name, (family, _) in ARMS.items():
@@ -162,7 +176,7 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
                 f"{_mean([p.accuracy for p in probes])} / {_mean([p.nmi for p in probes])}"
                 if probes
                 else "-",
-                _mean([s.token_id.nmi for s in specs if s.token_id]),
+                _token_id_cell([s.token_id for s in specs if s.token_id]),
                 _mean([s.first_choice_nmi for s in specs if s.first_choice_nmi is not None]),
                 f"{sum(functional)}/{len(functional)}" if functional else "-",
                 loss,

@@ -100,12 +100,14 @@ def write_domain_texts(root, n_texts: int = 40) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """A prepared three-domain corpus (bpe:300, blocks of 16) shared by training tests."""
+    """A prepared three-domain corpus (bpe:300, blocks of 16) shared by training tests. 100
+    texts per domain hold out 10 eval documents each (10%), the fewest a verdict may rest on
+    (bootstrap.MIN_DOCUMENTS)."""
     from moectl.config import DataConfig
     from moectl.data.prepare import prepare_corpus
 
     root = tmp_path_factory.mktemp("tiny-corpus")
-    files = write_domain_texts(root / "texts")
+    files = write_domain_texts(root / "texts", n_texts=100)
     config = DataConfig(
         source="files", domains=list(files), files=files, tokenizer="bpe:300", block_size=16
     )

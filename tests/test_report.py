@@ -12,7 +12,7 @@ from pathlib import Path
 from test_viz import synthetic_result, write_run
 
 from moectl import __version__
-from moectl.analysis.results import Finding, SampleSize
+from moectl.analysis.results import Finding, SampleSize, TokenIdScore
 from moectl.analysis.runs import load_run
 from moectl.viz import report as report_module
 from moectl.viz.report import CAPTIONS, Provenance, caption, render_report
@@ -71,6 +71,29 @@ def test_report_structure(tmp_path: Path, monkeypatch) -> None:
         "moe: config.yaml",
     ):
         assert text in provenance_html, text  # fmt: skip
+
+
+def test_a_one_seed_study_shows_its_seed_count_and_lists_the_seed_in_provenance(
+    tmp_path: Path,
+) -> None:
+    runs = [load_run(write_run(tmp_path / "moe", moe=True))]
+    finding = _finding("loss", "better", True).model_copy(update={"seeds": [7]})
+    page = render_report(runs, [], [], findings=[finding], provenance=Provenance.of([], [7]))
+    table = re.search(r"<table class='findings'>(.*?)</table>", page, re.S).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", re.findall(r"<tr>(.*?)</tr>", table, re.S)[1], re.S)
+    assert cells[4] == "1"
+    assert "seeds 7" in page[page.index("<h2>Provenance</h2>") :]
+
+
+def test_the_token_id_column_reports_the_excess_over_its_null(tmp_path: Path) -> None:
+    moe = synthetic_result("moe")
+    spec = moe.routing[0].specialization
+    spec.token_id = TokenIdScore(
+        nmi=0.157, ci=(0.14, 0.17), null_nmi=0.155, excess=0.002, excess_ci=(-0.006, 0.01)
+    )
+    page = render_report([], [moe], [])
+    assert "NMI given token id: excess over its null" in page
+    assert "+0.002 [-0.006, +0.010] over null, raw 0.157: none shown" in page
 
 
 def test_every_figure_has_a_caption_that_says_what_it_shows() -> None:

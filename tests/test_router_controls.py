@@ -1,5 +1,5 @@
 """The router controls on synthetic inputs whose answers are known: random-gate percentile,
-domain probe, token-id NMI, the expert mask and the functional verdict's interval."""
+domain probe, the expert mask and the functional verdict's interval."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from moectl.analysis.bootstrap import NUMERICAL_NOISE
 from moectl.analysis.controls import LayerControls, draw_gates, split_units
-from moectl.analysis.functional import _unit_interval, experts_sizes, keep_experts, most_used
-from moectl.analysis.token_id import token_id_score
+from moectl.analysis.functional import (
+    _unit_interval,
+    experts_sizes,
+    functional_verdict,
+    keep_experts,
+    most_used,
+    with_family_verdicts,
+)
+from moectl.analysis.results import FunctionalArm, FunctionalScore
 from moectl.model.experts import StackedExperts
 from moectl.model.moe import MoEMLP
 
@@ -77,32 +85,6 @@ def test_probe_splits_each_domains_documents_in_half_and_needs_two_per_domain():
     assert len(train) == len(test) == 0
 
 
-def _token_routing(domain_matters: bool):
-    rng = np.random.default_rng(0)
-    n_blocks, seq = 30, 20
-    blocks = np.repeat(np.arange(n_blocks), seq)
-    domains = blocks % 3
-    tokens = rng.integers(0, 12, size=len(blocks))  # every domain uses every token
-    experts = tokens % 4
-    if domain_matters:
-        experts = (tokens + domains) % 4
-    return tokens, domains, experts[:, None], blocks, np.arange(n_blocks) % 3
-
-
-def test_token_id_nmi_is_zero_when_the_expert_follows_the_token_alone():
-    tokens, domains, experts, blocks, strata = _token_routing(domain_matters=False)
-    score = token_id_score(tokens, domains, experts, blocks, strata, n_bootstrap=200)
-    assert score.nmi == pytest.approx(0.0, abs=1e-12)
-    assert score.ci == pytest.approx((0.0, 0.0), abs=1e-12)
-
-
-def test_token_id_nmi_is_one_when_the_domain_picks_the_expert_beyond_the_token():
-    tokens, domains, experts, blocks, strata = _token_routing(domain_matters=True)
-    score = token_id_score(tokens, domains, experts, blocks, strata, n_bootstrap=200)
-    assert score.nmi == pytest.approx(1.0)
-    assert score.ci[0] > 0.9
-
-
 def _moe(n_experts: int = 4, top_k: int = 1) -> MoEMLP:
     torch.manual_seed(0)
     experts = StackedExperts(n_experts, 8, 16, torch.nn.GELU(), 0.0)
@@ -133,17 +115,45 @@ def test_functional_interval_resamples_documents_and_says_specialized_only_below
     rng = np.random.default_rng(0)
     units = np.repeat(np.arange(10), 3)
     below = -0.5 + 0.1 * rng.normal(size=30)
-    lo, hi = _unit_interval(below, units, 500, 0)
-    assert lo < below.mean() < hi < 0
+    (lo, hi), p_below = _unit_interval(below, units, 500, 0)
+    assert lo < below.mean() < hi < 0 and p_below < 0.01
     around = 0.1 * rng.normal(size=30)
-    lo, hi = _unit_interval(around - around.mean(), units, 500, 0)
-    assert lo < 0 < hi
+    (lo, hi), p_around = _unit_interval(around - around.mean(), units, 500, 0)
+    assert lo < 0 < hi and p_around > 0.5
     # Three blocks of one document move together: resampling documents gives a wider interval
     # than treating the 30 blocks as independent.
     clustered = np.repeat(-0.5 + 0.1 * rng.normal(size=10), 3)
-    lo, hi = _unit_interval(clustered, units, 500, 0)
-    lo_b, hi_b = _unit_interval(clustered, np.arange(30), 500, 0)
+    (lo, hi), _ = _unit_interval(clustered, units, 500, 0)
+    (lo_b, hi_b), _ = _unit_interval(clustered, np.arange(30), 500, 0)
     assert hi_b - lo_b < 0.8 * (hi - lo)
+
+
+def _cell(difference: float, p_value: float, domain: str = "code") -> FunctionalScore:
+    arm = FunctionalArm(
+        experts=[0], own_loss=4.0 + difference, random_loss=4.0, n_draws=16,
+        difference=difference, ci=(difference - 0.01, difference + 0.01), p_value=p_value,
+    )  # fmt: skip
+    return FunctionalScore(domain=domain, layer=0, m=1, full_loss=4.0, trained=arm, init=arm)
+
+
+def test_functional_verdicts_are_family_wise_over_the_cells():
+    # Six cells at p = 0.02 each: every one "significant" alone, none after Holm over six.
+    scores = with_family_verdicts([_cell(-0.05, 0.02, str(i)) for i in range(6)])
+    assert all(s.trained.verdict == "not specialized" for s in scores)
+    assert all(s.trained.comparisons == s.init.comparisons == 6 for s in scores)
+    # One strong cell among them is kept; a strong cell whose loss goes up is not specialized.
+    scores = with_family_verdicts(
+        [_cell(-0.05, 0.001), _cell(0.05, 0.001, "math"), *[_cell(-0.05, 0.02, "x")] * 4]
+    )
+    assert [s.trained.verdict for s in scores[:2]] == ["specialized", "not specialized"]
+
+
+def test_a_loss_difference_within_numerical_noise_is_never_specialized():
+    noise = NUMERICAL_NOISE * 5.0
+    assert functional_verdict((-3e-8, -1e-8), 5.0, rejected=True) == "not specialized"
+    assert functional_verdict((-0.9 * noise, -0.5 * noise), 5.0, True) == "not specialized"
+    assert functional_verdict((-4 * noise, -2 * noise), 5.0, rejected=True) == "specialized"
+    assert functional_verdict((-0.2, -0.1), 5.0, rejected=False) == "not specialized"
 
 
 def test_first_choice_nmi_counts_each_token_once():

@@ -69,7 +69,9 @@ def _layer(
         if frozen is not None
         else None,
         probe=Probe(accuracy=0.9, nmi=0.7, chance=0.34, train_documents=30, test_documents=30),
-        token_id=TokenIdScore(nmi=0.02, ci=(0.01, 0.03)),
+        token_id=TokenIdScore(
+            nmi=0.02, ci=(0.01, 0.03), null_nmi=0.019, excess=0.001, excess_ci=(-0.004, 0.006)
+        ),
         first_choice_nmi=first_choice,
         first_choice_nmi_ci=None if first_choice is None else (first_choice - 0.01, first_choice),
     )
@@ -125,7 +127,10 @@ def test_made_by_the_router_is_decided_by_the_router_made_difference():
     assert all("from the representation" in line for line in top1_lines)
     assert "top-1 layer 2: from the representation" in finding.details[0]
     assert "percentile 97" in finding.details[0] and "probe ceiling" in finding.details[0]
-    assert "given the token id 0.020" in finding.details[0]
+    assert (
+        "given the token id, over its within-token-id null: +0.001 [-0.004, +0.006] over "
+        "null, raw 0.020: none shown" in finding.details[0]
+    )
     assert any("first choice only" in line and "0.200" in line for line in finding.details)
 
 

@@ -19,7 +19,6 @@ from moectl.analysis.bootstrap import N_BOOTSTRAP
 from moectl.analysis.results import (
     EvaluationResult,
     FunctionalScore,
-    RoutingAnalysis,
     SampleSize,
     TokenRouting,
 )
@@ -76,8 +75,8 @@ class _Block:
 
 
 def block_unit(block: _Block) -> int:
-    """The independent unit a block belongs to (its document), for the probe's split and the
-    functional test's interval."""
+    """The independent unit a block belongs to (its document), for the functional test's split
+    and interval."""
     return block.document
 
 
@@ -386,7 +385,7 @@ def evaluate_loaded(
     functional = []
     if options.functional and layers:
         functional, skipped = _functional(
-            model, init, blocks, domains, routing, init_recorders, domain_loss, options
+            model, init, blocks, domains, recorders, init_recorders, domain_loss, options
         )
         notes.extend(skipped)
     return EvaluationResult(
@@ -483,33 +482,35 @@ def _functional(
     init: LoadedModel | None,
     blocks: list[_Block],
     domains: list[str],
-    routing: list[RoutingAnalysis],
+    recorders: dict[int, LayerRouting],
     init_recorders: dict[int, LayerRouting],
     domain_loss: dict[str, float],
     options: EvaluationOptions,
 ) -> tuple[list[FunctionalScore], list[str]]:
     """The functional test on the evaluated blocks, for the model and (if any) its init model,
-    each keeping the experts its own routing counted most."""
+    each keeping the experts its own routing counted most on half of each domain's documents
+    (per-document count tables from the recorders) and scored on the other half."""
     from moectl.analysis.functional import FunctionalBlocks, functional_scores
 
-    init_counts = None
-    if init is not None:
-        init_counts = {
-            index: recorder.block_table(len(blocks), len(domains)).sum(axis=0)
-            for index, recorder in init_recorders.items()
-        }
+    # The bootstrap's unit of each block, numbered like the recorders' per-unit tables.
+    _, unit = np.unique([block_unit(b) for b in blocks], return_inverse=True)
+    n_units = int(unit.max()) + 1
+
+    def tables(which: dict[int, LayerRouting]) -> dict[int, np.ndarray]:
+        return {i: r.block_table(n_units, len(domains)) for i, r in which.items()}
+
     return functional_scores(
         model,
         FunctionalBlocks(
             ids=np.asarray([b.ids for b in blocks], dtype=np.int64),
             domain=np.asarray([b.domain for b in blocks]),
-            unit=np.asarray([block_unit(b) for b in blocks]),
+            unit=unit.ravel(),
         ),
         domains,
-        {analysis.layer: np.asarray(analysis.counts) for analysis in routing},
+        tables(recorders),
         domain_loss,
         init=init.model if init is not None else None,
-        init_counts=init_counts,
+        init_counts=tables(init_recorders) if init is not None else None,
         batch_size=options.batch_size,
         n_draws=options.functional_draws,
         n_bootstrap=options.n_bootstrap,

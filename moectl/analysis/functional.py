@@ -5,10 +5,22 @@ MoE layer and m in {E/4, E/2}, the domain's eval tokens are routed only among th
 uses most in that layer (the others' gate logits masked through the router's `selectable`), and
 its loss is compared with keeping m experts drawn at random (the same draws for the trained and
 the init model). The paired difference (own minus the mean over draws) gets a bootstrap interval
-over the domain's documents; `specialized` only when the whole interval is below 0.
+over the domain's documents.
 
-Cost: (1 + n_draws) forward passes over each domain's blocks per (layer, m), so about
-2 x (1 + n_draws) passes over the whole eval set per MoE layer and model.
+The "own" experts are chosen on data independent of the data they are scored on: the eval
+documents are split in half within each domain (`controls.split_units`, seeded), the experts are
+the most used on one half and the loss is measured on the other. Chosen and scored on the same
+blocks, a set of experts that only fits those blocks' noise would look specialized.
+
+The cells (domain x layer x m) are one family per model (the trained model's, and the init
+model's): each cell's bootstrap p-value enters Holm's procedure at family-wise level 5%, and a
+cell is `specialized` only when Holm rejects "no difference", the difference is below 0, and it
+its interval is `bootstrap.resolved` at the loss's scale (identical experts give differences of
+~1e-8 whose whole interval can lie below 0 when float32 sums run in another order, as on CPUs
+with AVX-512).
+
+Cost: (1 + n_draws) forward passes over each domain's scored blocks per (layer, m), so about
+(1 + n_draws) passes over half the eval set per MoE layer, m and model.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moectl.analysis import bootstrap
-from moectl.analysis.results import FunctionalArm, FunctionalScore
+from moectl.analysis.controls import split_units
+from moectl.analysis.multiplicity import bootstrap_p_value, holm_rejections
+from moectl.analysis.results import FunctionalArm, FunctionalScore, FunctionalVerdict
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
 
@@ -50,7 +64,8 @@ def keep_experts(layer: MoEMLP, experts: Sequence[int]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class FunctionalBlocks:
-    """The eval blocks the test runs on: token ids (N, S), domain and unit (document) of each."""
+    """The eval blocks the test runs on: token ids (N, S), domain and unit (document) of each,
+    units numbered 0..n_units-1 like the rows of the per-unit count tables."""
 
     ids: np.ndarray
     domain: np.ndarray
@@ -82,7 +97,19 @@ def functional_scores(
     seed: int = 0,
 ) -> tuple[list[FunctionalScore], list[str]]:
     """Scores per (domain, layer, m) and notes on what was skipped. `counts` maps each MoE layer
-    to its domain x expert counts (the trained routing); `init_counts` the same for `init`."""
+    to its per-unit (n_units, domains, experts) counts of the trained routing; `init_counts` the
+    same for `init`. Own experts come from one half of each domain's units, losses from the
+    other half."""
+    chosen, scored = split_units(blocks.domain, blocks.unit, seed)
+    if not len(chosen):
+        return [], [
+            "functional test: skipped, a domain has fewer than 2 eval documents, so its own "
+            "experts cannot be chosen on documents other than those they are scored on"
+        ]
+    chosen_counts = {index: table[chosen].sum(axis=0) for index, table in counts.items()}
+    init_chosen = {index: table[chosen].sum(axis=0) for index, table in (init_counts or {}).items()}
+    unit_domain = bootstrap.unit_strata(blocks.domain, blocks.unit)
+    n_chosen = np.bincount(unit_domain[chosen], minlength=len(domains))
     scores: list[FunctionalScore] = []
     notes: list[str] = []
     layers = moe_layers(model)
@@ -96,7 +123,7 @@ def functional_scores(
                 )
                 continue
             for d, domain in enumerate(domains):
-                rows = np.flatnonzero(blocks.domain == d)
+                rows = np.flatnonzero((blocks.domain == d) & np.isin(blocks.unit, scored))
                 if domain not in full_loss or not len(rows):
                     continue
                 rng = np.random.default_rng([seed, index, m, d])
@@ -105,10 +132,10 @@ def functional_scores(
                     for _ in range(n_draws)
                 ]
                 common = (blocks, rows, draws, batch_size, n_bootstrap, seed)
-                trained = _arm(model, layer, most_used(counts[index][d], m), *common)
+                trained = _arm(model, layer, most_used(chosen_counts[index][d], m), *common)
                 arm_init = None
-                if init is not None and init_counts is not None:
-                    own = most_used(init_counts[index][d], m)
+                if init is not None and index in init_chosen:
+                    own = most_used(init_chosen[index][d], m)
                     arm_init = _arm(init, init_layers[index], own, *common)
                 scores.append(
                     FunctionalScore(
@@ -116,11 +143,37 @@ def functional_scores(
                         layer=index,
                         m=m,
                         full_loss=full_loss[domain],
+                        chosen_documents=int(n_chosen[d]),
+                        scored_documents=len(np.unique(blocks.unit[rows])),
                         trained=trained,
                         init=arm_init,
                     )
                 )
-    return scores, notes
+    return with_family_verdicts(scores), notes
+
+
+def with_family_verdicts(scores: list[FunctionalScore]) -> list[FunctionalScore]:
+    """The scores with every arm's verdict decided over its model's family of cells: Holm at
+    FAMILY_ALPHA over the trained arms, and separately over the init arms."""
+    updates: list[dict[str, FunctionalArm]] = [{} for _ in scores]
+    for name in ("trained", "init"):
+        cells = [(i, getattr(s, name)) for i, s in enumerate(scores) if getattr(s, name)]
+        rejected = holm_rejections([arm.p_value for _, arm in cells])
+        for (i, arm), reject in zip(cells, rejected, strict=True):
+            verdict = functional_verdict(arm.ci, arm.random_loss, reject)
+            updates[i][name] = arm.model_copy(
+                update={"verdict": verdict, "comparisons": len(cells)}
+            )
+    return [s.model_copy(update=u) for s, u in zip(scores, updates, strict=True)]
+
+
+def functional_verdict(ci: tuple[float, float], loss: float, rejected: bool) -> FunctionalVerdict:
+    """'specialized' when the family-wise test rejects "no difference", keeping the own experts
+    lowers the loss (the interval is below 0), and the interval is `bootstrap.resolved` at the
+    loss's scale (not numerical noise)."""
+    if rejected and ci[1] < 0 and bootstrap.resolved(ci, loss):
+        return "specialized"
+    return "not specialized"
 
 
 def _arm(
@@ -134,12 +187,13 @@ def _arm(
     n_bootstrap: int,
     seed: int,
 ) -> FunctionalArm:
+    """One model's cell, its verdict left to `with_family_verdicts`."""
     own_loss = _block_losses(model, layer, own, blocks.ids[rows], batch_size)
     random_loss = np.mean(
         [_block_losses(model, layer, draw, blocks.ids[rows], batch_size) for draw in draws], axis=0
     )
     difference = own_loss - random_loss
-    ci = _unit_interval(difference, blocks.unit[rows], n_bootstrap, seed)
+    ci, p_value = _unit_interval(difference, blocks.unit[rows], n_bootstrap, seed)
     return FunctionalArm(
         experts=own,
         own_loss=float(own_loss.mean()),
@@ -147,11 +201,7 @@ def _arm(
         n_draws=len(draws),
         difference=float(difference.mean()),
         ci=ci,
-        verdict=(
-            "specialized"
-            if ci[1] < 0 and bootstrap.resolved(ci, float(random_loss.mean()))
-            else "not specialized"
-        ),
+        p_value=p_value,
     )
 
 
@@ -170,12 +220,16 @@ def _block_losses(
 
 def _unit_interval(
     per_block: np.ndarray, units: np.ndarray, n_bootstrap: int, seed: int
-) -> tuple[float, float]:
-    """Interval of the mean over blocks, resampling whole units (documents) with replacement.
-    Blocks hold equally many tokens, so a unit weighs as many blocks as it has."""
+) -> tuple[tuple[float, float], float]:
+    """(interval, two-sided p-value of 0) of the mean over blocks, resampling whole units
+    (documents) with replacement. Blocks hold equally many tokens, so a unit weighs as many
+    blocks as it has."""
     _, unit = np.unique(units, return_inverse=True)
     sums = np.bincount(unit, weights=per_block)
     sizes = np.bincount(unit).astype(np.float64)
-    weights = bootstrap.resample_counts(np.zeros(len(sums), np.int64), n_bootstrap, seed)
+    strata = np.zeros(len(sums), np.int64)
+    weights = bootstrap.resample_counts(strata, n_bootstrap, seed)
     samples = (weights @ sums) / (weights @ sizes)
-    return bootstrap.percentile_ci(samples, float(per_block.mean()))
+    point = float(per_block.mean())
+    interval = bootstrap.percentile_ci(samples, point, strata=strata)
+    return interval, bootstrap_p_value(samples, point)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from moectl.analysis.bootstrap import Verdict
+from moectl.analysis.bootstrap import Verdict, format_interval
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.errors import MoectlError
 from moectl.fs import read_text
@@ -54,19 +54,49 @@ class Probe(BaseModel):
 
 
 class TokenIdScore(BaseModel):
-    """Domain routing beyond vocabulary: MI(domain; expert | token id) / H(domain | token id).
+    """Domain routing beyond vocabulary: MI(domain; expert | token id) / H(domain | token id),
+    and its excess over a null that permutes domain labels within each token id across
+    documents (moectl.analysis.token_id).
 
-    Near 0 when the expert follows the token id alone (OLMoE found routing largely does)."""
+    `nmi` alone is not evidence: the plug-in estimate is well above 0 for a router that follows
+    the token id plus context noise and never the domain given the token. `excess` (nmi minus
+    the null's mean, with its document-bootstrap interval paired with the null) is the number
+    that says whether routing carries the domain beyond the token id. Results written before
+    the null have `excess` None."""
 
     nmi: float
     ci: tuple[float, float] | None = None
+    null_nmi: float | None = Field(
+        None, description="mean conditional NMI with labels permuted within each token id"
+    )
+    null_nmi_std: float | None = None
+    n_permutations: int = 0
+    excess: float | None = Field(None, description="nmi - null_nmi")
+    excess_ci: tuple[float, float] | None = Field(
+        None, description="95% document-bootstrap interval of the excess, paired with the null"
+    )
+
+    @property
+    def beyond_vocabulary(self) -> bool | None:
+        """True when the whole interval of the excess is above 0 (None without a null)."""
+        return None if self.excess_ci is None else self.excess_ci[0] > 0
+
+    def describe(self) -> str:
+        """One phrase for tables and findings: the excess and what it supports, or the raw
+        number marked as having no null."""
+        if self.excess is None or self.excess_ci is None:
+            return f"raw {self.nmi:.3f} (no null: re-run moectl evaluate)"
+        what = "domain beyond the token id" if self.beyond_vocabulary else "none shown"
+        interval = format_interval(self.excess_ci)
+        return f"{self.excess:+.3f} {interval} over null, raw {self.nmi:.3f}: {what}"
 
 
 class SpecializationScore(BaseModel):
     """Normalized MI between a label (domain or token type) and the chosen expert.
 
-    `baseline_nmi` is the random-assignment baseline (labels shuffled across the same tokens: a
-    router that ignores the token), i.e. the estimator's finite-sample bias. It cannot fail and
+    `baseline_nmi` is the random-assignment baseline (domain labels permuted across whole
+    documents, each document's tokens keeping their experts: a router that ignores the domain),
+    i.e. the estimator's finite-sample bias. It cannot fail and
     is no control; the control is the init router (`init_nmi`, `emergent`).
     """
 
@@ -75,12 +105,12 @@ class SpecializationScore(BaseModel):
     label_entropy: float = Field(description="H(label) in nats")
     nmi: float
     baseline_nmi: float = Field(
-        description="random-assignment baseline: mean NMI with labels permuted across tokens"
+        description="random-assignment baseline: mean NMI with labels permuted across documents"
     )
     baseline_nmi_std: float
     n_permutations: int
     nmi_ci: tuple[float, float] | None = Field(
-        None, description="95% bootstrap interval over eval blocks"
+        None, description="95% bootstrap interval over eval documents"
     )
     init_nmi: float | None = Field(None, description="the same model's router at step 0")
     init_nmi_ci: tuple[float, float] | None = None
@@ -119,7 +149,8 @@ FunctionalVerdict = Literal["specialized", "not specialized"]
 
 class FunctionalArm(BaseModel):
     """One model's functional test for one (domain, layer, m): the domain's eval loss with its
-    tokens routed only among the m experts it uses most, against m experts drawn at random."""
+    tokens routed only among the m experts it uses most, against m experts drawn at random.
+    The experts are chosen on half the domain's eval documents and scored on the other half."""
 
     experts: list[int] = Field(description="the domain's m most-used experts in this layer")
     own_loss: float
@@ -127,6 +158,10 @@ class FunctionalArm(BaseModel):
     n_draws: int
     difference: float = Field(description="own_loss - random_loss")
     ci: tuple[float, float] | None = Field(None, description="95% paired interval over documents")
+    p_value: float | None = Field(None, description="bootstrap p-value of 'no difference'")
+    comparisons: int | None = Field(
+        None, description="cells in the family the verdict is Holm-corrected over"
+    )
     verdict: FunctionalVerdict | None = None
 
 
@@ -137,6 +172,12 @@ class FunctionalScore(BaseModel):
     layer: int
     m: int
     full_loss: float = Field(description="the domain's eval loss with every expert available")
+    chosen_documents: int | None = Field(
+        None, description="the domain's documents the own experts were chosen on"
+    )
+    scored_documents: int | None = Field(
+        None, description="the other documents, on which the losses were measured"
+    )
     trained: FunctionalArm
     init: FunctionalArm | None = None
 

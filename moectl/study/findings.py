@@ -457,9 +457,8 @@ def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
     token_ids = [s.token_id for s in specs if s.token_id is not None]
     if token_ids:
         parts.append(
-            "domain NMI given the token id "
-            + ", ".join(f"{t.nmi:.3f} {format_interval(t.ci, signed=False)}" for t in token_ids)
-            + " (0 would mean the domain routing is the vocabulary alone)"
+            "domain NMI given the token id, over its within-token-id null: "
+            + ", ".join(t.describe() for t in token_ids)
         )
     return "; ".join(parts)
 
