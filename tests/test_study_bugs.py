@@ -12,12 +12,11 @@ test was checked against (applied by hand to a scratch copy: the test fails ther
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from test_analysis_evaluate import make_run
+from test_balance_training import DDP, FULL, SPLIT, _rows
 
 from moectl.analysis import bootstrap, metrics
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
@@ -31,31 +30,14 @@ from moectl.training.trainer import train_run
 
 # 1. `global` in one process ------------------------------------------------------------------
 
-ONE_PROCESS = [
-    "moe.enabled=true",
-    "moe.last_n=1",
-    "moe.n_experts=4",
-    "moe.top_k=2",
-    "moe.noise_std=0",
-    "moe.lb_coef=0.5",
-    "train.max_steps=2",
-    "train.log_every=1",
-    "train.eval_every=2",
-]
-# 2 micro-batches of 4 rows are the 8 rows one forward takes: the sampler hands out
-# consecutive positions of one permutation.
-ACCUMULATED = ["train.batch_size=4", "train.grad_accum=2"]
-WHOLE = ["train.batch_size=8", "train.grad_accum=1"]
+# The DDP equality test's settings (no noise, lb_coef 0.5, 3 steps) in one process, where
+# SPLIT (`global`, 2 micro-batches of 4 rows) takes the 8 rows FULL (`switch`) takes in one
+# forward: the sampler hands out consecutive positions of one permutation.
 TRAIN_KEYS = ("lb_loss", "loss", "lm_loss", "z_loss", "grad_norm")
 
 
-def _rows(run_dir, name="metrics.jsonl", kind=None) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
-
-
 def _train(tiny_corpus, run_dir, *overrides: str) -> list[dict]:
-    config = resolve_run_config("tiny", overrides=[*ONE_PROCESS, *overrides])
+    config = resolve_run_config("tiny", overrides=[*DDP, *overrides])
     train_run(config, tiny_corpus, run_dir)
     return _rows(run_dir, kind="train")
 
@@ -66,12 +48,12 @@ def test_one_process_global_over_accumulated_micro_batches_equals_a_whole_batch_
     """`global` on 2 accumulated micro-batches in one process trains as `switch` does on the
     same 8 rows in one forward: same LB loss and, the update being the same, same later
     steps. The micro-batches' own fractions (`switch` on the same split) give another LB loss."""
-    whole = _train(tiny_corpus, tmp_path / "whole", "moe.balance=switch", *WHOLE)
-    split = _train(tiny_corpus, tmp_path / "split", "moe.balance=global", *ACCUMULATED)
-    assert [r["step"] for r in split] == [1, 2]
+    whole = _train(tiny_corpus, tmp_path / "whole", *FULL)
+    split = _train(tiny_corpus, tmp_path / "split", *SPLIT)
+    assert [r["step"] for r in split] == [1, 2, 3]
     for key in TRAIN_KEYS:
         assert [r[key] for r in split] == pytest.approx([r[key] for r in whole], rel=1e-5), key
-    local = _train(tiny_corpus, tmp_path / "local", "moe.balance=switch", *ACCUMULATED)
+    local = _train(tiny_corpus, tmp_path / "local", *SPLIT, "moe.balance=switch")
     assert local[0]["lb_loss"] != pytest.approx(whole[0]["lb_loss"], rel=1e-4)
 
 
