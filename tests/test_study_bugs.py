@@ -312,3 +312,26 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, list):
         return {k: v for i, x in enumerate(value) for k, v in _flatten(x, f"{prefix}[{i}]").items()}
     return {prefix: value}
+
+
+# A survivor of the partial mutmut run over training/balancing.py (docs/testing.md) ----------
+
+
+def test_bias_moves_against_the_load_its_step_counted(tiny_corpus, tmp_path):
+    """After one optimizer step over 2 micro-batches, each expert's selection bias is
+    rate * sign(mean load - its load) for the assignments that step made (the step-0 routing
+    row counts those same forwards). Counts summed with the wrong sign would push the
+    overloaded experts up; the fractions `global` takes would not show it."""
+    from safetensors.torch import load_file
+
+    sets = ["moe.balance=bias", "moe.bias_update_rate=0.01", "train.max_steps=1"]
+    sets += ["train.save_every=1", "train.grad_accum=2"]
+    config = resolve_run_config("tiny", overrides=[*RESUMED, *sets])
+    run = tmp_path / "run"
+    train_run(config, tiny_corpus, run)
+    (row,) = [r for r in _rows(run, "routing.jsonl") if r["step"] == 0]
+    load = torch.tensor(row["layers"]["1"]["counts"], dtype=torch.float32).sum(dim=0)
+    assert load.max() > load.min()
+    weights = load_file(str(run / "checkpoints" / "step-1" / "model.safetensors"))
+    (bias,) = [value for key, value in weights.items() if key.endswith("balance.bias")]
+    torch.testing.assert_close(bias, 0.01 * torch.sign(load.mean() - load))
