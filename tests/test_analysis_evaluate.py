@@ -44,10 +44,13 @@ def _write_texts(root: Path) -> None:
             (folder / f"{i:02d}.txt").write_text(text * 2, encoding="utf-8")
 
 
-def make_run(root: Path, name: str, corpus_path: Path, moe: MoEConfig | None) -> Path:
-    """A run directory holding an untrained tiny model in best/, as `moectl train` lays it out."""
+def make_run(
+    root: Path, name: str, corpus_path: Path, moe: MoEConfig | None, seed: int = 0
+) -> Path:
+    """A run directory holding an untrained tiny model (drawn with `seed`) in best/, as
+    `moectl train` lays it out."""
     corpus = load_corpus(corpus_path)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model(
         ModelConfig(n_layer=2, n_embd=32, n_head=2),
         corpus.manifest.tokenizer.vocab_size,
