@@ -63,6 +63,7 @@ from moectl.training.results import StopReason, TrainResult
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import build_optimizer
 from moectl.training.setup import (
+    check_init_routing,
     config_of_artifact,
     configure_routers,
     fresh_model,
@@ -132,6 +133,7 @@ def train_run(
         artifact = read_meta(init_path)
         check_model_fits_corpus(artifact, corpus, str(init_path))
         config = config_of_artifact(config, artifact)
+        check_init_routing(config, artifact, init_path)
     fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
