@@ -279,11 +279,11 @@ class _Trainer:
         self.writers: dict[str, JsonlWriter] = {}
         self.sinks: list[MetricSink] = []
         if self.ctx.is_main:
+            logs = [self.run_dir / rundir.METRICS_NAME, self.run_dir / rundir.ROUTING_NAME]
+            rundir.truncate_after(logs, self.step)  # a damaged log is refused before any write
             rundir.start_run(
                 self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint, amendments
             )
-            for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
-                rundir.truncate_after(self.run_dir / name, self.step)
             self.writers = {
                 "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
                 "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
