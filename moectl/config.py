@@ -21,6 +21,10 @@ from moectl.fs import read_text
 SourceKind = Literal["builtin", "files", "hf"]
 
 
+SEED_MAX = 2**32 - 1
+"""The largest train.seed: numpy's global seed takes 0..2**32-1 (torch takes more)."""
+
+
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
@@ -64,7 +68,7 @@ class DataConfig(StrictModel):
         description="balance the eval split too; off (as in the reference study) keeps every "
         "eval text, so per-domain eval losses use all held-out data",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     min_example_chars: int = Field(0, ge=0)
     max_example_chars: int | None = Field(None, gt=0)
     tokenizer: str = Field(
@@ -286,7 +290,9 @@ class TrainConfig(StrictModel):
     eval_max_blocks: int | None = Field(None, ge=1)
     save_every: int = Field(500, ge=1)
     keep_last: int = Field(3, ge=1)
-    seed: int = 0
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX, description="seeds torch, numpy and random (numpy's range)"
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")

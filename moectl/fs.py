@@ -64,11 +64,28 @@ def check_writable(path: Path, option: str) -> None:
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
+    if not folder.is_dir():
+        raise MoectlError(
+            f"cannot write {path}: {folder} is a file, not a folder",
+            hint=f"choose a {option} below a folder",
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise MoectlError(
             f"cannot write {path}: {folder} is not writable (permission denied)",
             hint=f"choose a {option} in a folder you can write to",
         )
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """`check_writable` for a destination that is a folder, which an existing file there
+    cannot become either."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MoectlError(
+            f"{option} {path} is a file, not a folder",
+            hint=f"choose a new or existing {option} folder",
+        )
+    check_writable(path, option)
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -376,19 +376,26 @@ def corpus_dir(run_dir: Path) -> Path | None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All complete rows of a JSONL file. A torn last line (a crash mid-write, or a read while
-    the run writes) is skipped; a damaged line before it is a MoectlError naming its number."""
+    the run writes) is skipped; a damaged line before it, or any line that is JSON but not an
+    object (`[1, 2]`: no torn write makes one), is a MoectlError naming its number."""
     if not path.is_file():
         return []
     lines = read_bytes(path, hint=DAMAGED_HINT).splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line.decode("utf-8")))
+            row = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             if number == len(lines):
                 continue
             what = "UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "a JSON row"
             raise MoectlError(f"{path} line {number} is not {what}", hint=DAMAGED_HINT) from None
+        if not isinstance(row, dict):
+            raise MoectlError(
+                f"{path} line {number} is not a JSON object ({type(row).__name__})",
+                hint=DAMAGED_HINT,
+            )
+        rows.append(row)
     return rows
 
 
@@ -660,9 +667,14 @@ class JsonlWriter:
         self._file.close()
 
 
-def truncate_after(path: Path, step: int) -> None:
-    """Drop rows logged after `step`, so a resumed run does not repeat steps in the log."""
-    if not path.is_file():
-        return
-    kept = [row for row in read_jsonl(path) if row.get("step", 0) <= step]
-    write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
+def truncate_after(paths: list[Path], step: int) -> None:
+    """Drop the rows each JSONL file in `paths` logged after `step`, so a resumed run does not
+    repeat steps in the log. Every file is read before any is written: a damaged one is refused
+    with all of them as they were."""
+    kept = {
+        path: [row for row in read_jsonl(path) if row.get("step", 0) <= step]
+        for path in paths
+        if path.is_file()
+    }
+    for path, rows in kept.items():
+        write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

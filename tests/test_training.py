@@ -218,7 +218,7 @@ def test_missing_sink_package_is_a_clear_error(monkeypatch):
 def test_truncate_after_drops_later_rows(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4')
-    truncate_after(path, 2)
+    truncate_after([path], 2)
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
 
 

@@ -134,7 +134,7 @@ def test_dense_run_then_upcycle_with_init_from(tiny_corpus, tmp_path):
     again = train_run(moe_cfg, tiny_corpus, tmp_path / "moe2", init_from=tmp_path / "moe" / "best")
     assert again.steps == 2
     other = resolve_run_config("tiny", overrides=["moe.enabled=true", "moe.layers=[1]"])
-    with pytest.raises(ModelError, match="MoE layout"):
+    with pytest.raises(ModelError, match=r"moe\.layers is \[0, 1\] there, \[1\] in the config"):
         train_run(other, tiny_corpus, tmp_path / "moe3", init_from=tmp_path / "moe" / "best")
     info = json.loads((tmp_path / "moe" / "run.json").read_text())
     assert info["init_from"] == str(best) and info["domains"] == ["code", "math", "prose"]

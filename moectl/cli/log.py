@@ -77,9 +77,17 @@ def log(
 
       moectl log moectl-study other-study --to wandb --project moe-study
     """
-    from moectl.training.sinks import TensorBoardSink, WandbSink, check_sinks, send_run_logs
+    from moectl.fs import atomic_directory, check_writable_folder
+    from moectl.training.sinks import (
+        TensorBoardSink,
+        WandbSink,
+        check_sinks,
+        run_log_rows,
+        send_rows,
+    )
 
     check_sinks([to.value])
+    check_writable_folder(out, "--out")
     runs = _runs(paths)
     if to == Tracker.tensorboard:
         taken = [str(out / label) for label, _ in runs if (out / label).exists()]
@@ -88,16 +96,15 @@ def log(
                 f"{taken[0]} already exists; nothing was written",
                 hint="choose another --out",
             )
-    # every config is read before anything is written, so a bad run changes nothing on disk
+    # every config and log is read before anything is written, so a bad run changes nothing
     configs = [_run_config(run_dir, project, mode.value if mode else None) for _, run_dir in runs]
-    for (label, run_dir), config in zip(runs, configs, strict=True):
+    logs = [run_log_rows(run_dir) for _, run_dir in runs]
+    for (label, run_dir), config, rows in zip(runs, configs, logs, strict=True):
         if to == Tracker.tensorboard:
-            from moectl.fs import atomic_directory
-
             with atomic_directory(out / label) as folder:
                 sink = TensorBoardSink(folder, config)
                 try:
-                    rows = send_run_logs(run_dir, [sink])
+                    send_rows(rows, [sink])
                 finally:
                     sink.close()
             where = out / label
@@ -105,12 +112,12 @@ def log(
             out.mkdir(parents=True, exist_ok=True)
             sink = WandbSink(out, config)
             try:
-                rows = send_run_logs(run_dir, [sink])
+                send_rows(rows, [sink])
             finally:
                 sink.close()
             where = out / "wandb"
         console.print(
-            f"{escape(str(run_dir))}: {rows} rows -> {escape(str(where))}", highlight=False
+            f"{escape(str(run_dir))}: {len(rows)} rows -> {escape(str(where))}", highlight=False
         )
 
 

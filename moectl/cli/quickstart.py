@@ -12,6 +12,7 @@ from rich.table import Table
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.results import Finding
 from moectl.cli.common import RichProgress, console
+from moectl.config import SEED_MAX
 from moectl.errors import MoectlError
 from moectl.study.plan import DEFAULT_PLAN, PLAN_NAMES
 
@@ -177,21 +178,31 @@ def quickstart(
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    """'0,1,2' -> [0, 1, 2]; None -> None (the configured seed alone)."""
+    """'0,1,2' -> [0, 1, 2]; None -> None (the configured seed alone). A bad list is refused
+    naming its first bad entry (never echoing the whole list, which may be thousands long),
+    before anything is built."""
     if text is None:
         return None
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise MoectlError(
-            f"--seeds takes comma-separated integers, not '{text}'", hint="e.g. --seeds 0,1,2"
-        ) from None
-    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
-        raise MoectlError(
-            f"--seeds '{text}' repeats a seed or has a negative one",
-            hint="give distinct seeds >= 0, e.g. --seeds 0,1,2",
-        )
-    return seeds
+    seeds: dict[int, None] = {}  # ordered, and a membership test in O(1)
+    for part in text.split(","):
+        try:
+            seed = int(part)
+        except ValueError:
+            raise MoectlError(
+                f"--seeds takes comma-separated integers; '{part[:20]}' is not one",
+                hint="e.g. --seeds 0,1,2",
+            ) from None
+        if not 0 <= seed <= SEED_MAX:
+            raise MoectlError(
+                f"--seeds: {seed} is outside the seeds a run takes (0 to {SEED_MAX})",
+                hint="give seeds in that range, e.g. --seeds 0,1,2",
+            )
+        if seed in seeds:
+            raise MoectlError(
+                f"--seeds names {seed} twice", hint="give distinct seeds, e.g. --seeds 0,1,2"
+            )
+        seeds[seed] = None
+    return list(seeds)
 
 
 def _deciding(finding: Finding) -> str:

@@ -32,7 +32,7 @@ from moectl.data.store import (
 from moectl.data.tokenizer import resolve_tokenizer, tokenizer_fingerprint
 from moectl.data.types import SourceInfo
 from moectl.errors import DataError
-from moectl.fs import atomic_directory
+from moectl.fs import atomic_directory, check_writable_folder
 from moectl.progress import ProgressCallback, report
 from moectl.rundir import KIND_LABELS, describe_path
 
@@ -64,6 +64,7 @@ def prepare_corpus(
     started = time.perf_counter()
     out = Path(out)
     check_out(out, force)
+    check_writable_folder(out, "--out")  # before the data is loaded, naming the user's folder
     domains = list(config.domains)
     texts: dict[str, dict[str, list[str]]] = {split: {} for split in SPLITS}
     sources: list[SourceInfo] = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
@@ -88,8 +89,8 @@ def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrained
         found = check_family(config.model_type, spec, arch)
         config.update(found.dropout_overrides(dropout))
         return found.from_pretrained(source, config)
-    except (OSError, ValueError) as exc:
-        if source == spec and _is_offline(exc):
+    except (OSError, ValueError, SafetensorError) as exc:
+        if not local.exists() and _is_offline(exc):  # a hub name, not a local directory
             raise OfflineError(
                 f"cannot download '{spec}' from the Hugging Face hub: "
                 "no network and no cached copy",

@@ -137,7 +137,7 @@ def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     if moe is None:
         try:
             model = arch.from_pretrained(str(path), arch.config_from_dict(dense))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             raise ModelError(f"cannot load the model in {path}: {exc}", hint=HF_DIR_HINT) from None
     else:
         model = arch.build(arch.config_from_dict(dense))
@@ -185,7 +185,7 @@ def _native_weights(path: Path) -> dict[str, Tensor]:
 
     try:
         native = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ModelError(f"cannot load the model in {path}: {exc}", hint=HF_DIR_HINT) from None
     return moectl_state_dict(native.state_dict())
 

@@ -4,7 +4,10 @@ On a small CPU, small GPT-2s do not scale across threads (two threads are often 
 when anything else runs), but independent runs scale across processes. Workers report progress
 through a queue; the parent forwards it to the caller's callback. Ctrl-C in the parent becomes
 SIGTERM for the workers, which the trainer treats as a request to checkpoint and stop (a second
-SIGINT would abort it without a checkpoint).
+SIGINT would abort it without a checkpoint). A parent that ends any other way (SIGTERM, SIGKILL)
+cannot tell them, so each worker watches its parent and sends itself that SIGTERM once the
+parent is gone, and never waits on the progress queue that no one reads any more: it
+checkpoints, releases its run lock and exits, and a re-run resumes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,9 @@ from moectl.progress import ProgressCallback, ProgressEvent
 from moectl.training.results import TrainResult
 
 RESULT_FILE = "result.json"
+PARENT_POLL_S = 0.5
+"""How often a worker checks that its parent is alive (while training, and while it waits to
+put a message on the full progress queue)."""
 PROGRESS_BACKLOG = 4
 """Progress messages a worker may have queued before its next one waits for the parent.
 
@@ -64,18 +72,45 @@ def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> Trai
     return result
 
 
-def _worker(job: TrainJob, messages: Any) -> None:
+def _worker(job: TrainJob, messages: Any, parent: int) -> None:
+    _watch_parent(parent)
+
     def forward(event: ProgressEvent) -> None:
-        messages.put(("progress", job.name, event))
+        _send(messages, ("progress", job.name, event), parent)
 
     try:
         result = train_stage(job, forward)
     except MoectlError as error:
-        messages.put(("error", job.name, (error.message, error.hint)))
+        _send(messages, ("error", job.name, (error.message, error.hint)), parent)
     except BaseException as error:  # a crash must reach the parent, not vanish with the process
-        messages.put(("error", job.name, (f"{type(error).__name__}: {error}", None)))
+        _send(messages, ("error", job.name, (f"{type(error).__name__}: {error}", None)), parent)
     else:
-        messages.put(("done", job.name, result.model_dump_json()))
+        _send(messages, ("done", job.name, result.model_dump_json()), parent)
+
+
+def _watch_parent(parent: int) -> None:
+    """SIGTERM this worker once `parent` is gone (it was reparented), however the parent ended:
+    the trainer then checkpoints and stops, as after a Ctrl-C, and the run lock is released."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="moectl-parent-watch", daemon=True).start()
+
+
+def _send(messages: Any, message: tuple[str, str, Any], parent: int) -> None:
+    """Put `message` for the parent, waiting on the bounded queue while the parent lives; once
+    it is gone the message is dropped (no one would read it, and a worker blocked here would
+    hold its run lock for ever)."""
+    while os.getppid() == parent:
+        try:
+            messages.put(message, timeout=PARENT_POLL_S)
+            return
+        except queue_module.Full:
+            continue
+    messages.cancel_join_thread()  # exit without flushing to a pipe no one reads
 
 
 def run_parallel(
@@ -106,7 +141,9 @@ def run_parallel(
         try:
             while waiting and len(running) < workers and not stopping:
                 job = waiting.pop(0)
-                process = context.Process(target=_worker, args=(job, messages), daemon=True)
+                process = context.Process(
+                    target=_worker, args=(job, messages, os.getpid()), daemon=True
+                )
                 process.start()
                 running[job.name] = process
             if not running:

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from moectl.analysis.results import Finding
 from moectl.config import RunConfig
 from moectl.errors import MoectlError
-from moectl.fs import write_text
+from moectl.fs import check_writable_folder, write_text
 from moectl.progress import ProgressCallback, report
 from moectl.study.plan import (
     DEFAULT_PLAN,
@@ -122,9 +122,10 @@ def run_study(
         "seeds": seeds,
         "functional": functional,
     }
+    run_configs = seeded_configs(stage_configs, seeds, base_seed)
+    check_writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out, wanted, base_seed)
-    run_configs = seeded_configs(stage_configs, seeds, base_seed)
     stages: list[StageOutcome] = []
     corpus_dir = out / "data"
     run_dirs = {name: out / "runs" / name for name in run_configs}
@@ -329,7 +330,10 @@ def _describe(study: dict[str, Any], with_seeds: bool) -> str:
     text = f"'{study['size']}' '{study['plan_name']}'"
     text += f" ({' '.join(study['overrides'])})" if study["overrides"] else ""
     text += " with the functional test" if study["functional"] else ""
-    return text + (f" seeds {','.join(map(str, study['seeds']))}" if with_seeds else "")
+    seeds = study["seeds"]
+    listed = ",".join(map(str, seeds if len(seeds) <= 6 else [*seeds[:3], "...", seeds[-1]]))
+    count = f" ({len(seeds)})" if len(seeds) > 6 else ""
+    return text + (f" seeds {listed}{count}" if with_seeds else "")
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ architecture (whether an artifact fits the corpus is checked before, by `moectl.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +47,7 @@ def fresh_model(
         if config.model.pretrained is None:
             config.moe.resolve_layers(config.model.n_layer)
         return build_initial(record), record
-    loaded = load_artifact(init_from)
-    if moe_layers(loaded.model):
-        if not config.moe.enabled:
-            raise ModelError(
-                f"{init_from} is an MoE model but the run's config is dense (moe.enabled is false)",
-                hint="use an MoE preset (e.g. --preset cpu-moe) or start from a dense model",
-            )
-        wanted = layout_of_config(config, model_sizes(loaded.model).layers)
-        have = layout_of_model(loaded.model)
-        if wanted != have:
-            raise ModelError(
-                f"{init_from} has MoE layout {describe(have)}, the run asks for {describe(wanted)}",
-                hint="start from a dense model to upcycle it with this layout, or match moe.* "
-                "to it",
-            )
-    return build_initial(record, loaded), record
+    return build_initial(record, load_artifact(init_from)), record
 
 
 def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +100,51 @@ def layout_of_config(config: RunConfig, n_layer: int) -> dict[str, Any]:
     }
 
 
+# The MoEConfig fields an MoE module is built with (moectl.model.io rebuilds it from them): an
+# artifact continued under other values would train one routing and record another.
+ROUTING_FIELDS = ("n_experts", "top_k", "granularity", "score", "shared_experts", "balance")
+
+
+def check_init_routing(config: RunConfig, artifact: ModelMeta, where: Path) -> None:
+    """A ModelError, before anything is written, when the --init-from artifact's MoE routing is
+    not the run config's: the continued module keeps the artifact's routing (its gate scores,
+    balancing state, shared and fine-grained experts), so a run that recorded the config's would
+    save checkpoints that reload to another model or not at all. Each differing field is named
+    with both values and the --set that continues the artifact as it is."""
+    theirs, ours = artifact.moe, config.moe
+    if theirs is None:
+        return
+    if not ours.enabled:
+        raise ModelError(
+            f"{where} is an MoE model but the run's config is dense (moe.enabled is false)",
+            hint="use an MoE preset (e.g. --preset cpu-moe) or start from a dense model",
+        )
+    differ: dict[str, tuple[Any, Any]] = {}
+    layers = ours.resolve_layers(config_sizes(artifact.hf_config).layers)
+    if layers != artifact.moe_layers:
+        differ["layers"] = (artifact.moe_layers, layers)
+    both_bias = theirs.balance == ours.balance == "bias"
+    for field in ROUTING_FIELDS + (("bias_update_rate",) if both_bias else ()):
+        if getattr(theirs, field) != getattr(ours, field):
+            differ[field] = (getattr(theirs, field), getattr(ours, field))
+    if not differ:
+        return
+    detail = "; ".join(f"moe.{k} is {a} there, {b} in the config" for k, (a, b) in differ.items())
+    fixes = [f"--set moe.{k}={_set_value(a)}" for k, (a, _) in differ.items()]
+    if "layers" in differ and ours.last_n is not None:
+        fixes.append("--set moe.last_n=null")
+    raise ModelError(
+        f"--init-from {where} routes differently from the run's config: {detail}",
+        hint=f"continue it as it is with {' '.join(fixes)}, or upcycle a dense model to train "
+        "another routing",
+    )
+
+
+def _set_value(value: Any) -> str:
+    """`value` as --set reads it back: a list without spaces (one shell word), else as is."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list) else str(value)
+
+
 def layout_of_model(model: nn.Module) -> dict[str, Any]:
     layers = moe_layers(model)
     first = next(iter(layers.values()), None)
@@ -122,12 +153,6 @@ def layout_of_model(model: nn.Module) -> dict[str, Any]:
         "n_experts": first.n_experts if first else 0,
         "top_k": first.top_k if first else 0,
     }
-
-
-def describe(layout: dict[str, Any]) -> str:
-    if not layout["layers"]:
-        return "dense"
-    return f"layers {layout['layers']}, {layout['n_experts']} experts, top-{layout['top_k']}"
 
 
 def architecture(model: nn.Module) -> dict[str, Any]:

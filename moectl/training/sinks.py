@@ -282,16 +282,21 @@ def _flat_numbers(row: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def send_run_logs(run_dir: Path, sinks: list[MetricSink]) -> int:
-    """Send a run's logged rows (metrics.jsonl, routing.jsonl) to `sinks` as training would
-    have, in step order; returns how many rows went. For `moectl log`: runs trained without a
-    sink reach a tracker afterwards."""
+def run_log_rows(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A run's logged rows (metrics.jsonl, routing.jsonl) as (kind, row), in step order, as
+    training would have sent them; read whole first, so a damaged file is refused before any
+    tracker is written. For `moectl log`: runs trained without a sink reach a tracker later."""
     from moectl.analysis.runs import load_run
 
     run = load_run(run_dir)
     rows = [("train", row) for row in run.train] + [("eval", row) for row in run.eval]
     rows += [("routing", row) for row in run.routing or []]
     rows.sort(key=lambda item: item[1]["step"])  # W&B takes steps in order only
+    return rows
+
+
+def send_rows(rows: list[tuple[str, dict[str, Any]]], sinks: list[MetricSink]) -> int:
+    """Send `run_log_rows` to `sinks`; returns how many rows went."""
     for kind, row in rows:
         log_row(sinks, kind, row)
     return len(rows)

@@ -63,6 +63,7 @@ from moectl.training.results import StopReason, TrainResult
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import build_optimizer
 from moectl.training.setup import (
+    check_init_routing,
     config_of_artifact,
     configure_routers,
     fresh_model,
@@ -132,6 +133,7 @@ def train_run(
         artifact = read_meta(init_path)
         check_model_fits_corpus(artifact, corpus, str(init_path))
         config = config_of_artifact(config, artifact)
+        check_init_routing(config, artifact, init_path)
     fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
@@ -277,11 +279,11 @@ class _Trainer:
         self.writers: dict[str, JsonlWriter] = {}
         self.sinks: list[MetricSink] = []
         if self.ctx.is_main:
+            logs = [self.run_dir / rundir.METRICS_NAME, self.run_dir / rundir.ROUTING_NAME]
+            rundir.truncate_after(logs, self.step)  # a damaged log is refused before any write
             rundir.start_run(
                 self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint, amendments
             )
-            for name in (rundir.METRICS_NAME, rundir.ROUTING_NAME):
-                rundir.truncate_after(self.run_dir / name, self.step)
             self.writers = {
                 "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
                 "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
