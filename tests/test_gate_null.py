@@ -63,8 +63,9 @@ def test_a_router_that_is_one_more_random_gate_is_rejected_at_the_nominal_rate()
     assert p_values.mean() == pytest.approx(0.525, abs=0.05)
 
 
-def _controls(hidden, strata, units, n_gates, trained_gate, top_k=1, bias=None):
+def _controls(hidden, strata, units, n_gates, trained_gate, top_k=1, bias=None, frozen=False):
     control = LayerControls(
+        frozen_gate=draw_gates(1, 4, hidden.shape[1], 0.02, seed=7)[0] if frozen else None,
         layer=0,
         n_labels=3,
         top_k=top_k,
@@ -82,14 +83,17 @@ def test_a_planted_domain_gate_is_made_by_the_router_and_beats_the_balanced_null
     hidden, strata, units = _hidden(30, 20, 8, signal=3.0)
     planted = torch.zeros(4, 8)
     planted[0, 0] = planted[1, 1] = planted[2, 2] = 1.0  # expert d for domain d
-    control = _controls(hidden, strata, units, 63, planted)
+    control = _controls(hidden, strata, units, 63, planted, frozen=True)
     trained = _unit_counts(hidden, planted[None], units, 30)[0]
-    null = control.gate_null(trained, strata)
+    frozen = _unit_counts(hidden, control.frozen_gate[None], units, 30)[0]
+    null = control.gate_null(trained, strata, frozen)
     assert null.n == 63 and null.plain.p_value == pytest.approx(1 / 64)
     assert null.balanced is not None and null.balanced.p_value == pytest.approx(1 / 64)
     assert null.p_value == max(null.plain.p_value, null.balanced.p_value)
     assert null.plain.percentile == 100.0 and null.plain.excess > 3 * null.plain.excess_se > 0
     assert null.balance_error <= BALANCE_TOLERANCE and null.balanced_tokens == 30 * 20
+    # The init gate is one draw of the null: inside it, plain and balanced.
+    assert 0 < null.frozen_gate_percentile < 100 and 0 < null.frozen_gate_balanced_percentile < 100
     assert family_verdicts([null.p_value], ["emerged"]) == ["made by the router"]
     assert family_verdicts([null.p_value], ["inherited"]) == ["kept by the router"]
     # A random draw as the "trained" gate sits inside the null.

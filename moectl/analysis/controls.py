@@ -30,7 +30,7 @@ from torch import Tensor
 from moectl.analysis import metrics
 from moectl.analysis.gate_null import gate_rank, percentile_among
 from moectl.analysis.nmi_bias import N_CORRECTION_PERMUTATIONS, corrected_nmi
-from moectl.analysis.results import GateNull, GateRank, Probe
+from moectl.analysis.results import GateNull, Probe
 from moectl.analysis.routing import LayerRouting
 from moectl.model.moe import MoEMLP
 from moectl.model.router import Score, route
@@ -233,47 +233,66 @@ class LayerControls:
     ) -> GateNull:
         """The trained router's per-document counts `trained` (U, E) against the gates' on the
         same units (`strata`: each unit's domain), plain and (with the trained gate) balanced;
-        `frozen` (U, E), the init gate's counts, is placed among the gates (it is one draw)."""
+        `frozen` (U, E), the init gate's counts, is placed among the gates (it is one draw),
+        and so is the init gate balanced like them."""
         n_units = len(strata)
         self._grow(n_units)
         gates = self.gate_units[:, :n_units]
         kw = {"n_permutations": n_permutations, "seed": self.seed}
         plain = gate_rank(trained, gates, strata, self.n_labels, **kw)
-        frozen_percentile = None
+        fields: dict = {}
         if frozen is not None:
-            _, nulls = corrected_nmi(gates, strata, self.n_labels, n_permutations, self.seed)
-            _, value = corrected_nmi(frozen, strata, self.n_labels, n_permutations, self.seed)
-            frozen_percentile = percentile_among(float(value), nulls)
-        balanced = self._balanced(strata, kw) if self.trained_gate is not None else None
-        rank, tokens, error = balanced if balanced is not None else (None, None, None)
+            fields["frozen_gate_percentile"] = self._percentile(frozen, gates, strata, kw)
+        balanced = self._balanced(n_units)
+        if balanced is not None:
+            own, counts, frozen_counts, tokens, error = balanced
+            rank = gate_rank(own, counts, strata, self.n_labels, **kw)
+            fields.update(balanced=rank, balanced_tokens=tokens, balance_error=error)
+            if frozen_counts is not None:
+                fields["frozen_gate_balanced_percentile"] = self._percentile(
+                    frozen_counts, counts, strata, kw
+                )
         return GateNull(
             n=len(gates),
-            p_value=max(plain.p_value, rank.p_value) if rank is not None else plain.p_value,
+            p_value=max(plain.p_value, fields["balanced"].p_value)
+            if "balanced" in fields
+            else plain.p_value,
             plain=plain,
-            balanced=rank,
-            balanced_tokens=tokens,
-            balance_error=error,
-            frozen_gate_percentile=frozen_percentile,
             selection_bias=self.selection_bias is not None,
             n_permutations=n_permutations,
+            **fields,
         )
 
-    def _balanced(self, strata: np.ndarray, kw: dict) -> tuple[GateRank, int, float] | None:
-        """The rank test on the probe's token subsample, every gate offset to the trained
-        router's expert load there: (its GateRank, tokens, the largest load error)."""
+    def _percentile(
+        self, router: np.ndarray, gates: np.ndarray, strata: np.ndarray, kw: dict
+    ) -> float:
+        """A router's corrected NMI among the gates' (percent below, ties half)."""
+        _, nulls = corrected_nmi(gates, strata, self.n_labels, kw["n_permutations"], kw["seed"])
+        _, value = corrected_nmi(router, strata, self.n_labels, kw["n_permutations"], kw["seed"])
+        return percentile_among(float(value), nulls)
+
+    def _balanced(
+        self, n_units: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int, float] | None:
+        """Per-document counts on the probe's token subsample of the trained router (U, E),
+        of every random gate offset to the trained router's expert load there (n, U, E) and of
+        the init gate offset the same way (or None), the tokens, and the largest load error."""
         if not self.probe_hidden or self.trained_gate is None:
             return None
         hidden = torch.as_tensor(np.concatenate(self.probe_hidden))
         units = np.concatenate(self.probe_units)
-        n_units, (n, n_experts, _) = len(strata), self.random_gates.shape
+        n, n_experts, _ = self.random_gates.shape
         bias = None if self.selection_bias is None else self.selection_bias.cpu()
         trained = choose(hidden @ self.trained_gate.cpu().T, self.top_k, self.score, bias)
         target = expert_load(trained, n_experts)
-        counts = np.zeros((n, n_units, n_experts), dtype=np.int64)
+        gates = self.random_gates
+        if self.frozen_gate is not None:
+            gates = torch.cat([gates, self.frozen_gate.cpu()[None]])
+        counts = np.zeros((len(gates), n_units, n_experts), dtype=np.int64)
         error = 0.0
         per_chunk = max(1, LOGIT_BUDGET // max(1, len(hidden) * n_experts))
-        for g0 in range(0, n, per_chunk):
-            logits = torch.einsum("th,geh->gte", hidden, self.random_gates[g0 : g0 + per_chunk])
+        for g0 in range(0, len(gates), per_chunk):
+            logits = torch.einsum("th,geh->gte", hidden, gates[g0 : g0 + per_chunk])
             offsets, gap = fit_offsets(logits, target, self.top_k, self.score, bias)
             chosen = choose(logits + offsets[:, None], self.top_k, self.score, bias)
             counts[g0 : g0 + per_chunk] = unit_expert_counts(
@@ -281,7 +300,8 @@ class LayerControls:
             )
             error = max(error, float(gap.max()))
         own = unit_expert_counts(trained.numpy()[None], units, n_units, n_experts)[0]
-        return gate_rank(own, counts, strata, self.n_labels, **kw), len(hidden), error
+        frozen = counts[n] if self.frozen_gate is not None else None
+        return own, counts[:n], frozen, len(hidden), error
 
     def probe_score(self) -> Probe | None:
         """A softmax-regression domain probe fit on the tokens of half of each domain's units

@@ -67,7 +67,7 @@ def gate_rank(
     if n_resamples > 1:
         weights = bootstrap.resample_counts(strata, n_resamples, seed)
         router_b = resampled_nmis(trained, strata, n_labels, weights)
-        gates_b = np.mean([resampled_nmis(g, strata, n_labels, weights) for g in gates], axis=0)
+        gates_b = resampled_nmis(gates, strata, n_labels, weights).mean(axis=0)
         se = float(np.std(router_b - gates_b, ddof=1))
     return GateRank(
         p_value=rank_p_value(router, nulls),

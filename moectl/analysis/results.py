@@ -87,6 +87,9 @@ class GateNull(BaseModel):
     frozen_gate_percentile: float | None = Field(
         None, description="the init gate's corrected NMI among the gates' (it is one draw)"
     )
+    frozen_gate_balanced_percentile: float | None = Field(
+        None, description="the init gate, balanced like the gates, among the balanced gates"
+    )
     selection_bias: bool = Field(False, description="the gates chose with the learned bias")
     n_permutations: int = Field(description="document permutations per NMI baseline")
 
