@@ -108,11 +108,12 @@ def test_balanced_offsets_reach_the_target_load():
     gates = draw_gates(16, 8, 16, 0.02, seed=3)
     logits = torch.einsum("th,geh->gte", hidden, gates)
     target = torch.tensor([0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
-    for top_k in (1, 2):
-        before = expert_load(choose(logits, top_k, "softmax"), 8)
+    # Exact quantile sweeps without a selection bias; steps with one (a bias scheme).
+    for top_k, bias in ((1, None), (2, None), (1, torch.linspace(0, 0.05, 8))):
+        before = expert_load(choose(logits, top_k, "softmax", bias), 8)
         assert float((before - target).abs().amax()) > 0.1
-        offsets, error = fit_offsets(logits, target, top_k, "softmax")
-        after = expert_load(choose(logits + offsets[:, None], top_k, "softmax"), 8)
+        offsets, error = fit_offsets(logits, target, top_k, "softmax", bias)
+        after = expert_load(choose(logits + offsets[:, None], top_k, "softmax", bias), 8)
         assert float(error.max()) <= BALANCE_TOLERANCE
         assert float((after - target).abs().amax()) <= BALANCE_TOLERANCE
 
