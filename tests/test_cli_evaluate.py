@@ -71,11 +71,13 @@ def test_evaluate_prints_the_router_and_functional_tables(cli, tiny_study) -> No
         "--functional", "--out", tiny_study["moe"] / "functional.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "moe: what the router made" in result.output
+    assert "moe: the router against random gates" in result.output
     assert "moe: functional test" in result.output
     (saved,) = load_results(tiny_study["moe"] / "functional.json")
     spec = saved.routing[0].specialization
-    assert spec.random_gates.n == 32 and f"{spec.random_gates.percentile:.0f}" in result.output
+    null = spec.gate_null
+    assert null.n == 199 and f"{null.plain.p_value:.3f}" in result.output
+    assert f"{null.plain.excess:+.3f}" in result.output
     assert spec.router_made.verdict is None  # no init/ in these hand-made runs
     assert saved.functional and all(s.init is None for s in saved.functional)
     assert f"{saved.functional[0].trained.difference:+.3f}" in result.output

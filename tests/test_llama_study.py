@@ -29,7 +29,8 @@ def test_quickstart_runs_the_whole_study_on_a_scratch_llama(cli, tmp_path):
     for layer in evaluated.routing:
         score = layer.specialization
         assert score.init_nmi is not None and score.frozen_gate_nmi is not None
-        assert score.random_gates is not None and score.router_made.verdict is not None
+        assert score.gate_null is not None and score.router_made.verdict is not None
+        assert score.corrected.interaction is not None  # the 2x2 cell on a Llama body too
     study = json.loads((out / "study.json").read_text())
     assert {"evaluate", "visualize"} <= set(study["done"])
     assert (out / "report.html").is_file()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from test_sinks import read_tensorboard
 
+from moectl.analysis.multiplicity import holm_rejections
 from moectl.analysis.results import load_results
 from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
@@ -154,6 +155,7 @@ def test_every_artefact_is_written(study):
     assert ("Findings" in report and "routing-heatmap" not in report) or "<img" in report
     assert "<img" in report and "base64," in report
     assert "frozen gate NMI" in report and "trained - step 0" in report
+    assert "gate null (bias-corrected NMI)" in report and "2x2 body x gate" in report
     assert "nmi over training" in report and "<figcaption>" in report
     assert "<table class='findings'>" in report and "Provenance" in report
     assert "--run-dir runs/moe" in report  # how to reproduce each run
@@ -190,10 +192,23 @@ def test_findings_are_measured_not_asserted(study):
     assert f"{moe.loss:.3f}" in findings["loss"].details[0]
     assert f"{diff.difference:+.3f}" in findings["loss"].text
     top2 = load_results(out / "eval" / "top2.json")[0]
-    made = [layer.specialization.router_made.verdict for r in (moe, top2) for layer in r.routing]
+    # "Made by the router" only where the router beats the gate null after Holm over every
+    # (arm, layer) and the model's routing rose over step 0; never for a router inside it.
+    layers = [
+        (label, layer) for label, r in (("top-1", moe), ("top-2", top2)) for layer in r.routing
+    ]
+    rejected = holm_rejections([layer.specialization.gate_null.p_value for _, layer in layers])
+    made = [
+        beats and layer.specialization.emergent.verdict == "emerged"
+        for beats, (_, layer) in zip(rejected, layers, strict=True)
+    ]
     special = findings["specialization"]
-    assert special.reproduced == ("emerged" in made)
-    if "emerged" not in made:
+    assert special.reproduced == any(made)
+    assert f"{len(layers)} comparisons" in special.text
+    for beats, (label, layer) in zip(rejected, layers, strict=True):
+        claim = f"{label} layer {layer.layer}: made by the router"
+        assert beats or not any(line.startswith(claim) for line in special.details)
+    if not any(made):
         assert "made it" not in special.text and "emerged" not in special.text
     details = " ".join(special.details)
     for layer in moe.routing:

@@ -3,6 +3,8 @@ a router made to route by domain is 'emerged'."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from moectl.model.routing import moe_layers
 from moectl.study.findings import specialization_finding
 from moectl.training.trainer import train_run
 
-OPTIONS = {"n_bootstrap": 300, "n_permutations": 3, "batch_size": 16}
+OPTIONS = {"n_bootstrap": 300, "n_permutations": 3, "batch_size": 16, "random_gates": 64}
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +102,50 @@ def test_a_router_pushed_to_route_by_domain_has_emerged(tiny_corpus, upcycled):
     # same hidden states, and every random gate.
     assert score.frozen_gate_nmi < score.nmi - 0.15
     assert score.router_made.ci[0] > 0 and score.router_made.verdict == "emerged"
-    assert score.random_gates.n == 32 and score.random_gates.percentile == 100.0
+    null = score.gate_null
+    assert null.n == 64 and null.plain.percentile == 100.0 and null.balanced is not None
+    assert null.p_value == pytest.approx(1 / 65) and null.plain.excess > 0.1
     assert score.first_choice_nmi == pytest.approx(score.nmi)
     assert all(top.ratio_to_uniform > 1.5 for top in layer.top_expert.values())
     finding = specialization_finding({"top-1": [result]})
     assert finding.verdict == "made by the router" and finding.reproduced
-    assert finding.value == pytest.approx(score.router_made.difference)
-    assert "frozen gate" in finding.control
+    assert finding.value == pytest.approx(null.balanced.excess)
+    assert "random gates" in finding.control and "Holm over 1 comparisons" in finding.control
+
+
+def test_evaluate_json_has_the_gate_null_the_2x2_cell_and_the_per_document_tables(
+    tiny_corpus, upcycled, cli
+):
+    root, base = upcycled
+    run = _moe_run(tiny_corpus, root, "json", base, "train.max_steps=2", "moe.top_k=2")
+    result = cli(
+        "evaluate", run, "--data", tiny_corpus, "--max-blocks", "12", "--permutations", "2",
+        "--bootstrap", "100", "--random-gates", "64", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (saved,) = json.loads(result.output)["results"]
+    assert saved["format_version"] == 2
+    n_units = len(set(saved["block_document"]))
+    for layer in saved["routing"]:
+        spec = layer["specialization"]
+        null = spec["gate_null"]
+        assert null["n"] == 64 and 1 / 65 <= null["p_value"] <= 1
+        assert null["p_value"] == max(null["plain"]["p_value"], null["balanced"]["p_value"])
+        assert {"percentile", "mean", "q05", "q95", "excess", "excess_se"} <= set(null["plain"])
+        assert null["balance_error"] <= 0.01 and null["frozen_gate_percentile"] is not None
+        corrected = spec["corrected"]
+        assert corrected["interaction"] is not None and corrected["interaction_ci"] is not None
+        assert spec["trained_gate_on_init_nmi"] is not None
+        assert spec["emergent"]["bias"] is not None and spec["router_made"]["bias"] is not None
+        raw = spec["emergent"]["difference"] + spec["emergent"]["bias"]
+        assert raw == pytest.approx(spec["nmi"] - spec["init_nmi"])
+        tables = spec["unit_counts"]
+        for name in ("trained", "first_choice", "frozen_gate", "init", "trained_gate_on_init"):
+            counts = np.asarray(tables[name])
+            assert counts.shape == (n_units, 4)
+        # top-2: two assignments per token, one first choice.
+        assert np.sum(tables["trained"]) == 2 * np.sum(tables["first_choice"])
+        assert np.sum(tables["trained_gate_on_init"]) == np.sum(tables["trained"])
 
 
 def test_a_frozen_router_trains_the_body_but_keeps_its_gate_so_the_router_made_nothing(
