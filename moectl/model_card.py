@@ -211,12 +211,13 @@ def _other_controls(spec: SpecializationScore) -> str:
     """The router controls an evaluation measured (newer results only); '-' for none."""
     parts = []
     if spec.router_made.verdict is not None:
-        parts.append(f"router vs frozen gate: {_verdict(spec.router_made)}")
-    if spec.random_gates is not None:
-        gates = spec.random_gates
+        parts.append(f"router vs frozen gate (one draw): {_verdict(spec.router_made)}")
+    if spec.gate_null is not None:
+        null = spec.gate_null
         parts.append(
-            f"random gates: mean NMI {gates.mean:.3f} over {gates.n}, "
-            f"trained at percentile {gates.percentile:.0f}"
+            f"gate null: {null.n} random gates, trained router at percentile "
+            f"{null.plain.percentile:.0f}, p {null.p_value:.3f} (the stricter of plain and "
+            "balanced; no family correction)"
         )
     if spec.probe is not None:
         probe = spec.probe

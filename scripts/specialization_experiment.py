@@ -145,7 +145,7 @@ def table(results: dict[str, EvaluationResult], seeds: list[int], out: Path) -> 
             continue
         for i, layer in enumerate(runs[0].routing):
             specs = [r.routing[i].specialization for r in runs]
-            gates = [s.random_gates.percentile for s in specs if s.random_gates]
+            gates = [s.gate_null.plain.percentile for s in specs if s.gate_null]
             probes = [s.probe for s in specs if s.probe]
             functional = [
                 f.trained.verdict == "specialized"

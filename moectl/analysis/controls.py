@@ -6,10 +6,15 @@ routes by domain. These controls read each MoE layer's input during the evaluati
 forward pass (a forward pre-hook, float32: the tensor the gate sees) and route it through
 - the layer's init gate (the frozen-gate control, recorded like the trained routing and
   compared by the paired bootstrap in `LayerRouting.analyse`),
-- n gates drawn exactly as the init draws them (N(0, initializer_range), float32), counted per
-  batch with all gates in one matmul, so no hidden state outlives its batch,
+- n gates drawn exactly as the init draws them (N(0, initializer_range), float32, rows shared
+  by a fine-grained expert's slices), counted per batch and per document with the gates in one
+  matmul per chunk (at most LOGIT_BUDGET logits at once), so no hidden state outlives its
+  batch: the gate null (`gate_null`), the distribution a router claim is tested against,
+- the same gates balanced: per-expert logit offsets fitted so each gate's expert load matches
+  the trained router's, fitted and scored on the probe's token subsample (below),
 - and a linear domain probe, the ceiling of how much domain routing the representation allows.
-Every gate uses the model's own routing rule (`moectl.model.router.route`, noise 0, same top-k).
+Every gate uses the model's own routing rule (`moectl.model.router.route`, noise 0, same top-k,
+and under a bias scheme the learned selection bias, as the trained router chooses).
 """
 
 from __future__ import annotations
@@ -22,16 +27,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moectl.analysis import bootstrap, metrics
-from moectl.analysis.results import Probe, RandomGates
+from moectl.analysis import metrics
+from moectl.analysis.gate_null import gate_rank, percentile_among
+from moectl.analysis.nmi_bias import N_CORRECTION_PERMUTATIONS, corrected_nmi
+from moectl.analysis.results import GateNull, GateRank, Probe
 from moectl.analysis.routing import LayerRouting
 from moectl.model.moe import MoEMLP
 from moectl.model.router import Score, route
 
 # The probe keeps at most this many tokens of each document in each batch (positions drawn with
 # the seed), so its memory is at most blocks x 32 x hidden floats (192 blocks of a 768-wide
-# model: 19 MB).
+# model: 19 MB). The balanced gate null routes the same subsample: its offsets are E numbers per
+# gate, which thousands of tokens fit well, and every router it compares sees the same tokens.
 PROBE_TOKENS_PER_UNIT = 32
+LOGIT_BUDGET = 1 << 24
+"""Most gate logits (float32) held at once: 64 MB, whatever the model's width or experts."""
+BALANCE_TOLERANCE = 0.01
+"""A balanced gate's largest |expert share - the trained router's share| when the fit stops."""
+BALANCE_STEPS = 200
 PROBE_STEPS = 300
 PROBE_LR = 0.1
 PROBE_WEIGHT_DECAY = 1e-3
@@ -58,20 +71,82 @@ def capture_layer_inputs(layers: dict[int, MoEMLP]) -> Iterator[dict[int, Tensor
             handle.remove()
 
 
-def draw_gates(n: int, n_experts: int, hidden: int, std: float, seed: int) -> Tensor:
+def draw_gates(
+    n: int, n_experts: int, hidden: int, std: float, seed: int, granularity: int = 1
+) -> Tensor:
     """(n, E, H) float32 gates drawn as `MoEMLP.upcycle` draws a gate: N(0, 1) * std, where
-    `apply_moe` passes std = the GPT-2 config's initializer_range (scratch and upcycled alike)."""
+    `apply_moe` passes std = the GPT-2 config's initializer_range (scratch and upcycled alike);
+    with a fine-grained split, E / granularity rows each repeated for its slices."""
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn((n, n_experts, hidden), generator=generator) * std).float()
+    rows = n_experts // granularity
+    gates = (torch.randn((n, rows, hidden), generator=generator) * std).float()
+    return gates.repeat_interleave(granularity, dim=1) if granularity > 1 else gates
 
 
 def gate_experts(
-    hidden: Tensor, gate: Tensor, top_k: int, score: Score = "softmax"
+    hidden: Tensor,
+    gate: Tensor,
+    top_k: int,
+    score: Score = "softmax",
+    selection_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(expert index (T, k), entropy (T,)) of `hidden` (T, H) routed through a gate (E, H) by
-    the model's routing rule (its `score`) without noise."""
-    routing = route(hidden @ gate.T.to(hidden.device), top_k, score=score)
+    the model's routing rule (its `score`, its learned `selection_bias`) without noise."""
+    routing = route(
+        hidden @ gate.T.to(hidden.device), top_k, score=score, selection_bias=selection_bias
+    )
     return routing.expert_index, routing.entropy
+
+
+def choose(
+    logits: Tensor, top_k: int, score: Score, selection_bias: Tensor | None = None
+) -> Tensor:
+    """(..., k) experts chosen from logits (..., E) by the model's rule, any leading shape."""
+    n_experts = logits.shape[-1]
+    flat = route(logits.reshape(-1, n_experts), top_k, score=score, selection_bias=selection_bias)
+    return flat.expert_index.reshape(*logits.shape[:-1], top_k)
+
+
+def expert_load(chosen: Tensor, n_experts: int) -> Tensor:
+    """(..., E) share of the top-k assignments in `chosen` (..., T, k) that each expert got."""
+    flat = chosen.reshape(*chosen.shape[:-2], -1)
+    counts = torch.zeros((*flat.shape[:-1], n_experts), device=chosen.device)
+    counts.scatter_add_(-1, flat, torch.ones_like(flat, dtype=counts.dtype))
+    return counts / flat.shape[-1]
+
+
+def fit_offsets(
+    logits: Tensor,
+    target: Tensor,
+    top_k: int,
+    score: Score = "softmax",
+    selection_bias: Tensor | None = None,
+    steps: int = BALANCE_STEPS,
+    tolerance: float = BALANCE_TOLERANCE,
+) -> tuple[Tensor, Tensor]:
+    """(offsets (G, E), error (G,)): per-expert logit offsets that give each gate's logits
+    (G, T, E) the expert load `target` (E,) on these tokens under the model's rule, and each
+    gate's largest |share - target| at the end.
+
+    offsets += step * spread * (log target - log load), spread the gate's logit std and step
+    0.5 / (1 + i / 50) (decaying, since top-k loads move in jumps), until every gate is within
+    `tolerance` or `steps` run out. An expert the target never uses is floored at 1e-4."""
+    floor = 1e-4
+    goal = torch.log(target.clamp_min(floor))
+    spread = logits.std(dim=(1, 2)).clamp_min(1e-12)[:, None]
+    offsets = torch.zeros(logits.shape[0], logits.shape[-1], device=logits.device)
+    error = torch.full((logits.shape[0],), float("inf"), device=logits.device)
+    for i in range(steps):
+        load = expert_load(
+            choose(logits + offsets[:, None], top_k, score, selection_bias), len(target)
+        )
+        error = (load - target).abs().amax(dim=-1)
+        active = error > tolerance
+        if not bool(active.any()):
+            break
+        step = 0.5 / (1 + i / 50) * spread * (goal - torch.log(load.clamp_min(floor)))
+        offsets += step * active[:, None]
+    return offsets, error
 
 
 @dataclass
@@ -85,15 +160,17 @@ class LayerControls:
     frozen_gate: Tensor | None = None  # (E, H), the init gate
     seed: int = 0
     score: Score = "softmax"  # the layer's routing score, so every gate routes as the model does
+    trained_gate: Tensor | None = None  # (E, H): the balanced null's target load on the subsample
+    selection_bias: Tensor | None = None  # (E,) learned; every gate chooses with it when given
     frozen: LayerRouting | None = None
-    random_counts: np.ndarray | None = None  # (n, L, E)
+    gate_units: np.ndarray | None = None  # (n, units so far, E) per-document counts, in memory
     probe_hidden: list[np.ndarray] = field(default_factory=list)
     probe_labels: list[np.ndarray] = field(default_factory=list)
     probe_units: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n, n_experts, _ = self.random_gates.shape
-        self.random_counts = np.zeros((n, self.n_labels, n_experts), dtype=np.int64)
+        self.gate_units = np.zeros((n, 0, n_experts), dtype=np.int32)
         if self.frozen_gate is not None:
             self.frozen = LayerRouting(self.layer, n_experts, self.top_k)
         self._rng = np.random.default_rng(self.seed + self.layer)
@@ -102,24 +179,39 @@ class LayerControls:
     def add(self, hidden: Tensor, domain_ids: np.ndarray, units: np.ndarray) -> None:
         """One batch: the layer input (T, H) and per token its domain and bootstrap unit (its
         document, numbered as given to LayerRouting.add): the frozen gate's routing is recorded
-        by unit, and the probe splits and subsamples by it."""
+        by unit, the random gates count per unit, and the probe splits and subsamples by it."""
         n, n_experts, width = self.random_gates.shape
         if self.frozen is not None and self.frozen_gate is not None:
-            experts, entropy = gate_experts(hidden, self.frozen_gate, self.top_k, self.score)
+            experts, entropy = gate_experts(
+                hidden, self.frozen_gate, self.top_k, self.score, self.selection_bias
+            )
             self.frozen.add(domain_ids, units, experts.cpu().numpy(), entropy.cpu().numpy())
         if self._flat_gates is None:
             self._flat_gates = self.random_gates.reshape(n * n_experts, width).to(hidden.device)
-        logits = (hidden @ self._flat_gates.T).reshape(-1, n_experts)  # (T * n, E)
-        chosen = route(logits, self.top_k, score=self.score).expert_index.reshape(
-            len(hidden), n, self.top_k
-        )
-        chosen = chosen.cpu().numpy()
-        labels = np.repeat(np.asarray(domain_ids, dtype=np.int64), self.top_k)
-        for g in range(n):
-            flat = labels * n_experts + chosen[:, g, :].ravel()
-            counts = np.bincount(flat, minlength=self.n_labels * n_experts)
-            self.random_counts[g] += counts.reshape(self.n_labels, n_experts)
+        present, local = np.unique(np.asarray(units, dtype=np.int64), return_inverse=True)
+        self._grow(int(present.max()) + 1)
+        per_chunk = max(1, LOGIT_BUDGET // max(1, len(hidden) * n_experts))
+        for g0 in range(0, n, per_chunk):
+            g1 = min(n, g0 + per_chunk)
+            logits = hidden @ self._flat_gates[g0 * n_experts : g1 * n_experts].T
+            chosen = choose(
+                logits.reshape(len(hidden), g1 - g0, n_experts),
+                self.top_k,
+                self.score,
+                self.selection_bias,
+            )
+            self.gate_units[g0:g1, present] += unit_expert_counts(
+                chosen.permute(1, 0, 2).cpu().numpy(), local, len(present), n_experts
+            )
         self._keep_probe_tokens(hidden, domain_ids, units)
+
+    def _grow(self, n_units: int) -> None:
+        have = self.gate_units.shape[1]
+        if n_units > have:
+            extra = np.zeros(
+                (self.gate_units.shape[0], n_units - have, self.gate_units.shape[2]), np.int32
+            )
+            self.gate_units = np.concatenate([self.gate_units, extra], axis=1)
 
     def _keep_probe_tokens(self, hidden: Tensor, domain_ids: np.ndarray, units: np.ndarray) -> None:
         keep = []
@@ -132,18 +224,64 @@ class LayerControls:
         self.probe_labels.append(np.asarray(domain_ids, dtype=np.int64)[rows])
         self.probe_units.append(np.asarray(units, dtype=np.int64)[rows])
 
-    def random_gate_score(self, trained_nmi: float) -> RandomGates:
-        """The trained router's NMI among the random gates' (percentile: share below it, ties
-        counting half, in percent)."""
-        nmis = bootstrap.nmi_of_joints(self.random_counts)
-        below = float((nmis < trained_nmi).sum() + 0.5 * (nmis == trained_nmi).sum())
-        return RandomGates(
-            n=len(nmis),
-            mean=float(nmis.mean()),
-            q05=float(np.quantile(nmis, 0.05)),
-            q95=float(np.quantile(nmis, 0.95)),
-            percentile=100.0 * below / len(nmis),
+    def gate_null(
+        self,
+        trained: np.ndarray,
+        strata: np.ndarray,
+        frozen: np.ndarray | None = None,
+        n_permutations: int = N_CORRECTION_PERMUTATIONS,
+    ) -> GateNull:
+        """The trained router's per-document counts `trained` (U, E) against the gates' on the
+        same units (`strata`: each unit's domain), plain and (with the trained gate) balanced;
+        `frozen` (U, E), the init gate's counts, is placed among the gates (it is one draw)."""
+        n_units = len(strata)
+        self._grow(n_units)
+        gates = self.gate_units[:, :n_units]
+        kw = {"n_permutations": n_permutations, "seed": self.seed}
+        plain = gate_rank(trained, gates, strata, self.n_labels, **kw)
+        frozen_percentile = None
+        if frozen is not None:
+            _, nulls = corrected_nmi(gates, strata, self.n_labels, n_permutations, self.seed)
+            _, value = corrected_nmi(frozen, strata, self.n_labels, n_permutations, self.seed)
+            frozen_percentile = percentile_among(float(value), nulls)
+        balanced = self._balanced(strata, kw) if self.trained_gate is not None else None
+        rank, tokens, error = balanced if balanced is not None else (None, None, None)
+        return GateNull(
+            n=len(gates),
+            p_value=max(plain.p_value, rank.p_value) if rank is not None else plain.p_value,
+            plain=plain,
+            balanced=rank,
+            balanced_tokens=tokens,
+            balance_error=error,
+            frozen_gate_percentile=frozen_percentile,
+            selection_bias=self.selection_bias is not None,
+            n_permutations=n_permutations,
         )
+
+    def _balanced(self, strata: np.ndarray, kw: dict) -> tuple[GateRank, int, float] | None:
+        """The rank test on the probe's token subsample, every gate offset to the trained
+        router's expert load there: (its GateRank, tokens, the largest load error)."""
+        if not self.probe_hidden or self.trained_gate is None:
+            return None
+        hidden = torch.as_tensor(np.concatenate(self.probe_hidden))
+        units = np.concatenate(self.probe_units)
+        n_units, (n, n_experts, _) = len(strata), self.random_gates.shape
+        bias = None if self.selection_bias is None else self.selection_bias.cpu()
+        trained = choose(hidden @ self.trained_gate.cpu().T, self.top_k, self.score, bias)
+        target = expert_load(trained, n_experts)
+        counts = np.zeros((n, n_units, n_experts), dtype=np.int64)
+        error = 0.0
+        per_chunk = max(1, LOGIT_BUDGET // max(1, len(hidden) * n_experts))
+        for g0 in range(0, n, per_chunk):
+            logits = torch.einsum("th,geh->gte", hidden, self.random_gates[g0 : g0 + per_chunk])
+            offsets, gap = fit_offsets(logits, target, self.top_k, self.score, bias)
+            chosen = choose(logits + offsets[:, None], self.top_k, self.score, bias)
+            counts[g0 : g0 + per_chunk] = unit_expert_counts(
+                chosen.numpy(), units, n_units, n_experts
+            )
+            error = max(error, float(gap.max()))
+        own = unit_expert_counts(trained.numpy()[None], units, n_units, n_experts)[0]
+        return gate_rank(own, counts, strata, self.n_labels, **kw), len(hidden), error
 
     def probe_score(self) -> Probe | None:
         """A softmax-regression domain probe fit on the tokens of half of each domain's units
@@ -166,6 +304,19 @@ class LayerControls:
             train_documents=len(train_units),
             test_documents=len(test_units),
         )
+
+
+def unit_expert_counts(
+    chosen: np.ndarray, units: np.ndarray, n_units: int, n_experts: int
+) -> np.ndarray:
+    """(G, n_units, E) top-k assignment counts per router and unit from chosen experts
+    (G, T, k) and each token's unit (T,) in 0..n_units-1: one bincount for all routers."""
+    n_routers, _, top_k = chosen.shape
+    unit = np.repeat(np.asarray(units, dtype=np.int64), top_k)
+    flat = (np.arange(n_routers)[:, None] * n_units + unit[None]) * n_experts
+    flat = flat + chosen.reshape(n_routers, -1)
+    size = n_routers * n_units * n_experts
+    return np.bincount(flat.ravel(), minlength=size).reshape(n_routers, n_units, n_experts)
 
 
 def split_units(labels: np.ndarray, units: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from moectl.analysis import bootstrap
 from moectl.analysis.bootstrap import N_BOOTSTRAP
+from moectl.analysis.gate_null import N_GATES
+from moectl.analysis.nmi_bias import corrected_difference, corrected_scores
 from moectl.analysis.results import (
     EvaluationResult,
     FunctionalScore,
     RoutingAnalysis,
     SampleSize,
+    SpecializationScore,
     TokenRouting,
+    UnitCounts,
 )
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.tokentypes import GROUP_TYPES, classify_block
@@ -52,7 +57,7 @@ class EvaluationOptions:
     sample_tokens: int = 48
     code_domains: tuple[str, ...] = ("code",)
     math_domains: tuple[str, ...] = ("math",)
-    random_gates: int = 32  # gates drawn as the init draws them, per MoE layer (>= 32)
+    random_gates: int = N_GATES  # gates drawn as the init draws them, per MoE layer (>= 64)
     functional: bool = False  # the functional test: (1 + draws) more passes per layer and m
     functional_draws: int = 16  # random expert sets per (domain, layer, m) (>= 16)
 
@@ -280,7 +285,7 @@ def evaluate_loaded(
     model at step 0) its router is fed the same batches for the init-router control."""
     import torch
 
-    from moectl.analysis.controls import capture_layer_inputs
+    from moectl.analysis.controls import capture_layer_inputs, gate_experts
     from moectl.analysis.functional import token_loss
     from moectl.model.arch import family_of
     from moectl.model.routing import last_router_stats, moe_layers
@@ -296,6 +301,11 @@ def evaluate_loaded(
     init_recorders = {
         index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
     }
+    # The 2x2 of body x gate: the step-0 body's layer input through the trained gate.
+    cell_recorders = {
+        index: LayerRouting(index, layer.n_experts, layer.top_k) for index, layer in layers.items()
+    }
+    init_layers = moe_layers(init.model) if init is not None else {}
     controls = _layer_controls(model, layers, init, len(domains), options)
     block_loss = np.zeros(len(blocks))
     # The bootstrap's unit of each block: its document, numbered 0..n_units-1.
@@ -312,7 +322,11 @@ def evaluate_loaded(
     piece_cache: dict[int, str] = {}
     stage = f"evaluate:{name}"
     report(callback, stage, 0, len(blocks))
-    with torch.no_grad(), capture_layer_inputs(layers) as layer_inputs:
+    with (
+        torch.no_grad(),
+        capture_layer_inputs(layers) as layer_inputs,
+        capture_layer_inputs(init_layers) as init_inputs,
+    ):
         for start in range(0, len(blocks), options.batch_size):
             batch = blocks[start : start + options.batch_size]
             ids = torch.tensor([b.ids for b in batch], dtype=torch.long, device=device)
@@ -336,6 +350,17 @@ def evaluate_loaded(
             if init is not None:  # the routers are all the control needs: no LM head
                 family_of(init.model).body(init.model)(input_ids=ids)
                 _record(init_recorders, last_router_stats(init.model), domain_ids, block_ids, types)
+                for index, control in controls.items():
+                    experts, entropy = gate_experts(
+                        init_inputs[index],
+                        layers[index].gate.weight.float(),
+                        control.top_k,
+                        control.score,
+                        control.selection_bias,
+                    )
+                    cell_recorders[index].add(
+                        domain_ids, block_ids, experts.cpu().numpy(), entropy.cpu().numpy()
+                    )
             for row, block in enumerate(batch):
                 if block.index in sample_blocks and stats:
                     lo, hi = _sample_window(block.ids, eos_id, options.sample_tokens)
@@ -371,13 +396,19 @@ def evaluate_loaded(
         )
         for index, recorder in sorted(recorders.items())
     ]
+    strata = bootstrap.unit_strata([b.domain for b in blocks], [b.document for b in blocks])
     for analysis in routing:
-        control = controls[analysis.layer]
-        analysis.specialization = analysis.specialization.model_copy(
-            update={
-                "random_gates": control.random_gate_score(analysis.specialization.nmi),
-                "probe": control.probe_score(),
-            }
+        index = analysis.layer
+        tables = _unit_tables(
+            recorders[index],
+            controls[index].frozen,
+            init_recorders[index] if init is not None else None,
+            cell_recorders[index] if init is not None else None,
+            len(strata),
+            len(domains),
+        )
+        analysis.specialization = _router_scores(
+            analysis.specialization, tables, strata, controls[index], options
         )
     first = next(iter(layers.values()), None)
     notes = [] if layers else ["dense model: no MoE layers, so no routing to analyse (losses only)"]
@@ -442,6 +473,64 @@ def _record(
         )
 
 
+def _unit_tables(
+    trained: LayerRouting,
+    frozen: LayerRouting | None,
+    init: LayerRouting | None,
+    cell: LayerRouting | None,
+    n_units: int,
+    n_labels: int,
+) -> UnitCounts:
+    """The layer's per-document (U, E) count tables of every router recorded on its units."""
+
+    def table(recorder: LayerRouting | None, first_choice: bool = False) -> list | None:
+        if recorder is None:
+            return None
+        return recorder.block_table(n_units, n_labels, first_choice).sum(axis=1).tolist()
+
+    return UnitCounts(
+        trained=table(trained),
+        first_choice=table(trained, first_choice=True),
+        frozen_gate=table(frozen),
+        init=table(init),
+        trained_gate_on_init=table(cell),
+    )
+
+
+def _router_scores(
+    spec: SpecializationScore,
+    tables: UnitCounts,
+    strata: np.ndarray,
+    control: LayerControls,
+    options: EvaluationOptions,
+) -> SpecializationScore:
+    """The domain score with its router fields: the gate null, the bias-corrected NMIs and
+    differences (trained - step-0, trained - frozen gate), the 2x2 cell, the probe and the
+    per-document tables."""
+    n_labels = control.n_labels
+    corrected, baselines = corrected_scores(
+        tables, strata, n_labels, options.n_bootstrap, options.seed
+    )
+    trained = np.asarray(tables.trained)
+    frozen = np.asarray(tables.frozen_gate) if tables.frozen_gate is not None else None
+    update: dict[str, Any] = {
+        "gate_null": control.gate_null(trained, strata, frozen),
+        "corrected": corrected,
+        "probe": control.probe_score(),
+        "unit_counts": tables,
+    }
+    if "init" in baselines:
+        bias = baselines["trained"] - baselines["init"]
+        update["emergent"] = corrected_difference(spec.emergent, bias)
+    if "frozen_gate" in baselines:
+        bias = baselines["trained"] - baselines["frozen_gate"]
+        update["router_made"] = corrected_difference(spec.router_made, bias)
+    if corrected.trained_gate_on_init is not None:  # its plug-in NMI, like the other cells'
+        raw = corrected.trained_gate_on_init + baselines["trained_gate_on_init"]
+        update["trained_gate_on_init_nmi"] = raw
+    return spec.model_copy(update=update)
+
+
 def _layer_controls(
     model: Any,
     layers: dict[int, Any],
@@ -449,7 +538,8 @@ def _layer_controls(
     n_labels: int,
     options: EvaluationOptions,
 ) -> dict[int, LayerControls]:
-    """Per MoE layer: random gates drawn as the init draws them (seeded per layer) and, with an
+    """Per MoE layer: random gates drawn as the init draws them (seeded per layer), the trained
+    gate and learned selection bias (under a bias scheme) the gates choose with, and, with an
     init model, the layer's init gate."""
     from moectl.analysis.controls import LayerControls, draw_gates
     from moectl.model.routing import moe_layers
@@ -467,12 +557,17 @@ def _layer_controls(
                 layer.gate.weight.shape[1],
                 std,
                 options.seed + index,
+                layer.granularity,
             ),
             frozen_gate=init_layers[index].gate.weight.detach().float()
             if index in init_layers
             else None,
             seed=options.seed,
             score=layer.gate.score,
+            trained_gate=layer.gate.weight.detach().float(),
+            selection_bias=layer.balance.selection_bias().detach().float()
+            if layer.balance.selects_with_bias
+            else None,
         )
         for index, layer in layers.items()
     }

@@ -13,31 +13,103 @@ from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.errors import MoectlError
 from moectl.fs import read_text
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
+"""2: the gate null (`GateNull`), bias-corrected NMIs, the per-document count tables and the
+2x2 of body x gate; `emergent` and `router_made` are bias-corrected differences. Results of
+format 1 load with those fields missing."""
 
 
 class Emergence(BaseModel):
-    """Trained minus init-router NMI on the same blocks, with its paired bootstrap interval.
+    """Trained minus init-router NMI on the same documents, with its paired bootstrap interval.
 
     `verdict` is 'emerged' (interval above 0), 'inherited' (contains 0), 'reduced' (below 0),
-    or None when the model has no init control (then difference and ci are None too).
+    or None when the model has no init control (then difference and ci are None too). In
+    results of format 2 the difference is bias-corrected: `bias` (the two routers' difference
+    in document-permutation baseline) was subtracted from the plug-in difference and from its
+    interval; raw = difference + bias.
     """
 
     difference: float | None = None
     ci: tuple[float, float] | None = None
     verdict: Verdict | None = None
+    bias: float | None = None
 
 
-class RandomGates(BaseModel):
-    """The trained router against gates drawn exactly as the init draws them, applied to the
-    trained model's hidden states at the layer input: how unusual the trained router is among
-    gates that never learned (`percentile` of the trained router's NMI among theirs, 0-100)."""
+class UnitCounts(BaseModel):
+    """Per document (units in ascending order of EvaluationResult.block_document values),
+    per expert, the layer's top-k assignment counts: what seed- and document-level intervals
+    are recomputed from. A unit's domain is `bootstrap.unit_strata(block_domain,
+    block_document)`."""
 
-    n: int
-    mean: float
+    trained: list[list[int]] = Field(description="(U, E) the trained model, trained gate")
+    first_choice: list[list[int]] = Field(description="(U, E) first choice only")
+    frozen_gate: list[list[int]] | None = Field(None, description="trained body, init gate")
+    init: list[list[int]] | None = Field(None, description="step-0 body, init gate")
+    trained_gate_on_init: list[list[int]] | None = Field(
+        None, description="step-0 body, trained gate (the 2x2 cell)"
+    )
+
+
+class GateRank(BaseModel):
+    """The trained router's bias-corrected domain NMI ranked among n gates' on the same tokens
+    (each NMI minus its own document-permutation baseline)."""
+
+    p_value: float = Field(
+        description="(1 + #gates with corrected NMI >= the trained router's) / (n + 1)"
+    )
+    percentile: float = Field(description="share of gates below the router (ties half), 0-100")
+    trained_nmi: float = Field(description="the trained router's corrected NMI")
+    mean: float = Field(description="the gates' mean corrected NMI")
     q05: float
     q95: float
-    percentile: float
+    raw_mean: float = Field(description="the gates' mean plug-in NMI (no correction)")
+    excess: float = Field(description="trained_nmi - mean")
+    excess_se: float = Field(description="document-bootstrap standard error of `excess`")
+
+
+class GateNull(BaseModel):
+    """The trained router against the distribution of gates drawn as the init draws them, on
+    the trained model's hidden states at the layer input, each routed by the model's own rule
+    (with the learned selection bias under a bias scheme). `plain` ranks it among the gates as
+    drawn; `balanced` among the same gates with per-expert logit offsets fitted so that each
+    gate's expert load matches the trained router's, on a token subsample (`balanced_tokens`).
+    `p_value`, the stricter of the two, is what a verdict uses (before any family correction).
+    """
+
+    n: int
+    p_value: float = Field(description="max(plain p, balanced p): the decision's p-value")
+    plain: GateRank
+    balanced: GateRank | None = None
+    balanced_tokens: int | None = Field(None, description="tokens the balanced null routes")
+    balance_error: float | None = Field(
+        None, description="largest |expert share - the trained router's| over the fitted gates"
+    )
+    frozen_gate_percentile: float | None = Field(
+        None, description="the init gate's corrected NMI among the gates' (it is one draw)"
+    )
+    selection_bias: bool = Field(False, description="the gates chose with the learned bias")
+    n_permutations: int = Field(description="document permutations per NMI baseline")
+
+
+class CorrectedNMI(BaseModel):
+    """Domain NMIs minus each one's own document-permutation baseline (domain labels permuted
+    across whole documents, each document's count vector kept; the mean over `n_permutations`
+    seeded permutations, the same for every router). Plug-in NMI is biased upward by more for a
+    more concentrated router, so differences are taken between these."""
+
+    n_permutations: int
+    trained: float
+    first_choice: float
+    frozen_gate: float | None = None
+    init: float | None = None
+    trained_gate_on_init: float | None = None
+    interaction: float | None = Field(
+        None,
+        description="co-adaptation: trained - frozen gate - trained gate on init + init",
+    )
+    interaction_ci: tuple[float, float] | None = Field(
+        None, description="95% document-bootstrap interval of `interaction`"
+    )
 
 
 class Probe(BaseModel):
@@ -92,7 +164,13 @@ class SpecializationScore(BaseModel):
     frozen_gate_nmi: float | None = None
     frozen_gate_nmi_ci: tuple[float, float] | None = None
     router_made: Emergence = Field(default_factory=Emergence)
-    random_gates: RandomGates | None = None
+    # The router against the distribution of gates (it decides; the frozen gate above is one
+    # of its draws and descriptive), the bias-corrected NMIs, the trained gate on the step-0
+    # body (the 2x2 of body x gate) and the per-document tables (domain labels only).
+    gate_null: GateNull | None = None
+    corrected: CorrectedNMI | None = None
+    trained_gate_on_init_nmi: float | None = None
+    unit_counts: UnitCounts | None = None
     probe: Probe | None = None
     token_id: TokenIdScore | None = None
     # First choice only (each token counted once), the like-for-like number across top-k.

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from moectl.analysis.bootstrap import format_interval
+from moectl.analysis.gate_null import N_GATES, family_verdicts
 from moectl.cli.common import (
     DeviceOption,
     RichProgress,
@@ -22,7 +23,12 @@ from moectl.cli.common import (
 from moectl.errors import MoectlError
 
 if TYPE_CHECKING:
-    from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
+    from moectl.analysis.results import (
+        Emergence,
+        EvaluationResult,
+        GateNull,
+        SpecializationScore,
+    )
 
 
 def evaluate(
@@ -62,9 +68,12 @@ def evaluate(
     random_gates: Annotated[
         int,
         typer.Option(
-            "--random-gates", min=32, help="Random gates per MoE layer for the router control."
+            "--random-gates",
+            min=64,
+            help="Gates drawn as the init draws them, per MoE layer: the null the router is "
+            "tested against (p can reach 1 / (n + 1)).",
         ),
-    ] = 32,
+    ] = N_GATES,
     functional: Annotated[
         bool,
         typer.Option(
@@ -309,39 +318,66 @@ def routing_table(result: EvaluationResult) -> Table:
 
 
 def router_table(result: EvaluationResult) -> Table:
-    """Per MoE layer: what the router itself added, against gates applied to the same trained
-    hidden states (its frozen init gate, random gates) and the probe's ceiling."""
+    """Per MoE layer: the router against the distribution of gates applied to the same trained
+    hidden states (plain and balanced), its frozen init gate (one draw), the 2x2 of body x gate
+    and the probe's ceiling."""
+    specs = [layer.specialization for layer in result.routing]
+    verdicts = family_verdicts(
+        [s.gate_null.p_value if s.gate_null else None for s in specs],
+        [s.emergent.verdict for s in specs],
+    )
     rows = []
-    for layer in result.routing:
-        spec = layer.specialization
+    for layer, spec, verdict in zip(result.routing, specs, verdicts, strict=True):
+        null = spec.gate_null
         rows.append(
             [
                 str(layer.layer),
                 f"{spec.nmi:.3f}\n{format_interval(spec.nmi_ci, signed=False)}",
                 _number(spec.frozen_gate_nmi),
-                *_difference_cells(spec.router_made),
-                f"{spec.random_gates.percentile:.0f}" if spec.random_gates else "-",
+                _difference_cells(spec.router_made)[0],
+                _gate_p(null),
+                f"{null.plain.percentile:.0f}" if null else "-",
+                f"{null.plain.excess:+.3f}\n± {null.plain.excess_se:.3f}" if null else "-",
+                f"[bold]{verdict}[/]" if verdict else "-",
+                _interaction(spec),
                 _number(spec.probe.accuracy if spec.probe else None),
                 _number(spec.token_id.nmi if spec.token_id else None),
             ]
         )
-    headers = ["layer", "NMI", "frozen\ngate", "router\nmade", "verdict", "random\n%ile"]
-    headers += ["probe\nacc", "token\nid NMI"]
+    headers = ["layer", "NMI", "frozen\ngate", "trained\n- frozen", "gate null p\nplain/bal"]
+    headers += ["%ile", "excess", "verdict", "2x2\ninteract.", "probe\nacc", "token\nid NMI"]
     table = _table(
-        escape(f"{result.name}: what the router made"), [(h, None) for h in headers], rows
+        escape(f"{result.name}: the router against random gates"),
+        [(h, None) for h in headers],
+        rows,
     )
-    n_gates = next(
-        (x.specialization.random_gates.n for x in result.routing if x.specialization.random_gates),
-        0,
-    )
+    n_gates = next((s.gate_null.n for s in specs if s.gate_null), 0)
     table.caption = escape(
-        "All on the trained model's layer input. Frozen gate: NMI through the init gate; router "
-        "made: trained - frozen gate, paired 95% interval (emerged / inherited / reduced); "
-        f"random %ile: where the trained NMI ranks among {n_gates} random init-like gates; "
-        "probe acc: held-out accuracy of a linear domain probe (the ceiling); token id NMI: "
-        "NMI(domain; expert | token id), domain routing beyond vocabulary."
+        f"All on the trained model's layer input, NMIs bias-corrected in differences. Gate "
+        f"null: {n_gates} gates drawn as the init draws them, routed by the model's rule; p = (1 "
+        "+ gates at or above the router) / (n + 1), plain and with each gate's expert load "
+        "balanced to the router's; the verdict takes the larger, Holm over this model's layers, "
+        "and says 'made' only where the model's routing also rose over step 0. %ile and excess "
+        "(router minus the gates' mean, ± document SE): plain null. Frozen gate: the init gate, "
+        "one draw of the null (descriptive). 2x2 interaction: trained - frozen gate - trained "
+        "gate on the step-0 body + step-0 model (co-adaptation). Probe acc: held-out accuracy of "
+        "a linear domain probe (the ceiling); token id NMI: NMI(domain; expert | token id)."
     )
     return table
+
+
+def _gate_p(null: GateNull | None) -> str:
+    if null is None:
+        return "-"
+    balanced = f"{null.balanced.p_value:.3f}" if null.balanced is not None else "-"
+    return f"{null.plain.p_value:.3f}\n{balanced}"
+
+
+def _interaction(spec: SpecializationScore) -> str:
+    cells = spec.corrected
+    if cells is None or cells.interaction is None:
+        return "-"
+    return f"{cells.interaction:+.3f}\n{format_interval(cells.interaction_ci)}"
 
 
 def functional_table(result: EvaluationResult) -> Table:

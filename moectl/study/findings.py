@@ -6,10 +6,13 @@ Every finding is judged against a control that could have failed, with its uncer
 - collapse: the no-LB run over the threshold for `patience` consecutive router-log steps while
   the LB run never was; the finding names every MoE setting the two arms differ in;
 - specialization, per layer, by its source: "made by the router" when the trained router beats
-  its own init gate on the trained body (`router_made`, the frozen-gate control); "from the
-  representation" when the model's routing rose above the step-0 model's but the router did
-  not beat its frozen gate; "reduced by training" when it fell below the step-0 model's. The
-  random-assignment baseline (shuffled labels) is only the estimator's bias and decides nothing.
+  the distribution of gates drawn as the init draws them on the same trained body (the gate
+  null, `GateNull`: the stricter of the plain and balanced rank tests, Holm over every (arm,
+  layer) test the finding scans) and the model's routing rose over step 0; "kept by the router"
+  when it beats that null without the rise; "from the representation" when the model's routing
+  rose but the router sits inside the null; "reduced by training" when it fell below the
+  step-0 model's. The frozen init gate is one draw of the null: its difference (`router_made`)
+  is described, never decisive. Every NMI difference is bias-corrected (`nmi_bias`).
 Each variant maps to one result per seed (the same order as `seeds`). With two or more seeds a
 finding's number is the mean over seeds with a hierarchical (seeds, then documents) interval,
 and `seed_verdicts` counts the seeds giving each verdict. When the honest answer is "no effect
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -30,11 +34,21 @@ from moectl.analysis.bootstrap import (
     seed_interval,
     verdict_of,
 )
-from moectl.analysis.results import Emergence, EvaluationResult, Finding, RoutingAnalysis
+from moectl.analysis.gate_null import router_verdict
+from moectl.analysis.multiplicity import FAMILY_ALPHA, holm_adjusted
+from moectl.analysis.results import (
+    Emergence,
+    EvaluationResult,
+    Finding,
+    GateNull,
+    GateRank,
+    RoutingAnalysis,
+)
 from moectl.analysis.runs import RunLogs, load_run
 
 SOURCE_ORDER = (
     "made by the router",
+    "kept by the router",
     "from the representation",
     "rose, router not separated",
     "reduced by training",
@@ -43,12 +57,15 @@ SOURCE_ORDER = (
 )
 """Per-layer sources of domain routing, strongest claim first (the finding takes the first that
 any layer gives)."""
-FROZEN_GATE = "the init gate on the trained hidden states (frozen gate)"
+GATE_NULL = "random gates drawn as the init draws them, on the same trained hidden states"
 STEP_ZERO = "the step-0 model (init body and gate)"
 MEASURES = {
-    FROZEN_GATE: "router-made NMI (trained - frozen gate)",
-    STEP_ZERO: "NMI, trained - step-0 model",
+    GATE_NULL: "corrected NMI over the gates' mean (trained router - gate null)",
+    STEP_ZERO: "corrected NMI, trained - step-0 model",
 }
+ROUTER_CLAIMS = SOURCE_ORDER[:2]
+Key = tuple[str, int]
+"""(arm label, position of the layer in the arm's routing): one router test of a finding."""
 """The specialization finding's two controls and the difference each decides by."""
 
 
@@ -309,19 +326,32 @@ def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
     return verdict_of(ci)
 
 
-def layer_source(router_made: str | None, emergent: str | None) -> str:
-    """Where a layer's domain routing comes from, given the router-made verdict (trained
-    router vs its init gate on the trained body) and the model verdict (trained model vs the
-    step-0 model). A router that did no better than its frozen gate is never credited."""
-    if router_made == "emerged":
-        return "made by the router"
+def layer_source(router: str | None, emergent: str | None) -> str:
+    """Where a layer's domain routing comes from, given its router verdict against the gate
+    null (`gate_null.router_verdict`, None without a gate null) and the model verdict (trained
+    vs step-0 model, None without an init record). A router inside the null is never credited,
+    and without an init record nothing is judged."""
     if emergent is None:
         return "no control"
+    if router in ROUTER_CLAIMS:
+        return router
     if emergent == "emerged":
-        return "from the representation" if router_made else "rose, router not separated"
+        return "from the representation" if router else "rose, router not separated"
     if emergent == "reduced":
         return "reduced by training"
     return "inherited"
+
+
+def router_tests(moe: dict[str, list[EvaluationResult]], seed: int) -> dict[Key, float]:
+    """One seed's Holm-adjusted gate-null p-values, over every (arm, layer) that has a gate
+    null: the family the finding scans."""
+    keys, p_values = [], []
+    for label, rs in moe.items():
+        for i, layer in enumerate(rs[seed].routing):
+            if layer.specialization.gate_null is not None:
+                keys.append((label, i))
+                p_values.append(layer.specialization.gate_null.p_value)
+    return dict(zip(keys, holm_adjusted(p_values), strict=True))
 
 
 def _difference(emergences: list[Emergence]) -> tuple[float, tuple[float, float]] | None:
@@ -334,13 +364,16 @@ def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
     """Random-gate percentile, probe ceiling and token-id share, per seed where present."""
     specs = [layer.specialization for layer in layers]
     parts = []
-    gates = [s.random_gates for s in specs if s.random_gates is not None]
-    if gates:
+    nulls = [s.gate_null for s in specs if s.gate_null is not None]
+    if nulls:
         parts.append(
-            f"among {gates[0].n} random gates on the trained body the router's NMI is at "
-            f"percentile {', '.join(f'{g.percentile:.0f}' for g in gates)} (their 5-95%: "
-            + ", ".join(f"{g.q05:.3f}-{g.q95:.3f}" for g in gates)
-            + ")"
+            f"among {nulls[0].n} random gates on the trained body (bias-corrected NMI) the "
+            "router is at percentile "
+            + ", ".join(_percentiles(null) for null in nulls)
+            + " (their 5-95%: "
+            + ", ".join(f"{n.plain.q05:.3f}-{n.plain.q95:.3f}" for n in nulls)
+            + "), excess "
+            + ", ".join(f"{n.plain.excess:+.3f} ± {n.plain.excess_se:.3f}" for n in nulls)
         )
     probes = [s.probe for s in specs if s.probe is not None]
     if probes:
@@ -361,17 +394,42 @@ def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
     return "; ".join(parts)
 
 
-def _layer_detail(label: str, layers: list[RoutingAnalysis], source: str) -> str:
+def _percentiles(null: GateNull) -> str:
+    balanced = null.balanced
+    return f"{null.plain.percentile:.0f}" + (
+        f" (balanced {balanced.percentile:.0f})" if balanced is not None else ""
+    )
+
+
+def _p_values(null: GateNull, adjusted: float | None) -> str:
+    balanced = f"{null.balanced.p_value:.3f}" if null.balanced is not None else "-"
+    holm = f", Holm-adjusted {adjusted:.3f}" if adjusted is not None else ""
+    return f"{null.plain.p_value:.3f} plain / {balanced} balanced{holm}"
+
+
+def _layer_detail(
+    label: str, layers: list[RoutingAnalysis], source: str, adjusted: list[float | None]
+) -> str:
     """One line per (arm, layer): the numbers behind its source, per seed."""
     specs = [layer.specialization for layer in layers]
     nmi = ", ".join(f"{s.nmi:.3f} {format_interval(s.nmi_ci, signed=False)}" for s in specs)
     text = f"{label} layer {layers[0].layer}: {source}. Trained NMI {nmi}"
+    nulls = [s.gate_null for s in specs if s.gate_null is not None]
+    if len(nulls) == len(specs):
+        text += "; gate null p " + ", ".join(
+            _p_values(null, p) for null, p in zip(nulls, adjusted, strict=True)
+        )
     if all(s.frozen_gate_nmi is not None for s in specs):
         frozen = ", ".join(f"{s.frozen_gate_nmi:.3f}" for s in specs)
         made = _difference([s.router_made for s in specs])
-        text += f"; init gate on the trained body {frozen}"
+        text += f"; init gate on the trained body {frozen} (one draw of the null)"
         if made is not None:
-            text += f"; router-made {made[0]:+.3f} {format_interval(made[1])}"
+            text += f"; trained - init gate {made[0]:+.3f} {format_interval(made[1])}"
+    cells = [s.corrected for s in specs if s.corrected and s.corrected.interaction is not None]
+    if len(cells) == len(specs):
+        text += "; co-adaptation (2x2 body x gate interaction, corrected) " + ", ".join(
+            f"{c.interaction:+.3f} {format_interval(c.interaction_ci)}" for c in cells
+        )
     if all(s.init_nmi is not None for s in specs):
         model = _difference([s.emergent for s in specs])
         text += f"; step-0 model {', '.join(f'{s.init_nmi:.3f}' for s in specs)}"
@@ -419,10 +477,17 @@ def _functional_line(results: dict[str, list[EvaluationResult]]) -> str | None:
     )
 
 
-def _source_of(layers: list[RoutingAnalysis]) -> str:
+def _source_of(layers: list[RoutingAnalysis], adjusted: list[float | None]) -> str:
+    """A layer's source over seeds, given each seed's Holm-adjusted gate-null p-value (None
+    where the result has no gate null). Per seed for now: the router claim needs the null
+    rejected in every seed."""
     specs = [layer.specialization for layer in layers]
-    made = _verdictcombine_seeds([s.router_made for s in specs])
-    return layer_source(made, _verdictcombine_seeds([s.emergent for s in specs]))
+    emergent = _verdictcombine_seeds([s.emergent for s in specs])
+    router = None
+    if adjusted and all(p is not None for p in adjusted):
+        rejected = all(p <= FAMILY_ALPHA for p in adjusted)  # type: ignore[operator]
+        router = router_verdict(rejected, emergent)
+    return layer_source(router, emergent)
 
 
 def _strongest(sources: list[str]) -> str:
@@ -431,26 +496,33 @@ def _strongest(sources: list[str]) -> str:
 
 def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Finding:
     """Per layer, where the domain routing comes from (SOURCE_ORDER); the finding's verdict is
-    the strongest source any layer shows, decided by that layer's router-made difference (or,
-    without a frozen-gate control, its trained - step-0 difference)."""
+    the strongest source any layer shows. A router claim rests on the layer's gate-null test,
+    Holm-adjusted over every (arm, layer) test of the same seed; the finding says how many."""
     moe = {label: rs for label, rs in results.items() if rs[0].routing}
-    rows: list[tuple[str, list[RoutingAnalysis], str]] = []
+    n_seeds = len(next(iter(results.values())))
+    adjusted = [router_tests(moe, seed) for seed in range(n_seeds)]
+    n_tests = max((len(a) for a in adjusted), default=0)
+    rows: list[tuple[str, list[RoutingAnalysis], str, list[float | None]]] = []
     for label, rs in moe.items():
         for i in range(len(rs[0].routing)):
             layers = [r.routing[i] for r in rs]
-            rows.append((label, layers, _source_of(layers)))
-    n_seeds = len(next(iter(results.values())))
+            ps = [a.get((label, i)) for a in adjusted]
+            rows.append((label, layers, _source_of(layers, ps), ps))
     seed_sources = Counter(
         _strongest(
-            [_source_of([layer]) for rs in moe.values() for layer in rs[seed].routing]
+            [
+                _source_of([layer], [adjusted[seed].get((label, i))])
+                for label, rs in moe.items()
+                for i, layer in enumerate(rs[seed].routing)
+            ]
             or ["no control"]
         )
         for seed in range(n_seeds)
     )
-    details = [_layer_detail(label, layers, source) for label, layers, source in rows]
+    details = [_layer_detail(label, layers, source, ps) for label, layers, source, ps in rows]
     details += [line for line in (_first_choice_line(moe), _functional_line(moe)) if line]
     missing = sorted({r.init_control for rs in moe.values() for r in rs if r.init_control})
-    verdict = _strongest([source for *_, source in rows] or ["no control"])
+    verdict = _strongest([row[2] for row in rows] or ["no control"])
     if verdict == "no control":
         return Finding(
             key="specialization",
@@ -464,47 +536,74 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             seed_verdicts=dict(seed_sources),
             details=details,
         )
-    label, layers, _ = max(
+    label, layers, *_ = max(
         (row for row in rows if row[2] == verdict), key=lambda row: _decider(row[1], verdict)[0]
     )
     value, ci, control = _decider(layers, verdict)
-    where = [f"{lbl} layer {ls[0].layer}" for lbl, ls, source in rows if source == verdict]
+    where = [f"{lbl} layer {ls[0].layer}" for lbl, ls, source, _ in rows if source == verdict]
     summary = {
-        "made by the router": "The trained router routes by domain more than its own init gate "
-        "does on the same trained hidden states: the router made it",
+        "made by the router": "The trained router routes by domain more than gates drawn as "
+        "the init draws them do on the same trained hidden states, and the model's routing rose "
+        "over step 0: the router made it",
+        "kept by the router": "The trained router routes by domain more than gates drawn as the "
+        "init draws them do on the same trained hidden states, but the model's routing did not "
+        "rise over step 0: the router keeps domain routing it did not add",
         "from the representation": "The model routes by domain more than at step 0, but the "
-        "trained router does no better than its own init gate on the trained hidden states: "
-        "the representation, not the router, separates the domains",
-        "rose, router not separated": "The model routes by domain more than at step 0; no "
-        "frozen-gate control was recorded, so the router's own share is not known",
+        "trained router sits inside the distribution of random gates on the trained hidden "
+        "states: the representation, not the router, separates the domains",
+        "rose, router not separated": "The model routes by domain more than at step 0; no gate "
+        "null was recorded, so the router's own share is not known",
         "reduced by training": "Training reduced domain routing below the step-0 model's",
         "inherited": "No layer's domain routing differs detectably from the step-0 model's: "
         "it is inherited, not made by training",
     }[verdict]
+    family = (
+        f" Router claims: {n_tests} comparisons (arms x layers"
+        + (", per seed" if n_seeds > 1 else "")
+        + f"), Holm at family level {FAMILY_ALPHA:.0%}."
+        if n_tests
+        else ""
+    )
     return Finding(
         key="specialization",
         title="Domain specialization: its source",
         reproduced=verdict == "made by the router",
         verdict=verdict,
-        text=f"{summary} ({', '.join(where)}).{_seed_note(seed_sources, n_seeds)}",
+        text=f"{summary} ({', '.join(where)}).{family}{_seed_note(seed_sources, n_seeds)}",
         measure=f"{label} layer {layers[0].layer}: {MEASURES[control]}",
         value=value,
         ci=ci,
-        control=control,
+        control=control + (f" (Holm over {n_tests} comparisons)" if control == GATE_NULL else ""),
         seed_verdicts=dict(seed_sources),
         details=details,
     )
 
 
+def _deciding_rank(layers: list[RoutingAnalysis]) -> list[GateRank] | None:
+    """Per seed, the gate-null rank whose p-value decided (the stricter of plain and
+    balanced); None when a seed has no gate null."""
+    nulls = [layer.specialization.gate_null for layer in layers]
+    if any(null is None for null in nulls):
+        return None
+    return [
+        null.balanced
+        if null.balanced is not None and null.balanced.p_value >= null.plain.p_value
+        else null.plain
+        for null in nulls  # type: ignore[union-attr]
+    ]
+
+
 def _decider(layers: list[RoutingAnalysis], verdict: str) -> tuple[float, tuple[float, float], str]:
-    """The number that decides a layer's source: the router-made difference for a claim about
-    the router ('made by the router', 'from the representation'), else the model's trained -
-    step-0 difference; (-inf, ...) when the layer lacks it."""
-    specs = [layer.specialization for layer in layers]
-    made = _difference([s.router_made for s in specs])
-    if made is not None and verdict in SOURCE_ORDER[:2]:
-        return made[0], made[1], FROZEN_GATE
-    model = _difference([s.emergent for s in specs])
+    """The number that decides a layer's source: for a router claim, the corrected NMI's
+    excess over the gate null's mean (its interval from the document standard error), else the
+    model's trained - step-0 difference; (-inf, ...) when the layer lacks it."""
+    ranks = _deciding_rank(layers)
+    if ranks is not None and verdict in ROUTER_CLAIMS:
+        z = NormalDist().inv_cdf(0.975)
+        cis = [(r.excess - z * r.excess_se, r.excess + z * r.excess_se) for r in ranks]
+        value, ci = combine_seeds([r.excess for r in ranks], cis)
+        return value, ci, GATE_NULL
+    model = _difference([layer.specialization.emergent for layer in layers])
     if model is None:
         return float("-inf"), (float("nan"), float("nan")), STEP_ZERO
     return model[0], model[1], STEP_ZERO

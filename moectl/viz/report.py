@@ -20,8 +20,9 @@ from pathlib import Path
 from moectl import __version__
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import SAMPLE_NOTE
+from moectl.analysis.gate_null import family_verdicts
 from moectl.analysis.metrics import NMI_NORMALIZATION
-from moectl.analysis.results import EvaluationResult, Finding
+from moectl.analysis.results import EvaluationResult, Finding, GateNull
 from moectl.analysis.runs import RunLogs
 from moectl.config import dump_yaml
 from moectl.fs import write_text
@@ -203,17 +204,34 @@ def _score(value: float | None, ci: tuple[float, float] | None, signed: bool = F
     return f"{value:{'+' if signed else ''}.3f} {format_interval(ci, signed=signed)}"
 
 
+def _gate_null_cell(null: GateNull | None, verdict: str | None) -> str:
+    if null is None:
+        return "-"
+    balanced = null.balanced
+    return (
+        f"p {null.plain.p_value:.3f} plain / "
+        + (f"{balanced.p_value:.3f} balanced" if balanced else "- balanced")
+        + f"; percentile {null.plain.percentile:.0f} (n={null.n}; "
+        f"{null.plain.q05:.3f}-{null.plain.q95:.3f}); excess {null.plain.excess:+.3f} "
+        f"± {null.plain.excess_se:.3f}" + (f" <b>{html.escape(verdict)}</b>" if verdict else "")
+    )
+
+
 def _specialization_section(results: list[EvaluationResult]) -> str:
     rows = []
     for result in results:
-        for layer in result.routing:
+        specs = [layer.specialization for layer in result.routing]
+        verdicts = family_verdicts(
+            [s.gate_null.p_value if s.gate_null else None for s in specs],
+            [s.emergent.verdict for s in specs],
+        )
+        for layer, verdict in zip(result.routing, verdicts, strict=True):
             spec = layer.specialization
             tops = ", ".join(
                 f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x "
                 f"{format_interval(t.ratio_ci, 2, signed=False)}"
                 for d, t in layer.top_expert.items()
             )
-            gates = spec.random_gates
             probe = spec.probe
             rows.append(
                 [
@@ -228,9 +246,12 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
                     _score(spec.init_nmi, spec.init_nmi_ci),
                     _score(spec.emergent.difference, spec.emergent.ci, signed=True)
                     + (f" <b>{spec.emergent.verdict}</b>" if spec.emergent.verdict else ""),
-                    f"{gates.percentile:.0f} (n={gates.n}; {gates.q05:.3f}-{gates.q95:.3f})"
-                    if gates
-                    else "-",
+                    _gate_null_cell(spec.gate_null, verdict),
+                    _score(
+                        spec.corrected.interaction if spec.corrected else None,
+                        spec.corrected.interaction_ci if spec.corrected else None,
+                        signed=True,
+                    ),
                     f"{probe.accuracy:.2f} / {probe.nmi:.3f} (chance {probe.chance:.2f})"
                     if probe
                     else "-",
@@ -250,10 +271,11 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
                 "layer",
                 "NMI(domain; expert) [95% CI]",
                 "frozen gate NMI",
-                "router-made (trained - frozen) [95% CI]",
+                "trained - frozen gate (one draw) [95% CI]",
                 "step-0 model NMI",
                 "trained - step 0 [95% CI]",
-                "random-gate percentile (5-95%)",
+                "gate null (bias-corrected NMI)",
+                "2x2 body x gate interaction [95% CI]",
                 "probe accuracy / NMI",
                 "NMI given token id",
                 "first-choice NMI",
@@ -262,13 +284,20 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
             ],
             rows,
         )
-        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. The frozen gate routes the "
-        "trained model's hidden states at the layer input through the gate as initialized: "
-        "trained minus frozen is what the router itself made. The step-0 model holds body and "
-        "gate at initialization: trained minus it says whether the model's routing changed. "
-        "Random gates are drawn as the init draws them and applied to the trained hidden "
-        "states; the probe is a linear domain classifier on the layer input (held-out "
-        "documents), the ceiling of domain routing. Intervals: 95% bootstrap over eval documents "
+        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. Differences are between "
+        "bias-corrected NMIs (each minus its own baseline with domains permuted across whole "
+        "documents). The gate null: gates drawn as the init draws them route the trained "
+        "model's hidden states at the layer input by the model's own rule; p = (1 + gates at or "
+        "above the router) / (n + 1), plain and with each gate's expert load balanced to the "
+        "router's; the verdict takes the larger p, Holm over the model's layers: 'made by the "
+        "router' (beats the null and the model's routing rose over step 0), 'kept by the "
+        "router' (beats it without the rise), 'not the router' (inside it). The frozen gate is "
+        "the init gate, one draw of that null: trained minus frozen is descriptive. The step-0 "
+        "model holds body and gate at initialization: trained minus it says whether the model's "
+        "routing changed. The 2x2 interaction (trained - frozen gate - trained gate on the "
+        "step-0 body + step-0 model) measures how body and router co-adapted. The probe is a "
+        "linear domain classifier on the layer input (held-out documents), the ceiling of "
+        "domain routing. Intervals: 95% bootstrap over eval documents "
         "(whole documents resampled within each domain; models paired). Verdicts: emerged "
         "(interval above 0), inherited (contains 0), reduced (below 0). A top-2 NMI counts "
         "each token twice; the first-choice NMI compares like for like across top-k. The "
