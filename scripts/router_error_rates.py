@@ -46,6 +46,7 @@ import torch
 from moectl.analysis.bootstrap import N_BOOTSTRAP
 from moectl.analysis.controls import capture_layer_inputs, draw_gates
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results, select_blocks
+from moectl.analysis.gate_null import ROUTER_VERDICTS, family_verdicts
 from moectl.analysis.results import EvaluationResult, load_results
 from moectl.config import DataConfig, RunConfig
 from moectl.data.prepare import prepare_corpus
@@ -55,7 +56,6 @@ from moectl.model.initial import read_gates, read_init_record
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
 from moectl.rundir import best_model
-from moectl.study.findings import layer_source
 from moectl.study.plan import plan_configs
 from moectl.training.trainer import train_run
 
@@ -69,6 +69,9 @@ PROBE_BLOCKS = 96  # train-split blocks the planted gate's probe is fit on
 PROBE_STEPS = 200
 PLANT_STRENGTH = 4.0
 REDRAW_SEED = 10_000  # offset of the redrawn gates' seed from the run's seed
+N_NULL_GATES = 64
+"""Gates in each layer's null (the product draws 199, whose balanced version costs ~20 s a
+layer on one CPU core here); 64 lets Holm over two layers reject (p = 1/65 < 0.025)."""
 LEVEL = 0.95
 
 
@@ -197,7 +200,12 @@ def world_dirs(out: Path, seed: int, corpus: Corpus) -> dict[str, Path]:
 
 
 def evaluate_run(
-    out: Path, seed: int, corpus: Corpus, eval_blocks: int, n_bootstrap: int = N_BOOTSTRAP
+    out: Path,
+    seed: int,
+    corpus: Corpus,
+    eval_blocks: int,
+    n_gates: int = N_NULL_GATES,
+    n_bootstrap: int = N_BOOTSTRAP,
 ) -> dict[str, Path]:
     """Every world of one run evaluated on the same blocks (skipped when its file exists)."""
     files = {world: out / "eval" / f"seed-{seed}-{world}.json" for world in WORLDS}
@@ -205,7 +213,11 @@ def evaluate_run(
         return files
     dirs = world_dirs(out, seed, corpus)
     options = EvaluationOptions(
-        max_blocks=eval_blocks, n_permutations=5, n_bootstrap=n_bootstrap, seed=seed
+        max_blocks=eval_blocks,
+        n_permutations=5,
+        n_bootstrap=n_bootstrap,
+        random_gates=n_gates,
+        seed=seed,
     )
     results = evaluate_models([dirs[w] for w in WORLDS], corpus, options=options)
     for world, result in zip(WORLDS, results, strict=True):
@@ -219,6 +231,7 @@ def run_worlds(
     seeds: list[int],
     steps: int = STEPS,
     eval_blocks: int = EVAL_BLOCKS,
+    n_gates: int = N_NULL_GATES,
     n_bootstrap: int = N_BOOTSTRAP,
     on_run: Callable[[int, float], None] | None = None,
 ) -> dict[str, list[EvaluationResult]]:
@@ -229,7 +242,7 @@ def run_worlds(
     for seed in seeds:
         begun = time.perf_counter()
         train_null_run(run_config(seed, steps), data_dir, out / "runs" / f"seed-{seed}")
-        files.append(evaluate_run(out, seed, corpus, eval_blocks, n_bootstrap))
+        files.append(evaluate_run(out, seed, corpus, eval_blocks, n_gates, n_bootstrap))
         if on_run is not None:
             on_run(seed, time.perf_counter() - begun)
     return {w: [load_results(f[w])[0] for f in files] for w in WORLDS}
@@ -239,16 +252,38 @@ def run_worlds(
 
 
 def frozen_gate_rule(result: EvaluationResult) -> list[bool]:
-    """Per MoE layer, whether the study's specialization finding (before issue 24) says "made
-    by the router": the trained router beats its own init gate on the trained hidden states."""
-    return [
-        layer_source(s.router_made.verdict, s.emergent.verdict) == "made by the router"
-        for s in (layer.specialization for layer in result.routing)
-    ]
+    """Per MoE layer, the rule before issue 24: "made by the router" when the trained router
+    beats its own init gate on the trained hidden states (`router_made` emerged; in results of
+    format 2 that difference is bias-corrected)."""
+    return [layer.specialization.router_made.verdict == "emerged" for layer in result.routing]
+
+
+def gate_null_verdicts(result: EvaluationResult) -> list[str | None]:
+    """Per MoE layer, the study's router verdict (issue 24): the gate-null test, Holm over the
+    run's layers, and the model verdict (trained vs step-0 model)."""
+    scores = [layer.specialization for layer in result.routing]
+    return family_verdicts(
+        [s.gate_null.p_value if s.gate_null is not None else None for s in scores],
+        [s.emergent.verdict for s in scores],
+    )
+
+
+def gate_null_rule(result: EvaluationResult) -> list[bool]:
+    """Per MoE layer, whether the study says "made by the router" (beats the gate null, Holm
+    over layers, and the model's routing rose over step 0)."""
+    return [v == "made by the router" for v in gate_null_verdicts(result)]
+
+
+def router_claim_rule(result: EvaluationResult) -> list[bool]:
+    """Per MoE layer, whether the router beats the gate null at all ("made" or "kept by the
+    router"), whatever the step-0 model did: the router claim alone."""
+    return [v in ROUTER_VERDICTS[:2] for v in gate_null_verdicts(result)]
 
 
 RULES: dict[str, Callable[[EvaluationResult], list[bool]]] = {
     "frozen gate (before issue 24)": frozen_gate_rule,
+    "gate null: made by the router": gate_null_rule,
+    "gate null: made or kept (router claim)": router_claim_rule,
 }
 
 
@@ -320,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--eval-blocks", type=int, default=EVAL_BLOCKS)
+    parser.add_argument("--gates", type=int, default=N_NULL_GATES, help="gates in the null")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
@@ -330,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         list(range(args.first_seed, args.first_seed + args.runs)),
         args.steps,
         args.eval_blocks,
+        args.gates,
         on_run=lambda seed, seconds: print(f"seed {seed}: {seconds:.1f} s", flush=True),
     )
     sample = by_world["null"][0].sample

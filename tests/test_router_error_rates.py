@@ -13,6 +13,7 @@ import torch
 from moectl.model.initial import load_initial_model
 from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
+from moectl.study.findings import specialization_finding
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "router_error_rates.py"
 SEEDS = [0, 1, 2]
@@ -32,7 +33,9 @@ rer = _load_script()
 @pytest.fixture(scope="module")
 def worlds(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("router-error-rates")
-    by_world = rer.run_worlds(out, tiny_corpus, SEEDS, steps=20, eval_blocks=24, n_bootstrap=200)
+    by_world = rer.run_worlds(
+        out, tiny_corpus, SEEDS, steps=20, eval_blocks=24, n_gates=39, n_bootstrap=200
+    )
     return out, by_world
 
 
@@ -60,20 +63,36 @@ def test_the_redrawn_and_planted_worlds_change_only_the_gates(worlds):
         assert load_initial_model(out / "runs" / f"seed-0-{world}").meta.step == 0
 
 
-def test_planted_gates_beat_the_gates_and_the_null_router_does_not_move(worlds):
+def test_planted_gates_beat_every_gate_and_the_null_router_is_its_own_frozen_gate(worlds):
     _, by_world = worlds
     for null, planted in zip(by_world["null"], by_world["planted"], strict=True):
         for null_layer, planted_layer in zip(null.routing, planted.routing, strict=True):
             null_score, planted_score = null_layer.specialization, planted_layer.specialization
             assert null_score.router_made.difference == 0.0
-            assert planted_score.nmi > planted_score.random_gates.q95
-            assert planted_score.random_gates.percentile == 100.0
+            assert null_score.frozen_gate_nmi == pytest.approx(null_score.nmi, abs=1e-12)
+            assert planted_score.gate_null.n == 39
+            assert planted_score.gate_null.plain.percentile == 100.0
+            assert planted_score.gate_null.p_value == pytest.approx(1 / 40)
             assert planted_score.router_made.verdict == "emerged"
+    for rule in rer.RULES.values():
+        planted_rate, per_layer = rer.rates(by_world["planted"], rule)
+        assert (planted_rate.k, planted_rate.n) == (3, 3)
+        assert [(r.k, r.n) for r in per_layer.values()] == [(3, 3), (3, 3)]
     null_rate, _ = rer.rates(by_world["null"], rer.frozen_gate_rule)
-    planted_rate, per_layer = rer.rates(by_world["planted"], rer.frozen_gate_rule)
     assert (null_rate.k, null_rate.n) == (0, 3)
-    assert (planted_rate.k, planted_rate.n) == (3, 3)
-    assert [(r.k, r.n) for r in per_layer.values()] == [(3, 3), (3, 3)]
+
+
+def test_the_gate_null_rule_is_the_study_findings_verdict(worlds):
+    _, by_world = worlds
+    for results in by_world.values():
+        for result in results:
+            finding = specialization_finding({"moe": [result]})
+            made = any(rer.gate_null_rule(result))
+            assert made == (finding.verdict == "made by the router")
+            if not made:
+                assert any(rer.router_claim_rule(result)) == (
+                    finding.verdict == "kept by the router"
+                )
 
 
 def test_the_table_counts_a_run_once_whatever_number_of_layers_fire(worlds):
@@ -90,7 +109,11 @@ def test_the_table_counts_a_run_once_whatever_number_of_layers_fire(worlds):
 
 @pytest.mark.parametrize(
     ("k", "n", "lower", "upper"),
-    [(0, 24, 0.0, 1 - 0.025 ** (1 / 24)), (24, 24, 0.025 ** (1 / 24), 1.0), (5, 20, 0.0866, 0.4910)],
+    [
+        (0, 24, 0.0, 1 - 0.025 ** (1 / 24)),
+        (24, 24, 0.025 ** (1 / 24), 1.0),
+        (5, 20, 0.0866, 0.4910),
+    ],
 )
 def test_clopper_pearson_matches_the_exact_binomial_interval(k, n, lower, upper):
     lo, hi = rer.clopper_pearson(k, n)
