@@ -23,10 +23,14 @@ directory, the init record as the step-0 control) and counted by the study's own
   stays the control, so the planted world asks: is a router that plainly routes by domain called
   "made by the router"?
 
-A run counts as "made by the router" when any MoE layer gets that verdict (family-wise across
-layers, the rule the study's specialization finding applies). Rates come with exact
-Clopper-Pearson intervals over runs. Finished runs and evaluations are kept under --out and
-skipped on a re-run. Usage (niced, sequential, about 10 s a run on one CPU core):
+A run counts as "made by the router" when any MoE layer gets that verdict, the way the study's
+specialization finding reads a run. Three rules are counted (`RULES`): the frozen-gate rule
+before issue 24 (trained router vs its init gate on the trained body); the study's verdict now
+(the gate null, Holm over the run's layers, plus a rise of the model's routing over step 0); and
+the router claim alone ("made" or "kept by the router"), since a planted gate may beat the gates
+without the model rising over its step-0 routing. Rates come with exact Clopper-Pearson
+intervals over runs. Finished runs and evaluations are kept under --out and
+skipped on a re-run. Usage (niced, sequential, about 35 s a run on one loaded CPU core):
 
     nice python scripts/router_error_rates.py --out /tmp/router-error-rates [--runs 24]
 """
