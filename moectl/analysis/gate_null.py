@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from moectl.analysis import bootstrap
+from moectl.analysis.bootstrap import TOO_FEW
 from moectl.analysis.multiplicity import holm_rejections
 from moectl.analysis.nmi_bias import N_CORRECTION_PERMUTATIONS, corrected_nmi, resampled_nmis
 from moectl.analysis.results import GateRank
@@ -86,7 +87,10 @@ def router_verdict(rejected: bool, emergent: str | None) -> str:
     """A layer's router verdict: "made by the router" when the router beats the gate null
     (`rejected`, after the family's correction) and the model's routing rose over step 0
     (`emergent` == "emerged"); "kept by the router" when it beats the null without that rise;
-    "not the router" when it sits inside the null."""
+    "not the router" when it sits inside the null; "too few documents" (no verdict) when the
+    model verdict had too few eval documents to be made."""
+    if emergent == TOO_FEW:
+        return TOO_FEW
     if not rejected:
         return "not the router"
     return "made by the router" if emergent == "emerged" else "kept by the router"
