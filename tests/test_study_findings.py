@@ -21,15 +21,18 @@ from moectl.analysis.results import (
     RoutingAnalysis,
     SpecializationScore,
     TokenIdScore,
+    UnitCounts,
 )
 from moectl.analysis.runs import RunLogs
 from moectl.analysis.seeds import seed_interval
 from moectl.config import RunConfig
 from moectl.study.findings import (
+    _domain_rows,
     collapse_finding,
     layer_source,
     loss_finding,
     loss_replicates,
+    nmi_replicates,
     paired_difference,
     specialization_finding,
 )
@@ -346,3 +349,49 @@ def test_collapse_finding_names_the_noise_when_the_arms_differ_in_it():
     mixed = collapse_finding([only_lb, calm], [lb, lb])
     assert mixed.verdict == "mixed over seeds" and not mixed.reproduced
     assert mixed.seed_verdicts == {"reproduced": 1, "not reproduced": 1}
+
+
+def _unit_counts(rng: np.random.Generator, strength: float) -> list[list[int]]:
+    """(30, 4) per-document expert counts: document d of domain d // 10 sends a share
+    `strength` (plus document noise) of its 40 tokens to the domain's own expert."""
+    rows = []
+    for unit in range(30):
+        p = np.full(4, 1.0)
+        p[unit // 10] += strength * rng.uniform(2, 6)
+        rows.append(rng.multinomial(40, p / p.sum()).tolist())
+    return rows
+
+
+def test_nmi_seed_intervals_use_the_shared_document_resamples_of_the_stored_tables():
+    """Three seeds scored on the same 30 documents: the step-0 difference's seed interval adds
+    the covariance of the seeds' paired NMI replicates, recomputed from the per-document tables
+    on one set of resamples (the same weights for every seed)."""
+    rng = np.random.default_rng(7)
+    results = []
+    for seed in range(3):
+        layer = _layer(2, 0.25 + 0.02 * seed, 0.05, None)
+        counts = UnitCounts(
+            trained=_unit_counts(rng, 1.0 + 0.2 * seed), first_choice=_unit_counts(rng, 1.0),
+            init=_unit_counts(rng, 0.05),
+        )  # fmt: skip
+        layer.specialization.unit_counts = counts
+        results.append(_result(f"moe{seed}", [layer], block_document=list(range(30))))
+    reps = nmi_replicates(results, 0)
+    assert reps["router_made"] is None  # no frozen-gate tables stored
+    assert reps["emergent"].shape == (3, bootstrap.N_BOOTSTRAP)
+    # each seed's row is its own paired bootstrap of trained - step-0 (the same resamples as
+    # its document interval): the percentile interval of the row is that seed's interval
+    strata = np.repeat([0, 1, 2], 10)
+    tables = results[1].routing[0].specialization.unit_counts
+    one = bootstrap.nmi_intervals(
+        _domain_rows(tables.trained, strata, 3), _domain_rows(tables.init, strata, 3), strata
+    )
+    row = reps["emergent"][1]
+    assert bootstrap.percentile_ci(row, one.difference, strata=strata) == pytest.approx(
+        one.difference_ci, rel=1e-9
+    )
+    finding = specialization_finding({"top-1": results})
+    values = [0.20, 0.22, 0.24]
+    want = seed_interval(values, reps["emergent"])
+    assert finding.value == pytest.approx(want.mean)
+    assert finding.ci == pytest.approx(want.ci)

@@ -37,6 +37,7 @@ from moectl.analysis.bootstrap import (
     format_interval,
     paired_block_difference,
     resampled_mean,
+    resampled_nmi,
     resolved,
     unit_losses,
     unit_strata,
@@ -414,7 +415,60 @@ def collapse_finding(no_lb: list[RunLogs], lb: list[RunLogs]) -> Finding:
     )
 
 
-def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
+# Per-layer replicates of the paired NMI differences over seeds, by Emergence field.
+Replicates = dict[str, np.ndarray | None]
+PAIRS = {"emergent": ("trained", "init"), "router_made": ("trained", "frozen_gate")}
+
+
+def _domain_rows(per_unit: list[list[int]], strata: np.ndarray, n_labels: int) -> np.ndarray:
+    """(U, L, E) tables from a document's (U, E) expert counts, in its domain's row."""
+    counts = np.asarray(per_unit, np.float64)
+    tables = np.zeros((len(counts), n_labels, counts.shape[1]))
+    tables[np.arange(len(counts)), strata] = counts
+    return tables
+
+
+def nmi_replicates(results: list[EvaluationResult], layer: int) -> Replicates:
+    """Per Emergence field (PAIRS), (S, B): each seed's plug-in NMI difference of one MoE layer
+    (its index in `routing`) recomputed from the stored per-document tables on the shared
+    document resamples, so the seed interval adds the document variance the seeds share; None
+    where a seed lacks the tables or the seeds were not scored on the same blocks (then the
+    shared variance is bounded from each seed's interval)."""
+    first = results[0]
+    none: Replicates = dict.fromkeys(PAIRS)
+    same_blocks = all(
+        r.block_index == first.block_index and r.block_document == first.block_document
+        for r in results
+    )
+    tables = [r.routing[layer].specialization.unit_counts for r in results]
+    if len(results) < 2 or not same_blocks or not first.block_domain or None in tables:
+        return none
+    strata = unit_strata(np.array(first.block_domain), _units(first))
+    n_labels = max(len(first.domain_loss), int(strata.max()) + 1)
+    weights = shared_resamples(strata)
+    found: Replicates = {}
+    for field, (a, b) in PAIRS.items():
+        pairs = [(getattr(t, a), getattr(t, b)) for t in tables]
+        if any(x is None or y is None or len(x) != len(strata) for x, y in pairs):
+            found[field] = None
+            continue
+        found[field] = np.stack(
+            [
+                paired_replicates(
+                    resampled_nmi,
+                    _domain_rows(x, strata, n_labels),
+                    _domain_rows(y, strata, n_labels),
+                    weights,
+                )
+                for x, y in pairs
+            ]
+        )
+    return found
+
+
+def _verdictcombine_seeds(
+    emergences: list[Emergence], replicates: np.ndarray | None = None
+) -> str | None:
     """The verdict of a paired difference over seeds (None when any seed lacks it; 'too few
     documents' when any seed had too few)."""
     if not emergences or any(e.verdict is None or e.ci is None for e in emergences):
@@ -423,7 +477,11 @@ def _verdictcombine_seeds(emergences: list[Emergence]) -> str | None:
         return TOO_FEW
     if len(emergences) == 1:
         return emergences[0].verdict
-    _, ci = combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+    _, ci = combine_seeds(
+        [e.difference for e in emergences],  # type: ignore[misc]
+        [e.ci for e in emergences],  # type: ignore[misc]
+        replicates,
+    )
     return verdict_of(ci)
 
 
@@ -457,10 +515,16 @@ def router_tests(moe: dict[str, list[EvaluationResult]], seed: int) -> dict[Key,
     return dict(zip(keys, holm_adjusted(p_values), strict=True))
 
 
-def _difference(emergences: list[Emergence]) -> tuple[float, tuple[float, float]] | None:
+def _difference(
+    emergences: list[Emergence], replicates: np.ndarray | None = None
+) -> tuple[float, tuple[float, float]] | None:
     if _verdictcombine_seeds(emergences) is None:
         return None
-    return combine_seeds([e.difference for e in emergences], [e.ci for e in emergences])  # type: ignore[misc]
+    return combine_seeds(
+        [e.difference for e in emergences],  # type: ignore[misc]
+        [e.ci for e in emergences],  # type: ignore[misc]
+        replicates,
+    )
 
 
 def _controls_phrase(layers: list[RoutingAnalysis]) -> str:
@@ -510,7 +574,11 @@ def _p_values(null: GateNull, adjusted: float | None) -> str:
 
 
 def _layer_detail(
-    label: str, layers: list[RoutingAnalysis], source: str, adjusted: list[float | None]
+    label: str,
+    layers: list[RoutingAnalysis],
+    source: str,
+    adjusted: list[float | None],
+    reps: Replicates,
 ) -> str:
     """One line per (arm, layer): the numbers behind its source, per seed."""
     specs = [layer.specialization for layer in layers]
@@ -523,7 +591,7 @@ def _layer_detail(
         )
     if all(s.frozen_gate_nmi is not None for s in specs):
         frozen = ", ".join(f"{s.frozen_gate_nmi:.3f}" for s in specs)
-        made = _difference([s.router_made for s in specs])
+        made = _difference([s.router_made for s in specs], reps["router_made"])
         text += f"; init gate on the trained body {frozen} (one draw of the null)"
         if made is not None:
             text += f"; trained - init gate {made[0]:+.3f} {format_interval(made[1])}"
@@ -533,7 +601,7 @@ def _layer_detail(
             f"{c.interaction:+.3f} {format_interval(c.interaction_ci)}" for c in cells
         )
     if all(s.init_nmi is not None for s in specs):
-        model = _difference([s.emergent for s in specs])
+        model = _difference([s.emergent for s in specs], reps["emergent"])
         text += f"; step-0 model {', '.join(f'{s.init_nmi:.3f}' for s in specs)}"
         if model is not None:
             text += f", trained - step-0 {model[0]:+.3f} {format_interval(model[1])}"
@@ -579,12 +647,14 @@ def _functional_line(results: dict[str, list[EvaluationResult]]) -> str | None:
     )
 
 
-def _source_of(layers: list[RoutingAnalysis], adjusted: list[float | None]) -> str:
+def _source_of(
+    layers: list[RoutingAnalysis], adjusted: list[float | None], reps: Replicates | None = None
+) -> str:
     """A layer's source over seeds, given each seed's Holm-adjusted gate-null p-value (None
     where the result has no gate null). Per seed for now: the router claim needs the null
     rejected in every seed."""
     specs = [layer.specialization for layer in layers]
-    emergent = _verdictcombine_seeds([s.emergent for s in specs])
+    emergent = _verdictcombine_seeds([s.emergent for s in specs], (reps or {}).get("emergent"))
     router = None
     if adjusted and all(p is not None for p in adjusted):
         rejected = all(p <= FAMILY_ALPHA for p in adjusted)  # type: ignore[operator]
@@ -604,12 +674,13 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
     n_seeds = len(next(iter(results.values())))
     adjusted = [router_tests(moe, seed) for seed in range(n_seeds)]
     n_tests = max((len(a) for a in adjusted), default=0)
-    rows: list[tuple[str, list[RoutingAnalysis], str, list[float | None]]] = []
+    rows: list[tuple[str, list[RoutingAnalysis], str, list[float | None], Replicates]] = []
     for label, rs in moe.items():
         for i in range(len(rs[0].routing)):
             layers = [r.routing[i] for r in rs]
             ps = [a.get((label, i)) for a in adjusted]
-            rows.append((label, layers, _source_of(layers, ps), ps))
+            reps = nmi_replicates(rs, i)
+            rows.append((label, layers, _source_of(layers, ps, reps), ps, reps))
     seed_sources = Counter(
         _strongest(
             [
@@ -621,7 +692,7 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
         )
         for seed in range(n_seeds)
     )
-    details = [_layer_detail(label, layers, source, ps) for label, layers, source, ps in rows]
+    details = [_layer_detail(*row) for row in rows]
     details += [line for line in (_first_choice_line(moe), _functional_line(moe)) if line]
     missing = sorted({r.init_control for rs in moe.values() for r in rs if r.init_control})
     verdict = _strongest([row[2] for row in rows] or ["no control"])
@@ -650,11 +721,12 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             seed_verdicts={TOO_FEW: n_seeds},
             details=details,
         )
-    label, layers, *_ = max(
-        (row for row in rows if row[2] == verdict), key=lambda row: _decider(row[1], verdict)[0]
+    label, layers, _, _, reps = max(
+        (row for row in rows if row[2] == verdict),
+        key=lambda row: _decider(row[1], verdict, row[4])[0],
     )
-    value, ci, control = _decider(layers, verdict)
-    where = [f"{lbl} layer {ls[0].layer}" for lbl, ls, source, _ in rows if source == verdict]
+    value, ci, control = _decider(layers, verdict, reps)
+    where = [f"{row[0]} layer {row[1][0].layer}" for row in rows if row[2] == verdict]
     summary = {
         "made by the router": "The trained router routes by domain more than gates drawn as "
         "the init draws them do on the same trained hidden states, and the model's routing rose "
@@ -707,7 +779,9 @@ def _deciding_rank(layers: list[RoutingAnalysis]) -> list[GateRank] | None:
     ]
 
 
-def _decider(layers: list[RoutingAnalysis], verdict: str) -> tuple[float, tuple[float, float], str]:
+def _decider(
+    layers: list[RoutingAnalysis], verdict: str, reps: Replicates
+) -> tuple[float, tuple[float, float], str]:
     """The number that decides a layer's source: for a router claim, the corrected NMI's
     excess over the gate null's mean (its interval from the document standard error), else the
     model's trained - step-0 difference; (-inf, ...) when the layer lacks it."""
@@ -717,7 +791,7 @@ def _decider(layers: list[RoutingAnalysis], verdict: str) -> tuple[float, tuple[
         cis = [(r.excess - z * r.excess_se, r.excess + z * r.excess_se) for r in ranks]
         value, ci = combine_seeds([r.excess for r in ranks], cis)
         return value, ci, GATE_NULL
-    model = _difference([layer.specialization.emergent for layer in layers])
+    model = _difference([layer.specialization.emergent for layer in layers], reps["emergent"])
     if model is None:
         return float("-inf"), (float("nan"), float("nan")), STEP_ZERO
     return model[0], model[1], STEP_ZERO
