@@ -22,8 +22,8 @@ from test_model_llama import llama_cfg, tiny_dir
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
-from moectl.export import export_model
-from moectl.model import native_export
+from moectl.interop import llama as native_export
+from moectl.interop.export import export_model
 from moectl.model.factory import apply_moe, build_model
 from moectl.model.io import ModelMeta, load_model, save_model
 from moectl.model.routing import moe_layers
@@ -237,7 +237,7 @@ def test_native_layout_round_trips_and_a_working_shared_expert_is_refused() -> N
         "model.layers.1.mlp.experts.down": torch.randn(4, 3, 8, generator=generator),
         "model.norm.weight": torch.ones(8),
     }
-    native = native_export.native_state_dict(state, native_export.QWEN2_MOE, [1])
+    native = native_export.native_state_dict(state, native_export.QWEN2_MOE, [1], "model.layers")
     assert native["model.layers.1.mlp.experts.gate_up_proj"].shape == (4, 6, 8)
     assert native["model.layers.1.mlp.experts.down_proj"].shape == (4, 8, 3)
     assert not native["model.layers.1.mlp.shared_expert.down_proj.weight"].any()

@@ -65,7 +65,7 @@ def build_model(
 def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrainedModel:
     """The dense model at a local directory or hub name, with ModelErrors a user can act on:
     its config.json's model_type must be of the family `arch` names."""
-    from moectl.model.hf_format import is_moe_export
+    from moectl.interop.hf_format import is_moe_export
 
     local = Path(spec).expanduser()
     if local.exists():

@@ -170,7 +170,7 @@ def _moe_config_of(layer: MoEMLP, layers: list[int]) -> MoEConfig:
 def read_meta(path: Path) -> ModelMeta:
     """model.json of the artifact at `path` (for a transformers directory, what its config.json
     says), or a ModelError saying what is wrong."""
-    from moectl.model.hf_format import is_hf_dir, read_hf_meta
+    from moectl.interop.hf_format import is_hf_dir, read_hf_meta
 
     if is_hf_dir(Path(path)):
         return read_hf_meta(Path(path))
@@ -197,8 +197,8 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
 
     `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
     """
+    from moectl.interop.hf_format import is_hf_dir, load_hf_dir
     from moectl.model.factory import apply_moe
-    from moectl.model.hf_format import is_hf_dir, load_hf_dir
 
     path = Path(path)
     target = resolve_device(device) if isinstance(device, str) else device
