@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from moectl.config import MoEConfig
 from moectl.model.arch import family
-from moectl.model.factory import apply_moe
+from moectl.model.surgery import apply_moe
 
 SHAPES = {
     "Qwen3-0.6B": (

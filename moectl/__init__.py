@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from moectl.model.io import LoadedModel
+    from moectl.model.artifact import LoadedModel
 
 
 def load_model(path: Any, device: Any = "cpu") -> LoadedModel:

@@ -13,9 +13,9 @@ from moectl.model.balance import SCHEMES, make_balance
 from moectl.model.balance.bias import BiasBalance
 from moectl.model.balance.global_batch import GlobalBalance
 from moectl.model.balance.switch import SwitchBalance
-from moectl.model.factory import apply_moe
 from moectl.model.router import Assignment, load_balancing_loss, route
 from moectl.model.routing import aux_losses, moe_layers
+from moectl.model.surgery import apply_moe
 
 
 def tiny_gpt2(n_embd: int = 32) -> GPT2LMHeadModel:

@@ -20,7 +20,8 @@ from test_model_io import small_tokenizer, tiny
 
 from moectl.config import MoEConfig
 from moectl.interop.export import export_model
-from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
 
 IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]

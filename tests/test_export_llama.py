@@ -24,9 +24,11 @@ from moectl.config import MoEConfig
 from moectl.errors import ModelError
 from moectl.interop import llama as native_export
 from moectl.interop.export import export_model
-from moectl.model.factory import apply_moe, build_model
-from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.factory import build_model
+from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 LOADER = BLOCK_MOECTL + textwrap.dedent(
     """

@@ -28,7 +28,8 @@ from moectl.errors import ModelError
 from moectl.interop.gpt2 import MOE_MODEL_TYPE
 from moectl.interop.llama import NATIVE_MODEL_TYPES, moectl_state_dict
 from moectl.model.arch import family, supported_model_types
-from moectl.model.io import LoadedModel, ModelMeta
+from moectl.model.artifact import LoadedModel, ModelMeta
+from moectl.model.surgery import apply_moe
 
 MOE_FIELDS = (
     "moe_layers",
@@ -123,8 +124,6 @@ def load_hf_weights(path: Path) -> dict[str, Tensor]:
 
 def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """A transformers dense or exported moectl MoE directory as moectl's own model, eval mode."""
-    from moectl.model.factory import apply_moe
-
     path = Path(path)
     config = read_hf_config(path)
     moe = moe_config_of(config)

@@ -18,8 +18,9 @@ from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
 from moectl.model.arch import config_sizes, family, family_of, model_sizes
+from moectl.model.artifact import LoadedModel, ModelMeta
 from moectl.model.initial import InitRecord, build_initial
-from moectl.model.io import LoadedModel, ModelMeta, load_model
+from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
 
 
