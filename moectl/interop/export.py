@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from moectl import __version__
 from moectl.errors import ModelError
 from moectl.interop.plan import HF_CODE, ExportPlan
 from moectl.rundir import resolve_model
+from moectl.version import __version__
 
 
 class ExportResult(BaseModel):

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from moectl import __version__
 from moectl.config import MoEConfig
+from moectl.version import __version__
 
 # 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT-2 MLP per expert,
 # stacked on load (moectl.model.arch.gpt2).

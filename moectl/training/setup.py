@@ -13,7 +13,6 @@ from typing import Any
 
 from torch import nn
 
-from moectl import __version__
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
@@ -22,6 +21,7 @@ from moectl.model.artifact import LoadedModel, ModelMeta
 from moectl.model.initial import InitRecord, build_initial
 from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
+from moectl.version import __version__
 
 
 def corpus_tokenizer_info(corpus: Corpus) -> dict[str, Any]:
