@@ -18,8 +18,7 @@ from transformers import AutoConfig
 
 from moectl.config import MoEConfig
 from moectl.model.arch import family
-from moectl.model.factory import apply_moe
-from moectl.model.native_export import llama_hf_model
+from moectl.model.surgery import apply_moe
 
 SHAPES = {
     "Qwen3-0.6B": (
@@ -65,7 +64,7 @@ def main() -> None:
         )
         apply_moe(model, moe, seed=0)
         start = time.perf_counter()
-        _, plan = llama_hf_model(model.eval(), moe, moe.resolve_layers(layers))
+        _, plan = arch.export(model.eval(), moe, moe.resolve_layers(layers))
         print(
             f"{name}: {layers} layers, MoE in the last {layers // 4} (4 experts, top-2) -> "
             f"{plan.architecture}: max |logit difference| {plan.logits_difference:.2e} "

@@ -16,8 +16,9 @@ import time
 import torch
 
 from moectl.config import RunConfig, resolve_run_config
-from moectl.model.factory import apply_moe, build_model
+from moectl.model.factory import build_model
 from moectl.model.routing import last_router_stats, set_router_progress
+from moectl.model.surgery import apply_moe
 from moectl.training.compiling import compile_model, synchronize
 from moectl.training.routing_log import RoutingAccumulator
 from moectl.training.schedule import build_optimizer

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from moectl.version import __version__
 
 if TYPE_CHECKING:
-    from moectl.model.io import LoadedModel
+    from moectl.model.artifact import LoadedModel
 
 
 def load_model(path: Any, device: Any = "cpu") -> LoadedModel:

@@ -97,8 +97,9 @@ class ModelConfig(StrictModel):
     """The base model: a hub name or local directory, or a scratch config of the given size.
 
     `arch` names the family (moectl.model.arch): `gpt2` (GELU MLPs) or `llama` (SwiGLU MLPs;
-    Llama, Mistral, Qwen2, Qwen3, SmolLM2). A pretrained model's family is read from its
-    config.json and must be the one `arch` names. The size fields are generic: n_embd is the
+    Llama, Mistral, Qwen2, Qwen3, SmolLM2). A local pretrained directory sets it from its
+    config.json's model_type when it is not given (an `arch` naming another family is refused);
+    a hub checkpoint must be of the family `arch` names. The size fields are generic: n_embd is the
     hidden width, n_head the attention heads, n_layer the blocks.
     """
 

@@ -26,10 +26,10 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from moectl import __version__
 from moectl.config import RunConfig, dump_yaml, flatten, read_yaml, validate
 from moectl.errors import MoectlError, TrainingError
 from moectl.fs import LockHeld, exclusive_lock, read_bytes, read_text, write_json, write_text
+from moectl.version import __version__
 
 CONFIG_NAME = "config.yaml"
 RUN_INFO_NAME = "run.json"

@@ -24,8 +24,10 @@ from moectl.config import DataConfig, ModelConfig, MoEConfig
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
 from moectl.errors import ModelError, MoectlError
-from moectl.model.factory import apply_moe, build_model
-from moectl.model.io import ModelMeta, save_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.factory import build_model
+from moectl.model.io import save_model
+from moectl.model.surgery import apply_moe
 
 DOMAINS = ("code", "math", "prose")
 

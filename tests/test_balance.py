@@ -12,9 +12,10 @@ from moectl.errors import ConfigError
 from moectl.model.balance import SCHEMES, make_balance
 from moectl.model.balance.bias import BiasBalance
 from moectl.model.balance.global_batch import GlobalBalance
-from moectl.model.factory import apply_moe
+from moectl.model.balance.switch import SwitchBalance
 from moectl.model.router import Assignment, load_balancing_loss, route
 from moectl.model.routing import aux_losses, moe_layers
+from moectl.model.surgery import apply_moe
 
 
 def tiny_gpt2(n_embd: int = 32) -> GPT2LMHeadModel:
@@ -42,6 +43,76 @@ def test_config_names_exactly_the_schemes_in_the_package():
     from typing import get_args
 
     assert set(get_args(MoEConfig.model_fields["balance"].annotation)) == set(SCHEMES)
+
+
+def test_every_scheme_a_balance_module_defines_is_selectable():
+    """A scheme class left without @register (or without its own name) would train nowhere."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import moectl.model.balance as package
+    from moectl.model.balance.base import Balance
+
+    defined = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        defined += [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj)
+            and issubclass(obj, Balance)
+            and obj is not Balance
+            and obj.__module__ == module.__name__
+        ]
+    assert len(defined) == len(SCHEMES) >= 5
+    for scheme in defined:
+        assert SCHEMES.get(scheme.__dict__.get("name")) is scheme, scheme.__name__
+
+
+class Switch10(SwitchBalance):
+    """The Switch loss x 10: trains as lb_coef * 10, and says so to an export."""
+
+    name = "switch10"
+
+    def aux_loss(self, assignment: Assignment) -> torch.Tensor:
+        return 10 * super().aux_loss(assignment)
+
+    @classmethod
+    def aux_loss_coef(cls, moe: MoEConfig) -> float:
+        return 10 * moe.lb_coef
+
+
+def test_a_subclass_of_a_scheme_registers(monkeypatch):
+    from moectl.model.balance import base
+
+    monkeypatch.setattr(base, "REGISTERED", {})
+    assert base.register(Switch10) is Switch10 and {"switch10": Switch10} == base.REGISTERED
+    with pytest.raises(TypeError, match="its own `name`"):
+        base.register(type("Unnamed", (Switch10,), {}))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("shared", [0, 1])  # llama: 0 exports Mixtral, 1 custom code
+def test_exports_record_the_coefficient_the_scheme_trains_with(monkeypatch, arch, shared):
+    """Both families' exports (custom code and native) take the weight from the scheme."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from moectl.model.arch import family
+
+    monkeypatch.setitem(SCHEMES, "switch", Switch10)
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = tiny_gpt2()
+    else:
+        shape = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+        config = LlamaConfig(vocab_size=64, num_hidden_layers=2, **shape)
+        model = LlamaForCausalLM(config).eval()
+    layout = moe(lb_coef=0.02, shared_experts=shared, last_n=None, layers=[0, 1])
+    apply_moe(model, layout)
+    exported, plan = family(arch).export(model, layout, [0, 1])
+    assert exported.config.router_aux_loss_coef == pytest.approx(0.2)
+    assert plan.native == (arch == "llama" and not shared)
 
 
 def test_sequence_differs_from_switch_when_sequences_route_differently():

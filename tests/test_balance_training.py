@@ -9,6 +9,7 @@ import pytest
 from test_ddp import LAUNCH_TIMEOUT, finish, fresh, torchrun
 
 from moectl.config import resolve_run_config
+from moectl.model.balance import SCHEMES
 from moectl.training.trainer import train_run
 
 BASE = [
@@ -23,14 +24,11 @@ BASE = [
     "train.router_log_every=3",
     "train.eval_every=6",
 ]
-SCHEMES = {
-    "switch": [],
-    "global": ["moe.balance=global", "train.batch_mixing=domain"],
-    "sequence": ["moe.balance=sequence"],
-    "none": ["moe.balance=none"],
+# What a scheme trains with beside moe.balance=<its name> (every registered scheme runs).
+ALONGSIDE = {
+    "global": ["train.batch_mixing=domain"],
     # bias, with every router and expert option beside it
     "bias": [
-        "moe.balance=bias",
         "moe.bias_update_rate=0.01",
         "moe.score=sigmoid",
         "moe.shared_experts=1",
@@ -51,7 +49,8 @@ def _losses(run_dir):
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_every_scheme_resumes_bitwise_and_logs_its_state(tiny_corpus, tmp_path, scheme):
-    config = resolve_run_config("tiny", overrides=[*BASE, *SCHEMES[scheme]])
+    overrides = [*BASE, f"moe.balance={scheme}", *ALONGSIDE.get(scheme, [])]
+    config = resolve_run_config("tiny", overrides=overrides)
     run = tmp_path / "run"
     train_run(config, tiny_corpus, run)
     full = (_losses(run), _rows(run, "routing.jsonl"))

@@ -117,7 +117,7 @@ def test_cli_generate_says_which_part_of_a_long_prompt_it_continues(cli, tiny_st
 
 
 def test_cli_generate_options_and_exported_models(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
-    from moectl.export import export_model
+    from moectl.interop.export import export_model
 
     export_model(tiny_study["moe"], tmp_path / "hf")
     args = ("--prompt", "def f(x):", "--max-new-tokens", "5", "--show-experts")

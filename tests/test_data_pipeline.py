@@ -7,9 +7,9 @@ import pytest
 
 from moectl.config import DataConfig
 from moectl.data.balance import balanced_rows, imbalance_warning
+from moectl.data.collect import TextCollector
 from moectl.data.hf import join_wikitext_articles
 from moectl.data.packing import block_documents, pack_blocks, tokenize_documents, tokenize_texts
-from moectl.data.sources import TextCollector
 from moectl.data.split import eval_count, split_texts
 from moectl.data.tokenizer import resolve_tokenizer
 from moectl.errors import DataError

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from moectl.config import DataConfig, HFDatasetSpec
-from moectl.data.sources import TextCollector, load_domain
+from moectl.data.collect import TextCollector
+from moectl.data.sources import load_domain
 from moectl.errors import DataError, OfflineError
 
 

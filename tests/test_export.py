@@ -19,8 +19,9 @@ import torch
 from test_model_io import small_tokenizer, tiny
 
 from moectl.config import MoEConfig
-from moectl.export import export_model
-from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.interop.export import export_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
 
 IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
@@ -200,8 +201,9 @@ def test_every_scheme_exports_its_logits_and_generates(tmp_path: Path, balance: 
     """The schemes that only change training export the switch model; checked in this process
     with the exported modeling file's class (the process that cannot import moectl runs the
     bias export above, and the switch ones)."""
-    from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
-    from moectl.model.hf_format import CODE_FILES, HF_CODE
+    from moectl.interop.gpt2 import CODE_FILES
+    from moectl.interop.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
+    from moectl.interop.plan import HF_CODE
 
     moe = MoEConfig(enabled=True, layers=[1], n_experts=4, top_k=2, balance=balance)
     source = artifact(tmp_path, moe)

@@ -22,11 +22,13 @@ from test_model_llama import llama_cfg, tiny_dir
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
-from moectl.export import export_model
-from moectl.model import native_export
-from moectl.model.factory import apply_moe, build_model
-from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.interop import llama as native_export
+from moectl.interop.export import export_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.factory import build_model
+from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 LOADER = BLOCK_MOECTL + textwrap.dedent(
     """
@@ -237,7 +239,7 @@ def test_native_layout_round_trips_and_a_working_shared_expert_is_refused() -> N
         "model.layers.1.mlp.experts.down": torch.randn(4, 3, 8, generator=generator),
         "model.norm.weight": torch.ones(8),
     }
-    native = native_export.native_state_dict(state, native_export.QWEN2_MOE, [1])
+    native = native_export.native_state_dict(state, native_export.QWEN2_MOE, [1], "model.layers")
     assert native["model.layers.1.mlp.experts.gate_up_proj"].shape == (4, 6, 8)
     assert native["model.layers.1.mlp.experts.down_proj"].shape == (4, 8, 3)
     assert not native["model.layers.1.mlp.shared_expert.down_proj.weight"].any()

@@ -22,7 +22,7 @@ import textwrap
 import pytest
 from test_export import MOE, artifact
 
-from moectl.export import export_model
+from moectl.interop.export import export_model
 
 pytestmark = pytest.mark.slow  # one subprocess importing torch and transformers: ~10 s
 PROMPT = "custom code"

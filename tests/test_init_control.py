@@ -7,10 +7,10 @@ import torch
 
 from moectl.config import resolve_run_config
 from moectl.errors import ModelError
-from moectl.model.factory import apply_moe
 from moectl.model.initial import INIT_DIR, load_initial_model, read_init_record, state_sha256
 from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 from moectl.training.trainer import train_run
 
 MOE = ["moe.enabled=true", "moe.last_n=1", "moe.n_experts=4", "train.max_steps=4"]

@@ -101,3 +101,27 @@ def test_preset_trains_evaluates_and_generates_on_a_tiny_model_of_its_shape(
     generated = cli("generate", run, "--prompt", "def add", "--max-new-tokens", "4")
     assert generated.exit_code == 0, generated.output
     assert generated.output.strip().startswith("def add")
+
+
+def test_a_local_qwen3_directory_upcycles_without_model_arch(cli, tmp_path: Path):
+    """model.pretrained at a local directory: its config.json's model_type names the family
+    (issue 16), so no model.arch is needed; one that contradicts it is refused in one line."""
+    shape = {"num_hidden_layers": 2, "num_attention_heads": 2, "kv": 1}
+    checkpoint = tiny_checkpoint(tmp_path, "qwen3", shape)
+    overrides = [*overrides_for(checkpoint), "moe.enabled=true", "moe.last_n=2", "moe.n_experts=4"]
+    corpus = prepare_corpus(resolve_run_config("tiny", overrides=overrides).data, tmp_path / "d")
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    run = tmp_path / "run"
+    trained = cli("train", "--preset", "tiny", "--data", corpus.path, "--run-dir", run, *sets)
+    assert trained.exit_code == 0, trained.output
+    assert "arch: llama" in (run / "config.yaml").read_text()
+    loaded = load_model(run / "best")
+    assert loaded.model.config.model_type == "qwen3" and loaded.meta.moe_layers == [0, 1]
+    other = tmp_path / "other"
+    refused = cli(
+        "train", "--preset", "tiny", "--data", corpus.path, "--run-dir", other, *sets,
+        "--set", "model.arch=gpt2",
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "is a 'qwen3' model (llama family) but model.arch is gpt2" in refused.output
+    assert "hint: drop model.arch" in refused.output and not other.exists()

@@ -7,9 +7,10 @@ import torch
 
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ConfigError, ModelError, OfflineError
-from moectl.model.factory import apply_moe, build_model, count_parameters
+from moectl.model.factory import build_model, count_parameters
 from moectl.model.moe import MoEMLP
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 SCRATCH = ModelConfig(n_layer=3, n_embd=32, n_head=2)
 
@@ -100,7 +101,8 @@ def test_parameter_counts_by_hand():
 def test_models_use_sdpa_attention_and_the_fused_gelu(tmp_path):
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    from moectl.model.io import ModelMeta, load_model, save_model
+    from moectl.model.artifact import ModelMeta
+    from moectl.model.io import load_model, save_model
 
     model = build_model(SCRATCH, 80, 16).eval()
     assert model.config._attn_implementation == "sdpa"

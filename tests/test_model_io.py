@@ -16,9 +16,11 @@ from transformers import PreTrainedTokenizerFast
 import moectl
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError
-from moectl.model.factory import apply_moe, build_model
-from moectl.model.io import ModelMeta, load_model, save_model
+from moectl.model.artifact import ModelMeta
+from moectl.model.factory import build_model
+from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 IDS = torch.arange(24).remainder(50).reshape(2, 12)
 

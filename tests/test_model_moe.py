@@ -11,10 +11,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from moectl.config import MoEConfig
 from moectl.model.dispatch import expert_counts, expert_linear, group
 from moectl.model.experts import StackedExperts
-from moectl.model.factory import apply_moe
 from moectl.model.moe import MoEMLP
 from moectl.model.router import Assignment, load_balancing_loss, noise_scale, route, z_loss
 from moectl.model.routing import aux_losses, last_router_stats, moe_layers, set_router_progress
+from moectl.model.surgery import apply_moe
 
 
 def tiny_gpt2(n_layer: int = 2, n_embd: int = 32, vocab: int = 64) -> GPT2LMHeadModel:

@@ -19,9 +19,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from moectl.analysis import bootstrap, metrics
 from moectl.config import CollapseConfig, MoEConfig
 from moectl.fs import replace_directory, write_json, write_text
-from moectl.model.factory import apply_moe
 from moectl.model.router import load_balancing_loss, noise_scale, route
 from moectl.model.routing import aux_losses, moe_layers
+from moectl.model.surgery import apply_moe
 from moectl.training.collapse import CollapseDetector
 
 LOGITS = torch.tensor(

@@ -50,8 +50,8 @@ def test_router_lr_scale_gives_the_gates_their_own_scheduled_lr():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from moectl.config import MoEConfig, TrainConfig
-    from moectl.model.factory import apply_moe
     from moectl.model.routing import moe_layers
+    from moectl.model.surgery import apply_moe
     from moectl.training.schedule import build_optimizer
 
     config = GPT2Config(vocab_size=32, n_positions=8, n_embd=16, n_layer=2, n_head=2)
@@ -81,7 +81,7 @@ def test_stacked_expert_biases_are_not_decayed():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from moectl.config import MoEConfig
-    from moectl.model.factory import apply_moe
+    from moectl.model.surgery import apply_moe
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2))
     apply_moe(model, MoEConfig(enabled=True, last_n=1, n_experts=3))

@@ -38,7 +38,7 @@ from moectl.rundir import corpus_dir, perplexity, resolve_model
 if TYPE_CHECKING:
     from moectl.analysis.controls import LayerControls
     from moectl.data.store import Corpus
-    from moectl.model.io import LoadedModel
+    from moectl.model.artifact import LoadedModel
 
 
 @dataclass

@@ -20,7 +20,7 @@ from moectl.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
-    from moectl.model.io import LoadedModel
+    from moectl.model.artifact import LoadedModel
 
 # Options that would make generate() return or track several sequences: the trace follows one.
 _SINGLE_SEQUENCE = ("num_beams", "num_return_sequences", "num_beam_groups")

@@ -13,9 +13,9 @@ import typer
 from typer import _click as click  # Typer parses with its own copy of click
 from typer.core import TyperCommand, TyperGroup
 
-from moectl import __version__
 from moectl.cli.common import render_error
 from moectl.errors import MoectlError
+from moectl.version import __version__
 
 
 class _State:

@@ -60,8 +60,8 @@ def export(
 
       moectl export runs/dense/best --out exported/dense --force
     """
-    from moectl.export import export_model
     from moectl.fs import check_writable
+    from moectl.interop.export import export_model
 
     check_writable(out, "--out")
     result = export_model(model, out, force=force, tokenizer=tokenizer)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from moectl.data.sources import TextCollector, texts_fingerprint
+from moectl.data.collect import TextCollector, texts_fingerprint
 from moectl.data.types import DomainTexts, SourceInfo
 from moectl.errors import DataError
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from moectl.config import DataConfig, HFDatasetSpec
-from moectl.data.sources import TextCollector, texts_fingerprint
+from moectl.data.collect import TextCollector, texts_fingerprint
 from moectl.data.types import DomainTexts, SourceInfo
 from moectl.errors import DataError, OfflineError
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel
 
-from moectl import __version__
 from moectl.config import DataConfig
 from moectl.data.balance import balanced_rows, imbalance_warning
 from moectl.data.packing import block_documents, pack_blocks, quiet_datasets, tokenize_documents
@@ -35,6 +34,7 @@ from moectl.errors import DataError
 from moectl.fs import atomic_directory, check_writable_folder
 from moectl.progress import ProgressCallback, report
 from moectl.rundir import KIND_LABELS, describe_path
+from moectl.version import __version__
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

@@ -12,7 +12,7 @@ from moectl.errors import ModelError
 
 if TYPE_CHECKING:
     from moectl.data.store import Corpus
-    from moectl.model.io import ModelMeta
+    from moectl.model.artifact import ModelMeta
 
 HINT = (
     "use a corpus prepared with the model's tokenizer "

@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
-from moectl.config import ModelConfig, MoEConfig
-from moectl.errors import ConfigError, ModelError, OfflineError
+from moectl.config import ModelConfig
+from moectl.errors import ModelError, OfflineError
+from moectl.interop.hf_format import is_moe_export
 from moectl.model.arch import Family, family, family_of
-from moectl.model.moe import MoEMLP
+from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
 
 OFFLINE_HINT = (
@@ -65,8 +65,6 @@ def build_model(
 def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrainedModel:
     """The dense model at a local directory or hub name, with ModelErrors a user can act on:
     its config.json's model_type must be of the family `arch` names."""
-    from moectl.model.hf_format import is_moe_export
-
     local = Path(spec).expanduser()
     if local.exists():
         if (local / "model.json").is_file() or is_moe_export(local):
@@ -120,8 +118,6 @@ def _from_moectl_model(path: Path, dropout: float, arch: str) -> PreTrainedModel
     An MoE model is refused: model.pretrained is the dense base that a run upcycles, while
     --init-from continues an MoE model as it is.
     """
-    from moectl.model.io import load_model
-
     loaded = load_model(path)
     if loaded.meta.moe_layers:
         raise ModelError(
@@ -162,81 +158,6 @@ def check_fits(model: PreTrainedModel, vocab_size: int, n_positions: int, name: 
             f"blocks of {n_positions} tokens exceed model {name}'s {sizes.positions} positions",
             hint=f"prepare the corpus with data.block_size <= {sizes.positions}",
         )
-
-
-def apply_moe(model: PreTrainedModel, moe_cfg: MoEConfig, seed: int = 0) -> list[int]:
-    """Replace the chosen layers' MLPs by upcycled MoE layers, in place; returns those layers.
-
-    Experts copy the dense MLP with perturbation_std-relative noise and the gates start at
-    N(0, initializer_range), all drawn from a generator seeded with `seed`.
-    """
-    if not moe_cfg.enabled:
-        return []
-    if moe_layers(model):
-        raise ModelError(
-            "this model already has MoE layers",
-            hint="upcycle a dense model (disable moe, or start from a dense checkpoint)",
-        )
-    arch = family_of(model)
-    sizes = arch.sizes(model.config)
-    layers = moe_cfg.resolve_layers(sizes.layers)
-    check_granularity(moe_cfg, sizes.intermediate)
-    generator = torch.Generator().manual_seed(seed)
-    scratch = moe_cfg.init == "scratch"
-    blocks = arch.blocks(model)
-    for index in layers:
-        block = blocks[index]
-        block.mlp = MoEMLP.upcycle(
-            arch.dense_mlp(block.mlp),
-            moe_cfg,
-            experts=arch.experts,
-            hidden_size=sizes.hidden,
-            layer_index=index,
-            perturbation_std=0.0 if scratch else moe_cfg.perturbation_std,
-            gate_init_std=model.config.initializer_range,
-            generator=generator,
-        )
-        if scratch:
-            init_experts_from_scratch(block.mlp, model.config, arch, generator)
-    return layers
-
-
-def check_granularity(moe_cfg: MoEConfig, inner: int) -> None:
-    """ConfigError unless moe.granularity divides the MLP's inner width (GELU or SwiGLU)."""
-    if inner % moe_cfg.granularity:
-        raise ConfigError(
-            "invalid MoE granularity",
-            [
-                (
-                    "moe.granularity",
-                    f"{moe_cfg.granularity} does not divide the MLP hidden width {inner}; "
-                    "pick a divisor of it",
-                )
-            ],
-        )
-
-
-def init_experts_from_scratch(
-    layer: MoEMLP, config: PretrainedConfig, arch: Family, generator: torch.Generator
-) -> None:
-    """Draw every expert's weights afresh with the family's own initialization, independently.
-
-    Matrices ~ N(0, initializer_range), the output projections (proj, down) divided by the
-    family's residual divisor (sqrt(2 n_layer) for GPT-2's residual writes, 1 for Llama),
-    biases zero: experts that share nothing with the dense MLP or with each other, the setting
-    of an MoE trained from scratch (OLMoE).
-    """
-    std = config.initializer_range
-    divisor = arch.residual_divisor(config)
-    with torch.no_grad():
-        experts = [layer.experts] if layer.shared is None else [layer.experts, layer.shared]
-        params = [item for module in experts for item in module.named_parameters()]
-        for name, param in params:
-            if name.endswith("bias"):
-                param.zero_()
-                continue
-            scale = std / divisor if name.startswith(("proj", "down")) else std
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
 
 
 def count_parameters(model: nn.Module) -> ParamCount:

@@ -27,9 +27,11 @@ from torch import nn
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError, MoectlError
 from moectl.fs import atomic_directory, read_bytes, read_text
-from moectl.model.factory import apply_moe, build_model
-from moectl.model.io import LoadedModel, ModelMeta, load_model
+from moectl.model.artifact import LoadedModel, ModelMeta
+from moectl.model.factory import build_model
+from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 INIT_DIR = "init"
 RECORD_NAME = "init.json"

@@ -9,67 +9,34 @@ loading. Writes go to a temporary sibling directory that is renamed into place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from moectl import __version__
 from moectl.config import MoEConfig
 from moectl.device import resolve_device
 from moectl.errors import ModelError
 from moectl.fs import atomic_directory
+from moectl.interop.hf_format import is_hf_dir, load_hf_dir, read_hf_meta
 from moectl.model.arch import Family, family, family_of
+from moectl.model.artifact import FORMAT_VERSION, LoadedModel, ModelMeta
 from moectl.model.routing import moe_layers
+from moectl.model.surgery import apply_moe
 
 if TYPE_CHECKING:
     from moectl.model.moe import MoEMLP
 
-# 2: experts stacked per projection (mlp.experts.fc_weight, ...); 1: one GPT-2 MLP per expert,
-# stacked on load (moectl.model.arch.gpt2).
-FORMAT_VERSION = 2
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TOKENIZER_DIR = "tokenizer"
 ARTIFACT_HINT = (
     "give a directory written by moectl (model.json + model.safetensors), e.g. runs/X/best"
 )
-
-
-class ModelMeta(BaseModel):
-    """model.json: how to rebuild the model and where it came from.
-
-    `tied` maps each weight stored only through its tie partner (lm_head -> the embedding) and
-    is filled in by save_model, as are hf_config and moe_layers, from the model itself.
-    `hf_config` is the model's transformers config (any family); model.json keeps the key
-    `gpt2_config` it had when GPT-2 was the only family, so GPT-2 artifacts stay byte-identical.
-    """
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    format_version: int = FORMAT_VERSION
-    moectl_version: str = __version__
-    hf_config: dict[str, Any] = Field(default_factory=dict, alias="gpt2_config")
-    moe: MoEConfig | None = None
-    moe_layers: list[int] = Field(default_factory=list)
-    tokenizer: dict[str, Any] = Field(default_factory=dict)
-    step: int = 0
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    tied: dict[str, str] = Field(default_factory=dict)
-
-
-@dataclass
-class LoadedModel:
-    """A model artifact in memory: the eval-mode GPT-2, its metadata, its tokenizer if saved."""
-
-    model: nn.Module
-    meta: ModelMeta
-    tokenizer: Any | None = None
 
 
 def save_model(
@@ -170,8 +137,6 @@ def _moe_config_of(layer: MoEMLP, layers: list[int]) -> MoEConfig:
 def read_meta(path: Path) -> ModelMeta:
     """model.json of the artifact at `path` (for a transformers directory, what its config.json
     says), or a ModelError saying what is wrong."""
-    from moectl.model.hf_format import is_hf_dir, read_hf_meta
-
     if is_hf_dir(Path(path)):
         return read_hf_meta(Path(path))
     file = Path(path) / META
@@ -197,9 +162,6 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
 
     `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
     """
-    from moectl.model.factory import apply_moe
-    from moectl.model.hf_format import is_hf_dir, load_hf_dir
-
     path = Path(path)
     target = resolve_device(device) if isinstance(device, str) else device
     if is_hf_dir(path):

@@ -13,14 +13,15 @@ from typing import Any
 
 from torch import nn
 
-from moectl import __version__
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
 from moectl.model.arch import config_sizes, family, family_of, model_sizes
+from moectl.model.artifact import LoadedModel, ModelMeta
 from moectl.model.initial import InitRecord, build_initial
-from moectl.model.io import LoadedModel, ModelMeta, load_model
+from moectl.model.io import load_model, read_meta
 from moectl.model.routing import moe_layers
+from moectl.version import __version__
 
 
 def corpus_tokenizer_info(corpus: Corpus) -> dict[str, Any]:
@@ -63,6 +64,31 @@ def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
     if fields["arch"] != "gpt2":  # GPT-2 has neither: its records stay as they were
         fields.update(n_kv_head=sizes.kv_heads, intermediate_size=sizes.intermediate)
     return fields
+
+
+def config_of_pretrained(config: RunConfig) -> RunConfig:
+    """`config` with model.arch the family of a local model.pretrained (the family that owns its
+    config.json's, or model.json's, model_type), so a run on a local Qwen3 or Llama directory
+    needs no model.arch. An explicit model.arch that names another family is a ModelError; a
+    hub name, or a directory whose model_type no family owns, is left to `build_model`."""
+    spec = config.model.pretrained
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return config
+    try:
+        model_type = str(read_meta(Path(spec).expanduser()).hf_config.get("model_type"))
+        found = family(model_type)
+    except ModelError:
+        return config
+    if found.name == config.model.arch:
+        return config
+    if "arch" in config.model.model_fields_set:
+        raise ModelError(
+            f"{spec} is a '{model_type}' model ({found.name} family) but model.arch is "
+            f"{config.model.arch}",
+            hint=f"drop model.arch (it is read from the checkpoint) or set model.arch={found.name}",
+        )
+    model = config.model.model_copy(update={"arch": found.name})
+    return config.model_copy(update={"model": model})
 
 
 def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:

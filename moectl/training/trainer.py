@@ -65,6 +65,7 @@ from moectl.training.schedule import build_optimizer
 from moectl.training.setup import (
     check_init_routing,
     config_of_artifact,
+    config_of_pretrained,
     configure_routers,
     fresh_model,
     model_meta,
@@ -127,7 +128,7 @@ def train_run(
     fs.check_writable(run_dir, "--run-dir")
     corpus = load_corpus(data_dir)
     corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
-    config = config.model_copy(update={"data": corpus.manifest.config})
+    config = config_of_pretrained(config.model_copy(update={"data": corpus.manifest.config}))
     check_context(config, corpus.block_size)
     if init_path is not None:
         artifact = read_meta(init_path)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from moectl import __version__
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import SAMPLE_NOTE
 from moectl.analysis.gate_null import family_verdicts
@@ -27,6 +26,7 @@ from moectl.analysis.runs import RunLogs
 from moectl.config import dump_yaml
 from moectl.fs import write_text
 from moectl.model.balance import balance_setting
+from moectl.version import __version__
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
 

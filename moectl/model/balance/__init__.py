@@ -1,9 +1,10 @@
-"""Load-balancing schemes: each one small module, found here by its `name`.
+"""Load-balancing schemes: each one small module, selectable by its `name`.
 
-A scheme is a `Balance` (moectl.model.balance.base): the aux loss it adds to a layer's forward,
-the selection bias it lends the router, and what it does with the optimizer step's expert
-counts before (`global`) or after (`bias`) the step. Adding one means a module in this package,
-its name in `MoEConfig.balance` and, if it changes inference, the exported modeling file.
+A scheme is a `Balance` (moectl.model.balance.base) marked `@register`: the aux loss it adds to
+a layer's forward (and the weight an export records for it, `aux_loss_coef`), the selection bias
+it lends the router, and what it does with the optimizer step's expert counts before (`global`)
+or after (`bias`) the step. Adding one means a module in this package, its name in
+`MoEConfig.balance` and, if it changes inference, the exported modeling files.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import REGISTERED, Balance
 
 if TYPE_CHECKING:
     from moectl.config import MoEConfig
 
 
 def _schemes() -> dict[str, type[Balance]]:
+    """Every module of this package imported, so each registers its schemes."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
-    return {scheme.name: scheme for scheme in Balance.__subclasses__()}
+    return dict(REGISTERED)
 
 
 SCHEMES = _schemes()

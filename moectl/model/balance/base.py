@@ -7,7 +7,7 @@ the two step hooks with the step's expert counts summed over its micro-batches a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from torch import Tensor, nn
 
@@ -16,13 +16,29 @@ from moectl.model.router import Assignment
 if TYPE_CHECKING:
     from moectl.config import MoEConfig
 
+SchemeType = TypeVar("SchemeType", bound="type[Balance]")
+# Every selectable scheme by its name; `register` fills it (moectl.model.balance.SCHEMES).
+REGISTERED: dict[str, type[Balance]] = {}
+
+
+def register(scheme: SchemeType) -> SchemeType:
+    """Class decorator: `scheme` is selectable as moe.balance=<scheme.name>. Explicit, so a
+    subclass of another scheme registers just as a direct subclass of Balance does."""
+    name = scheme.__dict__.get("name")
+    if name is None:
+        raise TypeError(f"{scheme.__name__} needs its own `name` to be registered")
+    if name in REGISTERED and REGISTERED[name] is not scheme:
+        raise TypeError(f"two balancing schemes are named '{name}'")
+    REGISTERED[name] = scheme
+    return scheme
+
 
 class Balance(nn.Module):
     """What a load-balancing scheme does: an aux loss, a selection bias, step hooks, state.
 
-    `adds_loss`: whether `aux_loss` can be non-zero (an export weighs its LB loss by lb_coef
-    only then). `selects_with_bias`: whether `selection_bias` changes which experts inference
-    chooses (an export must then carry it: custom code, no native class).
+    `adds_loss`: whether `aux_loss` can be non-zero; `aux_loss_coef` is what an export records
+    as the weight of its LB loss. `selects_with_bias`: whether `selection_bias` changes which
+    experts inference chooses (an export must then carry it: custom code, no native class).
     `counts_before_step`: the trainer hands `begin_step` the optimizer step's global expert
     counts before any of the step's forwards (a routing-only pass).
     `counts_after_step`: it hands `end_step` the counts the step's forwards made, after the
@@ -43,6 +59,13 @@ class Balance(nn.Module):
     def from_config(cls, n_experts: int, moe: MoEConfig) -> Balance:
         """The scheme for a layer of `n_experts` routed experts, with its moe.* settings."""
         return cls(n_experts)
+
+    @classmethod
+    def aux_loss_coef(cls, moe: MoEConfig) -> float:
+        """The weight the aux loss trains with, which an export records as
+        `router_aux_loss_coef`: moe.lb_coef times any factor `aux_loss` itself carries (a scheme
+        whose loss is the Switch loss x 10 returns 10 * moe.lb_coef); 0.0 without `adds_loss`."""
+        return moe.lb_coef if cls.adds_loss else 0.0
 
     @classmethod
     def setting(cls, moe: MoEConfig) -> str:

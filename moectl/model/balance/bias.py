@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import Balance, register
 
 if TYPE_CHECKING:
     from moectl.config import MoEConfig
 
 
+@register
 class BiasBalance(Balance):
     """Selection bias nudged after every step; no aux loss."""
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import Balance, register
 from moectl.model.router import Assignment, load_balancing_loss
 
 
+@register
 class GlobalBalance(Balance):
     """Switch LB with the step's global f_i while a step has set them."""
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import Balance, register
 
 if TYPE_CHECKING:
     from moectl.config import MoEConfig
 
 
+@register
 class NoBalance(Balance):
     """Adds no loss and keeps no state: every hook is the interface's no-op."""
 

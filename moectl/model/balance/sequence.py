@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import Balance, register
 from moectl.model.router import Assignment
 
 
+@register
 class SequenceBalance(Balance):
     """mean over sequences b of n_experts * sum_i f_bi * P_bi."""
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from moectl.model.balance.base import Balance
+from moectl.model.balance.base import Balance, register
 from moectl.model.router import Assignment, load_balancing_loss
 
 
+@register
 class SwitchBalance(Balance):
     """n_experts * sum_i f_i * P_i over the tokens of one forward (Fedus et al. 2021)."""
 

@@ -1,14 +1,15 @@
-"""The standard transformers form of a moectl model, both ways.
+"""Reading an exported (or any save_pretrained) transformers directory back into moectl.
 
-A dense model is its family's own transformers class (GPT-2, Llama, Qwen3, ...). An MoE model is
-the custom-code model in `hf_code/` (model_type `moectl_gpt2_moe`), whose experts are stacked
-along a leading expert dimension exactly as moectl's own (`...mlp.experts.{fc_weight (E, D, H),
-fc_bias, proj_weight (E, H, D), proj_bias}`, gate `...mlp.gate.weight`), so the state dict is the
-same both ways. Reading an exported directory back (`load_hf_dir`) needs neither
-trust_remote_code nor the modeling file: the config is read as JSON and the weights go into
-moectl's own model. A Llama-family MoE export (moectl.model.native_export: a native transformers
-MoE class or custom code) is rebuilt from the base config and MoE layers its `moectl` entry
-saved; a native one's weights are read by transformers and mapped back to moectl's layout.
+A dense model is its family's own transformers class (GPT-2, Llama, Qwen3, ...). A GPT-2 MoE is
+the custom-code model in `hf_code/` (model_type `moectl_gpt2_moe`, moectl.interop.gpt2), whose
+experts are stacked along a leading expert dimension exactly as moectl's own
+(`...mlp.experts.{fc_weight (E, D, H), fc_bias, proj_weight (E, H, D), proj_bias}`, gate
+`...mlp.gate.weight`), so the state dict is the same both ways. Reading an exported directory
+back (`load_hf_dir`) needs neither trust_remote_code nor the modeling file: the config is read
+as JSON and the weights go into moectl's own model. A Llama-family MoE export
+(moectl.interop.llama: a native transformers MoE class or custom code) is rebuilt from the base
+config and MoE layers its `moectl` entry saved; a native one's weights are read by transformers
+and mapped back to moectl's layout.
 """
 
 from __future__ import annotations
@@ -24,16 +25,12 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.interop.gpt2 import MOE_MODEL_TYPE
+from moectl.interop.llama import NATIVE_MODEL_TYPES, moectl_state_dict
 from moectl.model.arch import family, supported_model_types
-from moectl.model.io import LoadedModel, ModelMeta
+from moectl.model.artifact import LoadedModel, ModelMeta
+from moectl.model.surgery import apply_moe
 
-HF_CODE = Path(__file__).parent / "hf_code"
-MOE_MODEL_TYPE = "moectl_gpt2_moe"
-CODE_FILES = ("configuration_moectl_gpt2_moe.py", "modeling_moectl_gpt2_moe.py")
-AUTO_MAP = {
-    "AutoConfig": "configuration_moectl_gpt2_moe.MoectlGPT2MoEConfig",
-    "AutoModelForCausalLM": "modeling_moectl_gpt2_moe.MoectlGPT2MoEForCausalLM",
-}
 MOE_FIELDS = (
     "moe_layers",
     "num_local_experts",
@@ -127,8 +124,6 @@ def load_hf_weights(path: Path) -> dict[str, Tensor]:
 
 def load_hf_dir(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """A transformers dense or exported moectl MoE directory as moectl's own model, eval mode."""
-    from moectl.model.factory import apply_moe
-
     path = Path(path)
     config = read_hf_config(path)
     moe = moe_config_of(config)
@@ -166,13 +161,12 @@ def is_moe_export(path: Path) -> bool:
 
 
 def _llama_base(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The dense base config a Llama-family MoE export saved (moectl.export), else None."""
+    """The dense base config a Llama-family MoE export saved (moectl.interop.export), else
+    None."""
     return (config.get("moectl") or {}).get("base_config")
 
 
 def _is_native_moe(config: dict[str, Any]) -> bool:
-    from moectl.model.native_export import NATIVE_MODEL_TYPES
-
     return _llama_base(config) is not None and config.get("model_type") in NATIVE_MODEL_TYPES
 
 
@@ -180,8 +174,6 @@ def _native_weights(path: Path) -> dict[str, Tensor]:
     """A native transformers MoE export's weights in moectl's layout: transformers reads its
     checkpoint layout (one tensor per expert and projection) and moectl's is restored from it."""
     from transformers import AutoModelForCausalLM
-
-    from moectl.model.native_export import moectl_state_dict
 
     try:
         native = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)

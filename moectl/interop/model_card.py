@@ -16,10 +16,10 @@ import yaml
 
 from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 from moectl.errors import MoectlError
-from moectl.model.native_export import ExportPlan
+from moectl.interop.gpt2 import MOE_CLASS as GPT2_MOE_CLASS  # GPT-2 MoEs' only class: no reason
+from moectl.interop.plan import ExportPlan
 
 CARD_NAME = "README.md"
-GPT2_MOE_CLASS = "MoectlGPT2MoEForCausalLM"  # the only class GPT-2 MoEs export as: no reason
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

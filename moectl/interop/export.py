@@ -1,14 +1,15 @@
 """`moectl export`: a model as a standard transformers directory that works without moectl.
 
-Dense models become their plain transformers class (GPT-2, Llama, ...). A Llama-family MoE
-becomes transformers' own MoE class where one computes exactly what moectl's layers do
-(`moectl.model.native_export`: Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads without
-trust_remote_code. Other MoE models become custom code from `moectl/model/hf_code/` (loaded
+The model's family decides what is written (`Family.export`, with its interop module:
+moectl.interop.gpt2, moectl.interop.llama). Dense models become their plain transformers class
+(GPT-2, Llama, ...). A Llama-family MoE becomes transformers' own MoE class where one computes
+exactly what moectl's layers do (Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads without
+trust_remote_code. Other MoE models become custom code from `moectl/interop/hf_code/` (loaded
 with `trust_remote_code=True`); its two files are copied next to the weights and named by
 `auto_map` in config.json. The result and the model card say which class was written and why.
 The tokenizer files sit at the top level, so `AutoTokenizer.from_pretrained(DIR)` finds them.
 config.json's `moectl` entry records where the model came from (and the tokenizer hash), so moectl
-can take the directory back in. README.md is the model card (`moectl.model_card`).
+can take the directory back in. README.md is the model card (`moectl.interop.model_card`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from moectl import __version__
 from moectl.errors import ModelError
-from moectl.model.hf_format import CODE_FILES
-from moectl.model.native_export import DENSE_REASON, ExportPlan
+from moectl.interop.plan import HF_CODE, ExportPlan
 from moectl.rundir import resolve_model
+from moectl.version import __version__
 
 
 class ExportResult(BaseModel):
@@ -52,10 +52,9 @@ def export_model(
     by save_pretrained, e.g. a corpus's tokenizer/) supplies one for an artifact saved without.
     """
     from moectl.fs import atomic_directory
+    from moectl.interop.model_card import CARD_NAME, model_card
     from moectl.model.arch import model_sizes
-    from moectl.model.hf_format import HF_CODE
     from moectl.model.io import load_model
-    from moectl.model_card import CARD_NAME, model_card
 
     source, out = Path(source), Path(out)
     artifact, run_dir = resolve_model(source)
@@ -98,55 +97,13 @@ def export_model(
 
 def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
     """The transformers model to save and the plan that chose its class (with the hf_code/ files
-    to copy beside it); its generation config stops at the tokenizer's EOS.
-
-    A Llama-family model goes through `moectl.model.native_export`. A GPT-2 is saved as itself
-    when dense; an MoE GPT-2 (no transformers MoE class is a GPT-2) becomes the custom-code class
-    loaded with the same state dict (the exported layout is moectl's own).
-    """
-    from moectl.model.native_export import LLAMA_FAMILY, llama_hf_model
-
-    meta = loaded.meta
-    if loaded.model.config.model_type in LLAMA_FAMILY:
-        model, plan = llama_hf_model(loaded.model, meta.moe, meta.moe_layers)
-    else:
-        model, plan = _gpt2_model(loaded)
-    return _stop_at_eos(model, tokenizer), plan
-
-
-def _gpt2_model(loaded: Any) -> tuple[Any, ExportPlan]:
-    """GPT-2 itself, or the custom-code MoE GPT-2 with the same state dict."""
+    to copy beside it), as the model's family exports it; its generation config stops at the
+    tokenizer's EOS."""
     from moectl.model.arch import family_of
-    from moectl.model.balance import SCHEMES
-    from moectl.model.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
-    from moectl.model.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
-    from moectl.model.hf_format import AUTO_MAP
 
-    model = loaded.model
     meta = loaded.meta
-    moe = meta.moe
-    if moe is None:
-        return model, ExportPlan(type(model).__name__, DENSE_REASON)
-    inner = family_of(model).sizes(model.config).intermediate
-    config = MoectlGPT2MoEConfig.from_dict(
-        {
-            **model.config.to_dict(),
-            "moe_layers": meta.moe_layers,
-            "num_local_experts": moe.routed_experts,
-            "num_experts_per_tok": moe.routed_top_k,
-            "router_aux_loss_coef": moe.lb_coef if SCHEMES[moe.balance].adds_loss else 0.0,
-            "scoring_func": moe.score,
-            "balance": moe.balance,
-            "n_shared_experts": moe.shared_experts,
-            "moe_intermediate_size": inner // moe.granularity,
-            "auto_map": dict(AUTO_MAP),
-            "architectures": ["MoectlGPT2MoEForCausalLM"],
-        }
-    )
-    exported = MoectlGPT2MoEForCausalLM(config)
-    exported.load_state_dict(model.state_dict(), strict=True)
-    reason = "no transformers MoE class is built on GPT-2"
-    return exported.eval(), ExportPlan("MoectlGPT2MoEForCausalLM", reason, CODE_FILES)
+    model, plan = family_of(loaded.model).export(loaded.model, meta.moe, meta.moe_layers)
+    return _stop_at_eos(model, tokenizer), plan
 
 
 def _stop_at_eos(model: Any, tokenizer: Any) -> Any:
@@ -221,7 +178,7 @@ def _tokenizer_suggestion(run_dir: Path | None) -> str:
 def _add_provenance(config_file: Path, loaded: Any, artifact: Path, plan: ExportPlan) -> None:
     """config.json gains a `moectl` entry: source, step, tokenizer info and the MoE settings; a
     Llama-family MoE's also holds its base config and MoE layers, from which moectl rebuilds it
-    (moectl.model.hf_format reads them back)."""
+    (moectl.interop.hf_format reads them back)."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     meta = loaded.meta
     config["moectl"] = {

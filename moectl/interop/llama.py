@@ -1,4 +1,5 @@
-"""Which transformers class a Llama-family moectl model exports as, and its config and weights.
+"""The Llama family's export (`LlamaFamily.export`): which transformers class a Llama-family
+moectl model exports as, and its config and weights.
 
 A Llama-family model in moectl is transformers' own Llama / Mistral / Qwen2 / Qwen3 CausalLM
 with the MLPs of its MoE layers replaced by moectl's MoE layer (router `gate`, stacked SwiGLU
@@ -34,9 +35,9 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.interop.plan import DENSE_REASON, ExportPlan
 from moectl.model.balance import SCHEMES
 
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")
 CODE_FILES = ("configuration_moectl_llama_moe.py", "modeling_moectl_llama_moe.py")
 # moectl's MoE layer (moectl.model.moe.MoEMLP with SwiGLU experts) -> transformers' MoE block.
 GATE_UP, DOWN = "experts.gate_up", "experts.down"
@@ -46,23 +47,6 @@ NOT_CARRIED = ("architectures", "model_type", "transformers_version", "auto_map"
 # A wrong mapping (orientation, order, a missing bias) moves logits by O(1); the same math in
 # another summation order by ~1e-6. The export's self-check sits between the two.
 SELF_CHECK_TOLERANCE = 1e-3
-DENSE_REASON = "a dense model is its base transformers class"
-
-
-@dataclass(frozen=True)
-class ExportPlan:
-    """The class an export writes, why, and the hf_code/ files it ships: none for a transformers
-    class (`native`), the configuration and modeling files of moectl's custom code otherwise."""
-
-    architecture: str
-    reason: str
-    code_files: tuple[str, ...] = ()
-    logits_difference: float | None = None  # measured against moectl by the export's self-check
-    base_config: dict[str, Any] | None = None  # a Llama-family MoE's dense base, for reading back
-
-    @property
-    def native(self) -> bool:
-        return not self.code_files
 
 
 @dataclass(frozen=True)
@@ -91,7 +75,7 @@ def _routed(base: dict[str, Any], moe: MoEConfig) -> dict[str, Any]:
     return {
         "num_experts_per_tok": moe.routed_top_k,
         "moe_intermediate_size": base["intermediate_size"] // moe.granularity,
-        "router_aux_loss_coef": moe.lb_coef if SCHEMES[moe.balance].adds_loss else 0.0,
+        "router_aux_loss_coef": SCHEMES[moe.balance].aux_loss_coef(moe),
         "output_router_logits": False,
     }
 
@@ -211,15 +195,15 @@ def native_config(
 
 
 def native_state_dict(
-    state: dict[str, Tensor], target: NativeMoE, moe_layers: list[int]
+    state: dict[str, Tensor], target: NativeMoE, moe_layers: list[int], blocks_path: str
 ) -> dict[str, Tensor]:
     """moectl's state dict in `target`'s in-memory layout: experts (E, D, 2F) / (E, F, D) become
     (E, 2F, D) / (E, D, F) (transformers stores them output dim first), the gate keeps its name,
-    and Qwen2-MoE gets its zeroed shared expert."""
+    and Qwen2-MoE gets its zeroed shared expert (block i's keys start `{blocks_path}.{i}.`)."""
     out = _transpose_experts(state, {GATE_UP: NATIVE_GATE_UP, DOWN: NATIVE_DOWN})
     if target.zero_shared_expert:
         for layer in moe_layers:
-            prefix = f"model.layers.{layer}.mlp."
+            prefix = f"{blocks_path}.{layer}.mlp."
             gate = out[prefix + "gate.weight"]
             width = gate.shape[1]
             zeros = {"gate_proj": (1, width), "up_proj": (1, width), "down_proj": (width, 1)}
@@ -268,7 +252,7 @@ def logits_difference(model: torch.nn.Module, exported: torch.nn.Module, vocab: 
 
 
 def llama_hf_model(
-    model: Any, moe: MoEConfig | None, moe_layers: list[int]
+    model: Any, moe: MoEConfig | None, moe_layers: list[int], blocks_path: str
 ) -> tuple[Any, ExportPlan]:
     """The transformers model to save for a Llama-family moectl model, and its plan.
 
@@ -289,7 +273,8 @@ def llama_hf_model(
         target = NATIVE[plan.architecture]
         config = native_config(target, base, moe, moe_layers)
         exported = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-        exported.load_state_dict(native_state_dict(model.state_dict(), target, moe_layers))
+        state = native_state_dict(model.state_dict(), target, moe_layers, blocks_path)
+        exported.load_state_dict(state)
         difference = logits_difference(model, exported, base["vocab_size"])
         if difference <= SELF_CHECK_TOLERANCE:
             return exported, replace(plan, logits_difference=difference)
@@ -300,7 +285,7 @@ def llama_hf_model(
             CODE_FILES,
             base_config=base,
         )
-    from moectl.model.hf_code import modeling_moectl_llama_moe as code
+    from moectl.interop.hf_code import modeling_moectl_llama_moe as code
 
     cls = getattr(code, plan.architecture)
     carried = {k: v for k, v in base.items() if k not in NOT_CARRIED}
@@ -313,7 +298,7 @@ def llama_hf_model(
         n_shared_experts=moe.shared_experts,
         scoring_func=moe.score,
         balance=moe.balance,
-        router_aux_loss_coef=_routed(base, moe)["router_aux_loss_coef"],
+        router_aux_loss_coef=SCHEMES[moe.balance].aux_loss_coef(moe),
         architectures=[plan.architecture],
         auto_map={
             "AutoConfig": f"configuration_moectl_llama_moe.{cls.config_class.__name__}",
