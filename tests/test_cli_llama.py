@@ -51,7 +51,7 @@ def test_llama_moe_trains_resumes_bitwise_and_evaluates_with_the_init_control(
     assert (_train_rows(run), _rows(run, "routing.jsonl")) == full
     assert full[0][-1][1] < full[0][0][1]  # it learns
     quick = ["--max-blocks", "24", "--permutations", "20", "--bootstrap", "100"]
-    result = cli("evaluate", run, "--json", *quick, "--random-gates", "32")
+    result = cli("evaluate", run, "--json", *quick, "--random-gates", "64")
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.output)["results"][0]
     assert evaluated["init_control"] is None  # the step-0 llama was rebuilt and verified

@@ -94,7 +94,7 @@ def test_preset_trains_evaluates_and_generates_on_a_tiny_model_of_its_shape(
     assert loaded.meta.moe_layers == list(range(n_layers // 2, n_layers))
     assert loaded.meta.tokenizer["name"] == str(checkpoint)
     quick = ["--max-blocks", "12", "--permutations", "20", "--bootstrap", "100", "--samples", "0"]
-    evaluated = cli("evaluate", run, "--json", *quick, "--random-gates", "32")
+    evaluated = cli("evaluate", run, "--json", *quick, "--random-gates", "64")
     assert evaluated.exit_code == 0, evaluated.output
     layers = json.loads(evaluated.output)
     assert layers

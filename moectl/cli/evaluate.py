@@ -176,7 +176,8 @@ def evaluate(
     for result in results:
         if result.routing:
             console.print(specialization_table(result))
-            console.print(router_table(result))
+            for table in router_tables(result):
+                console.print(table)
             console.print(routing_table(result))
         if result.functional:
             console.print(functional_table(result))
@@ -323,55 +324,69 @@ def routing_table(result: EvaluationResult) -> Table:
     return table
 
 
-def router_table(result: EvaluationResult) -> Table:
-    """Per MoE layer: the router against the distribution of gates applied to the same trained
-    hidden states (plain and balanced), its frozen init gate (one draw), the 2x2 of body x gate
-    and the probe's ceiling."""
+def router_tables(result: EvaluationResult) -> list[Table]:
+    """Per MoE layer, two tables that fit 80 columns: the router against the distribution of
+    gates applied to the same trained hidden states (plain and balanced), which decides; then
+    the descriptive controls: its frozen init gate (one draw), the 2x2 of body x gate, the
+    probe's ceiling and the token-id excess."""
     specs = [layer.specialization for layer in result.routing]
     verdicts = family_verdicts(
         [s.gate_null.p_value if s.gate_null else None for s in specs],
         [s.emergent.verdict for s in specs],
     )
-    rows = []
+    decides, describes = [], []
     for layer, spec, verdict in zip(result.routing, specs, verdicts, strict=True):
         null = spec.gate_null
-        rows.append(
+        decides.append(
             [
                 str(layer.layer),
                 f"{spec.nmi:.3f}\n{format_interval(spec.nmi_ci, signed=False)}",
-                _number(spec.frozen_gate_nmi),
-                _difference_cells(spec.router_made)[0],
                 _gate_p(null),
                 f"{null.plain.percentile:.0f}" if null else "-",
                 f"{null.plain.excess:+.3f}\n± {null.plain.excess_se:.3f}" if null else "-",
                 f"[bold]{verdict}[/]" if verdict else "-",
+            ]
+        )
+        describes.append(
+            [
+                str(layer.layer),
+                _number(spec.frozen_gate_nmi),
+                _difference_cells(spec.router_made)[0],
                 _interaction(spec),
                 _number(spec.probe.accuracy if spec.probe else None),
                 _token_id_cell(spec.token_id),
             ]
         )
-    headers = ["layer", "NMI", "frozen\ngate", "trained\n- frozen", "gate null p\nplain/bal"]
-    headers += ["%ile", "excess", "verdict", "2x2\ninteract.", "probe\nacc", "token id:\nexcess"]
-    table = _table(
+    n_gates = next((s.gate_null.n for s in specs if s.gate_null), 0)
+    headers = ["layer", "NMI", "gate null p\nplain/bal", "%ile", "excess", "verdict"]
+    router = _table(
         escape(f"{result.name}: the router against random gates"),
         [(h, None) for h in headers],
-        rows,
+        decides,
     )
-    n_gates = next((s.gate_null.n for s in specs if s.gate_null), 0)
-    table.caption = escape(
-        f"All on the trained model's layer input, NMIs bias-corrected in differences. Gate "
-        f"null: {n_gates} gates drawn as the init draws them, routed by the model's rule; p = (1 "
-        "+ gates at or above the router) / (n + 1), plain and with each gate's expert load "
-        "balanced to the router's; the verdict takes the larger, Holm over this model's layers, "
-        "and says 'made' only where the model's routing also rose over step 0. %ile and excess "
-        "(router minus the gates' mean, ± document SE): plain null. Frozen gate: the init gate, "
-        "one draw of the null (descriptive). 2x2 interaction: trained - frozen gate - trained "
-        "gate on the step-0 body + step-0 model (co-adaptation). Probe acc: held-out accuracy of "
-        "a linear domain probe (the ceiling); token id: NMI(domain; expert | token id) minus its "
-        "null (labels permuted within each token id across documents) with a paired 95% "
-        "interval, above 0 = domain routing beyond the token id."
+    router.caption = escape(
+        f"All on the trained model's layer input, NMIs bias-corrected. Gate null: {n_gates} "
+        "gates drawn as the init draws them, routed by the model's rule; p = (1 + gates at or "
+        "above the router) / (n + 1), plain and with each gate's expert load balanced to the "
+        "router's; the verdict takes the larger, Holm over this model's layers, and says "
+        "'made' only where the model's routing also rose over step 0. %ile and excess (router "
+        "minus the gates' mean, ± document SE): plain null."
     )
-    return table
+    headers = ["layer", "frozen\ngate", "trained\n- frozen", "2x2\ninteract.", "probe\nacc"]
+    controls = _table(
+        escape(f"{result.name}: descriptive router controls"),
+        [(h, None) for h in [*headers, "token id:\nexcess"]],
+        describes,
+    )
+    controls.caption = escape(
+        "Frozen gate: the init gate on the trained body, one draw of the null (describes, "
+        "never decides). 2x2 interaction: trained - frozen gate - trained gate on the step-0 "
+        "body + step-0 model (co-adaptation). Probe acc: held-out accuracy of a linear domain "
+        "probe (the ceiling). Token id: NMI(domain; expert | token id) minus its null (labels "
+        "permuted within each token id across documents), paired 95% interval; above 0 = "
+        "domain routing beyond the token id."
+    )
+    return [router, controls]
 
 
 def _gate_p(null: GateNull | None) -> str:
