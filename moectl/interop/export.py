@@ -116,22 +116,23 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
     """The transformers model to save and the plan that chose its class (with the hf_code/ files
     to copy beside it), as the model's family exports it; its generation config stops at the
     tokenizer's EOS and decodes as `moectl generate` does."""
-    from moectl.model.arch import family_of
+    from moectl.model.arch import family_of, model_sizes
 
     meta = loaded.meta
     model, plan = family_of(loaded.model).export(loaded.model, meta.moe, meta.moe_layers)
-    return _stop_at_eos(model, tokenizer), plan
+    return _stop_at_eos(model, tokenizer, model_sizes(loaded.model).positions), plan
 
 
-def _stop_at_eos(model: Any, tokenizer: Any) -> Any:
-    """`model` with `moectl generate`'s default generation config (greedy, `max_new_tokens`
-    50), which starts, pads and stops at the tokenizer's EOS."""
-    from moectl.analysis.generation import greedy_config
+def _stop_at_eos(model: Any, tokenizer: Any, positions: int) -> Any:
+    """`model` with `moectl generate`'s default generation config (greedy, 50 new tokens, or
+    half the context of a model that sees fewer than 100 positions), which starts, pads and
+    stops at the tokenizer's EOS."""
+    from moectl.analysis.generation import DEFAULT_NEW_TOKENS, greedy_config
 
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
         eos = model.config.eos_token_id
-    model.generation_config = greedy_config(eos)
+    model.generation_config = greedy_config(eos, min(DEFAULT_NEW_TOKENS, positions // 2))
     return model
 
 
