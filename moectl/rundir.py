@@ -41,6 +41,10 @@ STATE_NAME = "trainer_state.pt"
 MODEL_META = "model.json"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".moectl.lock"
+EVAL_DIR = "eval"
+STUDY_STATE = "study.json"
+STUDY_RUNS = "runs"
+STUDY_EVAL = "eval"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 PPL_MAX_LOSS = 50.0
@@ -206,8 +210,9 @@ Row = TypeVar("Row", bound=BaseModel)
 
 # --- what a path is -----------------------------------------------------------------------------
 
-Kind = Literal["corpus", "run", "checkpoint", "model", "export"]
+Kind = Literal["corpus", "run", "checkpoint", "model", "export", "study"]
 KIND_LABELS = {
+    "study": "a quickstart study folder",
     "corpus": "a prepared corpus",
     "run": "a run directory",
     "checkpoint": "a training checkpoint",
@@ -220,10 +225,12 @@ def detect_kind(path: Path) -> Kind | None:
     """Which moectl folder `path` is (None for anything else): a corpus holds manifest.json, a
     run config.yaml beside run.json, metrics.jsonl or checkpoints/, a model model.json (a
     checkpoint also trainer_state.pt), an export (`moectl export`, or any transformers model
-    directory) config.json."""
+    directory) config.json, a study (`moectl quickstart --out`) its state file study.json."""
     path = Path(path)
     if not path.is_dir():
         return None
+    if (path / STUDY_STATE).is_file():
+        return "study"
     if (path / MANIFEST_NAME).is_file():
         return "corpus"
     if (path / CONFIG_NAME).is_file() and (
@@ -322,6 +329,58 @@ def resolve_model(path: Path) -> tuple[Path, Path | None]:
         hint="a run dir holds config.yaml; a model artifact holds model.json (an exported "
         "transformers directory config.json)",
     )
+
+
+# --- studies and evaluations -------------------------------------------------------------------
+#
+# A study (`moectl quickstart --out STUDY`) holds study.json, data/, runs/NAME (run dirs),
+# eval/NAME.json (each run's evaluation), figures/ and report.html.
+
+
+def study_runs(study: Path) -> list[Path]:
+    """The run directories of a study folder, by name."""
+    folder = Path(study) / STUDY_RUNS
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if detect_kind(p) == "run")
+
+
+def study_of(run_dir: Path) -> Path | None:
+    """The study folder `run_dir` belongs to (STUDY/runs/NAME), or None for a run on its own."""
+    run_dir = Path(run_dir)
+    study = run_dir.parent.parent
+    if run_dir.parent.name == STUDY_RUNS and detect_kind(study) == "study":
+        return study
+    return None
+
+
+def expand_runs(paths: list[Path]) -> list[Path]:
+    """`paths` with each study folder replaced by its runs: every command that takes runs
+    takes a study as "all of its runs"."""
+    expanded: list[Path] = []
+    for path in paths:
+        expanded += study_runs(path) if detect_kind(path) == "study" else [Path(path)]
+    return expanded
+
+
+def evaluation_files(run_dir: Path) -> list[Path]:
+    """Every evaluation result file moectl wrote for the run: `moectl evaluate`'s
+    RUN/eval/*.json and, for a run inside a study, the quickstart's STUDY/eval/NAME.json. The one
+    answer to "where are this run's evaluations" (export's card, visualize, the study)."""
+    run_dir = Path(run_dir)
+    own = run_dir / EVAL_DIR
+    found = sorted(own.glob("*.json")) if own.is_dir() else []
+    study = study_of(run_dir)
+    if study is not None:
+        studied = study / STUDY_EVAL / f"{run_dir.name}.json"
+        found += [studied] if studied.is_file() else []
+    return found
+
+
+def evaluation_folder(model_path: Path, run_dir: Path | None) -> Path:
+    """Where `moectl evaluate` saves a model's results by default: <run dir or model dir>/eval
+    (`evaluation_files` finds them there)."""
+    return Path(run_dir or model_path) / EVAL_DIR
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -337,3 +337,76 @@ def test_bad_seeds_are_one_line_and_write_nothing(cli, tmp_path: Path, seeds: st
     result = cli("quickstart", "--tiny", "--seeds", seeds, "--out", tmp_path / "study")
     assert result.exit_code == 2 and "--seeds" in result.output
     assert not (tmp_path / "study").exists()
+
+
+def test_every_command_takes_the_study_and_finds_its_evaluations(study, cli, tmp_path):
+    """inspect, evaluate, export and visualize take the quickstart's folder (its runs) and a
+    run inside it; the quickstart's eval/NAME.json is found as the run's evaluation."""
+    import yaml
+
+    from moectl.rundir import evaluation_files
+
+    out, result, _ = study
+    moe = out / "runs" / "moe"
+    assert evaluation_files(moe) == [out / "eval" / "moe.json"]
+    for name in set(result.runs) - set(VARIANTS):  # the pretrain run is not evaluated
+        assert evaluation_files(out / "runs" / name) == []
+
+    shown = cli("inspect", out, "--json")
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads(shown.output)
+    assert summary["kind"] == "study" and summary["plan"] == result.plan
+    assert [run["name"] for run in summary["runs"]] == sorted(result.runs)
+    assert summary["evaluations"]["moe"] == [str(out / "eval" / "moe.json")]
+    table = cli("inspect", out)
+    assert table.exit_code == 0 and "no-lb" in table.output and "report" in table.output
+
+    # The card of a run inside the study carries the study's verdicts, with intervals.
+    card = cli("export", moe, "--out", tmp_path / "moe")
+    assert card.exit_code == 0, card.output
+    text = (tmp_path / "moe" / "README.md").read_text()
+    assert "no specialization verdicts" not in text
+    spec = load_results(out / "eval" / "moe.json")[0].routing[0].specialization
+    low, high = spec.emergent.ci
+    assert (
+        f"{spec.emergent.verdict}: {spec.emergent.difference:.3f} [{low:.3f}, {high:.3f}]" in text
+    )
+    assert str(out) not in text
+    # The whole study: every run to --out/NAME, each a loadable export.
+    every = cli("export", out, "--out", tmp_path / "all")
+    assert every.exit_code == 0, every.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(result.runs)
+    again = cli("export", out, "--out", tmp_path / "all")
+    assert again.exit_code == 2 and "already exists" in again.output
+    header = (tmp_path / "all" / "dense" / "README.md").read_text().split("---\n")[1]
+    assert "mixture-of-experts" not in yaml.safe_load(header)["tags"]
+
+    evaluated = cli(
+        "evaluate", out, "--max-blocks", "6", "--permutations", "2", "--bootstrap", "100",
+        "--random-gates", "64", "--out", tmp_path / "again.json", "--json",
+    )  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    names = [r["name"] for r in json.loads(evaluated.output)["results"]]
+    assert len(names) == len(result.runs)
+
+
+def test_visualize_study_rebuilds_the_report_with_its_findings(study, cli):
+    out, result, _ = study
+    report = out / "report.html"
+    before = report.read_text()
+    report.unlink()
+    rebuilt = cli("visualize", out)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "no evaluation results" not in rebuilt.output
+    text = report.read_text()
+    assert "<table class='findings'>" in text
+    for finding in result.findings:
+        if finding.key != "figures":
+            assert finding.title in text and finding.title in before
+    assert f"moectl visualize {out}" in text  # provenance names the command that rebuilt it
+    # Several runs of the study: each finds the study's evaluation (heatmaps drawn).
+    runs = [out / "runs" / name for name in VARIANTS]
+    several = cli("visualize", *runs, "--out", out / "again")
+    assert several.exit_code == 0, several.output
+    assert "no evaluation results" not in several.output
+    assert len(list((out / "again").glob("routing-heatmap-*.png"))) == 3

@@ -33,7 +33,7 @@ from moectl.errors import DataError, ModelError
 from moectl.fs import write_json
 from moectl.model.compat import check_model_fits_corpus
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import corpus_dir, perplexity, resolve_model
+from moectl.rundir import corpus_dir, evaluation_folder, perplexity, resolve_model
 
 if TYPE_CHECKING:
     from moectl.analysis.controls import LayerControls
@@ -644,15 +644,10 @@ def _token_routing(
     )
 
 
-def results_dir(model_path: Path, run_dir: Path | None) -> Path:
-    """The folder a model's results are saved in by default: <run dir or model dir>/eval."""
-    return Path(run_dir or model_path) / "eval"
-
-
 def result_path(result: EvaluationResult) -> Path:
     """Where a result is saved by default: <run dir or model dir>/eval/<corpus name>.json."""
     run_dir = Path(result.run_dir) if result.run_dir else None
-    return results_dir(Path(result.model_path), run_dir) / f"{result.corpus_name}.json"
+    return evaluation_folder(Path(result.model_path), run_dir) / f"{result.corpus_name}.json"
 
 
 def save_results(results: list[EvaluationResult], out: Path | None = None) -> list[Path]:

@@ -53,11 +53,23 @@ class GenerationResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+DEFAULT_NEW_TOKENS = 50
+
+
+def greedy_config(eos_id: int | None, max_new_tokens: int = DEFAULT_NEW_TOKENS) -> Any:
+    """The GenerationConfig `generate` uses by default (greedy, stopping and padding at EOS),
+    which an export writes as its generation_config.json so that transformers' generate()
+    and pipeline() give `moectl generate`'s text; BOS is EOS, as GPT-2's tokenizer has it."""
+    config = _generation_config(max_new_tokens, 0.0, None, None, eos_id, eos_id, None)
+    config.bos_token_id = eos_id
+    return config
+
+
 def generate(
     loaded: LoadedModel,
     prompt: str = "",
     *,
-    max_new_tokens: int = 50,
+    max_new_tokens: int = DEFAULT_NEW_TOKENS,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,

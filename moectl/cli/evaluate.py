@@ -131,14 +131,14 @@ def evaluate(
         EvaluationOptions,
         corpus_for,
         evaluate_models,
-        results_dir,
         save_results,
     )
     from moectl.data.store import load_corpus
     from moectl.fs import check_writable
-    from moectl.rundir import resolve_model
+    from moectl.rundir import evaluation_folder, expand_runs, resolve_model
 
-    destinations = [out] if out else [results_dir(*resolve_model(m)) for m in models]
+    models = expand_runs(models)
+    destinations = [out] if out else [evaluation_folder(*resolve_model(m)) for m in models]
     for destination in destinations:  # before the evaluation, not after it ran
         check_writable(destination, "--out")
     data = data or corpus_for(models)

@@ -9,11 +9,16 @@ import typer
 from rich.markup import escape
 
 from moectl.cli.common import console, render_warnings
+from moectl.errors import MoectlError
 
 
 def export(
     model: Annotated[
-        Path, typer.Argument(help="A run directory (its best/ model) or a model artifact.")
+        Path,
+        typer.Argument(
+            help="A run directory (its best/ model), a model artifact, or a quickstart study "
+            "folder (each run to --out/NAME)."
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Directory to write.", show_default=False)
@@ -26,6 +31,25 @@ def export(
         typer.Option(
             "--tokenizer",
             help="Tokenizer directory for a model saved without one (e.g. data/mix/tokenizer).",
+            show_default=False,
+        ),
+    ] = None,
+    license: Annotated[
+        str | None,
+        typer.Option(
+            "--license",
+            help="Hub license id for the card (e.g. mit, apache-2.0); default 'other', with a "
+            "note that the base model's and data's licenses apply.",
+            show_default=False,
+        ),
+    ] = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="REPO",
+            help="Also upload the export to this hub model repo (token: HF_TOKEN or `hf auth "
+            "login`); off by default.",
             show_default=False,
         ),
     ] = None,
@@ -59,12 +83,45 @@ def export(
         --tokenizer data/mix/tokenizer
 
       moectl export runs/dense/best --out exported/dense --force
+
+      moectl export study --out exported/
+
+      moectl export runs/moe --out exported/moe --license mit --push-to-hub me/moe-tiny
     """
     from moectl.fs import check_writable
-    from moectl.interop.export import export_model
+    from moectl.interop.export import check_out
+    from moectl.rundir import detect_kind, resolve_model, study_runs
 
     check_writable(out, "--out")
-    result = export_model(model, out, force=force, tokenizer=tokenizer)
+    if detect_kind(model) != "study":
+        _export_one(model, out, force, tokenizer, license, push_to_hub)
+        return
+    if push_to_hub:
+        raise MoectlError(
+            "--push-to-hub takes one model, and a study holds several runs",
+            hint=f"export the study, then push one run: moectl export {model}/runs/moe "
+            "--out DIR --push-to-hub REPO",
+        )
+    runs = study_runs(model)
+    for run in runs:  # every destination is checked before anything is written
+        check_out(out / run.name, resolve_model(run)[0], force)
+    for run in runs:
+        _export_one(run, out / run.name, force, tokenizer, license, None)
+
+
+def _export_one(
+    model: Path,
+    out: Path,
+    force: bool,
+    tokenizer: Path | None,
+    license: str | None,
+    push_to_hub: str | None,
+) -> None:
+    from moectl.interop.export import export_model
+
+    result = export_model(
+        model, out, force=force, tokenizer=tokenizer, license=license, repo_id=push_to_hub
+    )
     render_warnings(result.warnings)
     code = " (custom code)" if result.remote_code else ""
     console.print(
@@ -77,3 +134,8 @@ def export(
         f"  load it with AutoModelForCausalLM.from_pretrained({escape(repr(result.path))}{remote})",
         highlight=False,
     )
+    if push_to_hub:
+        from moectl.interop.hub import push_to_hub as push
+
+        url = push(out, push_to_hub)
+        console.print(f"pushed to {escape(push_to_hub)}: {escape(url)}", highlight=False)

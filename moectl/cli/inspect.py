@@ -11,7 +11,10 @@ from moectl.errors import MoectlError
 
 
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A corpus, run directory, checkpoint or model dir.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A corpus, run directory, checkpoint, model dir or study folder."),
+    ],
     samples: Annotated[
         int, typer.Option("--samples", min=0, help="Decoded blocks to show per domain.")
     ] = 0,
@@ -19,7 +22,8 @@ def inspect(
         bool, typer.Option("--json/--no-json", help="Print JSON for scripts.")
     ] = False,
 ) -> None:
-    """Show what is inside a prepared corpus, a run, a checkpoint or a model artifact.
+    """Show what is inside a prepared corpus, a run, a checkpoint, a model artifact or a
+    quickstart study folder (its settings and every run).
 
     Examples:
 
@@ -28,6 +32,8 @@ def inspect(
       moectl inspect runs/moe --json
 
       moectl inspect runs/moe/best
+
+      moectl inspect study
     """
     from moectl.rundir import describe_path, detect_kind
 
@@ -40,9 +46,10 @@ def inspect(
     if kind is None:
         raise MoectlError(
             f"{path} is {describe_path(path)}, not a prepared corpus, a run directory, a "
-            "checkpoint or a model artifact",
+            "checkpoint, a model artifact or a study folder",
             hint="inspect accepts a directory written by `moectl prepare-data` (manifest.json), "
-            "`moectl train --run-dir` (config.yaml, run.json) or a model dir (model.json)",
+            "`moectl train --run-dir` (config.yaml, run.json), a model dir (model.json) or "
+            "`moectl quickstart --out` (study.json)",
         )
     if kind == "corpus":
         from moectl.cli.inspect_corpus import render_corpus
@@ -52,6 +59,10 @@ def inspect(
         from moectl.cli.inspect_run import render_run
 
         render_run(path, as_json=as_json)
+    elif kind == "study":
+        from moectl.cli.inspect_run import render_study
+
+        render_study(path, as_json=as_json)
     else:
         from moectl.cli.inspect_run import render_model
 

@@ -78,6 +78,39 @@ def render_run(path: Path, as_json: bool = False) -> None:
         console.print("no collapse warnings")
 
 
+def render_study(path: Path, as_json: bool = False) -> None:
+    """Print a quickstart study folder: its settings, then one row per run."""
+    from moectl.study.pipeline import study_summary
+
+    summary = study_summary(path)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    seeds = ", ".join(map(str, summary.seeds))
+    overrides = f" ({' '.join(summary.overrides)})" if summary.overrides else ""
+    console.print(
+        f"[bold]study {escape(str(path))}[/]: '{escape(summary.size)}' '{escape(summary.plan)}'"
+        f"{escape(overrides)}, seeds {seeds}; done: {escape(', '.join(summary.stages_done))}",
+        highlight=False,
+    )
+    table = Table(title="runs", title_justify="left")
+    for column in ("run", "model", "steps", "best eval loss", "collapse", "evaluations"):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for run in summary.runs:
+        best = run.best_eval
+        table.add_row(
+            escape(run.name),
+            escape(_describe_moe(run.moe)),
+            f"{run.steps_done} / {run.max_steps}",
+            f"{best.loss:.4f} (step {best.step})" if best else "-",
+            "stopped" if run.collapse_stop else str(len(run.collapse_events)),
+            str(len(summary.evaluations[Path(run.path).name])),
+        )
+    console.print(table)
+    if summary.report:
+        console.print(f"report: {escape(summary.report)}", highlight=False)
+
+
 def model_summary(path: Path) -> dict[str, Any]:
     """Architecture, experts per layer, parameter counts, step and metrics of an artifact."""
     from moectl.model.arch import family_of

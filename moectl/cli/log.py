@@ -123,20 +123,15 @@ def log(
 
 def _runs(paths: list[Path]) -> list[tuple[str, Path]]:
     """(label, run dir) for each run named or inside a named study; labels are unique."""
-    from moectl.rundir import describe_path, detect_kind
-    from moectl.study.pipeline import STATE_FILE
+    from moectl.rundir import describe_path, detect_kind, study_runs
 
     runs: list[tuple[str, Path]] = []
     for path in paths:
         if detect_kind(path) == "run":
             runs.append((path.resolve().name, path))
-        elif (path / STATE_FILE).is_file() and (path / "runs").is_dir():
+        elif detect_kind(path) == "study":
             study = path.resolve().name
-            runs += [
-                (f"{study}/{run.name}", run)
-                for run in sorted((path / "runs").iterdir())
-                if detect_kind(run) == "run"
-            ]
+            runs += [(f"{study}/{run.name}", run) for run in study_runs(path)]
         else:
             raise MoectlError(
                 f"{path} is {describe_path(path)}, not a run directory or a study folder",

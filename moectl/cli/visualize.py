@@ -14,7 +14,10 @@ from moectl.errors import MoectlError
 def visualize(
     runs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Run directories to compare (their eval/*.json are read too)."),
+        typer.Argument(
+            help="Run directories to compare (their evaluations are read too), or a quickstart "
+            "study folder (its report is rebuilt, findings included)."
+        ),
     ] = None,
     eval_files: Annotated[
         list[Path] | None,
@@ -44,15 +47,22 @@ def visualize(
 
       moectl visualize runs/moe
 
+      moectl visualize study
+
       moectl visualize runs/dense runs/moe runs/no-lb runs/top2 --out study/
 
       moectl visualize --eval results.json --out figs/ --format svg
     """
     from moectl.analysis.results import load_results
     from moectl.fs import check_writable
+    from moectl.rundir import detect_kind, evaluation_files, expand_runs
     from moectl.viz.study import visualize_study
 
     runs = list(runs or [])
+    if len(runs) == 1 and not eval_files and out is None and detect_kind(runs[0]) == "study":
+        _rebuild_study_report(runs[0])
+        return
+    runs = expand_runs(runs)
     if not runs and not eval_files:
         raise MoectlError(
             "nothing to visualize",
@@ -69,8 +79,7 @@ def visualize(
             raise MoectlError(f"{run} does not exist", hint="pass run directories of moectl train")
     files = list(eval_files or [])
     for run in runs:
-        if (run / "eval").is_dir():
-            files += sorted((run / "eval").glob("*.json"))
+        files += evaluation_files(run)
     results = [result for path in files for result in load_results(path)]
     if out is not None:
         out_dir, report_path = out, out / "report.html"
@@ -88,6 +97,19 @@ def visualize(
     written = visualize_study(
         runs, results, out_dir, fmt, report_path=report_path, warnings=warnings
     )
+    render_warnings(warnings)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def _rebuild_study_report(study: Path) -> None:
+    """`visualize STUDY`: the quickstart's figures and report.html, findings included, again."""
+    from moectl.fs import check_writable
+    from moectl.study.pipeline import study_report
+
+    check_writable(study, "STUDY")
+    warnings: list[str] = []
+    written = study_report(study, command=f"moectl visualize {study}", warnings=warnings)
     render_warnings(warnings)
     for path in written:
         console.print(f"wrote {path}", highlight=False, markup=False)

@@ -43,13 +43,21 @@ class ExportResult(BaseModel):
 
 
 def export_model(
-    source: Path, out: Path, *, force: bool = False, tokenizer: Path | None = None
+    source: Path,
+    out: Path,
+    *,
+    force: bool = False,
+    tokenizer: Path | None = None,
+    license: str | None = None,
+    repo_id: str | None = None,
 ) -> ExportResult:
     """Export a run directory (its best/ model, else the latest checkpoint) or an artifact.
 
     An existing `out` is refused unless `force`, before anything is read or written; the new
     directory is assembled beside `out` and renamed into place. `tokenizer` (a directory written
     by save_pretrained, e.g. a corpus's tokenizer/) supplies one for an artifact saved without.
+    `license` (a hub license id) and `repo_id` (the hub repo it will be pushed to, which the
+    card's snippet then loads) go into the model card.
     """
     from moectl.fs import atomic_directory
     from moectl.interop.model_card import CARD_NAME, model_card
@@ -58,7 +66,7 @@ def export_model(
 
     source, out = Path(source), Path(out)
     artifact, run_dir = resolve_model(source)
-    _check_out(out, artifact, force)
+    check_out(out, artifact, force)
     loaded = load_model(artifact)
     warnings: list[str] = []
     tok = loaded.tokenizer
@@ -80,7 +88,16 @@ def export_model(
             tok.model_max_length = positions
             tok.save_pretrained(str(temp))
         _add_provenance(temp / "config.json", loaded, artifact, plan)
-        card = model_card(loaded, artifact, run_dir, positions, tok is not None, plan)
+        card = model_card(
+            loaded,
+            artifact,
+            run_dir,
+            positions,
+            tok is not None,
+            plan,
+            location=repo_id or out.name,
+            license=license,
+        )
         (temp / CARD_NAME).write_text(card, encoding="utf-8")
     return ExportResult(
         path=str(out),
@@ -98,26 +115,28 @@ def export_model(
 def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
     """The transformers model to save and the plan that chose its class (with the hf_code/ files
     to copy beside it), as the model's family exports it; its generation config stops at the
-    tokenizer's EOS."""
-    from moectl.model.arch import family_of
+    tokenizer's EOS and decodes as `moectl generate` does."""
+    from moectl.model.arch import family_of, model_sizes
 
     meta = loaded.meta
     model, plan = family_of(loaded.model).export(loaded.model, meta.moe, meta.moe_layers)
-    return _stop_at_eos(model, tokenizer), plan
+    return _stop_at_eos(model, tokenizer, model_sizes(loaded.model).positions), plan
 
 
-def _stop_at_eos(model: Any, tokenizer: Any) -> Any:
-    """`model` with a generation config that starts, pads and stops at the tokenizer's EOS."""
-    from transformers import GenerationConfig
+def _stop_at_eos(model: Any, tokenizer: Any, positions: int) -> Any:
+    """`model` with `moectl generate`'s default generation config (greedy, 50 new tokens, or
+    half the context of a model that sees fewer than 100 positions), which starts, pads and
+    stops at the tokenizer's EOS."""
+    from moectl.analysis.generation import DEFAULT_NEW_TOKENS, greedy_config
 
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
         eos = model.config.eos_token_id
-    model.generation_config = GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    model.generation_config = greedy_config(eos, min(DEFAULT_NEW_TOKENS, positions // 2))
     return model
 
 
-def _check_out(out: Path, artifact: Path, force: bool) -> None:
+def check_out(out: Path, artifact: Path, force: bool) -> None:
     """A ModelError unless `out` is new, or `force` and it is an export or an empty folder:
     --force never replaces a run, a corpus or anyone's other files."""
     from moectl.rundir import KIND_LABELS, describe_path

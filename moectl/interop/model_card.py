@@ -12,15 +12,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 from moectl.errors import MoectlError
 from moectl.interop.gpt2 import MOE_CLASS as GPT2_MOE_CLASS  # GPT-2 MoEs' only class: no reason
 from moectl.interop.plan import ExportPlan
+from moectl.version import __version__
 
 CARD_NAME = "README.md"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+NO_LICENSE = "other"
+"""The hub's license for "none of the listed ones": moectl cannot know what the weights and
+the corpus allow, so without --license the card says so instead of guessing."""
 
 
 def model_card(
@@ -30,9 +32,17 @@ def model_card(
     n_positions: int,
     has_tokenizer: bool,
     plan: ExportPlan,
+    *,
+    location: str = ".",
+    license: str | None = None,
 ) -> str:
     """The README.md text of the export of `loaded` (read from `artifact`, part of `run_dir`),
-    written as the class `plan` chose."""
+    written as the class `plan` chose. `location` is what the usage snippet loads (the hub
+    repo id, or the export folder); `license` a hub license id. The metadata goes through
+    huggingface_hub's ModelCardData, and the card is read back with ModelCard, so it parses as
+    the hub parses it. No local path is written: the run is named, with this moectl's version."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     from moectl.model.arch import family_of
 
     meta = loaded.meta
@@ -40,25 +50,36 @@ def model_card(
     arch = family_of(loaded.model)
     config, info = _run_records(run_dir)
     base = config.model.pretrained if config is not None else None
-    header: dict[str, Any] = {
-        "library_name": "transformers",
-        "pipeline_tag": "text-generation",
-        "tags": ["moectl", arch.name, "text-generation"]
+    datasets, corpus = _corpus(info)
+    data = ModelCardData(
+        license=license or NO_LICENSE,
+        language="en",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        base_model=base if _is_hub_id(base) else None,
+        datasets=datasets or None,
+        tags=["moectl", arch.name, "text-generation"]
         + (["mixture-of-experts"] if moe else [])
         + ([] if plan.native else ["custom_code"]),
-    }
-    if base and _HUB_ID.match(base) and not Path(base).exists():
-        header["base_model"] = base
-    results, notes = _evaluations(run_dir, meta.step)
+    )
+    name = config.name if config is not None else artifact.name
     parts = [
-        "---\n" + yaml.safe_dump(header, sort_keys=False) + "---",
-        f"# {config.name if config is not None else artifact.name}",
+        f"# {name}",
         _what(meta, config, info, artifact, n_positions, arch),
+        corpus,
+        _license(license),
         _routing(meta) if moe else "",
-        _evaluation(meta, results, notes),
-        _usage(plan, moe is not None, n_positions, has_tokenizer),
+        _evaluation(meta, *_evaluations(run_dir, meta.step)),
+        _usage(plan, moe is not None, n_positions, has_tokenizer, location),
     ]
-    return "\n\n".join(part for part in parts if part) + "\n"
+    body = "\n\n".join(part for part in parts if part)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+    return str(card)
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """Whether `name` reads as a hub model id rather than a local folder."""
+    return bool(name) and bool(_HUB_ID.match(name)) and not Path(name).exists()
 
 
 def _run_records(run_dir: Path | None) -> tuple[Any, Any]:
@@ -73,11 +94,63 @@ def _run_records(run_dir: Path | None) -> tuple[Any, Any]:
         return None, None
 
 
-def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, arch: Any) -> str:
+def _corpus(info: Any) -> tuple[list[str], str]:
+    """The hub datasets the run's corpus was drawn from, and a section describing it (per
+    domain: its sources and token counts), from the corpus manifest when it is still there."""
+    from moectl.data.store import read_manifest
+
+    if info is None or not info.data_dir:
+        return [], ""
+    try:
+        manifest = read_manifest(Path(info.data_dir))
+    except (MoectlError, OSError, ValueError):
+        domains = ", ".join(info.domains)
+        return [], f"## Training data\n\nDomains: {domains}." if domains else ""
+    hub = [s.dataset for s in manifest.sources if s.kind == "hf" and s.dataset]
+    lines = ["## Training data", "", "| domain | source | kind | revision |", "|---|---|---|---|"]
+    for source in manifest.sources:
+        dataset = source.dataset or "local files"
+        where = "/".join(x for x in (dataset, source.config, source.split) if x)
+        lines.append(f"| {source.domain} | {where} | {source.kind} | {source.revision or '-'} |")
+    return list(dict.fromkeys(hub)), "\n".join(lines)
+
+
+def _license(license: str | None) -> str:
+    if license:
+        return ""
+    return (
+        "## License\n\nNot set at export (`license: other`): the base model's and the training "
+        "data's licenses apply. Export again with `moectl export --license ID` to set one."
+    )
+
+
+def _local_name(path: str) -> str:
+    """A hub id as it is; a local model folder as its run's name (RUN/best, RUN/checkpoints/
+    step-N), never the exporter's absolute path."""
+    from moectl.rundir import detect_kind
+
+    if _is_hub_id(path):
+        return path
+    folder = Path(path)
+    for run in (folder, folder.parent, folder.parent.parent):
+        if detect_kind(run) == "run":
+            inside = folder.relative_to(run).as_posix()
+            return f"the moectl run {run.name}" + ("" if inside == "." else f" ({inside})")
+    return f"a local model ({folder.name})"
+
+
+def _what(
+    meta: Any,
+    config: Any,
+    info: Any,
+    artifact: Path,
+    n_positions: int,
+    arch: Any,
+) -> str:
     sizes = arch.sizes(arch.config_from_dict(meta.hf_config))
     size = f"{sizes.layers} layers, width {sizes.hidden}, {n_positions}-token context"
     if meta.moe is None:
-        kind = f"A dense {arch.label} ({size})"
+        kind = f"A dense {arch.label} ({size}): every token goes through the same MLP"
     else:
         origin = (
             f"upcycled from a dense {arch.label} (every expert starts as a copy of its MLP)"
@@ -93,12 +166,12 @@ def _what(meta: Any, config: Any, info: Any, artifact: Path, n_positions: int, a
     if info is not None and info.domains:
         lines.append(f"Training corpus domains: {', '.join(info.domains)}.")
     if meta.tokenizer.get("name"):
-        lines.append(f"Tokenizer: {meta.tokenizer['name']}.")
+        lines.append(f"Tokenizer: {_local_name(str(meta.tokenizer['name']))}.")
     if config is not None and config.model.pretrained:
-        lines.append(f"Base model: {config.model.pretrained}.")
+        lines.append(f"Base model: {_local_name(config.model.pretrained)}.")
     if info is not None and info.init_from:
-        lines.append(f"Initialized from: {info.init_from}.")
-    lines.append(f"Exported from: {artifact}.")
+        lines.append(f"Initialized from: {_local_name(info.init_from)}.")
+    lines.append(f"Exported with moectl {__version__} from {_local_name(str(artifact))}.")
     return "\n".join(lines)
 
 
@@ -133,13 +206,15 @@ def _routing(meta: Any) -> str:
 
 
 def _evaluations(run_dir: Path | None, step: int) -> tuple[list[EvaluationResult], list[str]]:
-    """The run's evaluation results of the exported step, and why others were left out."""
+    """The run's evaluation results of the exported step (wherever moectl wrote them:
+    `rundir.evaluation_files`), and why others were left out."""
     from moectl.analysis.results import load_results
+    from moectl.rundir import evaluation_files
 
-    if run_dir is None or not (run_dir / "eval").is_dir():
+    if run_dir is None:
         return [], []
     found, notes = [], []
-    for path in sorted((run_dir / "eval").glob("*.json")):
+    for path in evaluation_files(run_dir):
         try:
             results = load_results(path)
         except MoectlError:
@@ -159,11 +234,19 @@ def _evaluation(meta: Any, results: list[EvaluationResult], notes: list[str]) ->
         if "loss" not in scores:
             return "## Evaluation\n\nNo evaluation was recorded for this model."
         domains = ", ".join(f"{d} {v:.4f}" for d, v in (scores.get("domain_loss") or {}).items())
+        missing = (
+            "No `moectl evaluate` results of this step were found, so there are no "
+            "specialization verdicts."
+            if meta.moe is not None
+            else "No `moectl evaluate` results of this step were found."
+        )
         return (
             f"## Evaluation\n\nEval loss at step {meta.step} (the training run's own eval): "
-            f"{scores['loss']:.4f}" + (f" ({domains})" if domains else "") + ". "
-            "No `moectl evaluate` results of this step were found, so there are no "
-            "specialization verdicts." + "".join(f"\n\n{note}" for note in notes)
+            f"{scores['loss']:.4f}"
+            + (f" ({domains})" if domains else "")
+            + ". "
+            + missing
+            + "".join(f"\n\n{note}" for note in notes)
         )
     sections = ["## Evaluation"]
     for result in results:
@@ -245,24 +328,43 @@ def _verdict(emergence: Emergence) -> str:
     return f"{emergence.verdict}: {_ci(emergence.difference, emergence.ci)}"
 
 
-def _usage(plan: ExportPlan, is_moe: bool, n_positions: int, has_tokenizer: bool) -> str:
+def _usage(
+    plan: ExportPlan, is_moe: bool, n_positions: int, has_tokenizer: bool, location: str
+) -> str:
     remote = "" if plan.native else ", trust_remote_code=True"
     code = [
+        "import torch",
         "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",
         "",
-        f'model = AutoModelForCausalLM.from_pretrained("PATH"{remote})',
+        f"path = {location!r}  # this folder, or its hub id",
+        f"model = AutoModelForCausalLM.from_pretrained(path{remote})",
     ]
     if has_tokenizer:
         code += [
-            f'tokenizer = AutoTokenizer.from_pretrained("PATH"{remote})',
-            f'generate = pipeline("text-generation", model="PATH"{remote})',
-            'generate("def add(a, b):", max_new_tokens=40, handle_long_generation="hole")',
+            f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
+            f'generate = pipeline("text-generation", model=path{remote})',
+            f'print(generate("def add(a, b):", max_new_tokens={min(40, n_positions // 2)}, '
+            'handle_long_generation="hole")[0]["generated_text"])',
+            'input_ids = tokenizer("def add(a, b):", return_tensors="pt").input_ids',
         ]
+    else:
+        code += ["input_ids = torch.tensor([[0, 1, 2, 3]])  # token ids of your tokenizer"]
     if is_moe:
-        code += ["", "out = model(input_ids, output_router_logits=True)", "out.router_logits"]
+        code += [
+            "",
+            "with torch.no_grad():",
+            "    out = model(input_ids, output_router_logits=True)",
+            "print([logits.shape for logits in out.router_logits])  # (tokens, experts) per layer",
+        ]
+    else:
+        code += [
+            "with torch.no_grad():",
+            "    print(model(input_ids).logits.shape)",
+        ]
     text = (
-        "## How to load\n\nWith transformers alone (moectl need not be installed); PATH is this "
-        "folder or its hub id:\n\n```python\n" + "\n".join(code) + "\n```"
+        "## How to load\n\nWith transformers alone (moectl need not be installed). The "
+        "generation config is greedy, as `moectl generate` is by default, so the pipeline "
+        "gives the same text:\n\n```python\n" + "\n".join(code) + "\n```"
     )
     modeling = [name for name in plan.code_files if name.startswith("modeling_")]
     if modeling:

@@ -29,6 +29,7 @@ from moectl.config import RunConfig
 from moectl.errors import MoectlError
 from moectl.fs import check_writable_folder, write_text
 from moectl.progress import ProgressCallback, report
+from moectl.rundir import STUDY_EVAL, STUDY_RUNS, STUDY_STATE, RunSummary
 from moectl.study.plan import (
     DEFAULT_PLAN,
     PLANS,
@@ -38,7 +39,7 @@ from moectl.study.plan import (
     plan_configs,
 )
 
-STATE_FILE = "study.json"
+STATE_FILE = STUDY_STATE
 TENSORBOARD_OVERRIDE = "train.sinks=[tensorboard]"
 
 
@@ -100,13 +101,10 @@ def run_study(
     default: docs/benchmarks.md).
     """
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
-    from moectl.analysis.results import load_results
     from moectl.data.prepare import prepare_corpus
     from moectl.data.store import load_corpus
-    from moectl.study.findings import figures_finding, study_findings
+    from moectl.study.findings import figures_finding
     from moectl.study.parallel import TrainJob, run_parallel
-    from moectl.viz.report import Provenance
-    from moectl.viz.study import visualize_study
 
     started = time.perf_counter()
     out = Path(out)
@@ -123,13 +121,14 @@ def run_study(
         "functional": functional,
     }
     run_configs = seeded_configs(stage_configs, seeds, base_seed)
+    layout = _Layout.of(out, stage_configs, seeds, base_seed)
     check_writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out, wanted, base_seed)
     stages: list[StageOutcome] = []
     corpus_dir = out / "data"
-    run_dirs = {name: out / "runs" / name for name in run_configs}
-    eval_dir = out / "eval"
+    run_dirs = layout.run_dirs
+    eval_dir = out / STUDY_EVAL
     figures_dir = out / "figures"
     report_path = out / "report.html"
 
@@ -187,16 +186,11 @@ def run_study(
         corpus_dir,
         lambda: prepare_corpus(data_config, corpus_dir, force=True, callback=callback),
     )
-    init_from = {name: None for name in run_configs}
+    init_from = layout.init_from
     if "pretrain" in stage_configs:
         pretrains = {s: seed_run_name("pretrain", s, base_seed) for s in seeds}
         train({name: None for name in pretrains.values()}, min(plan.workers, len(seeds)))
-        for seed in seeds:
-            for variant in VARIANTS:
-                name = seed_run_name(variant, seed, base_seed)
-                init_from[name] = run_dirs[pretrains[seed]] / "best"
-    variant_runs = {v: [seed_run_name(v, s, base_seed) for s in seeds] for v in VARIANTS}
-    evaluated = [names[i] for i in range(len(seeds)) for names in variant_runs.values()]
+    evaluated = layout.evaluated
     train({name: init_from[name] for name in evaluated}, plan.workers)
     variant_dirs = [run_dirs[name] for name in evaluated]
 
@@ -212,28 +206,11 @@ def run_study(
             save_results([result], eval_dir / f"{name}.json")
 
     stage("evaluate", eval_dir, evaluate)
-    loaded = {name: load_results(eval_dir / f"{name}.json")[0] for name in evaluated}
-    results = list(loaded.values())
-    findings = study_findings(
-        {v: [loaded[name] for name in names] for v, names in variant_runs.items()},
-        {v: [run_dirs[name] for name in names] for v, names in variant_runs.items()},
-        seeds,
-    )
-    provenance = Provenance.of(
-        [command] if command else [], seeds, train_commands(out, corpus_dir, run_dirs, init_from)
-    )
+    findings = layout.findings()
     stage(
         "visualize",
         figures_dir,
-        lambda: visualize_study(
-            variant_dirs,
-            results,
-            figures_dir,
-            report_path=report_path,
-            findings=findings,
-            provenance=provenance,
-            callback=callback,
-        ),
+        lambda: layout.visualize(findings, [command] if command else [], callback),
     )
     figures = sorted(str(p) for p in figures_dir.glob("*") if p.suffix in (".png", ".svg"))
     token_page = figures_dir / "tokens.html"
@@ -253,6 +230,130 @@ def run_study(
         findings=findings,
         seconds=time.perf_counter() - started,
     )
+
+
+class _Layout:
+    """Which runs a study trains and evaluates (per variant and seed), where each is and what
+    it starts from: what `run_study` trains and what `study_report` rebuilds the report from."""
+
+    def __init__(
+        self,
+        out: Path,
+        variant_runs: dict[str, list[str]],
+        init_from: dict[str, Path | None],
+        seeds: list[int],
+    ) -> None:
+        self.out, self.seeds = out, seeds
+        self.variant_runs, self.init_from = variant_runs, init_from
+        self.run_dirs = {name: out / STUDY_RUNS / name for name in init_from}
+        self.evaluated = [names[i] for i in range(len(seeds)) for names in variant_runs.values()]
+
+    @classmethod
+    def of(
+        cls, out: Path, stage_configs: dict[str, RunConfig], seeds: list[int], base_seed: int
+    ) -> _Layout:
+        names = seeded_configs(stage_configs, seeds, base_seed)
+        init_from: dict[str, Path | None] = {name: None for name in names}
+        if "pretrain" in stage_configs:
+            for seed in seeds:
+                start = out / STUDY_RUNS / seed_run_name("pretrain", seed, base_seed) / "best"
+                for variant in VARIANTS:
+                    init_from[seed_run_name(variant, seed, base_seed)] = start
+        variant_runs = {v: [seed_run_name(v, s, base_seed) for s in seeds] for v in VARIANTS}
+        return cls(out, variant_runs, init_from, seeds)
+
+    def results(self) -> dict[str, Any]:
+        """Each evaluated run's result, from the study's eval/NAME.json."""
+        from moectl.analysis.results import load_results
+
+        return {n: load_results(self.out / STUDY_EVAL / f"{n}.json")[0] for n in self.evaluated}
+
+    def findings(self) -> list[Finding]:
+        from moectl.study.findings import study_findings
+
+        loaded = self.results()
+        return study_findings(
+            {v: [loaded[name] for name in names] for v, names in self.variant_runs.items()},
+            {v: [self.run_dirs[name] for name in names] for v, names in self.variant_runs.items()},
+            self.seeds,
+        )
+
+    def visualize(
+        self,
+        findings: list[Finding],
+        commands: list[str],
+        callback: ProgressCallback | None = None,
+        warnings: list[str] | None = None,
+    ) -> list[Path]:
+        """The study's figures and report.html (findings and provenance included)."""
+        from moectl.viz.report import Provenance
+        from moectl.viz.study import visualize_study
+
+        corpus = self.out / "data"
+        more = train_commands(self.out, corpus, self.run_dirs, self.init_from)
+        return visualize_study(
+            [self.run_dirs[name] for name in self.evaluated],
+            list(self.results().values()),
+            self.out / "figures",
+            report_path=self.out / "report.html",
+            findings=findings,
+            provenance=Provenance.of(commands, self.seeds, more),
+            callback=callback,
+            warnings=warnings,
+        )
+
+
+class StudySummary(BaseModel):
+    """What `moectl inspect STUDY` shows: the study's settings, its stages, and every run with
+    the evaluation files that cover it."""
+
+    kind: Literal["study"] = "study"
+    path: str
+    size: str
+    plan: str
+    overrides: list[str]
+    seeds: list[int]
+    stages_done: list[str]
+    runs: list[RunSummary]
+    evaluations: dict[str, list[str]]
+    report: str | None
+
+
+def study_summary(out: Path) -> StudySummary:
+    """Everything `inspect` says about a study folder, read from its state file and runs."""
+    from moectl.rundir import evaluation_files, run_summary, study_runs
+
+    out = Path(out)
+    state = _saved_state(out)
+    runs = study_runs(out)
+    return StudySummary(
+        path=str(out),
+        size=state["size"],
+        plan=state["plan_name"],
+        overrides=state["overrides"],
+        seeds=state["seeds"],
+        stages_done=list(state["done"]),
+        runs=[run_summary(run) for run in runs],
+        evaluations={run.name: [str(p) for p in evaluation_files(run)] for run in runs},
+        report=str(out / "report.html") if (out / "report.html").is_file() else None,
+    )
+
+
+def study_report(
+    out: Path, command: str | None = None, warnings: list[str] | None = None
+) -> list[Path]:
+    """Rebuild a finished study's figures and report.html, findings included, from what is in
+    its folder (`moectl visualize STUDY`): after a re-evaluation, or with a newer moectl."""
+    state = _saved_state(out)
+    if "evaluate" not in state["done"]:
+        raise MoectlError(
+            f"the study in {out} has not been evaluated yet, so it has no findings to report",
+            hint=f"finish it first: moectl quickstart --out {out} (same options as before)",
+        )
+    _, stage_configs = plan_configs(state["size"], state["plan_name"], state["overrides"])
+    base_seed = stage_configs["dense"].train.seed
+    layout = _Layout.of(Path(out), stage_configs, state["seeds"], base_seed)
+    return layout.visualize(layout.findings(), [command] if command else [], warnings=warnings)
 
 
 def seed_run_name(stage: str, seed: int, base_seed: int) -> str:
@@ -305,17 +406,9 @@ def _read_state(out: Path, wanted: dict[str, Any], base_seed: int) -> dict[str, 
         state = {**wanted, "plan": PLANS[wanted["size"]].model_dump(), "done": {}}
         _write_state(out, state)
         return state
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        state.setdefault("seeds", [base_seed])
-        state.setdefault("functional", False)
-        previous = {key: state[key] for key in wanted}
-        done = state["done"]
-    except (ValueError, KeyError, TypeError):
-        raise MoectlError(
-            f"{state_file} is not a moectl study state file of this version",
-            hint="use another --out, or delete the folder to start over",
-        ) from None
+    state = _saved_state(out, base_seed)
+    previous = {key: state[key] for key in wanted}
+    done = state["done"]
     if previous != wanted or not isinstance(done, dict):
         seeds_differ = previous["seeds"] != wanted["seeds"]
         raise MoectlError(
@@ -323,6 +416,28 @@ def _read_state(out: Path, wanted: dict[str, Any], base_seed: int) -> dict[str, 
             f"{_describe(wanted, seeds_differ)} one",
             hint="use another --out, or delete the folder to start over",
         )
+    return state
+
+
+def _saved_state(out: Path, base_seed: int | None = None) -> dict[str, Any]:
+    """A study's state file; one that predates seeds is of the configured seed (`base_seed`,
+    else that of the study's plan), without the functional test."""
+    state_file = Path(out) / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if not {"size", "plan_name", "overrides", "done"} <= set(state):
+            raise KeyError("a study state file names its size, plan, overrides and stages")
+        if "seeds" not in state:
+            if base_seed is None:
+                plan = plan_configs(state["size"], state["plan_name"], state["overrides"])
+                base_seed = plan[1]["dense"].train.seed
+            state["seeds"] = [base_seed]
+        state.setdefault("functional", False)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MoectlError(
+            f"{state_file} is not a moectl study state file of this version",
+            hint="use another --out, or delete the folder to start over",
+        ) from None
     return state
 
 
