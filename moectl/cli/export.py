@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from moectl.cli.common import console, render_warnings
+from moectl.cli.schemas import ExportOutput, JsonOption, print_json
 
 
 def export(
@@ -29,6 +30,7 @@ def export(
             show_default=False,
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Export a model as a transformers directory that loads without moectl.
 
@@ -44,7 +46,7 @@ def export(
     layers do (Qwen3 -> Qwen3MoeForCausalLM; Llama/Mistral with every layer MoE ->
     MixtralForCausalLM; Qwen2, or Llama/Mistral with dense layers -> Qwen2MoeForCausalLM), so
     no trust_remote_code; otherwise (sigmoid scores, balance bias, shared experts) custom code.
-    The output says which class was written and why.
+    The output says which class was written and why (--json: class, path and reason).
 
     GPT-2 MoE: custom code, from_pretrained(DIR, trust_remote_code=True). Router logits are
     off by default; a forward call with output_router_logits=True returns them.
@@ -66,6 +68,9 @@ def export(
     check_writable(out, "--out")
     result = export_model(model, out, force=force, tokenizer=tokenizer)
     render_warnings(result.warnings)
+    if as_json:
+        print_json(ExportOutput.model_validate(result.model_dump()))
+        return
     code = " (custom code)" if result.remote_code else ""
     console.print(
         f"exported {escape(result.source)} -> [bold]{escape(result.path)}[/] as "
