@@ -160,10 +160,11 @@ def render_result(summary: TrainOutput) -> None:
         table.add_row(f"  eval {escape(domain)}", f"{loss:.4f}")
     table.add_row("collapse warnings", str(summary.collapse_warnings))
     table.add_row("throughput", f"{summary.tokens_per_s:,.0f} tokens/s")
-    table.add_row("best model", escape(summary.best_dir or "-"))
     table.add_row("last checkpoint", escape(summary.last_checkpoint or "-"))
-    table.add_row("next", escape(summary.next_command))
     console.print(table)
+    # Paths and the next command on lines of their own, never cut, so they can be copied.
+    for label, value in (("best model", summary.best_dir or "-"), ("next", summary.next_command)):
+        console.print(f"[bold]{label}:[/] {escape(value)}", highlight=False, soft_wrap=True)
 
 
 def failure_of(error: BaseException, run_dir: Path) -> RunFailure | None:
