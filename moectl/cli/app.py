@@ -210,7 +210,10 @@ def _main(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
     debug: Annotated[
-        bool, typer.Option("--debug/--no-debug", help="Show full tracebacks on errors.")
+        bool,
+        typer.Option(
+            "--debug/--no-debug", help="Show full tracebacks on errors (also MOECTL_DEBUG=1)."
+        ),
     ] = False,
 ) -> None:
     STATE.debug = debug or os.environ.get("MOECTL_DEBUG") == "1"

@@ -122,18 +122,8 @@ def generate(
     )
     render_warnings(result.warnings)
     if as_json:
-        print_json(
-            GenerateOutput(
-                prompt=result.prompt,
-                unconditional=not prompt,
-                prompt_seen=result.prompt_seen,
-                text=result.text,
-                tokens=result.tokens,
-                moe_layers=result.moe_layers,
-                stopped_at_eos=result.stopped_at_eos,
-                warnings=result.warnings,
-            )
-        )
+        output = {**result.model_dump(), "unconditional": not prompt}
+        print_json(GenerateOutput.model_validate(output))
         return
     text = Text(result.prompt_seen, style="bold")
     text.append(result.text)

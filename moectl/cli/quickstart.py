@@ -188,16 +188,7 @@ def quickstart(
 
 def quickstart_output(result: StudyResult) -> QuickstartOutput:
     """What `quickstart --json` prints: the findings and where everything is."""
-    return QuickstartOutput(
-        out=result.out,
-        size=result.size,
-        plan=result.plan,
-        seeds=result.seeds,
-        seconds=result.seconds,
-        report=result.report,
-        runs=result.runs,
-        findings=result.findings,
-    )
+    return QuickstartOutput.model_validate(result.model_dump())
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

@@ -178,7 +178,8 @@ def failure_of(error: BaseException, run_dir: Path) -> RunFailure | None:
             f"no space left on the device while writing {error.filename or run_dir}",
             hint=f"free some space, then resume from the last checkpoint: {resume}",
         )
-    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+    out_of_memory = isinstance(error, RuntimeError) and "out of memory" in str(error)  # MPS, HIP
+    if out_of_memory or isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return RunFailure(
             f"out of memory during training: {' '.join(str(error).split())[:200]}",
             hint="lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
