@@ -150,9 +150,9 @@ def usage_error(error: Any, args: list[str] | None = None) -> MoectlError:
     if choice:
         close = _closest(choice[1], re.findall(r"'([^']*)'", choice[2]))
         fix = f"did you mean '{close}'? " if close else fix
-    option = getattr(error, "option_name", None)
-    if type(error).__name__ == "NoSuchOption" and option and ctx is not None and _takes_set(ctx):
-        fix = _config_key_fix(option, args or []) or fix
+    if not found and type(error).__name__ == "NoSuchOption" and ctx is not None and _takes_set(ctx):
+        sections = ("data.",) if ctx.info_name == "prepare-data" else ("",)
+        fix = _config_key_fix(error.option_name, args or [], sections) or fix
     return MoectlError(message, hint=fix + f"`{command} --help` lists the {listed}")
 
 
@@ -166,12 +166,12 @@ def _takes_set(ctx: Any) -> bool:
     return any("--set" in getattr(param, "opts", []) for param in ctx.command.params)
 
 
-def _config_key_fix(option: str, args: list[str]) -> str:
+def _config_key_fix(option: str, args: list[str], sections: tuple[str, ...]) -> str:
     """'did you mean --set train.max_steps=5? ' for an unknown option that names a config key
-    (its value taken from the command line), else ''."""
+    in one of `sections` (its value taken from the command line), else ''."""
     from moectl.config import RunConfig, flatten
 
-    keys = list(flatten(RunConfig().model_dump(mode="json")))
+    keys = [k for k in flatten(RunConfig().model_dump(mode="json")) if k.startswith(sections)]
     leaf = _closest(option.lstrip("-").replace("-", "_"), [k.rpartition(".")[2] for k in keys])
     if leaf is None:
         return ""
