@@ -215,6 +215,7 @@ def test_every_listed_command_has_json_and_a_schema(cli):
     [
         (["train", "--max-step", "5"], ["No such option: --max-step", "--set train.max_steps=5"]),
         (["log", "r", "--to", "tensorbord"], ["did you mean 'tensorboard'"]),
+        (["train", "--seed", "3"], ["--set data.seed=3 or --set train.seed=3"]),
         (
             ["train", "--preset", "tiny", "--set", "moe.enabled=true", "--print-config"],
             ["--set moe.last_n=2"],
@@ -226,6 +227,14 @@ def test_usage_errors_name_the_fix(cli, args, needles):
     refused(result)
     text = " ".join(result.output.split())
     assert all(needle in text for needle in needles) and "Value error" not in text, text
+
+
+def test_prepare_data_points_only_to_data_keys(cli):
+    result = cli("prepare-data", "--out", "c", "--max-step", "5")
+    refused(result, "No such option: --max-step")
+    assert "--set" not in result.output
+    seed = " ".join(cli("prepare-data", "--out", "c", "--sed", "5").output.split())
+    assert "--set data.seed=5?" in seed and "train.seed" not in seed
 
 
 def test_log_to_a_missing_tracker_does_not_blame_train_sinks(cli, moe_run, monkeypatch, tmp_path):
