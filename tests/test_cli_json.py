@@ -234,7 +234,9 @@ def test_prepare_data_points_only_to_data_keys(cli):
     refused(result, "No such option: --max-step")
     assert "--set" not in result.output
     seed = " ".join(cli("prepare-data", "--out", "c", "--sed", "5").output.split())
-    assert "--set data.seed=5?" in seed and "train.seed" not in seed
+    assert "did you mean --seed?" in seed and "--set data.seed" not in seed
+    ratio = " ".join(cli("prepare-data", "--out", "c", "--eval-fraction", "0.2").output.split())
+    assert "did you mean --set data.eval_fraction=0.2?" in ratio
 
 
 def test_log_to_a_missing_tracker_does_not_blame_train_sinks(cli, moe_run, monkeypatch, tmp_path):

@@ -137,9 +137,9 @@ def _one_line_errors() -> Iterator[None]:
 
 def usage_error(error: Any, args: list[str] | None = None) -> MoectlError:
     """A parser's error as a MoectlError: its message on one line, its fix and where to read
-    the command's options as the hint. The fix is the parser's suggestion, the closest choice
-    to a mistyped value, or, for an unknown option of a command that takes --set, the config
-    key it names (`--max-step 5` -> `--set train.max_steps=5`)."""
+    the command's options as the hint. The fix is the closest choice to a mistyped value, the
+    closest real option to an unknown one or else, for a command that takes --set, the config
+    key it names (`--max-step 5` -> `--set train.max_steps=5`), or the parser's suggestion."""
     text = " ".join(error.format_message().split()).replace("Value error, ", "")
     message, found, suggestion = text.partition(" Did you mean")
     ctx = error.ctx
@@ -150,9 +150,15 @@ def usage_error(error: Any, args: list[str] | None = None) -> MoectlError:
     if choice:
         close = _closest(choice[1], re.findall(r"'([^']*)'", choice[2]))
         fix = f"did you mean '{close}'? " if close else fix
-    if not found and type(error).__name__ == "NoSuchOption" and ctx is not None and _takes_set(ctx):
-        sections = ("data.",) if ctx.info_name == "prepare-data" else ("",)
-        fix = _config_key_fix(error.option_name, args or [], sections) or fix
+    if type(error).__name__ == "NoSuchOption" and ctx is not None:
+        names = [o for p in ctx.command.params for o in [*p.opts, *p.secondary_opts]]
+        real = [o for o in names if o.startswith("--") and o not in ("--set", "--help")]
+        close = _closest(error.option_name, real)
+        if close is not None:
+            fix = f"did you mean {close}? "
+        elif _takes_set(ctx):
+            sections = ("data.",) if ctx.info_name == "prepare-data" else ("",)
+            fix = _config_key_fix(error.option_name, args or [], sections) or fix
     return MoectlError(message, hint=fix + f"`{command} --help` lists the {listed}")
 
 
