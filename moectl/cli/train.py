@@ -172,18 +172,18 @@ def failure_of(error: BaseException, run_dir: Path) -> RunFailure | None:
     or disk space; None for anything else."""
     import torch
 
-    resume = f"moectl train --run-dir {run_dir} --resume"
+    resume = f"moectl train --run-dir {run_dir} --resume"  # from the last checkpoint, if any
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return RunFailure(
             f"no space left on the device while writing {error.filename or run_dir}",
-            hint=f"free some space, then resume from the last checkpoint: {resume}",
+            hint=f"free some space, then resume ({resume}) or train again in a new --run-dir",
         )
     out_of_memory = isinstance(error, RuntimeError) and "out of memory" in str(error)  # MPS, HIP
     if out_of_memory or isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return RunFailure(
             f"out of memory during training: {' '.join(str(error).split())[:200]}",
-            hint="lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
-            f"then resume: {resume}",
+            hint="lower train.batch_size (raise train.grad_accum to keep the tokens per step) "
+            "and train again in a new --run-dir",
         )
     return None
 

@@ -548,7 +548,8 @@ class _Trainer:
         if not math.isfinite(row.loss):
             raise RunFailure(
                 f"the training loss is {row.loss} at step {row.step}; training stopped",
-                hint="lower train.lr and train again (metrics.jsonl holds the steps before it)",
+                hint="lower train.lr and train again in a new --run-dir (this run's "
+                "metrics.jsonl holds the steps before it)",
             )
 
     def _log_initial_routing(self) -> None:
