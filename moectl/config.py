@@ -221,7 +221,11 @@ class MoEConfig(StrictModel):
         if self.layers is not None and self.last_n is not None:
             raise ValueError("give either layers or last_n, not both")
         if self.enabled and self.layers is None and self.last_n is None:
-            raise ValueError("an enabled MoE needs layers or last_n")
+            raise ValueError(
+                "an enabled MoE needs the layers whose MLPs become experts: add moe.last_n "
+                "or moe.layers, e.g. --set moe.last_n=2 (the last two layers) or "
+                "--set 'moe.layers=[1,3]'"
+            )
         if self.layers is not None and len(set(self.layers)) != len(self.layers):
             raise ValueError("layers must be unique")
         return self

@@ -1,4 +1,5 @@
-"""Errors the CLI turns into one clear message and exit code 2 (no traceback unless --debug).
+"""Errors the CLI turns into one clear message and an exit code (no traceback unless --debug):
+2 for input the user can fix, 1 for a run that failed while it ran (`RunFailure`).
 
 Every error a user can fix carries a `hint` that says how. The core raises these instead of
 printing, so library users get the same information as exceptions.
@@ -45,6 +46,13 @@ class ModelError(MoectlError):
 
 class TrainingError(MoectlError):
     """A run directory, checkpoint or resume request that cannot be honoured."""
+
+
+class RunFailure(MoectlError):
+    """A run that failed while it ran, not because of its input: a non-finite loss, out of
+    memory, a full disk. Exit code 1, so a scheduler tells a failed run from a bad config (2)."""
+
+    exit_code = 1
 
 
 class DeviceError(MoectlError):

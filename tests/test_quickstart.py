@@ -15,6 +15,7 @@ from test_sinks import read_tensorboard
 from moectl.analysis.bootstrap import MIN_DOCUMENTS
 from moectl.analysis.multiplicity import holm_rejections
 from moectl.analysis.results import load_results
+from moectl.cli.schemas import QuickstartOutput
 from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
 from moectl.rundir import read_run_config
@@ -241,6 +242,11 @@ def test_rerun_skips_everything_and_sizes_do_not_mix(study, cli):
     result = cli("quickstart", "--tiny", "--plan", plan, "--out", out)
     assert result.exit_code == 0, result.output
     assert "already done" in result.output and "report" in result.output
+    as_json = cli("quickstart", "--tiny", "--plan", plan, "--out", out, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert "already done" in as_json.stderr
+    parsed = QuickstartOutput.model_validate_json(as_json.stdout)
+    assert parsed.findings == first.findings and parsed.report == first.report
     with pytest.raises(
         MoectlError, match=rf"holds a 'tiny' '{plan}' \(train.sinks=\[tensorboard\]\) study"
     ):

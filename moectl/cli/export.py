@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from moectl.cli.common import console, render_warnings
 from moectl.errors import MoectlError
+from moectl.cli.schemas import ExportOutput, JsonOption, print_json
 
 
 def export(
@@ -53,6 +54,7 @@ def export(
             show_default=False,
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Export a model as a transformers directory that loads without moectl.
 
@@ -68,7 +70,7 @@ def export(
     layers do (Qwen3 -> Qwen3MoeForCausalLM; Llama/Mistral with every layer MoE ->
     MixtralForCausalLM; Qwen2, or Llama/Mistral with dense layers -> Qwen2MoeForCausalLM), so
     no trust_remote_code; otherwise (sigmoid scores, balance bias, shared experts) custom code.
-    The output says which class was written and why.
+    The output says which class was written and why (--json: class, path and reason).
 
     GPT-2 MoE: custom code, from_pretrained(DIR, trust_remote_code=True). Router logits are
     off by default; a forward call with output_router_logits=True returns them.
@@ -94,8 +96,13 @@ def export(
 
     check_writable(out, "--out")
     if detect_kind(model) != "study":
-        _export_one(model, out, force, tokenizer, license, push_to_hub)
+        _export_one(model, out, force, tokenizer, license, push_to_hub, as_json)
         return
+    if as_json:
+        raise MoectlError(
+            "--json prints one export, and a study holds several runs",
+            hint=f"export one run with --json: moectl export {model}/runs/moe --out DIR --json",
+        )
     if push_to_hub:
         raise MoectlError(
             "--push-to-hub takes one model, and a study holds several runs",
@@ -106,7 +113,7 @@ def export(
     for run in runs:  # every destination is checked before anything is written
         check_out(out / run.name, resolve_model(run)[0], force)
     for run in runs:
-        _export_one(run, out / run.name, force, tokenizer, license, None)
+        _export_one(run, out / run.name, force, tokenizer, license, None, False)
 
 
 def _export_one(
@@ -116,6 +123,7 @@ def _export_one(
     tokenizer: Path | None,
     license: str | None,
     push_to_hub: str | None,
+    as_json: bool,
 ) -> None:
     from moectl.interop.export import export_model
 
@@ -123,6 +131,9 @@ def _export_one(
         model, out, force=force, tokenizer=tokenizer, license=license, repo_id=push_to_hub
     )
     render_warnings(result.warnings)
+    if as_json:
+        print_json(ExportOutput.model_validate(result.model_dump()))
+        return
     code = " (custom code)" if result.remote_code else ""
     console.print(
         f"exported {escape(result.source)} -> [bold]{escape(result.path)}[/] as "

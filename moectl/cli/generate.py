@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from moectl.cli.common import DeviceOption, console, render_warnings
+from moectl.cli.common import DeviceOption, console, err_console, render_warnings
+from moectl.cli.schemas import GenerateOutput, JsonOption, print_json
 
 if TYPE_CHECKING:
     from moectl.analysis.generation import GenerationResult
@@ -18,7 +19,14 @@ if TYPE_CHECKING:
 
 def generate(
     model: Annotated[Path, typer.Argument(help="A run directory or a model artifact directory.")],
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            help="Text to continue; without it the text is unconditional.",
+            show_default=False,
+        ),
+    ] = None,
     max_new_tokens: Annotated[
         int,
         typer.Option(
@@ -57,13 +65,16 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Generate text from a model artifact or a run's best model, with its own tokenizer.
 
     Decoding is transformers' generate() with the KV cache: greedy by default; --temperature,
     --top-k and --top-p sample (seeded by --seed); --gen passes any other GenerationConfig field.
     --show-experts prints, for each generated token, the expert every MoE layer routed it to.
-    MODEL may also be a `moectl export` directory.
+    MODEL may also be a `moectl export` directory. Without --prompt the model starts from
+    nothing (unconditional text), and says so. --json prints the text, each new token and,
+    for an MoE, its expert per layer.
 
     Examples:
 
@@ -91,9 +102,17 @@ def generate(
     sampling = (
         (temperature is not None and temperature > 0) or top_k is not None or top_p is not None
     )
+    if not prompt:
+        err_console.print(
+            "no --prompt: generating unconditionally, from an empty prompt "
+            '(give --prompt "TEXT" to continue a text)',
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     result = run_generation(
         loaded,
-        prompt,
+        prompt or "",
         max_new_tokens=max_new_tokens,
         temperature=(temperature or 1.0) if sampling else 0.0,
         top_k=top_k,
@@ -102,6 +121,10 @@ def generate(
         options=extra,
     )
     render_warnings(result.warnings)
+    if as_json:
+        output = {**result.model_dump(), "unconditional": not prompt}
+        print_json(GenerateOutput.model_validate(output))
+        return
     text = Text(result.prompt_seen, style="bold")
     text.append(result.text)
     console.print(text)

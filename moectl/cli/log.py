@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from moectl.cli.common import console
+from moectl.cli.schemas import JsonOption, LoggedRun, LogOutput, print_json
 from moectl.errors import MoectlError
 
 
@@ -59,6 +60,7 @@ def log(
             "--mode", help="W&B mode (default: W&B's own, WANDB_MODE).", show_default=False
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send existing runs' metrics, routing and config to TensorBoard or W&B, so runs trained
     without a sink (or another study's) can be compared on one dashboard.
@@ -67,7 +69,9 @@ def log(
     routing.jsonl number under the names of docs/interop.md, the routing heatmap at every
     router-log step, collapse warnings and the config. The runs are only read. For TensorBoard
     each run is written to its own new OUT/NAME folder (a study's runs to OUT/STUDY/NAME); an
-    existing one is refused before anything is written.
+    existing one, or an OUT inside a run (whose own tensorboard/ folder already holds its
+    events), is refused before anything is written. --json lists each run, its rows and where
+    they went.
 
     Examples:
 
@@ -86,10 +90,11 @@ def log(
         send_rows,
     )
 
-    check_sinks([to.value])
+    check_sinks([to.value], requested_by=f"--to {to.value}")
     check_writable_folder(out, "--out")
     runs = _runs(paths)
     if to == Tracker.tensorboard:
+        _check_outside_runs(out, runs)
         taken = [str(out / label) for label, _ in runs if (out / label).exists()]
         if taken:
             raise MoectlError(
@@ -99,6 +104,7 @@ def log(
     # every config and log is read before anything is written, so a bad run changes nothing
     configs = [_run_config(run_dir, project, mode.value if mode else None) for _, run_dir in runs]
     logs = [run_log_rows(run_dir) for _, run_dir in runs]
+    logged: list[LoggedRun] = []
     for (label, run_dir), config, rows in zip(runs, configs, logs, strict=True):
         if to == Tracker.tensorboard:
             with atomic_directory(out / label) as folder:
@@ -116,9 +122,31 @@ def log(
             finally:
                 sink.close()
             where = out / "wandb"
-        console.print(
-            f"{escape(str(run_dir))}: {len(rows)} rows -> {escape(str(where))}", highlight=False
-        )
+        logged.append(LoggedRun(run_dir=str(run_dir), rows=len(rows), destination=str(where)))
+        if not as_json:
+            console.print(
+                f"{escape(str(run_dir))}: {len(rows)} rows -> {escape(str(where))}",
+                highlight=False,
+            )
+    if as_json:
+        print_json(LogOutput(tracker=to.value, runs=logged))
+
+
+def _check_outside_runs(out: Path, runs: list[tuple[str, Path]]) -> None:
+    """Refuse an --out inside a run: its tensorboard/ folder already holds the run's events,
+    and a copy nested in it would show every step twice (and the runs are only read)."""
+    from moectl.training.sinks import TENSORBOARD_DIR
+
+    target = out.resolve()
+    for _, run_dir in runs:
+        run = run_dir.resolve()
+        if target == run or run in target.parents:
+            raise MoectlError(
+                f"--out {out} is inside run {run_dir}, whose {TENSORBOARD_DIR}/ folder holds its "
+                "events; nothing was written",
+                hint="it is on TensorBoard already: tensorboard --logdir "
+                f"{run_dir / TENSORBOARD_DIR}; or choose an --out outside the run",
+            )
 
 
 def _runs(paths: list[Path]) -> list[tuple[str, Path]]:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from moectl.cli.common import ConfigOption, RichProgress, SetOption, console, render_warnings
+from moectl.cli.schemas import JsonOption, PrepareDataOutput, print_json
 from moectl.config import DataConfig
 from moectl.errors import DataError
 
@@ -111,8 +112,12 @@ def prepare_data(
     ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Prepare a corpus: load texts per domain, split train/eval, tokenize, pack and balance.
+
+    --json prints where the corpus is, its tokenizer and block counts (`moectl inspect DIR
+    --json` has every number).
 
     Examples:
 
@@ -163,9 +168,25 @@ def prepare_data(
     with RichProgress(transient=True) as progress:
         result = prepare_corpus(data_config, out, force=force, callback=progress)
     manifest = result.manifest
+    render_warnings(manifest.warnings)
+    if as_json:
+        print_json(
+            PrepareDataOutput(
+                path=str(result.path),
+                domains=manifest.domains,
+                tokenizer=manifest.tokenizer.name,
+                vocab_size=manifest.tokenizer.vocab_size,
+                block_size=manifest.block_size,
+                train_blocks=manifest.blocks("train"),
+                eval_blocks=manifest.blocks("eval"),
+                seconds=result.seconds,
+                tokens_per_s=result.tokens_per_s,
+                warnings=manifest.warnings,
+            )
+        )
+        return
     for split in ("train", "eval"):
         render_split_table(manifest, split)
-    render_warnings(manifest.warnings)
     console.print(
         f"[bold green]corpus written to {escape(str(result.path))}[/] "
         f"({manifest.blocks('train'):,} train / {manifest.blocks('eval'):,} eval blocks of "

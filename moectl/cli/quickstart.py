@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,10 +11,14 @@ from rich.table import Table
 
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.results import Finding
-from moectl.cli.common import RichProgress, console
+from moectl.cli.common import RichProgress, console, err_console
+from moectl.cli.schemas import JsonOption, QuickstartOutput, print_json
 from moectl.config import SEED_MAX
 from moectl.errors import MoectlError
 from moectl.study.plan import DEFAULT_PLAN, PLAN_NAMES
+
+if TYPE_CHECKING:
+    from moectl.study.pipeline import StudyResult
 
 
 def quickstart(
@@ -77,6 +81,7 @@ def quickstart(
             "random ones (many more evaluation passes: minutes at the default size).",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the reference study scaled to a CPU, offline, in one command.
 
@@ -91,6 +96,7 @@ def quickstart(
     seed (runs/moe, runs/moe-seed1, ...), which multiplies the time by the number of seeds.
     --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
     router that never learns); it does not fit beside the default's arms in 10 minutes.
+    --json prints the findings, runs and report path as JSON (stage lines go to stderr).
 
     Examples:
 
@@ -130,7 +136,7 @@ def quickstart(
 
     def on_stage(outcome: StageOutcome) -> None:
         verb = {"skipped": "already done", "done": "done", "resumed": "resumed and done"}
-        console.print(
+        (err_console if as_json else console).print(
             f"[bold green]✓[/] {outcome.name}: {verb[outcome.status]}"
             + (f" in {outcome.seconds:.0f}s" if outcome.status != "skipped" else ""),
             highlight=False,
@@ -150,6 +156,9 @@ def quickstart(
             functional=functional,
         )
 
+    if as_json:
+        print_json(quickstart_output(result))
+        return
     findings = Table(title="What this study found", show_lines=True)
     findings.add_column("finding", style="bold")
     findings.add_column("verdict")
@@ -175,6 +184,11 @@ def quickstart(
         paths.add_row(f"run {name}", escape(run_dir))
     paths.add_row("figures", escape(str(Path(result.out) / "figures")))
     console.print(paths)
+
+
+def quickstart_output(result: StudyResult) -> QuickstartOutput:
+    """What `quickstart --json` prints: the findings and where everything is."""
+    return QuickstartOutput.model_validate(result.model_dump())
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

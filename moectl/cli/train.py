@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,7 +22,8 @@ from moectl.cli.common import (
     console,
     err_console,
 )
-from moectl.errors import TrainingError
+from moectl.cli.schemas import JsonOption, TrainOutput, print_json
+from moectl.errors import RunFailure, TrainingError
 from moectl.progress import ProgressEvent
 
 if TYPE_CHECKING:
@@ -110,22 +113,79 @@ def resume_config(
     return cfg, data_dir
 
 
-def render_result(result: TrainResult) -> None:
-    table = Table(title=escape(f"run {result.run_dir}"), show_header=False, title_justify="left")
+def train_output(result: TrainResult, wall_seconds: float) -> TrainOutput:
+    """The final summary of a run: what `--json` prints and the table shows (dense or MoE as
+    the run's saved config says, which an --init-from artifact may have set)."""
+    from moectl import rundir
+
+    run_dir = Path(result.run_dir)
+    best = rundir.best_model(run_dir)
+    if result.stop_reason == "interrupted":
+        next_command = f"moectl train --run-dir {run_dir} --resume"
+    else:
+        next_command = f"moectl evaluate {run_dir}"
+    return TrainOutput(
+        run_dir=result.run_dir,
+        kind="moe" if rundir.read_run_config(run_dir).moe.enabled else "dense",
+        steps=result.steps,
+        max_steps=result.max_steps,
+        stop_reason=result.stop_reason,
+        stop_signal=result.stop_signal,
+        wall_seconds=wall_seconds,
+        best_dir=str(best) if best is not None else None,
+        best_step=result.best_step,
+        best_eval_loss=result.best_eval_loss,
+        last_train_loss=result.last_train_loss,
+        eval_domain_loss=result.last_eval.domain_loss if result.last_eval else {},
+        tokens_per_s=result.tokens_per_s,
+        collapse_warnings=len(result.collapse_events),
+        last_checkpoint=result.last_checkpoint,
+        next_command=next_command,
+    )
+
+
+def render_result(summary: TrainOutput) -> None:
+    table = Table(title=escape(f"run {summary.run_dir}"), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("steps", f"{result.steps} / {result.max_steps}")
-    table.add_row("stopped", result.stop_reason)
-    if result.last_train_loss is not None:
-        table.add_row("last train loss", f"{result.last_train_loss:.4f}")
-    if result.best_eval_loss is not None:
-        table.add_row("best eval loss", f"{result.best_eval_loss:.4f} (step {result.best_step})")
-    for domain, loss in (result.last_eval.domain_loss if result.last_eval else {}).items():
+    table.add_row("model", "MoE" if summary.kind == "moe" else "dense")
+    table.add_row("steps", f"{summary.steps} / {summary.max_steps}")
+    table.add_row("stopped", summary.stop_reason)
+    table.add_row("wall time", f"{summary.wall_seconds:.1f} s")
+    if summary.last_train_loss is not None:
+        table.add_row("last train loss", f"{summary.last_train_loss:.4f}")
+    if summary.best_eval_loss is not None:
+        table.add_row("best eval loss", f"{summary.best_eval_loss:.4f} (step {summary.best_step})")
+    for domain, loss in summary.eval_domain_loss.items():
         table.add_row(f"  eval {escape(domain)}", f"{loss:.4f}")
-    table.add_row("collapse warnings", str(len(result.collapse_events)))
-    table.add_row("throughput", f"{result.tokens_per_s:,.0f} tokens/s")
-    table.add_row("last checkpoint", escape(result.last_checkpoint or "-"))
+    table.add_row("collapse warnings", str(summary.collapse_warnings))
+    table.add_row("throughput", f"{summary.tokens_per_s:,.0f} tokens/s")
+    table.add_row("last checkpoint", escape(summary.last_checkpoint or "-"))
     console.print(table)
+    # Paths and the next command on lines of their own, never cut, so they can be copied.
+    for label, value in (("best model", summary.best_dir or "-"), ("next", summary.next_command)):
+        console.print(f"[bold]{label}:[/] {escape(value)}", highlight=False, soft_wrap=True)
+
+
+def failure_of(error: BaseException, run_dir: Path) -> RunFailure | None:
+    """The one-line RunFailure (exit 1) for a run that fails while it runs for want of memory
+    or disk space; None for anything else."""
+    import torch
+
+    resume = f"moectl train --run-dir {run_dir} --resume"  # from the last checkpoint, if any
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RunFailure(
+            f"no space left on the device while writing {error.filename or run_dir}",
+            hint=f"free some space, then resume ({resume}) or train again in a new --run-dir",
+        )
+    out_of_memory = isinstance(error, RuntimeError) and "out of memory" in str(error)  # MPS, HIP
+    if out_of_memory or isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+        return RunFailure(
+            f"out of memory during training: {' '.join(str(error).split())[:200]}",
+            hint="lower train.batch_size (raise train.grad_accum to keep the tokens per step) "
+            "and train again in a new --run-dir",
+        )
+    return None
 
 
 def train(
@@ -172,12 +232,15 @@ def train(
             help="Print the resolved config and exit (writes nothing).",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train a dense or MoE decoder (GPT-2 or Llama-family) on a prepared corpus; Ctrl-C saves
     a checkpoint to resume.
 
     An interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM) after its checkpoint; resuming a
-    run that is already complete does nothing and exits 0.
+    run that is already complete does nothing and exits 0. A bad config or input exits 2 before
+    anything is written; a run that fails while it runs (a non-finite loss, out of memory, a
+    full disk) exits 1. --json prints the final summary as JSON.
 
     Metrics also go to TensorBoard (RUN_DIR/tensorboard) and W&B with the train.sinks option,
     e.g. --set 'train.sinks=["tensorboard", "wandb"]' (names: docs/interop.md).
@@ -241,22 +304,40 @@ def train(
             "no corpus given", hint="pass --data DIR, a corpus written by `moectl prepare-data`"
         )
     assert run_dir is not None
-    _run(cfg, data_dir, run_dir, (resume_path or True) if resume else None, init_from)
+    _run(cfg, data_dir, run_dir, (resume_path or True) if resume else None, init_from, as_json)
 
 
 def _run(
-    cfg: RunConfig, data_dir: Path, run_dir: Path, resume: Path | bool | None, init: Path | None
+    cfg: RunConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: Path | bool | None,
+    init: Path | None,
+    as_json: bool,
 ) -> None:
-    from moectl.training.trainer import train_run
+    from moectl.training.trainer import check_run, train_run
 
+    check_run(cfg, data_dir, run_dir, resume=resume, init_from=init)
     if int(os.environ.get("RANK", "0")) != 0:
         train_run(cfg, data_dir, run_dir, resume=resume, init_from=init)
         return
     err_console.print(
         f"training {cfg.name} on {data_dir} -> {run_dir}", highlight=False, markup=False
     )
-    with TrainProgress(plain=not err_console.is_terminal) as progress:
-        result = train_run(cfg, data_dir, run_dir, resume=resume, init_from=init, callback=progress)
+    started = time.monotonic()
+    try:
+        with TrainProgress(plain=not err_console.is_terminal) as progress:
+            result = train_run(
+                cfg, data_dir, run_dir, resume=resume, init_from=init, callback=progress
+            )
+    except (OSError, RuntimeError, MemoryError) as error:
+        failure = failure_of(error, run_dir)
+        if failure is None:
+            raise
+        raise failure from error
+    summary = train_output(result, time.monotonic() - started)
+    if as_json:
+        print_json(summary)
     if result.stop_reason == "already_complete":
         err_console.print(
             f"run {run_dir} is already complete at step {result.steps}; nothing to do",
@@ -265,7 +346,8 @@ def _run(
             soft_wrap=True,
         )
         return
-    render_result(result)
+    if not as_json:
+        render_result(summary)
     if result.stop_reason == "collapse":
         last = result.collapse_events[-1]
         err_console.print(

@@ -146,13 +146,14 @@ TRACKING_INSTALL = 'pip install "moectl[tracking]"'
 _SINK_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
-def check_sinks(names: list[str]) -> None:
-    """A TrainingError with the install command for any requested sink that is not installed."""
+def check_sinks(names: list[str], requested_by: str = "train.sinks") -> None:
+    """A TrainingError with the install command for any requested sink that is not installed;
+    `requested_by` names where the user asked for it (train.sinks, or `moectl log --to`)."""
     missing = [name for name in names if importlib.util.find_spec(_SINK_PACKAGES[name]) is None]
     if missing:
         raise TrainingError(
-            f"metric sink(s) {', '.join(missing)} requested in train.sinks but not installed",
-            hint=f"install them with: {TRACKING_INSTALL} (or drop them from train.sinks)",
+            f"metric sink(s) {', '.join(missing)} requested by {requested_by} but not installed",
+            hint=f"install them with: {TRACKING_INSTALL} (or drop them from {requested_by})",
         )
 
 

@@ -25,7 +25,7 @@ from moectl import fs, rundir
 from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
-from moectl.errors import TrainingError
+from moectl.errors import RunFailure, TrainingError
 from moectl.model.compat import check_model_fits_corpus
 from moectl.model.initial import write_init_record
 from moectl.model.io import read_meta, save_model
@@ -112,29 +112,7 @@ def train_run(
     """
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     init_path = Path(init_from) if init_from is not None else None
-    if resume and init_path is not None:
-        raise TrainingError(
-            "--resume and --init-from cannot be combined: a resumed run continues its own model",
-            hint="drop --init-from to resume, or start a new --run-dir from the artifact",
-        )
-    check_sinks(config.train.sinks)
-    check_parallel(config.train, launched_world_size())
-    if init_path is not None and not init_path.is_dir():
-        raise TrainingError(
-            f"--init-from {init_path} does not exist",
-            hint="pass a model directory such as runs/dense/best",
-        )
-    rundir.check_run_dir(run_dir, resuming=bool(resume))
-    fs.check_writable(run_dir, "--run-dir")
-    corpus = load_corpus(data_dir)
-    corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
-    config = config_of_pretrained(config.model_copy(update={"data": corpus.manifest.config}))
-    check_context(config, corpus.block_size)
-    if init_path is not None:
-        artifact = read_meta(init_path)
-        check_model_fits_corpus(artifact, corpus, str(init_path))
-        config = config_of_artifact(config, artifact)
-        check_init_routing(config, artifact, init_path)
+    config, corpus = _checked_inputs(config, data_dir, run_dir, resume, init_path)
     fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
@@ -176,6 +154,55 @@ def train_run(
             return trainer.run()
     finally:
         shutdown(ctx)
+
+
+def check_run(
+    config: RunConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: Path | bool | None = None,
+    init_from: str | Path | None = None,
+) -> None:
+    """Every check `train_run` makes before it builds a model (config against corpus, run
+    directory, sinks, parallelism, --init-from), without writing: a caller validates first
+    and only then says that training starts."""
+    init_path = Path(init_from) if init_from is not None else None
+    _checked_inputs(config, Path(data_dir), Path(run_dir), resume, init_path)
+
+
+def _checked_inputs(
+    config: RunConfig,
+    data_dir: Path,
+    run_dir: Path,
+    resume: Path | bool | None,
+    init_path: Path | None,
+) -> tuple[RunConfig, Corpus]:
+    """The config completed from the corpus (and --init-from artifact) once every input checks."""
+    if resume and init_path is not None:
+        raise TrainingError(
+            "--resume and --init-from cannot be combined: a resumed run continues its own model",
+            hint="drop --init-from to resume, or start a new --run-dir from the artifact",
+        )
+    check_sinks(config.train.sinks)
+    check_parallel(config.train, launched_world_size())
+    if init_path is not None and not init_path.is_dir():
+        raise TrainingError(
+            f"--init-from {init_path} does not exist",
+            hint="pass a model directory such as runs/dense/best",
+        )
+    rundir.check_run_dir(run_dir, resuming=bool(resume))
+    fs.check_writable(run_dir, "--run-dir")
+    corpus = load_corpus(data_dir)
+    corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
+    config = config_of_pretrained(config.model_copy(update={"data": corpus.manifest.config}))
+    check_context(config, corpus.block_size)
+    if init_path is not None:
+        artifact = read_meta(init_path)
+        check_model_fits_corpus(artifact, corpus, str(init_path))
+        config = config_of_artifact(config, artifact)
+        check_init_routing(config, artifact, init_path)
+    return config, corpus
 
 
 def _seed_everything(seed: int) -> None:
@@ -518,6 +545,12 @@ class _Trainer:
             self.last_max_share = max(self.routing.max_fractions().values())
         window.reset()
         self._write("metrics", row, "train")
+        if not math.isfinite(row.loss):
+            raise RunFailure(
+                f"the training loss is {row.loss} at step {row.step}; training stopped",
+                hint="lower train.lr and train again in a new --run-dir (this run's "
+                "metrics.jsonl holds the steps before it)",
+            )
 
     def _log_initial_routing(self) -> None:
         """The step-0 routing row: the first update's forward passes, which run on the model as
