@@ -4,11 +4,11 @@ each figure shows, and the provenance (version, commit, seeds, commands, every r
 
 from __future__ import annotations
 
-import html
 import re
 import subprocess
 from pathlib import Path
 
+from markupsafe import escape
 from test_viz import synthetic_result, write_run
 
 from moectl import __version__
@@ -58,7 +58,7 @@ def test_report_structure(tmp_path: Path, monkeypatch) -> None:
     assert "<td>code</td><td>4</td><td>3</td>" in sample and "seed 7" in sample
     assert "<p class='warning'>eval sample: code has 3" in sample
     assert (
-        html.escape(CAPTIONS["routing-heatmap"]) in page
+        str(escape(CAPTIONS["routing-heatmap"])) in page
         and "<figcaption><b>routing heatmap moe.</b>" in page
     )
     provenance_html = page[page.index("<h2>Provenance</h2>") :]
