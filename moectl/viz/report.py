@@ -4,8 +4,10 @@ The findings lead as a table (verdict, the number that decides it with its inter
 is compared against), their details below it, then the eval sample, the measurements, the token
 routing section, the figures with captions and the provenance (version, commit, seeds, commands,
 every run's config). Figures are embedded (PNG as base64, SVG inline) and the token routing is
-part of the page, so the file can be moved, mailed or archived alone. The layout reads on a
-phone: a viewport tag, wide tables scroll inside their own box, figures shrink to fit.
+part of the page, so the file can be moved, mailed or archived alone. The HTML is the Jinja2
+templates in moectl/viz/templates (autoescaped); this module shapes the numbers into rows. The
+layout reads on a phone: below BREAKPOINT_PX the findings and the wide tables become one card
+per row (each value under its column's name) and multi-panel figures show their stacked version.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ CAPTIONS = {
 }
 """What each figure shows, by the figure's file stem (routing-heatmap-<model> and
 token-types-<model> by their prefix)."""
+NARROW_DIR = "narrow"
+"""Beside the figures: the same figures with their panels stacked, one per row, for a phone."""
+BREAKPOINT_PX = 600
+"""Below this width the report stacks: tables become cards, figures their stacked version."""
 
 
 @dataclass
@@ -261,15 +267,19 @@ def caption(stem: str) -> str:
 
 
 def _figure(figure: Path) -> dict[str, Any]:
-    """A figure as the template embeds it: inline SVG markup, or PNG bytes as base64."""
-    svg = png = None
+    """A figure as the template embeds it: inline SVG markup, or PNG bytes as base64 with its
+    stacked version (NARROW_DIR beside it) for a phone when there is one."""
+    svg = png = narrow = None
+    stacked = figure.parent / NARROW_DIR / figure.name
     if figure.suffix == ".svg":
         text = figure.read_text(encoding="utf-8")
         svg = Markup(text[text.find("<svg") :])
     else:
         png = base64.b64encode(figure.read_bytes()).decode("ascii")
+        if stacked.is_file():
+            narrow = base64.b64encode(stacked.read_bytes()).decode("ascii")
     return {"title": figure.stem.replace("-", " "), "caption": caption(figure.stem),
-            "svg": svg, "png": png}  # fmt: skip
+            "svg": svg, "png": png, "narrow": narrow}  # fmt: skip
 
 
 def _seed_counts(finding: Finding) -> str:
@@ -351,6 +361,7 @@ def render_report(
         version=__version__,
         viewport=Markup(VIEWPORT),
         token_style=Markup(TOKEN_STYLE),
+        breakpoint=BREAKPOINT_PX,
         findings=_findings_rows(findings or []),
         details=findings or [],
         sample=_sample(results),
