@@ -4,11 +4,11 @@ each figure shows, and the provenance (version, commit, seeds, commands, every r
 
 from __future__ import annotations
 
-import html
 import re
 import subprocess
 from pathlib import Path
 
+from markupsafe import escape
 from test_viz import synthetic_result, write_run
 
 from moectl import __version__
@@ -46,11 +46,14 @@ def test_report_structure(tmp_path: Path, monkeypatch) -> None:
     page = render_report(runs, [moe], [figure], findings=findings, provenance=provenance)
 
     assert "name='viewport'" in page
-    table = re.search(r"<table class='findings'>(.*?)</table>", page, re.S).group(1)
-    assert page.index("<table class='findings'>") < page.index("Findings in detail")
+    table = re.search(r"<table class='findings cards'>(.*?)</table>", page, re.S).group(1)
+    assert page.index("<table class='findings cards'>") < page.index("Findings in detail")
     rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
     assert len(rows) == 2
-    cells = re.findall(r"<td>(.*?)</td>", rows[0], re.S)
+    labels = re.findall(r"<td data-label='([^']*)'>", rows[0])
+    assert labels == ["finding", "verdict", "deciding number [95% CI]", "compared against",
+                      "seeds"]  # fmt: skip
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)
     assert "better" in cells[1] and "<b>-0.062</b> [-0.070, -0.054]" in cells[2]
     assert cells[3] == "control loss" and cells[4] == "better 1/2, inherited 1/2"
     assert "summary of loss &lt;b&gt;" in page and "<li>detail loss one</li>" in page
@@ -58,7 +61,7 @@ def test_report_structure(tmp_path: Path, monkeypatch) -> None:
     assert "<td>code</td><td>4</td><td>3</td>" in sample and "seed 7" in sample
     assert "<p class='warning'>eval sample: code has 3" in sample
     assert (
-        html.escape(CAPTIONS["routing-heatmap"]) in page
+        str(escape(CAPTIONS["routing-heatmap"])) in page
         and "<figcaption><b>routing heatmap moe.</b>" in page
     )
     provenance_html = page[page.index("<h2>Provenance</h2>") :]
@@ -79,8 +82,9 @@ def test_a_one_seed_study_shows_its_seed_count_and_lists_the_seed_in_provenance(
     runs = [load_run(write_run(tmp_path / "moe", moe=True))]
     finding = _finding("loss", "better", True).model_copy(update={"seeds": [7]})
     page = render_report(runs, [], [], findings=[finding], provenance=Provenance.of([], [7]))
-    table = re.search(r"<table class='findings'>(.*?)</table>", page, re.S).group(1)
-    cells = re.findall(r"<td>(.*?)</td>", re.findall(r"<tr>(.*?)</tr>", table, re.S)[1], re.S)
+    table = re.search(r"<table class='findings cards'>(.*?)</table>", page, re.S).group(1)
+    row = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
     assert cells[4] == "1"
     assert "seeds 7" in page[page.index("<h2>Provenance</h2>") :]
 

@@ -1,6 +1,6 @@
 """report.html in a real headless Chromium (the distribution's package), at a phone's width and
-at a laptop's screen: no console errors, every image decodes, no horizontal scroll at 390 px,
-readable text, and the findings table within the first 1280x800 screen. Plus the chips' text
+at a laptop's screen: no console errors, every image decodes, no horizontal scroll at 390 px
+(the page, and no element inside the findings or the tables that become cards), readable text, and the findings table within the first 1280x800 screen. Plus the chips' text
 contrast, computed from the palette.
 
 CI installs Chromium (.ci/run) and sets CI=true: there a missing browser fails the test; on a
@@ -52,6 +52,14 @@ addEventListener('load', () => {
         .filter(e => !e.closest('div.wide, pre'))
         .filter(e => e.getBoundingClientRect().right > d.documentElement.clientWidth)
         .slice(0, 5).map(e => e.tagName + '.' + e.className),
+      // inside the findings and every table that turns into cards: nothing may need a
+      // sideways scroll of its own (a box narrower than its content), not just the page
+      innerScroll: [...d.querySelectorAll('table.cards, table.cards *')]
+        .concat([...d.querySelectorAll('table.findings')].map(t => t.parentElement))
+        .filter(e => e.scrollWidth > e.clientWidth && e.clientWidth > 0)
+        .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>'
+          + e.clientWidth + ' ' + e.textContent.slice(0, 40)),
+      findingsCells: d.querySelectorAll('table.findings td').length,
       fontSize: parseFloat(w.getComputedStyle(d.body).fontSize),
       findingsBottom: row ? row.getBoundingClientRect().bottom : null,
       height: w.innerHeight,
@@ -146,6 +154,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
         assert page["fontSize"] >= 14, (name, page)
     phone, laptop = checks["phone"], checks["laptop"]
     assert phone["frameWidth"] == 390 and phone["scrollWidth"] <= phone["width"], str(phone)
+    assert phone["findingsCells"] == 4 * 5 and phone["innerScroll"] == [], phone["innerScroll"]
     assert laptop["findingsBottom"] is not None and laptop["findingsBottom"] <= 800, laptop
 
 

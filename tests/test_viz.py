@@ -183,13 +183,20 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
         if path.suffix == ".png":
             width, height = _png_size(path)
             assert 300 < width < 4000 and 200 < height < 4000, (path.name, width, height)
+    narrow = {p.name for p in written if p.parent.name == "narrow"}
+    assert narrow == {n for n in names if n.endswith(".png")} - {"lb-loss.png"}
+    for name in ("routing-heatmap-moe.png", "router-entropy.png", "domain-loss.png"):
+        (wide_w, wide_h), (narrow_w, narrow_h) = (
+            _png_size(tmp_path / "figures" / sub / name) for sub in ("", "narrow")
+        )
+        assert narrow_w < wide_w and narrow_h > wide_h, name  # its panels stacked
     assert any("dense" in w for w in warnings)
     tokens = _parse(tmp_path / "figures" / "tokens.html")
     assert tokens.tokens == 3 * 9 * 2  # 3 samples x 9 tokens x 2 MoE layers
     assert "script" not in tokens.tags
     report = (tmp_path / "figures" / "report.html").read_text(encoding="utf-8")
     _parse(tmp_path / "figures" / "report.html")
-    assert report.count("data:image/png;base64,") == 7
+    assert report.count("data:image/png;base64,") == 7 + 6  # and the stacked ones
     assert _parse(tmp_path / "figures" / "report.html").tokens == tokens.tokens  # inside it
     assert "layer 2 at step" in report  # collapse event of the no-lb run
     assert "random-assignment baseline" in report and "uniform-router" not in report

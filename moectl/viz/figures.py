@@ -34,8 +34,9 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def routing_heatmaps(result: EvaluationResult, path: Path) -> Path | None:
-    """Domain x expert share heatmaps, one panel per MoE layer, for one evaluated model."""
+def routing_heatmaps(result: EvaluationResult, path: Path, stacked: bool = False) -> Path | None:
+    """Domain x expert share heatmaps, one panel per MoE layer, for one evaluated model
+    (`stacked`: one panel per row, for a phone)."""
     if not result.routing:
         return None
     panels = []
@@ -45,7 +46,7 @@ def routing_heatmaps(result: EvaluationResult, path: Path) -> Path | None:
         title = f"layer {layer.layer}: NMI {spec.nmi:.3f} (uniform {spec.baseline_nmi:.3f})"
         panels.append((title, domains, [layer.domain_fractions[d] for d in domains]))
     title = f"{result.name}: which experts each domain's tokens go to (top-{result.top_k})"
-    return _save(_share_heatmaps(panels, title), path)
+    return _save(_share_heatmaps(panels, title, 1 if stacked else 3), path)
 
 
 def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
@@ -68,9 +69,11 @@ def figure_pixels(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _share_heatmaps(panels: list[tuple[str, list[str], list[list[float]]]], title: str) -> Figure:
+def _share_heatmaps(
+    panels: list[tuple[str, list[str], list[list[float]]]], title: str, max_cols: int = 3
+) -> Figure:
     """One domain x expert heatmap per (title, domains, shares) panel, a shared colour bar."""
-    rows, cols = _grid(len(panels))
+    rows, cols = _grid(len(panels), max_cols)
     n_experts = max(len(shares[0]) for _, _, shares in panels if shares)
     fig = Figure(
         layout="constrained", figsize=(1.0 + 0.55 * n_experts * cols + 1.2, 0.6 + 0.55 * 4 * rows)
@@ -108,6 +111,16 @@ def _share_heatmaps(panels: list[tuple[str, list[str], list[list[float]]]], titl
     return fig
 
 
+def _panel_row(
+    n: int, width: float, height: float, stacked: bool, sharey: bool = False
+) -> tuple[Figure, list[Any]]:
+    """`n` panels side by side, or one under the other when `stacked` (a phone's figure)."""
+    shape = (n, 1) if stacked else (1, n)
+    fig = Figure(layout="constrained", figsize=(width * shape[1], height * shape[0]))
+    axes = fig.subplots(*shape, squeeze=False, sharey=sharey and not stacked)
+    return fig, list(axes.flat)
+
+
 def _routing_runs(runs: list[RunLogs]) -> list[RunLogs]:
     return [run for run in runs if run.routing]
 
@@ -133,15 +146,14 @@ def _n_experts(run: RunLogs) -> int | None:
 
 
 def _layer_panels(
-    runs: list[RunLogs], key: str, height: float
+    runs: list[RunLogs], key: str, height: float, stacked: bool = False
 ) -> tuple[Figure, list[tuple[Any, RunLogs, dict[str, tuple[list[int], list[float]]]]]] | None:
     """One panel per run whose routing log has `key`, each with one line per MoE layer; returns
     the figure and (axes, run, series) per panel for the caller's extra marks, or None."""
     runs = [run for run in _routing_runs(runs) if _layer_series(run, key)]
     if not runs:
         return None
-    fig = Figure(layout="constrained", figsize=(4.2 * len(runs), height))
-    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    fig, axes = _panel_row(len(runs), 4.2, height, stacked, sharey=True)
     panels = []
     for ax, run in zip(axes, runs, strict=True):
         series = _layer_series(run, key)
@@ -153,9 +165,9 @@ def _layer_panels(
     return fig, panels
 
 
-def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+def entropy_over_training(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
     """Mean router entropy per layer against step, one panel per run with routing logs."""
-    drawn = _layer_panels(runs, "entropy", 3.4)
+    drawn = _layer_panels(runs, "entropy", 3.4, stacked)
     if drawn is None:
         return None
     fig, panels = drawn
@@ -169,11 +181,11 @@ def entropy_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def nmi_over_training(runs: list[RunLogs], path: Path) -> Path | None:
+def nmi_over_training(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
     """NMI(domain; expert) per layer against step, one panel per MoE run, from the routing log's
     counts: the step-0 row (the init router) as a dotted level per layer, and the
     random-assignment level (same totals, no dependence) as a grey dashed line."""
-    drawn = _layer_panels(runs, "nmi", 3.6)
+    drawn = _layer_panels(runs, "nmi", 3.6, stacked)
     if drawn is None:
         return None
     fig, panels = drawn
@@ -197,9 +209,9 @@ def nmi_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def collapse_trajectory(runs: list[RunLogs], path: Path) -> Path | None:
+def collapse_trajectory(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
     """Busiest expert's share per layer against step, with the collapse threshold and events."""
-    drawn = _layer_panels(runs, "max_fraction", 3.6)
+    drawn = _layer_panels(runs, "max_fraction", 3.6, stacked)
     if drawn is None:
         return None
     fig, panels = drawn
@@ -239,7 +251,7 @@ def collapse_trajectory(runs: list[RunLogs], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def domain_losses(runs: list[RunLogs], path: Path) -> Path | None:
+def domain_losses(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
     """Train (thin) and eval (bold) loss per domain against step, a panel per domain."""
     domains: list[str] = []
     for run in runs:
@@ -249,8 +261,7 @@ def domain_losses(runs: list[RunLogs], path: Path) -> Path | None:
                     domains.append(domain)
     if not domains:
         return None
-    fig = Figure(layout="constrained", figsize=(4.0 * len(domains), 3.4))
-    axes = fig.subplots(1, len(domains), squeeze=False)[0]
+    fig, axes = _panel_row(len(domains), 4.0, 3.4, stacked)
     for ax, domain in zip(axes, domains, strict=True):
         for i, run in enumerate(runs):
             for rows, style in (
@@ -295,15 +306,17 @@ def lb_loss_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def token_type_bars(result: EvaluationResult, path: Path) -> Path | None:
+def token_type_bars(result: EvaluationResult, path: Path, stacked: bool = False) -> Path | None:
     """Expert shares of each token type (stacked bars), a panel per layer and domain group."""
     panels = [(layer, tt) for layer in result.routing for tt in layer.token_types]
     if not panels:
         return None
     groups = sorted({tt.group for _, tt in panels})
     layers = [layer.layer for layer in result.routing]
-    fig = Figure(layout="constrained", figsize=(5.5 * len(groups), 1.0 + 3.0 * len(layers)))
-    axes = fig.subplots(len(layers), len(groups), squeeze=False)
+    rows, cols = (len(layers) * len(groups), 1) if stacked else (len(layers), len(groups))
+    fig = Figure(layout="constrained", figsize=(5.5 * cols, 1.0 + 3.0 * rows))
+    grid = fig.subplots(rows, cols, squeeze=False)
+    axes = [grid.flat[i * len(groups) : (i + 1) * len(groups)] for i in range(len(layers))]
     n_experts = result.routing[0].n_experts
     for layer, tt in panels:
         ax = axes[layers.index(layer.layer)][groups.index(tt.group)]

@@ -4,18 +4,23 @@ The findings lead as a table (verdict, the number that decides it with its inter
 is compared against), their details below it, then the eval sample, the measurements, the token
 routing section, the figures with captions and the provenance (version, commit, seeds, commands,
 every run's config). Figures are embedded (PNG as base64, SVG inline) and the token routing is
-part of the page, so the file can be moved, mailed or archived alone. The layout reads on a
-phone: a viewport tag, wide tables scroll inside their own box, figures shrink to fit.
+part of the page, so the file can be moved, mailed or archived alone. The HTML is the Jinja2
+templates in moectl/viz/templates (autoescaped); this module shapes the numbers into rows. The
+layout reads on a phone: below BREAKPOINT_PX the findings and the wide tables become one card
+per row (each value under its column's name) and multi-panel figures show their stacked version.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 
 from moectl.analysis.bootstrap import format_interval
 from moectl.analysis.evaluate import SAMPLE_NOTE
@@ -29,29 +34,6 @@ from moectl.model.balance import balance_setting
 from moectl.version import __version__
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1em auto; color: #222; max-width: 1200px;
-  padding: 0 1em; font-size: 16px; line-height: 1.45; }
-h1 { font-size: 1.6em; margin: 0.3em 0; }
-h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-h3 { font-size: 1.05em; margin-bottom: 0.3em; }
-div.wide { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f4f4f4; }
-td.best { font-weight: bold; background: #e8f5e9; }
-table.findings td, table.findings th { text-align: left; }
-figure { margin: 1.5em 0; } figure img, figure svg { max-width: 100%; height: auto; }
-figcaption { color: #444; font-size: 0.9em; }
-p.note { color: #555; font-size: 0.9em; }
-p.warning { color: #8a4b00; background: #fff4e0; padding: 0.4em 0.6em; }
-span.yes { color: #1b5e20; font-weight: bold; } span.no { color: #b71c1c; font-weight: bold; }
-pre { overflow-x: auto; background: #f7f7f7; padding: 0.5em; font-size: 0.85em; }
-ul.details li { margin: 0.3em 0; }
-p, li, h3 { overflow-wrap: anywhere; }
-"""
 
 CAPTIONS = {
     "domain-loss": "Loss per domain over training, one line per run (bold: the trainer's "
@@ -74,6 +56,10 @@ CAPTIONS = {
 }
 """What each figure shows, by the figure's file stem (routing-heatmap-<model> and
 token-types-<model> by their prefix)."""
+NARROW_DIR = "narrow"
+"""Beside the figures: the same figures with their panels stacked, one per row, for a phone."""
+BREAKPOINT_PX = 600
+"""Below this width the report stacks: tables become cards, figures their stacked version."""
 
 
 @dataclass
@@ -117,20 +103,6 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def _table(header: list[str], rows: list[list[str]], best: dict[int, int] | None = None) -> str:
-    """An HTML table from HTML cells; `best` maps a column to the row whose cell is best."""
-    best = best or {}
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = []
-    for r, row in enumerate(rows):
-        cells = "".join(
-            f"<td class='best'>{cell}</td>" if best.get(c) == r else f"<td>{cell}</td>"
-            for c, cell in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
-
-
 def _best_rows(values: list[list[float | None]], lower_is_better: list[bool]) -> dict[int, int]:
     best = {}
     for c, lower in enumerate(lower_is_better):
@@ -140,62 +112,52 @@ def _best_rows(values: list[list[float | None]], lower_is_better: list[bool]) ->
     return best
 
 
-def _runs_section(runs: list[RunLogs]) -> str:
+def _runs_rows(runs: list[RunLogs]) -> list[list[str]]:
     rows = []
     for run in runs:
         moe = run.config.moe
         kind = f"MoE {moe.routing_label}, {balance_setting(moe)}" if run.is_moe else "dense"
         last_train = run.train[-1] if run.train else {}
         last_eval = run.eval[-1] if run.eval else {}
-        events = run.collapse_events()
         rows.append(
             [
-                html.escape(run.name),
-                html.escape(kind),
+                run.name,
+                kind,
                 str(last_train.get("step", "-")),
                 f"{last_eval['loss']:.3f}" if last_eval.get("loss") is not None else "-",
-                str(len(events))
+                str(len(run.collapse_events()))
                 if run.routing is not None
                 else ("no routing log" if run.is_moe else "- (dense)"),
             ]
         )
-    return (
-        "<h2>Runs compared</h2>"
-        + _table(["run", "model", "steps", "training-time eval loss", "collapse warnings"], rows)
-        + "<p class='note'>The training-time eval loss is the trainer's last periodic eval, on "
-        "its own subset of eval blocks (train.eval_max_blocks); the losses below come from "
-        "<code>moectl evaluate</code> on one common block set and are the ones the findings "
-        "use.</p>"
-    )
+    return rows
 
 
-def _loss_section(results: list[EvaluationResult]) -> str:
+def _loss_table(results: list[EvaluationResult]) -> dict[str, Any] | None:
+    if not results:
+        return None
     domains: list[str] = []
     for result in results:
         domains += [d for d in result.domain_loss if d not in domains]
-    header = ["model", "loss", "ppl"] + [
-        f"<span style='color:{domain_color(d, domains)}'>{html.escape(d)}</span> loss"
-        for d in domains
+    header: list[Any] = ["model", "loss", "ppl"] + [
+        {"text": d, "color": domain_color(d, domains), "tail": "loss"} for d in domains
     ]
-    values: list[list[float | None]] = []
+    values = [[None, r.loss, r.ppl] + [r.domain_loss.get(d) for d in domains] for r in results]
+    best = _best_rows(values, [True] * len(header))
     rows = []
-    for result in results:
-        numbers = [None, result.loss, result.ppl] + [result.domain_loss.get(d) for d in domains]
-        values.append(numbers)
+    for r, (result, numbers) in enumerate(zip(results, values, strict=True)):
         name = result.name + (f" ({result.routing_label})" if result.routing_label else "")
         rows.append(
-            [html.escape(name)] + [f"{v:.3f}" if v is not None else "-" for v in numbers[1:]]
+            [name]
+            + [
+                {"text": f"{v:.3f}" if v is not None else "-", "best": best.get(c) == r}
+                for c, v in enumerate(numbers)
+                if c > 0
+            ]
         )
-    table = _table(header, rows, _best_rows(values, [True] * len(header)))
-    split = results[0].split if results else "eval"
-    corpus = results[0].corpus_name if results else ""
-    blocks = results[0].blocks if results else 0
-    return (
-        f"<h2>Per-domain loss ({html.escape(corpus)}, {html.escape(split)} split, {blocks} "
-        "blocks, moectl evaluate)</h2>"
-        + table
-        + "<p class='note'>Mean next-token cross-entropy (nats); best per column in bold.</p>"
-    )
+    first = results[0]
+    return {"header": header, "rows": rows, "corpus": first.corpus_name, "split": first.split,
+            "blocks": first.blocks}  # fmt: skip
 
 
 def _score(value: float | None, ci: tuple[float, float] | None, signed: bool = False) -> str:
@@ -204,21 +166,22 @@ def _score(value: float | None, ci: tuple[float, float] | None, signed: bool = F
     return f"{value:{'+' if signed else ''}.3f} {format_interval(ci, signed=signed)}"
 
 
-def _gate_null_cell(null: GateNull | None, verdict: str | None) -> str:
+def _gate_null_cell(null: GateNull | None, verdict: str | None) -> dict[str, Any] | str:
     if null is None:
         return "-"
     balanced = null.balanced
-    return (
+    text = (
         f"p {null.plain.p_value:.3f} plain / "
         + (f"{balanced.p_value:.3f} balanced" if balanced else "- balanced")
         + f"; percentile {null.plain.percentile:.0f} (n={null.n}; "
         f"{null.plain.q05:.3f}-{null.plain.q95:.3f}); excess {null.plain.excess:+.3f} "
-        f"± {null.plain.excess_se:.3f}" + (f" <b>{html.escape(verdict)}</b>" if verdict else "")
+        f"± {null.plain.excess_se:.3f}"
     )
+    return {"text": text, "bold": verdict}
 
 
-def _specialization_section(results: list[EvaluationResult]) -> str:
-    rows = []
+def _specialization_rows(results: list[EvaluationResult]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
     for result in results:
         specs = [layer.specialization for layer in result.routing]
         verdicts = family_verdicts(
@@ -228,96 +191,55 @@ def _specialization_section(results: list[EvaluationResult]) -> str:
         for layer, verdict in zip(result.routing, verdicts, strict=True):
             spec = layer.specialization
             tops = ", ".join(
-                f"{html.escape(d)} e{t.expert} {t.ratio_to_uniform:.2f}x "
+                f"{d} e{t.expert} {t.ratio_to_uniform:.2f}x "
                 f"{format_interval(t.ratio_ci, 2, signed=False)}"
                 for d, t in layer.top_expert.items()
             )
             probe = spec.probe
+            corrected = spec.corrected
             rows.append(
                 [
-                    html.escape(result.name),
+                    result.name,
                     str(layer.layer),
                     _score(spec.nmi, spec.nmi_ci),
                     _score(spec.frozen_gate_nmi, spec.frozen_gate_nmi_ci)
                     if spec.init_nmi is not None
-                    else html.escape(f"no control ({result.init_control or 'no init record'})"),
-                    _score(spec.router_made.difference, spec.router_made.ci, signed=True)
-                    + (f" <b>{spec.router_made.verdict}</b>" if spec.router_made.verdict else ""),
+                    else f"no control ({result.init_control or 'no init record'})",
+                    {
+                        "text": _score(spec.router_made.difference, spec.router_made.ci, True),
+                        "bold": spec.router_made.verdict,
+                    },
                     _score(spec.init_nmi, spec.init_nmi_ci),
-                    _score(spec.emergent.difference, spec.emergent.ci, signed=True)
-                    + (f" <b>{spec.emergent.verdict}</b>" if spec.emergent.verdict else ""),
+                    {
+                        "text": _score(spec.emergent.difference, spec.emergent.ci, True),
+                        "bold": spec.emergent.verdict,
+                    },
                     _gate_null_cell(spec.gate_null, verdict),
                     _score(
-                        spec.corrected.interaction if spec.corrected else None,
-                        spec.corrected.interaction_ci if spec.corrected else None,
+                        corrected.interaction if corrected else None,
+                        corrected.interaction_ci if corrected else None,
                         signed=True,
                     ),
                     f"{probe.accuracy:.2f} / {probe.nmi:.3f} (chance {probe.chance:.2f})"
                     if probe
                     else "-",
-                    html.escape(spec.token_id.describe()) if spec.token_id else "-",
+                    spec.token_id.describe() if spec.token_id else "-",
                     _score(spec.first_choice_nmi, spec.first_choice_nmi_ci),
                     f"{spec.baseline_nmi:.4f}",
                     tops,
                 ]
             )
-    if not rows:
-        return ""
-    return (
-        "<h2>Specialization: the router against its controls</h2>"
-        + _table(
-            [
-                "model",
-                "layer",
-                "NMI(domain; expert) [95% CI]",
-                "frozen gate NMI",
-                "trained - frozen gate (one draw) [95% CI]",
-                "step-0 model NMI",
-                "trained - step 0 [95% CI]",
-                "gate null (bias-corrected NMI)",
-                "2x2 body x gate interaction [95% CI]",
-                "probe accuracy / NMI",
-                "NMI given token id: excess over its null [95% CI]",
-                "first-choice NMI",
-                "random-assignment baseline",
-                "top expert share / uniform [95% CI]",
-            ],
-            rows,
-        )
-        + f"<p class='note'>NMI = {html.escape(NMI_NORMALIZATION)}. Differences are between "
-        "bias-corrected NMIs (each minus its own baseline with domains permuted across whole "
-        "documents). The gate null: gates drawn as the init draws them route the trained "
-        "model's hidden states at the layer input by the model's own rule; p = (1 + gates at or "
-        "above the router) / (n + 1), plain and with each gate's expert load balanced to the "
-        "router's; the verdict takes the larger p, Holm over the model's layers: 'made by the "
-        "router' (beats the null and the model's routing rose over step 0), 'kept by the "
-        "router' (beats it without the rise), 'not the router' (inside it). The frozen gate is "
-        "the init gate, one draw of that null: trained minus frozen is descriptive. The step-0 "
-        "model holds body and gate at initialization: trained minus it says whether the model's "
-        "routing changed. The 2x2 interaction (trained - frozen gate - trained gate on the "
-        "step-0 body + step-0 model) measures how body and router co-adapted. The probe is a "
-        "linear domain classifier on the layer input (held-out documents), the ceiling of "
-        "domain routing. Intervals: 95% bootstrap over eval documents "
-        "(whole documents resampled within each domain; models paired). Verdicts: emerged "
-        "(interval above 0), inherited (contains 0), reduced (below 0). A top-2 NMI counts "
-        "each token twice; the first-choice NMI compares like for like across top-k. The "
-        "random-assignment baseline (labels shuffled across whole documents) only measures the "
-        "estimator's bias. NMI given token id: NMI(domain; expert | token id) minus a null "
-        "that permutes domain labels within each token id across documents, with a paired "
-        "95% interval; the raw NMI is biased upwards (a router that follows the token id plus "
-        "context noise scores well above 0), so only an excess above 0 says routing carries "
-        "the domain beyond the token id.</p>"
-    )
+    return rows
 
 
-def _collapse_section(runs: list[RunLogs]) -> str:
+def _collapse_rows(runs: list[RunLogs]) -> list[list[str]]:
     rows = []
     for run in runs:
         if run.routing is None:
             continue
         events = run.collapse_events()
         if not events:
-            rows.append([html.escape(run.name), "none", "-", "-"])
+            rows.append([run.name, "none", "-", "-"])
             continue
         first_by_layer: dict[int, int] = {}
         for event in events:
@@ -326,20 +248,13 @@ def _collapse_section(runs: list[RunLogs]) -> str:
         stop = next((e["step"] for e in events if e["stop"]), None)
         rows.append(
             [
-                html.escape(run.name),
+                run.name,
                 ", ".join(f"layer {layer} at step {s}" for layer, s in first_by_layer.items()),
                 str(len(events)),
                 f"step {stop}" if stop is not None else "no",
             ]
         )
-    if not rows:
-        return ""
-    return (
-        "<h2>Collapse events</h2>"
-        + _table(["run", "first warning", "warnings", "stopped"], rows)
-        + "<p class='note'>A warning is a router-log step where one expert took more than the "
-        "threshold of a layer's assignments.</p>"
-    )
+    return rows
 
 
 def caption(stem: str) -> str:
@@ -351,16 +266,20 @@ def caption(stem: str) -> str:
     return stem.replace("-", " ")
 
 
-def _embed(figure: Path) -> str:
-    title = html.escape(figure.stem.replace("-", " "))
-    text = html.escape(caption(figure.stem))
+def _figure(figure: Path) -> dict[str, Any]:
+    """A figure as the template embeds it: inline SVG markup, or PNG bytes as base64 with its
+    stacked version (NARROW_DIR beside it) for a phone when there is one."""
+    svg = png = narrow = None
+    stacked = figure.parent / NARROW_DIR / figure.name
     if figure.suffix == ".svg":
-        svg = figure.read_text(encoding="utf-8")
-        body = svg[svg.find("<svg") :]
+        text = figure.read_text(encoding="utf-8")
+        svg = Markup(text[text.find("<svg") :])
     else:
-        data = base64.b64encode(figure.read_bytes()).decode("ascii")
-        body = f"<img alt='{title}' src='data:image/png;base64,{data}'>"
-    return f"<figure>{body}<figcaption><b>{title}.</b> {text}</figcaption></figure>"
+        png = base64.b64encode(figure.read_bytes()).decode("ascii")
+        if stacked.is_file():
+            narrow = base64.b64encode(stacked.read_bytes()).decode("ascii")
+    return {"title": figure.stem.replace("-", " "), "caption": caption(figure.stem),
+            "svg": svg, "png": png, "narrow": narrow}  # fmt: skip
 
 
 def _seed_counts(finding: Finding) -> str:
@@ -368,93 +287,63 @@ def _seed_counts(finding: Finding) -> str:
     the verdict count per seed when there are several."""
     if len(finding.seeds) < 2:
         return str(len(finding.seeds)) if finding.seeds else "-"
-    counts = ", ".join(f"{v} {n}/{len(finding.seeds)}" for v, n in finding.seed_verdicts.items())
-    return html.escape(counts)
+    return ", ".join(f"{v} {n}/{len(finding.seeds)}" for v, n in finding.seed_verdicts.items())
 
 
-def _findings_section(findings: list[Finding]) -> str:
-    rows = [
-        [
-            f"<a href='#finding-{html.escape(f.key)}'>{html.escape(f.title)}</a>",
-            f"<span class='{'yes' if f.reproduced else 'no'}'>{html.escape(f.verdict)}</span>",
-            (html.escape(f.measure) + ": " if f.measure else "")
-            + (
-                f"<b>{f.value:+.3f}</b> {format_interval(f.ci)}"
-                if f.value is not None and f.ci is not None
-                else (f"<b>{f.value:g}</b>" if f.value is not None else "-")
-            ),
-            html.escape(f.control or "-"),
-            _seed_counts(f),
-        ]
-        for f in findings
-    ]
-    table = _table(
-        ["finding", "verdict", "deciding number [95% CI]", "compared against", "seeds"], rows
-    ).replace("<table>", "<table class='findings'>", 1)
-    return f"<h2>Findings</h2>{table}"
-
-
-def _details_section(findings: list[Finding]) -> str:
-    parts = ["<h2>Findings in detail</h2>"]
+def _findings_rows(findings: list[Finding]) -> list[list[Any]]:
+    rows = []
     for f in findings:
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in f.details)
-        parts.append(
-            f"<h3 id='finding-{html.escape(f.key)}'>{html.escape(f.title)}: "
-            f"{html.escape(f.verdict)}</h3><p>{html.escape(f.text)}</p>"
-            + (f"<ul class='details'>{items}</ul>" if items else "")
+        if f.value is not None and f.ci is not None:
+            number = {"bold": f"{f.value:+.3f}", "tail": format_interval(f.ci)}
+        elif f.value is not None:
+            number = {"bold": f"{f.value:g}"}
+        else:
+            number = {"text": "-"}
+        if f.measure:
+            number["text"] = f.measure + ":" + ("" if "bold" in number else " -")
+        rows.append(
+            [
+                {"text": f.title, "href": f"#finding-{f.key}"},
+                {"text": f.verdict, "cls": "yes" if f.reproduced else "no"},
+                number,
+                f.control or "-",
+                _seed_counts(f),
+            ]
         )
-    return "".join(parts)
+    return rows
 
 
-def _sample_section(results: list[EvaluationResult]) -> str:
+def _sample(results: list[EvaluationResult]) -> dict[str, Any] | None:
     """The eval blocks every model was scored on: per domain, blocks and their documents."""
+    if not results:
+        return None
     first = next((r for r in results if r.sample), None)
     notes = list(dict.fromkeys(note for r in results for note in r.notes))
-    parts = ["<h2>Eval sample</h2>"]
-    if first is None:
-        parts.append(
-            "<p class='note'>These results do not record their documents per domain (written "
-            "by an older moectl): intervals resample blocks.</p>"
-        )
-    else:
-        rows = [[html.escape(d), str(s.blocks), str(s.documents)] for d, s in first.sample.items()]
-        seed = f", drawn with seed {first.sample_seed}" if first.sample_seed is not None else ""
-        parts.append(
-            _table(["domain", "blocks", "documents"], rows)
-            + f"<p class='note'>{first.blocks} blocks of the {html.escape(first.split)} split"
-            f"{seed}, the same for every model; intervals resample whole documents within each "
-            "domain.</p>"
-        )
-    parts += [
-        f"<p class='{'warning' if n.startswith(SAMPLE_NOTE) else 'note'}'>{html.escape(n)}</p>"
-        for n in notes
-    ]
-    return "".join(parts)
+    return {
+        "rows": None
+        if first is None
+        else [[d, str(s.blocks), str(s.documents)] for d, s in first.sample.items()],
+        "blocks": first.blocks if first else None,
+        "split": first.split if first else None,
+        "seed": first.sample_seed if first else None,
+        "notes": [(n, n.startswith(SAMPLE_NOTE)) for n in notes],
+    }
 
 
-def _provenance_section(provenance: Provenance, runs: list[RunLogs]) -> str:
+def _provenance(provenance: Provenance, runs: list[RunLogs]) -> Provenance:
+    """The provenance with every run's config and, when none were given, the runs' seeds."""
     configs = dict(provenance.configs)
     for run in runs:
         configs.setdefault(run.name, dump_yaml(run.config))
     seeds = provenance.seeds or sorted({run.config.train.seed for run in runs})
-    items = [
-        f"moectl {html.escape(provenance.version)}",
-        "commit " + html.escape(provenance.commit or "unknown (not a git checkout)"),
-        "seeds " + html.escape(", ".join(map(str, seeds)) or "-"),
-    ]
-    commands = "\n".join(provenance.commands)
-    blocks = "".join(
-        f"<details><summary>{html.escape(name)}: config.yaml</summary>"
-        f"<pre>{html.escape(text)}</pre></details>"
-        for name, text in configs.items()
-    )
-    return (
-        "<h2>Provenance</h2><ul>"
-        + "".join(f"<li>{item}</li>" for item in items)
-        + "</ul>"
-        + (f"<p>Commands:</p><pre>{html.escape(commands)}</pre>" if commands else "")
-        + blocks
-    )
+    return replace(provenance, seeds=seeds, configs=configs)
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("moectl.viz", "templates"),
+    autoescape=True,
+)
+_TEMPLATES.filters["interval"] = format_interval
 
 
 def render_report(
@@ -466,32 +355,27 @@ def render_report(
     provenance: Provenance | None = None,
 ) -> str:
     """The report's HTML text: one file with everything in it (figures, token routing)."""
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{VIEWPORT}"
-        f"<title>{html.escape(title)}</title><style>{STYLE}{TOKEN_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p class='note'>Written {created} by moectl "
-        f"{html.escape(__version__)}.</p>",
-    ]
-    if findings:
-        parts.append(_findings_section(findings))
-        parts.append(_details_section(findings))
-    if results:
-        parts.append(_sample_section(results))
-    if runs:
-        parts.append(_runs_section(runs))
-    if results:
-        parts.append(_loss_section(results))
-        parts.append(_specialization_section(results))
-    parts.append(_collapse_section(runs))
-    if any(r.samples for r in results):
-        parts.append(token_section(results, heading="h2"))
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        parts.extend(_embed(f) for f in figures)
-    parts.append(_provenance_section(provenance or Provenance.of([]), runs))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=title,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        viewport=Markup(VIEWPORT),
+        token_style=Markup(TOKEN_STYLE),
+        breakpoint=BREAKPOINT_PX,
+        findings=_findings_rows(findings or []),
+        details=findings or [],
+        sample=_sample(results),
+        runs=_runs_rows(runs),
+        loss=_loss_table(results),
+        specialization=_specialization_rows(results),
+        nmi_normalization=NMI_NORMALIZATION,
+        collapse=_collapse_rows(runs),
+        tokens=Markup(token_section(results, heading="h2"))
+        if any(r.samples for r in results)
+        else None,
+        figures=[_figure(f) for f in figures],
+        provenance=_provenance(provenance or Provenance.of([]), runs),
+    )
 
 
 def write_report(

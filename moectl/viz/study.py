@@ -15,7 +15,7 @@ from moectl.analysis.runs import RunLogs, load_run
 from moectl.errors import MoectlError
 from moectl.progress import ProgressCallback, report
 from moectl.viz import figures
-from moectl.viz.report import Provenance, write_report
+from moectl.viz.report import NARROW_DIR, Provenance, write_report
 from moectl.viz.tokens_html import write_token_page
 
 FigureFormat = Literal["png", "svg"]
@@ -37,10 +37,12 @@ def visualize_study(
     provenance: Provenance | None = None,
     callback: ProgressCallback | None = None,
 ) -> list[Path]:
-    """Write the study's figures to `out_dir`, tokens.html beside them and report.html at
-    `report_path` (default out_dir/report.html, which holds the token routing too, so it stands
-    alone); returns every written path. Skipped figures are explained in `warnings` when a list
-    is passed. `provenance` (default: this moectl and the runs' configs) closes the report."""
+    """Write the study's figures to `out_dir` (PNGs with several panels also stacked one per
+    row under out_dir/narrow, which the report shows on a phone), tokens.html beside them and
+    report.html at `report_path` (default out_dir/report.html, which holds the token routing
+    too, so it stands alone); returns every written path. Skipped figures are explained in
+    `warnings` when a list is passed. `provenance` (default: this moectl and the runs' configs)
+    closes the report."""
     if fmt not in ("png", "svg"):
         raise MoectlError(f"unknown figure format '{fmt}'", hint="use --format png or svg")
     if not run_dirs and not eval_results:
@@ -51,16 +53,21 @@ def visualize_study(
     runs = [load_run(Path(p)) for p in run_dirs]
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    narrow: list[Path] = []
     tasks = _run_figures(runs, notes) + _result_figures(eval_results, notes)
     for done, (stem, draw, reason) in enumerate(tasks):
         report(callback, "visualize", done, len(tasks), message=stem)
         path = draw(out_dir / f"{stem}.{fmt}")
         if path is None:
             notes.append(reason)
-        else:
-            written.append(path)
+            continue
+        written.append(path)
+        if fmt == "png" and stem != "lb-loss":  # every other figure has a panel per run/layer
+            (out_dir / NARROW_DIR).mkdir(exist_ok=True)
+            narrow.append(draw(out_dir / NARROW_DIR / path.name, stacked=True))
     report(callback, "visualize", len(tasks), len(tasks))
     figures_only = list(written)
+    written += narrow
     if any(r.samples for r in eval_results):
         written.append(write_token_page(eval_results, out_dir / "tokens.html"))
     elif eval_results:
@@ -81,25 +88,29 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
         elif run.routing is None:
             notes.append(f"{run.name}: dense run, no routing over training to draw")
     return [
-        ("domain-loss", lambda p: figures.domain_losses(runs, p), "no per-domain losses logged"),
+        (
+            "domain-loss",
+            lambda p, stacked=False: figures.domain_losses(runs, p, stacked),
+            "no per-domain losses logged",
+        ),
         (
             "router-entropy",
-            lambda p: figures.entropy_over_training(runs, p),
+            lambda p, stacked=False: figures.entropy_over_training(runs, p, stacked),
             "no run has a routing log: router entropy figure skipped",
         ),
         (
             "nmi-over-training",
-            lambda p: figures.nmi_over_training(runs, p),
+            lambda p, stacked=False: figures.nmi_over_training(runs, p, stacked),
             "no run's routing log has per-step counts: NMI-over-training figure skipped",
         ),
         (
             "collapse-trajectory",
-            lambda p: figures.collapse_trajectory(runs, p),
+            lambda p, stacked=False: figures.collapse_trajectory(runs, p, stacked),
             "no run has a routing log: collapse trajectory skipped",
         ),
         (
             "lb-loss",
-            lambda p: figures.lb_loss_over_training(runs, p),
+            lambda p, stacked=False: figures.lb_loss_over_training(runs, p),
             "no run logged a load-balancing loss: lb-loss figure skipped",
         ),
     ]
@@ -115,14 +126,14 @@ def _result_figures(results: list[EvaluationResult], notes: list[str]):
         tasks.append(
             (
                 f"routing-heatmap-{slug}",
-                lambda p, r=result: figures.routing_heatmaps(r, p),
+                lambda p, stacked=False, r=result: figures.routing_heatmaps(r, p, stacked),
                 f"{result.name}: no routing to draw",
             )
         )
         tasks.append(
             (
                 f"token-types-{slug}",
-                lambda p, r=result: figures.token_type_bars(r, p),
+                lambda p, stacked=False, r=result: figures.token_type_bars(r, p, stacked),
                 f"{result.name}: no code or math domain, token-type figure skipped",
             )
         )
