@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from moectl.cli.common import console, render_warnings
-from moectl.errors import MoectlError
 from moectl.cli.schemas import ExportOutput, JsonOption, print_json
+from moectl.errors import MoectlError
 
 
 def export(
