@@ -1,7 +1,8 @@
 """report.html in a real headless Chromium (the distribution's package), at a phone's width and
 at a laptop's screen: no console errors, every image decodes, no horizontal scroll at 390 px
-(the page, and no element inside the findings or the tables that become cards), readable text, and the findings table within the first 1280x800 screen. Plus the chips' text
-contrast, computed from the palette.
+(the page, and no element inside the findings or the tables that become cards), readable
+text, and the findings table within the first 1280x800 screen. Plus the chips' text contrast,
+computed from the palette.
 
 CI installs Chromium (.ci/run) and sets CI=true: there a missing browser fails the test; on a
 developer's machine without it the test is skipped (apt-get install chromium to run it).
