@@ -269,6 +269,7 @@ def gate_null_verdicts(result: EvaluationResult) -> list[str | None]:
     return family_verdicts(
         [s.gate_null.p_value if s.gate_null is not None else None for s in scores],
         [s.emergent.verdict for s in scores],
+        [s.router_made.verdict for s in scores],
     )
 
 

@@ -94,13 +94,16 @@ def test_a_planted_domain_gate_is_made_by_the_router_and_beats_the_balanced_null
     assert null.balance_error <= BALANCE_TOLERANCE and null.balanced_tokens == 30 * 20
     # The init gate is one draw of the null: inside it, plain and balanced.
     assert 0 < null.frozen_gate_percentile < 100 and 0 < null.frozen_gate_balanced_percentile < 100
-    assert family_verdicts([null.p_value], ["emerged"]) == ["made by the router"]
-    assert family_verdicts([null.p_value], ["inherited"]) == ["kept by the router"]
+    assert family_verdicts([null.p_value], ["emerged"], ["emerged"]) == ["made by the router"]
+    assert family_verdicts([null.p_value], ["inherited"], ["emerged"]) == ["kept by the router"]
+    # beating the null without beating its own init gate on the same body is no router claim
+    assert family_verdicts([null.p_value], ["emerged"], ["inherited"]) == ["not the router"]
     # A random draw as the "trained" gate sits inside the null.
     blind_gate = draw_gates(1, 4, 8, 0.02, seed=99)[0]
     blind = _controls(hidden, strata, units, 63, blind_gate)
     null = blind.gate_null(_unit_counts(hidden, blind_gate[None], units, 30)[0], strata)
-    assert null.p_value > 0.05 and router_verdict(False, "emerged") == "not the router"
+    assert null.p_value > 0.05
+    assert router_verdict(False, "emerged", "emerged") == "not the router"
 
 
 def test_balanced_offsets_reach_the_target_load():
@@ -180,7 +183,18 @@ def test_every_gate_control_chooses_with_the_learned_selection_bias():
 def test_holm_keeps_separately_significant_layers_from_being_made_by_the_router():
     p_values = [0.01, 0.02, 0.03, 0.04]  # each below 0.05 alone
     emergent = ["emerged"] * 4
-    alone = [router_verdict(p <= 0.05, e) for p, e in zip(p_values, emergent, strict=True)]
+    alone = [
+        router_verdict(p <= 0.05, e, "emerged") for p, e in zip(p_values, emergent, strict=True)
+    ]
     assert alone == ["made by the router"] * 4
-    assert family_verdicts(p_values, emergent) == ["made by the router"] + ["not the router"] * 3
-    assert family_verdicts([None, 0.001], [None, "inherited"]) == [None, "kept by the router"]
+    own = ["emerged"] * 4
+    assert (
+        family_verdicts(p_values, emergent, own) == ["made by the router"] + ["not the router"] * 3
+    )
+    assert family_verdicts([None, 0.001], [None, "inherited"], [None, "emerged"]) == [
+        None,
+        "kept by the router",
+    ]
+    # a frozen router: its gate IS the init gate (difference exactly 0, no verdict)
+    assert router_verdict(True, "emerged", "inherited") == "not the router"
+    assert router_verdict(True, "emerged", "too few documents") == "too few documents"

@@ -83,25 +83,33 @@ def gate_rank(
     )
 
 
-def router_verdict(rejected: bool, emergent: str | None) -> str:
-    """A layer's router verdict: "made by the router" when the router beats the gate null
-    (`rejected`, after the family's correction) and the model's routing rose over step 0
-    (`emergent` == "emerged"); "kept by the router" when it beats the null without that rise;
-    "not the router" when it sits inside the null; "too few documents" (no verdict) when the
-    model verdict had too few eval documents to be made."""
-    if emergent == TOO_FEW:
+def router_verdict(rejected: bool, emergent: str | None, own_gate: str | None) -> str:
+    """A layer's router verdict. A router claim needs both controls where only the gate
+    differs: the router beats the gate null (`rejected`, after the family's correction: more
+    than gate-draw noise) AND beats its own init gate on the same trained body (`own_gate`, the
+    paired frozen-gate verdict, == "emerged"). The second is what a body that co-adapted with
+    its gate cannot fake: trained with a frozen gate (`moe.router_lr_scale=0`), the body made
+    that very gate route by domain more than other random gates do, and the gate null alone
+    said "made by the router" in 5 of 24 such runs (docs/testing.md). Then "made by the
+    router" when the model's routing also rose over step 0 (`emergent` == "emerged"), "kept by
+    the router" without that rise; "not the router" otherwise; "too few documents" (no
+    verdict) when either paired verdict had too few eval documents."""
+    if TOO_FEW in (emergent, own_gate):
         return TOO_FEW
-    if not rejected:
+    if not rejected or own_gate != "emerged":
         return "not the router"
     return "made by the router" if emergent == "emerged" else "kept by the router"
 
 
-def family_verdicts(p_values: list[float | None], emergent: list[str | None]) -> list[str | None]:
+def family_verdicts(
+    p_values: list[float | None], emergent: list[str | None], own_gate: list[str | None]
+) -> list[str | None]:
     """Router verdicts of several layers judged as one family (Holm over the gate-null p-values
-    present; None where a layer has none), each with its own model verdict (`emergent`)."""
+    present; None where a layer has none), each with its own model verdict (`emergent`) and
+    its own-gate verdict (trained vs frozen init gate on the trained body)."""
     tested = [i for i, p in enumerate(p_values) if p is not None]
     rejected = holm_rejections([p_values[i] for i in tested])  # type: ignore[misc]
     verdicts: list[str | None] = [None] * len(p_values)
     for i, r in zip(tested, rejected, strict=True):
-        verdicts[i] = router_verdict(r, emergent[i])
+        verdicts[i] = router_verdict(r, emergent[i], own_gate[i])
     return verdicts

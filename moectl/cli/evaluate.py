@@ -333,6 +333,7 @@ def router_tables(result: EvaluationResult) -> list[Table]:
     verdicts = family_verdicts(
         [s.gate_null.p_value if s.gate_null else None for s in specs],
         [s.emergent.verdict for s in specs],
+        [s.router_made.verdict for s in specs],
     )
     decides, describes = [], []
     for layer, spec, verdict in zip(result.routing, specs, verdicts, strict=True):

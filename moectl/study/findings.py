@@ -658,7 +658,10 @@ def _source_of(
     router = None
     if adjusted and all(p is not None for p in adjusted):
         rejected = all(p <= FAMILY_ALPHA for p in adjusted)  # type: ignore[operator]
-        router = router_verdict(rejected, emergent)
+        own_gate = _verdictcombine_seeds(
+            [s.router_made for s in specs], (reps or {}).get("router_made")
+        )
+        router = router_verdict(rejected, emergent, own_gate)
     return layer_source(router, emergent)
 
 

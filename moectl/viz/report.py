@@ -187,6 +187,7 @@ def _specialization_rows(results: list[EvaluationResult]) -> list[list[Any]]:
         verdicts = family_verdicts(
             [s.gate_null.p_value if s.gate_null else None for s in specs],
             [s.emergent.verdict for s in specs],
+            [s.router_made.verdict for s in specs],
         )
         for layer, verdict in zip(result.routing, verdicts, strict=True):
             spec = layer.specialization
