@@ -80,15 +80,17 @@ def resampled_nmis(
 
 def corrected_difference(emergence: Emergence, bias: float) -> Emergence:
     """A paired plug-in difference with `bias` (the routers' difference in baseline)
-    subtracted from the estimate and its interval; the verdict follows the shifted interval.
+    subtracted from the estimate and its interval; the verdict follows the shifted interval
+    (and stays 'too few documents' where the paired verdict was).
     The interval is centred on the estimate (percentile_ci), so the shift moves it whole."""
     if emergence.difference is None or emergence.ci is None:
         return emergence
     ci = (emergence.ci[0] - bias, emergence.ci[1] - bias)
+    too_few = emergence.verdict == bootstrap.TOO_FEW  # no shift makes few documents enough
     return Emergence(
         difference=emergence.difference - bias,
         ci=ci,
-        verdict=bootstrap.verdict_of(ci),
+        verdict=bootstrap.TOO_FEW if too_few else bootstrap.verdict_of(ci),
         bias=bias,
     )
 
