@@ -32,7 +32,7 @@ without the model rising over its step-0 routing. Rates come with exact Clopper-
 intervals over runs. Finished runs and evaluations are kept under --out and
 skipped on a re-run. Usage (niced, sequential, about 35 s a run on one loaded CPU core):
 
-    nice python scripts/router_error_rates.py --out /tmp/router-error-rates [--runs 24]
+    nice python scripts/router_error_rates.py --out /tmp/router-error-rates [--runs 60]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import torch
 from moectl.analysis.bootstrap import N_BOOTSTRAP
 from moectl.analysis.controls import capture_layer_inputs, draw_gates
 from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results, select_blocks
-from moectl.analysis.gate_null import ROUTER_VERDICTS, family_verdicts
+from moectl.analysis.gate_null import N_GATES, ROUTER_VERDICTS, family_verdicts
 from moectl.analysis.results import EvaluationResult, load_results
 from moectl.config import DataConfig, RunConfig
 from moectl.data.prepare import prepare_corpus
@@ -73,9 +73,9 @@ PROBE_BLOCKS = 96  # train-split blocks the planted gate's probe is fit on
 PROBE_STEPS = 200
 PLANT_STRENGTH = 4.0
 REDRAW_SEED = 10_000  # offset of the redrawn gates' seed from the run's seed
-N_NULL_GATES = 64
-"""Gates in each layer's null (the product draws 199, whose balanced version costs ~20 s a
-layer on one CPU core here); 64 lets Holm over two layers reject (p = 1/65 < 0.025)."""
+N_NULL_GATES = N_GATES
+"""Gates in each layer's null: the product's own count (199). At 64 the rank test could not see
+the co-adapted frozen gate of the null world (docs/testing.md), so measure what ships."""
 LEVEL = 0.95
 
 
@@ -356,7 +356,7 @@ def table(by_world: dict[str, list[EvaluationResult]]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--runs", type=int, default=24, help="K, the number of seeds (>= 20)")
+    parser.add_argument("--runs", type=int, default=60, help="K, the number of seeds (>= 20)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--eval-blocks", type=int, default=EVAL_BLOCKS)

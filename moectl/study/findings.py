@@ -8,11 +8,13 @@ Every finding is judged against a control that could have failed, with its uncer
 - specialization, per layer, by its source: "made by the router" when the trained router beats
   the distribution of gates drawn as the init draws them on the same trained body (the gate
   null, `GateNull`: the stricter of the plain and balanced rank tests, Holm over every (arm,
-  layer) test the finding scans) and the model's routing rose over step 0; "kept by the router"
-  when it beats that null without the rise; "from the representation" when the model's routing
-  rose but the router sits inside the null; "reduced by training" when it fell below the
-  step-0 model's. The frozen init gate is one draw of the null: its difference (`router_made`)
-  is described, never decisive. Every NMI difference is bias-corrected (`nmi_bias`).
+  layer) test the finding scans), beats its own init gate on that body (`router_made`: a body
+  co-adapts with a gate that never learns, which the gate null alone took for the router in
+  5 of 24 frozen-router runs, docs/testing.md), and the model's routing rose over step 0;
+  "kept by the router" when it beats both without the rise; "from the representation" when
+  the model's routing rose but the router did not beat both; "reduced by training" when it
+  fell below the step-0 model's. Neither gate control decides alone. Every NMI difference is
+  bias-corrected (`nmi_bias`).
 Each variant maps to one result per seed (the same order as `seeds`). With two or more seeds a
 finding's number is the mean over seeds with a t interval over the seeds that adds the document
 variance they share (`moectl.analysis.seeds`), and `seed_verdicts` counts the seeds giving each
@@ -732,8 +734,8 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
     where = [f"{row[0]} layer {row[1][0].layer}" for row in rows if row[2] == verdict]
     summary = {
         "made by the router": "The trained router routes by domain more than gates drawn as "
-        "the init draws them do on the same trained hidden states, and the model's routing rose "
-        "over step 0: the router made it",
+        "the init draws them and more than its own init gate on the same trained hidden states, "
+        "and the model's routing rose over step 0: the router made it",
         "kept by the router": "The trained router routes by domain more than gates drawn as the "
         "init draws them do on the same trained hidden states, but the model's routing did not "
         "rise over step 0: the router keeps domain routing it did not add",
