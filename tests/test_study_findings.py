@@ -27,7 +27,6 @@ from moectl.analysis.runs import RunLogs
 from moectl.analysis.seeds import seed_interval
 from moectl.config import RunConfig
 from moectl.study.findings import (
-    _domain_rows,
     collapse_finding,
     layer_source,
     loss_finding,
@@ -362,6 +361,12 @@ def _unit_counts(rng: np.random.Generator, strength: float) -> list[list[int]]:
     return rows
 
 
+def _in_domain_rows(per_unit: list[list[int]], strata: np.ndarray) -> np.ndarray:
+    """(U, L, E) tables: each document's (E,) counts in its domain's row, as nmi_intervals
+    takes them."""
+    return np.eye(3)[strata][:, :, None] * np.asarray(per_unit, np.float64)[:, None, :]
+
+
 def test_nmi_seed_intervals_use_the_shared_document_resamples_of_the_stored_tables():
     """Three seeds scored on the same 30 documents: the step-0 difference's seed interval adds
     the covariance of the seeds' paired NMI replicates, recomputed from the per-document tables
@@ -384,7 +389,7 @@ def test_nmi_seed_intervals_use_the_shared_document_resamples_of_the_stored_tabl
     strata = np.repeat([0, 1, 2], 10)
     tables = results[1].routing[0].specialization.unit_counts
     one = bootstrap.nmi_intervals(
-        _domain_rows(tables.trained, strata, 3), _domain_rows(tables.init, strata, 3), strata
+        _in_domain_rows(tables.trained, strata), _in_domain_rows(tables.init, strata), strata
     )
     row = reps["emergent"][1]
     assert bootstrap.percentile_ci(row, one.difference, strata=strata) == pytest.approx(

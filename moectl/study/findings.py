@@ -39,7 +39,6 @@ from moectl.analysis.bootstrap import (
     format_interval,
     paired_block_difference,
     resampled_mean,
-    resampled_nmi,
     resolved,
     unit_losses,
     unit_strata,
@@ -47,6 +46,7 @@ from moectl.analysis.bootstrap import (
 )
 from moectl.analysis.gate_null import router_verdict
 from moectl.analysis.multiplicity import FAMILY_ALPHA, holm_adjusted
+from moectl.analysis.nmi_bias import resampled_nmis
 from moectl.analysis.results import (
     Emergence,
     EvaluationResult,
@@ -125,15 +125,22 @@ def _units(result: EvaluationResult) -> np.ndarray:
     return np.array(result.block_document or result.block_index)
 
 
+def _share_blocks(results: list[EvaluationResult]) -> bool:
+    """Whether every result was evaluated on the same blocks of the same documents (then their
+    seeds can be recomputed on one set of document resamples)."""
+    first = results[0]
+    return all(
+        r.block_index == first.block_index and r.block_document == first.block_document
+        for r in results
+    )
+
+
 def loss_replicates(a: list[EvaluationResult], b: list[EvaluationResult]) -> np.ndarray | None:
     """(S, B): per seed, a - b in mean eval loss recomputed on the same document resamples
     (`seeds.shared_resamples`), or None when the seeds were not all evaluated on the same
     blocks (then the seeds share no resample)."""
     first = a[0]
-    if any(
-        r.block_index != first.block_index or r.block_document != first.block_document
-        for r in (*a, *b)
-    ):
+    if not _share_blocks([*a, *b]):
         return None
     units = _units(first)
     weights = shared_resamples(unit_strata(np.array(first.block_domain), units))
@@ -422,14 +429,6 @@ Replicates = dict[str, np.ndarray | None]
 PAIRS = {"emergent": ("trained", "init"), "router_made": ("trained", "frozen_gate")}
 
 
-def _domain_rows(per_unit: list[list[int]], strata: np.ndarray, n_labels: int) -> np.ndarray:
-    """(U, L, E) tables from a document's (U, E) expert counts, in its domain's row."""
-    counts = np.asarray(per_unit, np.float64)
-    tables = np.zeros((len(counts), n_labels, counts.shape[1]))
-    tables[np.arange(len(counts)), strata] = counts
-    return tables
-
-
 def nmi_replicates(results: list[EvaluationResult], layer: int) -> Replicates:
     """Per Emergence field (PAIRS), (S, B): each seed's plug-in NMI difference of one MoE layer
     (its index in `routing`) recomputed from the stored per-document tables on the shared
@@ -438,16 +437,16 @@ def nmi_replicates(results: list[EvaluationResult], layer: int) -> Replicates:
     shared variance is bounded from each seed's interval)."""
     first = results[0]
     none: Replicates = dict.fromkeys(PAIRS)
-    same_blocks = all(
-        r.block_index == first.block_index and r.block_document == first.block_document
-        for r in results
-    )
     tables = [r.routing[layer].specialization.unit_counts for r in results]
-    if len(results) < 2 or not same_blocks or not first.block_domain or None in tables:
+    if len(results) < 2 or not _share_blocks(results) or not first.block_domain or None in tables:
         return none
     strata = unit_strata(np.array(first.block_domain), _units(first))
     n_labels = max(len(first.domain_loss), int(strata.max()) + 1)
     weights = shared_resamples(strata)
+
+    def nmi(units: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return resampled_nmis(units, strata, n_labels, w)
+
     found: Replicates = {}
     for field, (a, b) in PAIRS.items():
         pairs = [(getattr(t, a), getattr(t, b)) for t in tables]
@@ -455,15 +454,7 @@ def nmi_replicates(results: list[EvaluationResult], layer: int) -> Replicates:
             found[field] = None
             continue
         found[field] = np.stack(
-            [
-                paired_replicates(
-                    resampled_nmi,
-                    _domain_rows(x, strata, n_labels),
-                    _domain_rows(y, strata, n_labels),
-                    weights,
-                )
-                for x, y in pairs
-            ]
+            [paired_replicates(nmi, np.asarray(x), np.asarray(y), weights) for x, y in pairs]
         )
     return found
 
