@@ -459,9 +459,7 @@ def nmi_replicates(results: list[EvaluationResult], layer: int) -> Replicates:
     return found
 
 
-def _verdictcombine_seeds(
-    emergences: list[Emergence], replicates: np.ndarray | None = None
-) -> str | None:
+def seed_verdict(emergences: list[Emergence], replicates: np.ndarray | None = None) -> str | None:
     """The verdict of a paired difference over seeds (None when any seed lacks it; 'too few
     documents' when any seed had too few)."""
     if not emergences or any(e.verdict is None or e.ci is None for e in emergences):
@@ -508,10 +506,12 @@ def router_tests(moe: dict[str, list[EvaluationResult]], seed: int) -> dict[Key,
     return dict(zip(keys, holm_adjusted(p_values), strict=True))
 
 
-def _difference(
+def seed_difference(
     emergences: list[Emergence], replicates: np.ndarray | None = None
 ) -> tuple[float, tuple[float, float]] | None:
-    if _verdictcombine_seeds(emergences) is None:
+    """A paired difference over seeds with its seed-level interval (`combine_seeds`: t on S-1
+    df plus the shared document variance); None when any seed lacks it."""
+    if seed_verdict(emergences) is None:
         return None
     return combine_seeds(
         [e.difference for e in emergences],  # type: ignore[misc]
@@ -584,7 +584,7 @@ def _layer_detail(
         )
     if all(s.frozen_gate_nmi is not None for s in specs):
         frozen = ", ".join(f"{s.frozen_gate_nmi:.3f}" for s in specs)
-        made = _difference([s.router_made for s in specs], reps["router_made"])
+        made = seed_difference([s.router_made for s in specs], reps["router_made"])
         text += f"; init gate on the trained body {frozen} (one draw of the null)"
         if made is not None:
             text += f"; trained - init gate {made[0]:+.3f} {format_interval(made[1])}"
@@ -594,7 +594,7 @@ def _layer_detail(
             f"{c.interaction:+.3f} {format_interval(c.interaction_ci)}" for c in cells
         )
     if all(s.init_nmi is not None for s in specs):
-        model = _difference([s.emergent for s in specs], reps["emergent"])
+        model = seed_difference([s.emergent for s in specs], reps["emergent"])
         text += f"; step-0 model {', '.join(f'{s.init_nmi:.3f}' for s in specs)}"
         if model is not None:
             text += f", trained - step-0 {model[0]:+.3f} {format_interval(model[1])}"
@@ -640,20 +640,18 @@ def _functional_line(results: dict[str, list[EvaluationResult]]) -> str | None:
     )
 
 
-def _source_of(
+def layer_source_over_seeds(
     layers: list[RoutingAnalysis], adjusted: list[float | None], reps: Replicates | None = None
 ) -> str:
     """A layer's source over seeds, given each seed's Holm-adjusted gate-null p-value (None
     where the result has no gate null). Per seed for now: the router claim needs the null
     rejected in every seed."""
     specs = [layer.specialization for layer in layers]
-    emergent = _verdictcombine_seeds([s.emergent for s in specs], (reps or {}).get("emergent"))
+    emergent = seed_verdict([s.emergent for s in specs], (reps or {}).get("emergent"))
     router = None
     if adjusted and all(p is not None for p in adjusted):
         rejected = all(p <= FAMILY_ALPHA for p in adjusted)  # type: ignore[operator]
-        own_gate = _verdictcombine_seeds(
-            [s.router_made for s in specs], (reps or {}).get("router_made")
-        )
+        own_gate = seed_verdict([s.router_made for s in specs], (reps or {}).get("router_made"))
         router = router_verdict(rejected, emergent, own_gate)
     return layer_source(router, emergent)
 
@@ -676,11 +674,11 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             layers = [r.routing[i] for r in rs]
             ps = [a.get((label, i)) for a in adjusted]
             reps = nmi_replicates(rs, i)
-            rows.append((label, layers, _source_of(layers, ps, reps), ps, reps))
+            rows.append((label, layers, layer_source_over_seeds(layers, ps, reps), ps, reps))
     seed_sources = Counter(
         _strongest(
             [
-                _source_of([layer], [adjusted[seed].get((label, i))])
+                layer_source_over_seeds([layer], [adjusted[seed].get((label, i))])
                 for label, rs in moe.items()
                 for i, layer in enumerate(rs[seed].routing)
             ]
@@ -787,7 +785,7 @@ def _decider(
         cis = [(r.excess - z * r.excess_se, r.excess + z * r.excess_se) for r in ranks]
         value, ci = combine_seeds([r.excess for r in ranks], cis)
         return value, ci, GATE_NULL
-    model = _difference([layer.specialization.emergent for layer in layers], reps["emergent"])
+    model = seed_difference([layer.specialization.emergent for layer in layers], reps["emergent"])
     if model is None:
         return float("-inf"), (float("nan"), float("nan")), STEP_ZERO
     return model[0], model[1], STEP_ZERO
