@@ -59,7 +59,7 @@ from moectl.model.arch import family_of
 from moectl.model.initial import read_gates, read_init_record
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
-from moectl.rundir import best_model
+from moectl.rundir.locate import best_model
 from moectl.study.plan import plan_configs
 from moectl.training.trainer import train_run
 

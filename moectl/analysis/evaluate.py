@@ -33,7 +33,9 @@ from moectl.errors import DataError, ModelError
 from moectl.fs import write_json
 from moectl.model.compat import check_model_fits_corpus
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import corpus_dir, evaluation_folder, perplexity, resolve_model
+from moectl.rundir.locate import evaluation_folder, resolve_model
+from moectl.rundir.reading import corpus_dir
+from moectl.rundir.records import perplexity
 
 if TYPE_CHECKING:
     from moectl.analysis.controls import LayerControls

@@ -135,7 +135,7 @@ def evaluate(
     )
     from moectl.data.store import load_corpus
     from moectl.fs import check_writable
-    from moectl.rundir import evaluation_folder, expand_runs, resolve_model
+    from moectl.rundir.locate import evaluation_folder, expand_runs, resolve_model
 
     models = expand_runs(models)
     destinations = [out] if out else [evaluation_folder(*resolve_model(m)) for m in models]

@@ -29,7 +29,8 @@ from moectl.config import RunConfig
 from moectl.errors import MoectlError
 from moectl.fs import check_writable_folder, write_text
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import STUDY_EVAL, STUDY_RUNS, STUDY_STATE, RunSummary
+from moectl.rundir.layout import STUDY_EVAL, STUDY_RUNS, STUDY_STATE
+from moectl.rundir.summary import RunSummary
 from moectl.study.plan import (
     DEFAULT_PLAN,
     PLANS,
@@ -321,7 +322,8 @@ class StudySummary(BaseModel):
 
 def study_summary(out: Path) -> StudySummary:
     """Everything `inspect` says about a study folder, read from its state file and runs."""
-    from moectl.rundir import evaluation_files, run_summary, study_runs
+    from moectl.rundir.locate import evaluation_files, study_runs
+    from moectl.rundir.summary import run_summary
 
     out = Path(out)
     state = _saved_state(out)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moectl import fs, rundir
+from moectl import fs
 from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
@@ -36,7 +36,18 @@ from moectl.model.routing import (
     set_router_progress,
 )
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import EvalRow, EvalScores, JsonlWriter, RoutingRow, TrainRow
+from moectl.rundir.layout import BEST_DIR, CHECKPOINTS, METRICS_NAME, ROUTING_NAME
+from moectl.rundir.locate import artifact_step
+from moectl.rundir.records import Amendment, EvalRow, EvalScores, RoutingRow, TrainRow
+from moectl.rundir.writing import (
+    JsonlWriter,
+    check_run_dir,
+    lock_run_dir,
+    resolve_resume,
+    resume_amendments,
+    start_run,
+    truncate_after,
+)
 from moectl.training.balancing import StepCounts, count_before_step
 from moectl.training.batches import eval_subset, fetch, train_sampler
 from moectl.training.checkpoint import (
@@ -113,7 +124,7 @@ def train_run(
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     init_path = Path(init_from) if init_from is not None else None
     config, corpus = _checked_inputs(config, data_dir, run_dir, resume, init_path)
-    fresh_checkpoint = None if resume else rundir.resolve_resume(run_dir, None)
+    fresh_checkpoint = None if resume else resolve_resume(run_dir, None)
     device = resolve_device(config.train.device)
     if config.train.compile:
         check_compile(device)
@@ -123,16 +134,16 @@ def train_run(
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
     fresh_dir = not run_dir.exists()
-    lock = rundir.lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
+    lock = lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
     try:
         with lock:
             try:
                 # The checkpoint is read only under the lock: no other writer prunes it meanwhile.
-                checkpoint = rundir.resolve_resume(run_dir, resume) if resume else fresh_checkpoint
-                amendments: list[rundir.Amendment] = []
+                checkpoint = resolve_resume(run_dir, resume) if resume else fresh_checkpoint
+                amendments: list[Amendment] = []
                 if checkpoint is not None:
-                    step = rundir.artifact_step(checkpoint)
-                    amendments = rundir.resume_amendments(run_dir, config, step)
+                    step = artifact_step(checkpoint)
+                    amendments = resume_amendments(run_dir, config, step)
                     if step >= config.train.max_steps:
                         return TrainResult(
                             run_dir=str(run_dir),
@@ -144,7 +155,7 @@ def train_run(
                     check_model_fits_corpus(read_meta(checkpoint), corpus, str(checkpoint))
                 if ctx.is_main:
                     fs.remove_stale_temps(run_dir)
-                    fs.remove_stale_temps(run_dir / rundir.CHECKPOINTS)
+                    fs.remove_stale_temps(run_dir / CHECKPOINTS)
                 trainer = _Trainer(config, corpus, run_dir, device, ctx, callback)
                 trainer.setup(checkpoint, init_path, data_dir, amendments)
             except BaseException:
@@ -191,7 +202,7 @@ def _checked_inputs(
             f"--init-from {init_path} does not exist",
             hint="pass a model directory such as runs/dense/best",
         )
-    rundir.check_run_dir(run_dir, resuming=bool(resume))
+    check_run_dir(run_dir, resuming=bool(resume))
     fs.check_writable(run_dir, "--run-dir")
     corpus = load_corpus(data_dir)
     corpus.tokenizer()  # the whole corpus is checked before step 1, not at the first save
@@ -251,7 +262,7 @@ class _Trainer:
         checkpoint: Path | None,
         init_from: Path | None,
         data_dir: Path,
-        amendments: list[rundir.Amendment],
+        amendments: list[Amendment],
     ) -> None:
         cfg = self.train_cfg
         shard_rows(self.ctx, cfg.batch_size)
@@ -307,14 +318,14 @@ class _Trainer:
         self.writers: dict[str, JsonlWriter] = {}
         self.sinks: list[MetricSink] = []
         if self.ctx.is_main:
-            logs = [self.run_dir / rundir.METRICS_NAME, self.run_dir / rundir.ROUTING_NAME]
-            rundir.truncate_after(logs, self.step)  # a damaged log is refused before any write
-            rundir.start_run(
+            logs = [self.run_dir / METRICS_NAME, self.run_dir / ROUTING_NAME]
+            truncate_after(logs, self.step)  # a damaged log is refused before any write
+            start_run(
                 self.run_dir, self.config, data_dir, init_from, self.domains, checkpoint, amendments
             )
             self.writers = {
-                "metrics": JsonlWriter(self.run_dir / rundir.METRICS_NAME),
-                "routing": JsonlWriter(self.run_dir / rundir.ROUTING_NAME),
+                "metrics": JsonlWriter(self.run_dir / METRICS_NAME),
+                "routing": JsonlWriter(self.run_dir / ROUTING_NAME),
             }
             resume_step = self.step if checkpoint is not None else None
             self.sinks = build_sinks(self.config, self.run_dir, resume_step)
@@ -620,7 +631,7 @@ class _Trainer:
                 meta = model_meta(self.core, self.config, self.corpus, self.step, self._metrics())
                 save_model(
                     self.core,
-                    self.run_dir / rundir.BEST_DIR,
+                    self.run_dir / BEST_DIR,
                     meta,
                     tokenizer=self.corpus.tokenizer(),
                     state=weights,
