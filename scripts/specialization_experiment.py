@@ -33,7 +33,8 @@ from moectl.analysis.results import Emergence, EvaluationResult, TokenIdScore
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
-from moectl.study.findings import combine_seeds, loss_comparison
+from moectl.study.findings.loss import loss_comparison
+from moectl.study.findings.seed_combination import combine_seeds
 from moectl.study.parallel import RESULT_FILE, TrainJob, run_parallel
 from moectl.study.plan import PLANS, plan_configs
 

@@ -20,7 +20,7 @@ from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
 from moectl.rundir.reading import read_run_config
 from moectl.study import VARIANTS, StudyInterrupted, run_study
-from moectl.study.findings import paired_difference
+from moectl.study.findings.seed_combination import paired_difference
 from moectl.study.plan import PLAN_NAMES, PLANS, plan_configs
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from moectl.analysis.routing import LayerRouting
 from moectl.config import MoEConfig, resolve_run_config
 from moectl.data.store import load_corpus
 from moectl.model.router import route
-from moectl.study.findings import paired_difference
+from moectl.study.findings.seed_combination import paired_difference
 from moectl.training.trainer import train_run
 
 # 1. `global` in one process ------------------------------------------------------------------

@@ -104,7 +104,7 @@ def run_study(
     from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
     from moectl.data.prepare import prepare_corpus
     from moectl.data.store import load_corpus
-    from moectl.study.findings import figures_finding
+    from moectl.study.findings.claims import figures_finding
     from moectl.study.parallel import TrainJob, run_parallel
 
     started = time.perf_counter()
@@ -270,7 +270,7 @@ class _Layout:
         return {n: load_results(self.out / STUDY_EVAL / f"{n}.json")[0] for n in self.evaluated}
 
     def findings(self) -> list[Finding]:
-        from moectl.study.findings import study_findings
+        from moectl.study.findings.claims import study_findings
 
         loaded = self.results()
         return study_findings(
