@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from moectl.analysis.bootstrap import format_interval
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.results import Emergence, EvaluationResult, TokenIdScore
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus

@@ -11,7 +11,8 @@ import torch
 
 from moectl.analysis import functional
 from moectl.analysis.controls import split_units
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.config import resolve_run_config
 from moectl.data.store import load_corpus
 from moectl.model.initial import load_initial_model

@@ -101,7 +101,9 @@ def run_study(
     `functional` adds the functional test to the evaluation (many more forward passes, so off by
     default: docs/benchmarks.md).
     """
-    from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
+    from moectl.analysis.eval_files import save_results
+    from moectl.analysis.eval_options import EvaluationOptions
+    from moectl.analysis.evaluate import evaluate_models
     from moectl.data.prepare import prepare_corpus
     from moectl.data.store import load_corpus
     from moectl.study.findings.claims import figures_finding
