@@ -25,7 +25,9 @@ import torch
 
 from moectl.analysis import bootstrap
 from moectl.analysis.controls import LayerControls, capture_layer_inputs, draw_gates
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, select_blocks
+from moectl.analysis.eval_blocks import select_blocks
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.functional import token_loss
 from moectl.analysis.token_id import token_id_score
 from moectl.config import resolve_run_config

@@ -49,7 +49,10 @@ import torch
 
 from moectl.analysis.bootstrap import N_BOOTSTRAP
 from moectl.analysis.controls import capture_layer_inputs, draw_gates
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results, select_blocks
+from moectl.analysis.eval_blocks import select_blocks
+from moectl.analysis.eval_files import save_results
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.gate_null import N_GATES, ROUTER_VERDICTS, family_verdicts
 from moectl.analysis.results import EvaluationResult, load_results
 from moectl.config import DataConfig, RunConfig
@@ -59,7 +62,7 @@ from moectl.model.arch import family_of
 from moectl.model.initial import read_gates, read_init_record
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
-from moectl.rundir import best_model
+from moectl.rundir.locate import best_model
 from moectl.study.plan import plan_configs
 from moectl.training.trainer import train_run
 

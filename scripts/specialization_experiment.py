@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from moectl.analysis.bootstrap import format_interval
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.gate_null import N_GATES
 from moectl.analysis.multiplicity import FAMILY_ALPHA
 from moectl.analysis.results import (
@@ -48,13 +49,13 @@ from moectl.analysis.results import (
 from moectl.config import RunConfig, deep_merge, parse_override, validate
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
-from moectl.study.findings import (
+from moectl.study.findings.layer_sources import (
     layer_source_over_seeds,
-    loss_comparison,
     nmi_replicates,
     router_tests,
     seed_difference,
 )
+from moectl.study.findings.loss import loss_comparison
 from moectl.study.parallel import RESULT_FILE, TrainJob, run_parallel
 from moectl.study.plan import PLANS, plan_configs
 

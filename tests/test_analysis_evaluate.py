@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from moectl.analysis.evaluate import (
-    SAMPLE_NOTE,
-    EvaluationOptions,
-    corpus_for,
-    evaluate_models,
-    save_results,
-    select_blocks,
-)
+from moectl.analysis.eval_blocks import SAMPLE_NOTE, select_blocks
+from moectl.analysis.eval_files import corpus_for, save_results
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.results import load_results
 from moectl.analysis.tokentypes import CODE_TYPES
 from moectl.config import DataConfig, ModelConfig, MoEConfig

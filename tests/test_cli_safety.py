@@ -55,7 +55,7 @@ def test_conflicting_prepare_flags_are_refused(cli, tmp_path):
 
 def test_a_second_writer_is_refused_naming_the_holder(cli, run, tiny_corpus):
     from moectl.fs import exclusive_lock
-    from moectl.rundir import LOCK_NAME
+    from moectl.rundir.layout import LOCK_NAME
 
     with exclusive_lock(run / LOCK_NAME):  # flock: a second open file is refused, even here
         before = tree_hash(run)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from moectl.analysis import bootstrap, metrics
-from moectl.analysis.evaluate import sample_rows
+from moectl.analysis.eval_blocks import sample_rows
 
 # Domain 0: 6 documents of 5 blocks; domain 1: 2 documents of 10; domain 2: 3 blocks, 3 docs.
 DOMAINS = np.array([0] * 30 + [1] * 20 + [2] * 3)

@@ -113,7 +113,7 @@ GREEDY = textwrap.dedent(
 def test_generation_config_reproduces_moectl_generate(runs, tmp_path: Path, cli, kind) -> None:
     from moectl.analysis.generation import generate
     from moectl.model.io import load_model
-    from moectl.rundir import resolve_model
+    from moectl.rundir.locate import resolve_model
 
     out = tmp_path / "export"
     export_model(runs[kind], out)

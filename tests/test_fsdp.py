@@ -112,14 +112,14 @@ def test_fsdp_on_two_ranks_matches_ddp_on_two_ranks(two_rank_runs):
 @pytest.mark.slow
 @pytest.mark.timeout(LIMIT)
 def test_an_fsdp_run_resumes_on_one_process(two_rank_runs, tmp_path):
-    from moectl import rundir
+    from moectl.rundir.reading import corpus_dir, read_run_config
     from moectl.training.trainer import train_run
 
     run = tmp_path / "fsdp-then-one"
     shutil.copytree(two_rank_runs["fsdp"], run)
-    saved = rundir.read_run_config(run)
+    saved = read_run_config(run)
     config = saved.model_copy(update={"train": saved.train.model_copy(update={"parallel": "ddp"})})
-    corpus = rundir.corpus_dir(run)
+    corpus = corpus_dir(run)
     result = train_run(config, corpus, run, resume=run / "checkpoints" / "step-2")
     assert result.steps == 4 and result.world_size == 1
     assert_close(replayable(run), replayable(two_rank_runs["fsdp"]))

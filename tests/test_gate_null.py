@@ -20,7 +20,8 @@ from moectl.analysis.controls import (
     fit_offsets,
     unit_expert_counts,
 )
-from moectl.analysis.evaluate import EvaluationOptions, _layer_controls
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.eval_router import layer_controls
 from moectl.analysis.gate_null import family_verdicts, gate_rank, rank_p_value, router_verdict
 from moectl.analysis.nmi_bias import corrected_nmi
 from moectl.model.balance.bias import BiasBalance
@@ -162,7 +163,7 @@ def test_every_gate_control_chooses_with_the_learned_selection_bias():
     init = MoEMLP(StackedExperts(4, 8, 16, torch.nn.GELU(), 0.0), 8, layer_index=0, top_k=1)
     model = SimpleNamespace(config=SimpleNamespace(initializer_range=0.02))
     options = EvaluationOptions(random_gates=64)
-    (control,) = _layer_controls(model, {0: layer}, None, 3, options).values()
+    (control,) = layer_controls(model, {0: layer}, None, 3, options).values()
     assert torch.equal(control.selection_bias, balance.bias)
     control.frozen_gate = init.gate.weight.detach()
     control.__post_init__()
@@ -172,7 +173,7 @@ def test_every_gate_control_chooses_with_the_learned_selection_bias():
     _, _, experts_chosen, _ = control.frozen._arrays()
     assert (experts_chosen == 2).all()
     # Without a selection-bias scheme the gates spread over the experts.
-    (plain,) = _layer_controls(
+    (plain,) = layer_controls(
         model, {0: MoEMLP(experts, 8, layer_index=0, top_k=1).eval()}, None, 3, options
     ).values()
     assert plain.selection_bias is None

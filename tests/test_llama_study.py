@@ -8,7 +8,7 @@ import json
 import pytest
 
 from moectl.analysis.results import load_results
-from moectl.rundir import read_run_config
+from moectl.rundir.reading import read_run_config
 from moectl.study import VARIANTS
 
 pytestmark = pytest.mark.slow

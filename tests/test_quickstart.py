@@ -18,9 +18,9 @@ from moectl.analysis.results import load_results
 from moectl.cli.schemas import QuickstartOutput
 from moectl.errors import MoectlError
 from moectl.progress import ProgressEvent
-from moectl.rundir import read_run_config
+from moectl.rundir.reading import read_run_config
 from moectl.study import VARIANTS, StudyInterrupted, run_study
-from moectl.study.findings import paired_difference
+from moectl.study.findings.seed_combination import paired_difference
 from moectl.study.plan import PLAN_NAMES, PLANS, plan_configs
 
 pytestmark = pytest.mark.slow
@@ -355,7 +355,7 @@ def test_every_command_takes_the_study_and_finds_its_evaluations(study, cli, tmp
     run inside it; the quickstart's eval/NAME.json is found as the run's evaluation."""
     import yaml
 
-    from moectl.rundir import evaluation_files
+    from moectl.rundir.locate import evaluation_files
 
     out, result, _ = study
     moe = out / "runs" / "moe"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from moectl.fs import exclusive_lock
-from moectl.rundir import latest_checkpoint
+from moectl.rundir.locate import latest_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
 ROOT = Path(__file__).resolve().parents[1]

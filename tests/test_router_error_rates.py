@@ -13,7 +13,7 @@ import torch
 from moectl.model.initial import load_initial_model
 from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
-from moectl.study.findings import specialization_finding
+from moectl.study.findings.specialization import specialization_finding
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "router_error_rates.py"
 SEEDS = [0, 1, 2]

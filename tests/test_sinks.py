@@ -16,7 +16,7 @@ import pytest
 
 from moectl.config import resolve_run_config
 from moectl.errors import TrainingError
-from moectl.rundir import read_jsonl
+from moectl.rundir.reading import read_jsonl
 from moectl.training.sinks import check_sinks, collapse_text, sink_scalars
 from moectl.training.trainer import train_run
 

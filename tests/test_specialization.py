@@ -11,13 +11,14 @@ import torch
 
 from moectl.analysis import functional
 from moectl.analysis.controls import split_units
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.config import resolve_run_config
 from moectl.data.store import load_corpus
 from moectl.model.initial import load_initial_model
 from moectl.model.io import load_model, save_model
 from moectl.model.routing import moe_layers
-from moectl.study.findings import specialization_finding
+from moectl.study.findings.specialization import specialization_finding
 from moectl.training.trainer import train_run
 
 OPTIONS = {"n_bootstrap": 300, "n_permutations": 3, "batch_size": 16, "random_gates": 64}

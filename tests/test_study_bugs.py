@@ -19,13 +19,14 @@ from test_analysis_evaluate import make_run
 from test_balance_training import DDP, FULL, SPLIT, _rows
 
 from moectl.analysis import bootstrap, metrics
-from moectl.analysis.evaluate import EvaluationOptions, evaluate_models
+from moectl.analysis.eval_options import EvaluationOptions
+from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.results import EvaluationResult
 from moectl.analysis.routing import LayerRouting
 from moectl.config import MoEConfig, resolve_run_config
 from moectl.data.store import load_corpus
 from moectl.model.router import route
-from moectl.study.findings import paired_difference
+from moectl.study.findings.seed_combination import paired_difference
 from moectl.training.trainer import train_run
 
 # 1. `global` in one process ------------------------------------------------------------------

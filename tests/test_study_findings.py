@@ -26,15 +26,11 @@ from moectl.analysis.results import (
 from moectl.analysis.runs import RunLogs
 from moectl.analysis.seeds import seed_interval
 from moectl.config import RunConfig
-from moectl.study.findings import (
-    collapse_finding,
-    layer_source,
-    loss_finding,
-    loss_replicates,
-    nmi_replicates,
-    paired_difference,
-    specialization_finding,
-)
+from moectl.study.findings.collapse import collapse_finding
+from moectl.study.findings.layer_sources import layer_source, nmi_replicates
+from moectl.study.findings.loss import loss_finding
+from moectl.study.findings.seed_combination import loss_replicates, paired_difference
+from moectl.study.findings.specialization import specialization_finding
 
 DOMAINS = ["code", "math", "prose"]
 

@@ -14,7 +14,8 @@ import torch
 
 from moectl.config import CollapseConfig, RunConfig
 from moectl.errors import TrainingError
-from moectl.rundir import latest_checkpoint, list_checkpoints, truncate_after
+from moectl.rundir.locate import latest_checkpoint, list_checkpoints
+from moectl.rundir.writing import truncate_after
 from moectl.training.batches import BlockSampler, eval_subset
 from moectl.training.checkpoint import (
     capture_rng_state,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moectl.analysis.evaluate import SAMPLE_NOTE
+from moectl.analysis.eval_blocks import SAMPLE_NOTE
 from moectl.analysis.results import EvaluationResult, TokenRouting
 from moectl.analysis.routing import LayerRouting
 from moectl.analysis.tokentypes import CODE_TYPES, MATH_TYPES

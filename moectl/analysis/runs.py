@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moectl import rundir
 from moectl.config import RunConfig
 from moectl.errors import MoectlError
+from moectl.rundir.kinds import describe_path, detect_kind
+from moectl.rundir.reading import read_metrics, read_routing, read_run_config
+from moectl.rundir.records import RoutingRow, collapse_events
 
 
 @dataclass
@@ -41,23 +43,23 @@ class RunLogs:
 
     def collapse_events(self) -> list[dict[str, Any]]:
         """The run's collapse warnings (`rundir.CollapseEvent` fields), one per warning row."""
-        rows = [rundir.RoutingRow.model_validate(row) for row in self.routing or []]
-        return [event.model_dump() for event in rundir.collapse_events(rows)]
+        rows = [RoutingRow.model_validate(row) for row in self.routing or []]
+        return [event.model_dump() for event in collapse_events(rows)]
 
 
 def load_run(path: Path) -> RunLogs:
     """Config, metrics and routing rows of a run dir (routing None if none was logged)."""
-    if rundir.detect_kind(path) != "run":
+    if detect_kind(path) != "run":
         raise MoectlError(
-            f"{path} is {rundir.describe_path(path)}, not a run directory",
+            f"{path} is {describe_path(path)}, not a run directory",
             hint="pass a directory written by `moectl train --run-dir`",
         )
-    train, evals = rundir.read_metrics(path)
-    routing = rundir.read_routing(path)
+    train, evals = read_metrics(path)
+    routing = read_routing(path)
     return RunLogs(
         path=path,
         name=path.resolve().name,
-        config=rundir.read_run_config(path),
+        config=read_run_config(path),
         train=[row.model_dump() for row in train],
         eval=[row.model_dump() for row in evals],
         routing=[row.model_dump() for row in routing] or None,

@@ -126,16 +126,13 @@ def evaluate(
 
       moectl evaluate runs/moe --functional
     """
-    from moectl.analysis.evaluate import (
-        SAMPLE_NOTE,
-        EvaluationOptions,
-        corpus_for,
-        evaluate_models,
-        save_results,
-    )
+    from moectl.analysis.eval_blocks import SAMPLE_NOTE
+    from moectl.analysis.eval_files import corpus_for, save_results
+    from moectl.analysis.eval_options import EvaluationOptions
+    from moectl.analysis.evaluate import evaluate_models
     from moectl.data.store import load_corpus
     from moectl.fs import check_writable
-    from moectl.rundir import evaluation_folder, expand_runs, resolve_model
+    from moectl.rundir.locate import evaluation_folder, expand_runs, resolve_model
 
     models = expand_runs(models)
     destinations = [out] if out else [evaluation_folder(*resolve_model(m)) for m in models]

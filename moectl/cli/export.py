@@ -92,7 +92,8 @@ def export(
     """
     from moectl.fs import check_writable
     from moectl.interop.export import check_out
-    from moectl.rundir import detect_kind, resolve_model, study_runs
+    from moectl.rundir.kinds import detect_kind
+    from moectl.rundir.locate import resolve_model, study_runs
 
     check_writable(out, "--out")
     if detect_kind(model) != "study":

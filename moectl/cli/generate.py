@@ -90,7 +90,7 @@ def generate(
     from moectl.analysis.generation import typed_generation_options
     from moectl.config import parse_override
     from moectl.model.io import load_model
-    from moectl.rundir import resolve_model
+    from moectl.rundir.locate import resolve_model
 
     extra: dict[str, object] = {}
     for text in options or []:

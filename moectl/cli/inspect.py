@@ -35,7 +35,7 @@ def inspect(
 
       moectl inspect study
     """
-    from moectl.rundir import describe_path, detect_kind
+    from moectl.rundir.kinds import describe_path, detect_kind
 
     if not path.exists():
         raise MoectlError(

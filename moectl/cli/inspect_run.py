@@ -16,7 +16,7 @@ from moectl.cli.common import console, domain_style
 
 def render_run(path: Path, as_json: bool = False) -> None:
     """Print a run directory for people (rich) or scripts (--json)."""
-    from moectl.rundir import run_summary
+    from moectl.rundir.summary import run_summary
 
     summary = run_summary(path)
     if as_json:
@@ -117,7 +117,7 @@ def model_summary(path: Path) -> dict[str, Any]:
     from moectl.model.factory import count_parameters
     from moectl.model.io import load_model
     from moectl.model.routing import moe_layers
-    from moectl.rundir import STATE_NAME
+    from moectl.rundir.layout import STATE_NAME
     from moectl.training.checkpoint import read_trainer_state
 
     loaded = load_model(path)

@@ -151,7 +151,8 @@ def _check_outside_runs(out: Path, runs: list[tuple[str, Path]]) -> None:
 
 def _runs(paths: list[Path]) -> list[tuple[str, Path]]:
     """(label, run dir) for each run named or inside a named study; labels are unique."""
-    from moectl.rundir import describe_path, detect_kind, study_runs
+    from moectl.rundir.kinds import describe_path, detect_kind
+    from moectl.rundir.locate import study_runs
 
     runs: list[tuple[str, Path]] = []
     for path in paths:
@@ -177,7 +178,7 @@ def _runs(paths: list[Path]) -> list[tuple[str, Path]]:
 
 def _run_config(run_dir: Path, project: str | None, mode: str | None):
     """The run's config, with the W&B project and mode of this call where given."""
-    from moectl.rundir import read_run_config
+    from moectl.rundir.reading import read_run_config
 
     config = read_run_config(run_dir)
     wandb = config.train.wandb.model_copy(

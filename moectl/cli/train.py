@@ -91,23 +91,22 @@ def resume_config(
 ) -> tuple[RunConfig, Path]:
     """The saved config (with allowed max_steps and parallel changes) and corpus of a run to
     resume."""
-    from moectl import rundir
     from moectl.config import resolve_run_config
+    from moectl.rundir.reading import corpus_dir, read_run_config
+    from moectl.rundir.writing import RESUMABLE_KEYS
 
     given = [flag for flag, value in (("--preset", preset), ("--config", config)) if value]
-    given += [
-        f"--set {o}" for o in overrides if o.partition("=")[0].strip() not in rundir.RESUMABLE_KEYS
-    ]
+    given += [f"--set {o}" for o in overrides if o.partition("=")[0].strip() not in RESUMABLE_KEYS]
     given += ["--data"] if data is not None else []
     if given:
         raise TrainingError(
             f"--resume continues the run with its saved config and corpus; {given[0]} cannot "
-            f"change them (only --set {' or '.join(rundir.RESUMABLE_KEYS)} can)",
+            f"change them (only --set {' or '.join(RESUMABLE_KEYS)} can)",
             hint="drop it, or start a new --run-dir",
         )
-    saved = rundir.read_run_config(run_dir)
+    saved = read_run_config(run_dir)
     cfg = resolve_run_config(base=saved.model_dump(mode="json"), overrides=overrides)
-    data_dir = rundir.corpus_dir(run_dir)
+    data_dir = corpus_dir(run_dir)
     if data_dir is None:
         raise TrainingError(f"{run_dir} has no run.json naming its corpus")
     return cfg, data_dir
@@ -116,17 +115,18 @@ def resume_config(
 def train_output(result: TrainResult, wall_seconds: float) -> TrainOutput:
     """The final summary of a run: what `--json` prints and the table shows (dense or MoE as
     the run's saved config says, which an --init-from artifact may have set)."""
-    from moectl import rundir
+    from moectl.rundir.locate import best_model
+    from moectl.rundir.reading import read_run_config
 
     run_dir = Path(result.run_dir)
-    best = rundir.best_model(run_dir)
+    best = best_model(run_dir)
     if result.stop_reason == "interrupted":
         next_command = f"moectl train --run-dir {run_dir} --resume"
     else:
         next_command = f"moectl evaluate {run_dir}"
     return TrainOutput(
         run_dir=result.run_dir,
-        kind="moe" if rundir.read_run_config(run_dir).moe.enabled else "dense",
+        kind="moe" if read_run_config(run_dir).moe.enabled else "dense",
         steps=result.steps,
         max_steps=result.max_steps,
         stop_reason=result.stop_reason,

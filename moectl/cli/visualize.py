@@ -55,7 +55,8 @@ def visualize(
     """
     from moectl.analysis.results import load_results
     from moectl.fs import check_writable
-    from moectl.rundir import detect_kind, evaluation_files, expand_runs
+    from moectl.rundir.kinds import detect_kind
+    from moectl.rundir.locate import evaluation_files, expand_runs
     from moectl.viz.study import visualize_study
 
     runs = list(runs or [])

@@ -33,7 +33,7 @@ from moectl.data.types import SourceInfo
 from moectl.errors import DataError
 from moectl.fs import atomic_directory, check_writable_folder
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import KIND_LABELS, describe_path
+from moectl.rundir.kinds import KIND_LABELS, describe_path
 from moectl.version import __version__
 
 if TYPE_CHECKING:

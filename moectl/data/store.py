@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from moectl.config import DataConfig
 from moectl.data.types import SourceInfo
 from moectl.errors import DataError
-from moectl.rundir import describe_path, detect_kind
+from moectl.rundir.kinds import describe_path, detect_kind
 
 if TYPE_CHECKING:
     from datasets import Dataset

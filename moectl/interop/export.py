@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from moectl.errors import ModelError
 from moectl.interop.plan import HF_CODE, ExportPlan
-from moectl.rundir import resolve_model
+from moectl.rundir.locate import resolve_model
 from moectl.version import __version__
 
 
@@ -139,7 +139,7 @@ def _stop_at_eos(model: Any, tokenizer: Any, positions: int) -> Any:
 def check_out(out: Path, artifact: Path, force: bool) -> None:
     """A ModelError unless `out` is new, or `force` and it is an export or an empty folder:
     --force never replaces a run, a corpus or anyone's other files."""
-    from moectl.rundir import KIND_LABELS, describe_path
+    from moectl.rundir.kinds import KIND_LABELS, describe_path
 
     replaceable = (KIND_LABELS["export"], "an empty folder")
     if out.exists():

@@ -84,7 +84,7 @@ def _is_hub_id(name: str | None) -> bool:
 
 def _run_records(run_dir: Path | None) -> tuple[Any, Any]:
     """The run's config and run.json, or None for what is absent or unreadable."""
-    from moectl.rundir import read_run_config, read_run_info
+    from moectl.rundir.reading import read_run_config, read_run_info
 
     if run_dir is None:
         return None, None
@@ -127,7 +127,7 @@ def _license(license: str | None) -> str:
 def _local_name(path: str) -> str:
     """A hub id as it is; a local model folder as its run's name (RUN/best, RUN/checkpoints/
     step-N), never the exporter's absolute path."""
-    from moectl.rundir import detect_kind
+    from moectl.rundir.kinds import detect_kind
 
     if _is_hub_id(path):
         return path
@@ -209,7 +209,7 @@ def _evaluations(run_dir: Path | None, step: int) -> tuple[list[EvaluationResult
     """The run's evaluation results of the exported step (wherever moectl wrote them:
     `rundir.evaluation_files`), and why others were left out."""
     from moectl.analysis.results import load_results
-    from moectl.rundir import evaluation_files
+    from moectl.rundir.locate import evaluation_files
 
     if run_dir is None:
         return [], []

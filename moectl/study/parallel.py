@@ -55,7 +55,7 @@ class TrainJob:
 def train_stage(job: TrainJob, callback: ProgressCallback | None = None) -> TrainResult:
     """Train `job`, resuming from its latest checkpoint if an earlier attempt left one; the
     result is written to run_dir/result.json once the run is complete."""
-    from moectl.rundir import latest_checkpoint
+    from moectl.rundir.locate import latest_checkpoint
     from moectl.training.trainer import train_run
 
     resume = latest_checkpoint(job.run_dir) is not None

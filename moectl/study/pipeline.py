@@ -29,7 +29,8 @@ from moectl.config import RunConfig
 from moectl.errors import MoectlError
 from moectl.fs import check_writable_folder, write_text
 from moectl.progress import ProgressCallback, report
-from moectl.rundir import STUDY_EVAL, STUDY_RUNS, STUDY_STATE, RunSummary
+from moectl.rundir.layout import STUDY_EVAL, STUDY_RUNS, STUDY_STATE
+from moectl.rundir.summary import RunSummary
 from moectl.study.plan import (
     DEFAULT_PLAN,
     PLANS,
@@ -100,10 +101,12 @@ def run_study(
     `functional` adds the functional test to the evaluation (many more forward passes, so off by
     default: docs/benchmarks.md).
     """
-    from moectl.analysis.evaluate import EvaluationOptions, evaluate_models, save_results
+    from moectl.analysis.eval_files import save_results
+    from moectl.analysis.eval_options import EvaluationOptions
+    from moectl.analysis.evaluate import evaluate_models
     from moectl.data.prepare import prepare_corpus
     from moectl.data.store import load_corpus
-    from moectl.study.findings import figures_finding
+    from moectl.study.findings.claims import figures_finding
     from moectl.study.parallel import TrainJob, run_parallel
 
     started = time.perf_counter()
@@ -269,7 +272,7 @@ class _Layout:
         return {n: load_results(self.out / STUDY_EVAL / f"{n}.json")[0] for n in self.evaluated}
 
     def findings(self) -> list[Finding]:
-        from moectl.study.findings import study_findings
+        from moectl.study.findings.claims import study_findings
 
         loaded = self.results()
         return study_findings(
@@ -321,7 +324,8 @@ class StudySummary(BaseModel):
 
 def study_summary(out: Path) -> StudySummary:
     """Everything `inspect` says about a study folder, read from its state file and runs."""
-    from moectl.rundir import evaluation_files, run_summary, study_runs
+    from moectl.rundir.locate import evaluation_files, study_runs
+    from moectl.rundir.summary import run_summary
 
     out = Path(out)
     state = _saved_state(out)

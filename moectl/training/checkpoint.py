@@ -18,7 +18,8 @@ import torch
 
 from moectl.errors import TrainingError
 from moectl.fs import atomic_directory
-from moectl.rundir import STATE_NAME, checkpoint_path, list_checkpoints
+from moectl.rundir.layout import STATE_NAME
+from moectl.rundir.locate import checkpoint_path, list_checkpoints
 
 STATE_FORMAT = 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from moectl.config import CollapseConfig
-from moectl.rundir import CollapseEvent, CollapseFlag
+from moectl.rundir.records import CollapseEvent, CollapseFlag
 
 
 class CollapseDetector:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from moectl.rundir import CollapseEvent, EvalScores
+from moectl.rundir.records import CollapseEvent, EvalScores
 
 StopReason = Literal["completed", "collapse", "interrupted", "already_complete"]
 

@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from moectl.analysis.bootstrap import format_interval
-from moectl.analysis.evaluate import SAMPLE_NOTE
+from moectl.analysis.eval_blocks import SAMPLE_NOTE
 from moectl.analysis.gate_null import family_verdicts
 from moectl.analysis.metrics import NMI_NORMALIZATION
 from moectl.analysis.results import EvaluationResult, Finding, GateNull
