@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from moectl.analysis import bootstrap, nmi_bias
 from moectl.analysis.controls import (
     BALANCE_TOLERANCE,
     LayerControls,
@@ -199,3 +200,20 @@ def test_holm_keeps_separately_significant_layers_from_being_made_by_the_router(
     # a frozen router: its gate IS the init gate (difference exactly 0, no verdict)
     assert router_verdict(True, "emerged", "inherited") == "not the router"
     assert router_verdict(True, "emerged", "too few documents") == "too few documents"
+
+
+def test_one_matrix_product_gives_the_tables_of_every_gate_exactly():
+    """left_multiply replaces np.matmul's per-slice BLAS calls with one product; the tables are
+    integer counts times integer weights, so the two agree bit for bit, for a stack of gates
+    and for a stack of stacks."""
+    rng = np.random.default_rng(3)
+    strata = np.repeat(np.arange(3), 20)
+    weights = bootstrap.resample_counts(strata, 50, seed=1)
+    onehot = np.eye(3)[strata]
+    matrix = (weights[:, None, :] * onehot.T[None]).reshape(-1, len(strata))
+    for shape in [(len(strata), 8), (7, len(strata), 8), (2, 5, len(strata), 8)]:
+        units = rng.integers(0, 40, shape)
+        expected = np.matmul(matrix, units.astype(np.float64))
+        found = nmi_bias.left_multiply(matrix, units)
+        assert found.shape == expected.shape
+        assert np.array_equal(found, expected)

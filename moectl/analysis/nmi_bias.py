@@ -21,11 +21,22 @@ N_CORRECTION_PERMUTATIONS = 32
 """Document permutations per baseline."""
 
 
+def left_multiply(matrix: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """(..., M, E) = matrix (M, U) times every (U, E) slice of `units` (..., U, E), as one
+    matrix product: np.matmul broadcasts a 2-D matrix over the stack by calling BLAS once per
+    slice, far slower for hundreds of gates' small tables (benchmarks/bench_gate_tables.py).
+    The entries are integer counts times integer weights, exact in float64, so the order of
+    the sums cannot change a bit; the result is made contiguous so that later reductions sum
+    in the same order as before."""
+    units = np.asarray(units, dtype=np.float64)
+    return np.ascontiguousarray(np.moveaxis(np.tensordot(matrix, units, axes=(1, -2)), 0, -2))
+
+
 def domain_tables(units: np.ndarray, strata: np.ndarray, n_labels: int) -> np.ndarray:
     """(..., L, E) label x expert tables of per-unit count vectors (..., U, E), unit u counted
     under label strata[u]."""
     onehot = np.eye(n_labels)[np.asarray(strata, dtype=np.int64)]  # (U, L)
-    return np.matmul(onehot.T, np.asarray(units, dtype=np.float64))
+    return left_multiply(onehot.T, units)
 
 
 def nmi_baseline(
@@ -48,7 +59,7 @@ def nmi_baseline(
     out = np.empty(len(flat))
     chunk = max(1, 4_000_000 // max(1, stacked.shape[0] * units.shape[-1]))
     for start in range(0, len(flat), chunk):
-        tables = np.matmul(stacked, flat[start : start + chunk])  # (r, P*L, E)
+        tables = left_multiply(stacked, flat[start : start + chunk])  # (r, P*L, E)
         tables = tables.reshape(len(tables), n_permutations, n_labels, -1)
         out[start : start + chunk] = bootstrap.nmi_of_joints(tables).mean(axis=1)
     return out.reshape(units.shape[:-2])
@@ -74,7 +85,7 @@ def resampled_nmis(
     `weights` (B, U) (`bootstrap.resample_counts`), one matmul per router."""
     onehot = np.eye(n_labels)[np.asarray(strata, dtype=np.int64)]  # (U, L)
     stacked = (weights[:, None, :] * onehot.T[None]).reshape(-1, len(strata))  # (B*L, U)
-    tables = np.matmul(stacked, np.asarray(units, dtype=np.float64))  # (..., B*L, E)
+    tables = left_multiply(stacked, units)  # (..., B*L, E)
     return bootstrap.nmi_of_joints(tables.reshape(*tables.shape[:-2], len(weights), n_labels, -1))
 
 
