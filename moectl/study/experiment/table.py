@@ -225,7 +225,7 @@ def markdown(table: ExperimentTable) -> str:
     lines = [HEADER, "|" + "---|" * HEADER.count(" |")]
     for row in table.rows:
         head = f"| {row.arm} | {'-' if row.layer is None else row.layer} | {row.seeds} |"
-        loss = _loss_text(row)
+        loss = loss_text(row)
         wall = f"{_average(row.wall_seconds):.0f}"
         if row.layer is None:
             lines.append(head + " - |" * 11 + f" {loss} | - | {wall} |")
@@ -266,7 +266,7 @@ def _counts(verdicts: list[str | None]) -> str:
     return ", ".join(f"{v} {n}/{len(verdicts)}" for v, n in counts.most_common()) or "-"
 
 
-def _loss_text(row: TableRow) -> str:
+def loss_text(row: TableRow) -> str:
     if row.is_dense_control:
         return "(matched dense)"
     if row.loss is None:
