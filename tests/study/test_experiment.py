@@ -223,7 +223,7 @@ def test_the_experiment_runs_and_adding_a_seed_trains_only_its_runs(experiment):
     names = sorted(p.name for p in (out / "runs").iterdir())
     assert names == [f"{a}-seed{s}" for a in ("dense", "moe", "pretrain") for s in (0, 1)]
     info = json.loads((out / "runs" / "moe-seed1" / "run.json").read_text())
-    assert Path(info["init_from"]) == out / "runs" / "pretrain-seed1" / "best"
+    assert Path(info["init_from"]) == (out / "runs" / "pretrain-seed1" / "best").resolve()
     assert (out / "experiment.json").is_file()
 
 
@@ -294,21 +294,36 @@ def test_a_rerun_trains_and_evaluates_nothing(experiment, cli):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")} == runs
 
 
-def test_a_changed_arm_is_refused_naming_it(experiment, cli, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("change", "needles", "spared"),
+    [
+        (
+            {"arms": [TINY["arms"][0], {**TINY["arms"][1], "overrides": ["moe.lb_coef=0"]}]},
+            ["arm 'moe' seed 0", "arm 'moe' seed 1", "moe.lb_coef: 0.01 -> 0.0"],
+            "arm 'dense'",
+        ),
+        (
+            {"pretrain_seed": 0},
+            ["arm 'dense' seed 1", "arm 'moe' seed 1", "start: pretrain-seed1 -> pretrain-seed0"],
+            "seed 0",
+        ),
+    ],
+)
+def test_a_changed_arm_is_refused_naming_it(
+    experiment, cli, tmp_path: Path, change: dict, needles: list[str], spared: str
+):
+    """A run the file no longer describes (its settings, or the pretrain it started from) is
+    refused before anything is written, naming the arm and what changed."""
     from conftest import snapshot
 
     _, out, *_ = experiment
-    changed = {
-        **TINY,
-        "arms": [TINY["arms"][0], {**TINY["arms"][1], "overrides": ["moe.lb_coef=0"]}],
-    }
-    file = _write(tmp_path / "tiny.yaml", changed)
+    file = _write(tmp_path / "tiny.yaml", {**TINY, **change})
     before = snapshot(out)
     result = cli("experiment", file, "--out", out)
     assert result.exit_code == 2
     text = " ".join(result.stderr.split())
-    assert "arm 'moe' seed 0" in text and "arm 'moe' seed 1" in text
-    assert "moe.lb_coef: 0.01 -> 0.0" in text and "arm 'dense'" not in text
+    assert all(needle in text for needle in needles), text
+    assert spared not in text
     assert snapshot(out) == before
 
 

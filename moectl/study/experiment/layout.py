@@ -121,6 +121,8 @@ class ExperimentLayout:
     def _corpus_problems(self, plan: ExperimentPlan) -> list[tuple[str, str]]:
         from moectl.data.store import read_manifest
 
+        if plan.corpus_path is not None and not (plan.corpus_path / MANIFEST_NAME).is_file():
+            return [("corpus.path", f"{plan.corpus_path} holds no prepared corpus")]
         manifest = self.out / "data" / MANIFEST_NAME
         if plan.corpus_config is None or not manifest.is_file():
             return []
@@ -165,10 +167,14 @@ class ExperimentLayout:
 
 def _changed(run: PlannedRun, run_dir: Path) -> list[tuple[str, str]]:
     """The run's stored config against the file's (the data section is the corpus manifest's,
-    written by the trainer, so it is not compared)."""
-    from moectl.rundir.reading import read_run_config
+    written by the trainer, so it is not compared), and the pretrain it started from."""
+    from moectl.rundir.reading import read_run_config, read_run_info
 
     keys = _differing(read_run_config(run_dir), run.config, exclude={"data"})
+    info = read_run_info(run_dir)
+    started = Path(info.init_from).parent.name if info and info.init_from else None
+    if info is not None and started != run.init_from:
+        keys.append(f"start: {started or 'random weights'} -> {run.init_from or 'random weights'}")
     if not keys:
         return []
     where = f"arm '{run.arm}'" if run.arm != "pretrain" else "the pretrain"

@@ -120,7 +120,7 @@ def _train(
         if (run_dir / RESULT_FILE).is_file():
             record(RunOutcome(name=run.name, status="skipped", seconds=0.0))
             continue
-        start = layout.run_dir(run.init_from) / "best" if run.init_from else None
+        start = (layout.run_dir(run.init_from) / "best").resolve() if run.init_from else None
         jobs.append(TrainJob(run.name, run.config, corpus_dir, run_dir, start))
     if not jobs:
         return
