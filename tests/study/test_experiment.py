@@ -19,6 +19,7 @@ import pytest
 
 from moectl.cli.schemas import ExperimentOutput
 from moectl.errors import MoectlError
+from moectl.fs import exclusive_lock
 from moectl.study.experiment import load_experiment, markdown, plan_experiment
 from moectl.study.experiment.table import ExperimentTable
 
@@ -329,7 +330,8 @@ def test_a_changed_arm_is_refused_naming_it(
 
 def test_a_killed_run_is_resumed_from_its_checkpoint(experiment, cli, tmp_path: Path):
     """A run killed after its step-3 checkpoint (no result.json, nothing after step 3) shows
-    as queued to resume there, and the next run resumes it to the same end as before."""
+    as queued to resume there (running while its lock is held), and the next run resumes it to
+    the same end as before."""
     file, out, *_ = experiment
     copy = tmp_path / "out"
     shutil.copytree(out, copy, symlinks=True)
@@ -343,6 +345,12 @@ def test_a_killed_run_is_resumed_from_its_checkpoint(experiment, cli, tmp_path: 
         for r in ExperimentOutput.model_validate_json(status.stdout).runs
     }
     assert states["moe-seed1"] == ("queued", "resumes at step 3")
+    with exclusive_lock(run / ".moectl.lock"):  # as a trainer holds it while it writes
+        status = cli("experiment", file, "--out", copy, "--status", "--json")
+    (moe,) = [
+        r for r in ExperimentOutput.model_validate_json(status.stdout).runs if r.name == run.name
+    ]
+    assert (moe.state, moe.detail) == ("running", "training")
     result = cli("experiment", file, "--out", copy, "--json")
     assert result.exit_code == 0, result.output
     outcomes = _outcomes(result)
