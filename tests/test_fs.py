@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moectl.fs import LockHeld, atomic_directory, exclusive_lock, write_text
+from moectl.fs import LockHeld, atomic_directory, exclusive_lock, is_locked, write_text
 
 
 def mode(path: Path) -> int:
@@ -79,3 +79,14 @@ def test_a_held_lock_is_refused_naming_the_holder_and_left_unchanged(tmp_path: P
         holder.wait()
     with exclusive_lock(lock):  # released when the holder exits
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_is_locked_sees_a_held_lock_and_writes_nothing(tmp_path: Path):
+    """`moectl experiment --status` tells a running run by its held writer lock."""
+    path = tmp_path / ".moectl.lock"
+    assert not is_locked(path) and not path.exists()
+    with exclusive_lock(path):
+        held = path.read_bytes()
+        assert is_locked(path)
+        assert path.read_bytes() == held
+    assert not is_locked(path)

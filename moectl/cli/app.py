@@ -231,6 +231,7 @@ def _main(
 def _register() -> None:
     from moectl.cli import (
         evaluate,
+        experiment,
         export,
         generate,
         inspect,
@@ -251,6 +252,7 @@ def _register() -> None:
     app.command("export", cls=MoectlCommand)(export.export)
     app.command("log", cls=MoectlCommand)(log.log)
     app.command("quickstart", cls=MoectlCommand)(quickstart.quickstart)
+    app.command("experiment", cls=MoectlCommand)(experiment.experiment)
     app.command("presets", cls=MoectlCommand)(presets.presets)
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from moectl.analysis.generation import GeneratedToken
 from moectl.analysis.results import Finding
+from moectl.study.experiment.layout import RunStatus
+from moectl.study.experiment.table import ExperimentTable
 
 SCHEMA_VERSION = 1
 
@@ -119,6 +121,17 @@ class LogOutput(CommandOutput):
     runs: list[LoggedRun]
 
 
+class ExperimentOutput(CommandOutput):
+    command: Literal["experiment"] = "experiment"
+    out: str
+    seeds: list[int]
+    runs: list[RunStatus] = Field(description="every run's state (--status prints only these)")
+    report_markdown: str | None = None
+    report_json: str | None = None
+    table: ExperimentTable | None = Field(None, description="report.json; None with --status")
+    seconds: float | None = None
+
+
 COMMAND_SCHEMAS: dict[str, type[CommandOutput]] = {
     schema.model_fields["command"].default: schema
     for schema in (
@@ -129,6 +142,7 @@ COMMAND_SCHEMAS: dict[str, type[CommandOutput]] = {
         QuickstartOutput,
         PrepareDataOutput,
         LogOutput,
+        ExperimentOutput,
     )
 }
 """Command name -> the schema its --json prints."""

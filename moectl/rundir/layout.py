@@ -1,7 +1,7 @@
 """The names of the files and folders moectl writes (DESIGN.md section 4): a run directory's
 config.yaml, run.json, logs, checkpoints/step-N and best/, a model's model.json, a corpus's
-manifest.json and a study's study.json, runs/ and eval/. Every other module names them through
-here."""
+manifest.json, a study's study.json, runs/ and eval/, and an experiment's experiment.json,
+report.md and report.json (`moectl experiment`). Every other module names them through here."""
 
 from __future__ import annotations
 
@@ -19,3 +19,6 @@ EVAL_DIR = "eval"
 STUDY_STATE = "study.json"
 STUDY_RUNS = "runs"
 STUDY_EVAL = "eval"
+EXPERIMENT_STATE = "experiment.json"
+EXPERIMENT_REPORT_MD = "report.md"
+EXPERIMENT_REPORT_JSON = "report.json"

@@ -118,11 +118,13 @@ def run_parallel(
     workers: int,
     callback: ProgressCallback | None = None,
     on_done: Callable[[str, TrainResult], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> dict[str, TrainResult]:
     """Run `jobs` with at most `workers` at a time; returns each job's TrainResult by name.
 
     Progress events arrive with their stage renamed "<stage> <job>" (e.g. "train moe").
-    A failing job raises its MoectlError after the running jobs have stopped.
+    A failing job raises its MoectlError after the running jobs have stopped; `on_error` hears
+    each failing job's name and message as it fails.
     """
     context = multiprocessing.get_context("spawn")
     messages = context.Queue(maxsize=PROGRESS_BACKLOG)
@@ -170,11 +172,14 @@ def run_parallel(
                 results[name] = TrainResult.model_validate_json(payload)
                 if on_done is not None:
                     on_done(name, results[name])
-            elif failure is None:
+            else:
                 message, hint = payload
-                failure = MoectlError(f"stage {name} failed: {message}", hint)
-                stopping = True
-                stop_all()
+                if on_error is not None:
+                    on_error(name, message)
+                if failure is None:
+                    failure = MoectlError(f"stage {name} failed: {message}", hint)
+                    stopping = True
+                    stop_all()
         except KeyboardInterrupt:
             stopping = True
             stop_all()

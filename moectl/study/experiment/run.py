@@ -1,0 +1,150 @@
+"""Running an experiment on this machine (`launcher: local`): prepare the corpus, train what is
+not finished (the pretrains first, then every arm, `workers` at a time in worker processes,
+each resuming from its latest checkpoint), evaluate every run, and write the report.
+
+A re-run skips finished runs (result.json) and resumes interrupted ones exactly (the trainer's
+resume); a run or corpus whose stored config differs from the file is refused before anything
+is written (`ExperimentLayout.check`). The core never prints: progress goes to `callback`,
+each run's outcome to `on_run`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from moectl.fs import check_writable_folder, write_json, write_text
+from moectl.progress import ProgressCallback
+from moectl.study.experiment.configs import ExperimentPlan, PlannedRun
+from moectl.study.experiment.layout import ExperimentLayout, ExperimentState
+from moectl.study.experiment.table import ExperimentTable, experiment_table, markdown
+from moectl.study.parallel import RESULT_FILE
+from moectl.study.pipeline import StudyInterrupted
+
+
+class RunOutcome(BaseModel):
+    """How one run went in this invocation."""
+
+    name: str
+    status: Literal["skipped", "done", "resumed"]
+    seconds: float
+
+
+class ExperimentResult(BaseModel):
+    """What `run_experiment` trained, evaluated and reported."""
+
+    out: str
+    seeds: list[int]
+    runs: dict[str, str]
+    outcomes: list[RunOutcome]
+    report_markdown: str
+    report_json: str
+    table: ExperimentTable
+    seconds: float
+
+
+def run_experiment(
+    plan: ExperimentPlan,
+    file: Path,
+    out: Path,
+    workers: int = 2,
+    callback: ProgressCallback | None = None,
+    on_run: Callable[[RunOutcome], None] | None = None,
+) -> ExperimentResult:
+    """Run (or finish) the experiment `plan` (from the file `file`) in the folder `out`."""
+    from moectl.data.prepare import prepare_corpus
+    from moectl.study.experiment.evaluation import evaluate_runs, evaluation_options
+
+    started = time.perf_counter()
+    layout = ExperimentLayout(out)
+    check_writable_folder(layout.out, "--out")
+    state = layout.check(plan, file)
+    layout.write_state(state)
+    outcomes: list[RunOutcome] = []
+
+    def record(outcome: RunOutcome) -> None:
+        outcomes.append(outcome)
+        if on_run is not None:
+            on_run(outcome)
+
+    corpus_dir = layout.corpus_dir(plan)
+    if plan.corpus_config is not None and not (corpus_dir / "manifest.json").is_file():
+        prepare_corpus(plan.corpus_config, corpus_dir, force=True, callback=callback)
+    for runs in (plan.pretrains, plan.arms):
+        _train(layout, state, runs, corpus_dir, workers, callback, record)
+    run_dirs = {run.name: layout.run_dir(run.name) for run in plan.arms}
+    results = evaluate_runs(
+        layout.eval_dir, run_dirs, corpus_dir, evaluation_options(plan), callback
+    )
+    walls = {name: wall_seconds(path) for name, path in run_dirs.items()}
+    table = experiment_table(plan, results, walls)
+    write_text(layout.report_md, markdown(table) + "\n")
+    write_json(layout.report_json, table)
+    return ExperimentResult(
+        out=str(layout.out),
+        seeds=plan.seeds,
+        runs={run.name: str(layout.run_dir(run.name)) for run in plan.runs},
+        outcomes=outcomes,
+        report_markdown=str(layout.report_md),
+        report_json=str(layout.report_json),
+        table=table,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def wall_seconds(run_dir: Path) -> float:
+    """From the run's config.yaml (written at its start) to its result.json (at its end)."""
+    return (run_dir / RESULT_FILE).stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+
+
+def _train(
+    layout: ExperimentLayout,
+    state: ExperimentState,
+    runs: list[PlannedRun],
+    corpus_dir: Path,
+    workers: int,
+    callback: ProgressCallback | None,
+    record: Callable[[RunOutcome], None],
+) -> None:
+    """Train the unfinished `runs`, recording each outcome and each failure's last line in the
+    state file; an interruption raises StudyInterrupted once the workers have checkpointed."""
+    from moectl.study.parallel import TrainJob, run_parallel
+
+    jobs = []
+    for run in runs:
+        run_dir = layout.run_dir(run.name)
+        if (run_dir / RESULT_FILE).is_file():
+            record(RunOutcome(name=run.name, status="skipped", seconds=0.0))
+            continue
+        start = (layout.run_dir(run.init_from) / "best").resolve() if run.init_from else None
+        jobs.append(TrainJob(run.name, run.config, corpus_dir, run_dir, start))
+    if not jobs:
+        return
+    begun = time.perf_counter()
+    resumed = {job.name for job in jobs if job.run_dir.exists()}
+
+    def done(name: str, result: object) -> None:
+        if getattr(result, "stop_reason", None) == "interrupted":
+            return
+        state.failed.pop(name, None)
+        layout.write_state(state)
+        status = "resumed" if name in resumed else "done"
+        record(RunOutcome(name=name, status=status, seconds=time.perf_counter() - begun))
+
+    def failed(name: str, message: str) -> None:
+        lines = message.strip().splitlines() or [""]
+        state.failed[name] = lines[-1]
+        layout.write_state(state)
+
+    results = run_parallel(jobs, min(workers, len(jobs)), callback, on_done=done, on_error=failed)
+    stopped = [n for n, r in results.items() if r.stop_reason == "interrupted"]
+    unfinished = stopped + [job.name for job in jobs if job.name not in results]
+    if unfinished:
+        raise StudyInterrupted(
+            f"the experiment was interrupted: {', '.join(unfinished)} did not finish",
+            hint="run the same moectl experiment command again to resume",
+        )
