@@ -82,9 +82,9 @@ def test_a_run_that_fails_as_it_runs_exits_1_with_one_line(
 
     import torch
 
-    from moectl.training import trainer
+    from moectl.training import saving, update
 
-    forward = trainer.forward_losses
+    forward = update.forward_losses
 
     def faulty_forward(*args, **kwargs):
         losses = forward(*args, **kwargs)
@@ -96,9 +96,9 @@ def test_a_run_that_fails_as_it_runs_exits_1_with_one_line(
         raise OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/step-2")
 
     if fault == "disk":
-        monkeypatch.setattr(trainer, "save_model", full_disk)
+        monkeypatch.setattr(saving, "save_model", full_disk)
     else:
-        monkeypatch.setattr(trainer, "forward_losses", faulty_forward)
+        monkeypatch.setattr(update, "forward_losses", faulty_forward)
     result = cli("train", "--preset", "tiny", "--data", tiny_corpus, "--run-dir", tmp_path / "r",
                  "--set", "train.max_steps=4", "--set", "train.save_every=2",
                  "--set", "train.log_every=1")  # fmt: skip

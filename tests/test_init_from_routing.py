@@ -12,7 +12,7 @@ from conftest import refused, untouched
 
 from moectl.config import resolve_run_config
 from moectl.model.io import load_model
-from moectl.training import trainer
+from moectl.training import session
 from moectl.training.trainer import train_run
 
 # Two routings that differ in every field the MoE module is built with.
@@ -53,8 +53,8 @@ def trained_modules(monkeypatch):
         kept.append(model)
         return model, record
 
-    real = trainer.fresh_model
-    monkeypatch.setattr(trainer, "fresh_model", keep)
+    real = session.fresh_model
+    monkeypatch.setattr(session, "fresh_model", keep)
     return kept
 
 
