@@ -178,6 +178,7 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
         "domain-loss.png", "router-entropy.png", "collapse-trajectory.png", "lb-loss.png",
         "nmi-over-training.png",
         "routing-heatmap-moe.png", "token-types-moe.png", "tokens.html", "report.html",
+        "routing-steps-moe.png", "routing-steps-no-lb.png",
     } == names  # fmt: skip
     for path in written:
         if path.suffix == ".png":
@@ -196,7 +197,12 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
     assert "script" not in tokens.tags
     report = (tmp_path / "figures" / "report.html").read_text(encoding="utf-8")
     _parse(tmp_path / "figures" / "report.html")
-    assert report.count("data:image/png;base64,") == 7 + 6  # and the stacked ones
+    assert report.count("src='data:image/png;base64,") == 9
+    assert report.count("srcset='data:image/png;base64,") == 8  # the stacked versions
+    # interactive: the step slider per routing log, hover heatmaps per model; plotly.js once
+    assert report.count("Plotly.newPlot(") == 3 and report.count("* plotly.js v") == 1
+    for stem in ("routing-steps-moe", "routing-steps-no-lb", "routing-heatmap-moe"):
+        assert f'<div id="{stem}"' in report, stem
     assert _parse(tmp_path / "figures" / "report.html").tokens == tokens.tokens  # inside it
     assert "layer 2 at step" in report  # collapse event of the no-lb run
     assert "random-assignment baseline" in report and "uniform-router" not in report

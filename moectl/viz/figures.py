@@ -49,7 +49,17 @@ def routing_heatmaps(result: EvaluationResult, path: Path, stacked: bool = False
     return _save(_share_heatmaps(panels, title, 1 if stacked else 3), path)
 
 
-def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
+def routing_last_step(run: RunLogs, path: Path, stacked: bool = False) -> Path | None:
+    """The run's heatmaps at its last router-log step: the static image beside the report's
+    heatmap with a slider over every step."""
+    rows = [row for row in run.routing or [] if row.get("layers")]
+    if not rows:
+        return None
+    title = f"{run.name}: routing at step {rows[-1]['step']}"
+    return _save(routing_row_heatmaps(rows[-1], title, 1 if stacked else 3), path)
+
+
+def routing_row_heatmaps(row: dict[str, Any], title: str, max_cols: int = 3) -> Figure:
     """The same heatmaps for one routing.jsonl row (the router during training, as the
     metric sinks show it at every router-log step)."""
     panels = []
@@ -57,7 +67,7 @@ def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
         domains = list(stats["domain_fractions"])
         nmi = f": NMI {stats['nmi']:.3f}" if stats.get("nmi") is not None else ""
         panels.append((f"layer {layer}{nmi}", domains, list(stats["domain_fractions"].values())))
-    return _share_heatmaps(panels, title)
+    return _share_heatmaps(panels, title, max_cols)
 
 
 def figure_pixels(fig: Figure) -> np.ndarray:
