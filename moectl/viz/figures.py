@@ -19,6 +19,7 @@ from moectl.analysis.results import EvaluationResult
 from moectl.analysis.runs import RunLogs
 from moectl.fs import atomic_file
 from moectl.viz.palette import domain_color, expert_color, run_color
+from moectl.viz.seed_bands import metric_bands
 
 DPI = 110
 
@@ -313,6 +314,26 @@ def lb_loss_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     ax.set_ylabel("load-balancing loss")
     ax.set_title("Load-balancing loss over training")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def seed_bands(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
+    """Eval loss and NMI over training per arm: the mean over the arm's seeds, shaded from
+    their minimum to their maximum; a panel per metric. None without an arm of two seeds."""
+    metrics = metric_bands(runs)
+    if not metrics:
+        return None
+    fig, axes = _panel_row(len(metrics), 4.6, 3.4, stacked)
+    arm_names = list(dict.fromkeys(band.arm for _, found in metrics for band in found))
+    for ax, (axis_label, found) in zip(axes, metrics, strict=True):
+        for band in found:
+            color = run_color(arm_names.index(band.arm))
+            ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, lw=0)
+            ax.plot(band.steps, band.mean, color=color, label=band.label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(axis_label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Over seeds: mean per arm, shaded from the lowest to the highest seed")
     return _save(fig, path)
 
 

@@ -131,14 +131,21 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
             lambda p, stacked=False: figures.lb_loss_over_training(runs, p),
             "no run logged a load-balancing loss: lb-loss figure skipped",
         ),
+        (
+            "seed-bands",
+            lambda p, stacked=False: figures.seed_bands(runs, p, stacked),
+            "no arm was trained with several seeds: seed-band figure skipped",
+        ),
     ]
 
 
 def _interactive(runs: list[RunLogs], results: list[EvaluationResult]) -> dict[str, str]:
     """The report's interactive figures (HTML fragments) by the stem of the static figure they
-    sit beside: the routing over training (a step slider) and each model's heatmaps."""
+    sit beside: the routing over training (a step slider), each model's heatmaps and the
+    curves with seed bands."""
     drawn = [(f"routing-steps-{_slug(run.name)}", interactive.routing_over_training(run))
              for run in runs]  # fmt: skip
+    drawn.append(("seed-bands", interactive.seed_bands(runs)))
     drawn += [(f"routing-heatmap-{_slug(r.name)}", interactive.routing_heatmaps(r))
               for r in results]  # fmt: skip
     return interactive.fragments([(stem, fig) for stem, fig in drawn if fig is not None])
