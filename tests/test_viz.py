@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import pytest
 from moectl.analysis.eval_blocks import SAMPLE_NOTE
 from moectl.analysis.results import EvaluationResult, TokenRouting
 from moectl.analysis.routing import LayerRouting
+from moectl.analysis.runs import load_run
 from moectl.analysis.tokentypes import CODE_TYPES, MATH_TYPES
+from moectl.viz import interactive
+from moectl.viz.seed_bands import arms, metric_bands
 from moectl.viz.study import visualize_study
 from moectl.viz.tokens_html import write_token_page
 
@@ -20,19 +24,22 @@ DOMAINS = ["code", "math", "prose"]
 N_EXPERTS = 4
 
 
-def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = True) -> Path:
-    """A run directory as `moectl train` writes it (config.yaml, metrics.jsonl, routing.jsonl)."""
+def write_run(
+    path: Path, *, moe: bool, collapse: bool = False, routing: bool = True, seed: int = 0
+) -> Path:
+    """A run directory as `moectl train` writes it (config.yaml, metrics.jsonl, routing.jsonl);
+    another `seed` of the same arm has its losses 0.05 and its NMI 0.01 higher per seed."""
     path.mkdir(parents=True)
     lb = 0.0 if collapse else 0.01
     (path / "config.yaml").write_text(
         f"name: {path.name}\nmoe:\n  enabled: {str(moe).lower()}\n  last_n: 2\n"
         f"  n_experts: {N_EXPERTS}\n"
-        f"  top_k: 1\n  lb_coef: {lb}\ntrain:\n  collapse:\n    threshold: 0.6\n",
+        f"  top_k: 1\n  lb_coef: {lb}\ntrain:\n  seed: {seed}\n  collapse:\n    threshold: 0.6\n",
         encoding="utf-8",
     )
     rows = []
     for step in range(10, 110, 10):
-        decay = 5.0 * np.exp(-step / 60)
+        decay = 5.0 * np.exp(-step / 60) + 0.05 * seed
         losses = {"code": 2.0 + decay, "math": 1.0 + decay, "prose": 3.0 + decay}
         rows.append(
             {"kind": "train", "step": step, "tokens": 64 * step, "lr": 1e-3,
@@ -61,7 +68,7 @@ def write_run(path: Path, *, moe: bool, collapse: bool = False, routing: bool = 
                     "domain_entropy": {d: 1.0 for d in DOMAINS},
                     "max_fraction": top - 0.05 * layer,
                     "counts": [[100 + step, 10, 10, 10], [10, 100, 10, 10], [10, 10, 100, 10]],
-                    "nmi": 0.3 + step / 1000,
+                    "nmi": 0.3 + step / 1000 + 0.01 * seed,
                 }
                 for layer in (2, 3)
             }
@@ -150,6 +157,11 @@ def _parse(path: Path) -> _Spans:
     return parser
 
 
+def _plots(report: str) -> list[str]:
+    """The ids of the report's Plotly figures, in page order."""
+    return re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', report)
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
@@ -178,6 +190,7 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
         "domain-loss.png", "router-entropy.png", "collapse-trajectory.png", "lb-loss.png",
         "nmi-over-training.png",
         "routing-heatmap-moe.png", "token-types-moe.png", "tokens.html", "report.html",
+        "routing-steps-moe.png", "routing-steps-no-lb.png",
     } == names  # fmt: skip
     for path in written:
         if path.suffix == ".png":
@@ -196,12 +209,61 @@ def test_visualize_study_writes_valid_pngs_and_html(study, tmp_path: Path) -> No
     assert "script" not in tokens.tags
     report = (tmp_path / "figures" / "report.html").read_text(encoding="utf-8")
     _parse(tmp_path / "figures" / "report.html")
-    assert report.count("data:image/png;base64,") == 7 + 6  # and the stacked ones
+    assert report.count("src='data:image/png;base64,") == 9
+    assert report.count("srcset='data:image/png;base64,") == 8  # the stacked versions
+    # interactive: the step slider per routing log, hover heatmaps per model; plotly.js once
+    assert _plots(report) == ["routing-steps-moe", "routing-steps-no-lb", "routing-heatmap-moe"]
+    assert report.count("* plotly.js v") == 1
+    assert report.index("* plotly.js v") < report.index("</head>")
     assert _parse(tmp_path / "figures" / "report.html").tokens == tokens.tokens  # inside it
     assert "layer 2 at step" in report  # collapse event of the no-lb run
     assert "random-assignment baseline" in report and "uniform-router" not in report
     assert "frozen gate NMI" in report and "no control (no init record)" in report
     assert report.count("eval sample: code has 8 eval documents (fewer than 20)") == 1
+
+
+def test_seed_bands_average_the_seeds_of_each_arm(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path / "dense", moe=False)]
+    runs += [write_run(tmp_path / f"moe{'-seed' + str(s) if s else ''}", moe=True, seed=s)
+             for s in (0, 1, 2)]  # fmt: skip
+    logs = [load_run(run) for run in runs]
+    grouped = {arm: [run.name for run in members] for arm, members in arms(logs).items()}
+    assert grouped == {"dense": ["dense"], "moe": ["moe", "moe-seed1", "moe-seed2"]}
+    (_, [loss]), (_, [nmi]) = metric_bands(logs)  # the one-seed dense arm has no band
+    assert loss.arm == "moe" and loss.seeds == [0, 1, 2] and loss.steps == [50, 100]
+    eval_50 = 2.1 + 5.0 * np.exp(-50 / 60)  # write_run's seed 0; each seed adds 0.05
+    assert loss.mean[0] == pytest.approx(eval_50 + 0.05, abs=1e-12)
+    assert (loss.low[0], loss.high[0]) == pytest.approx((eval_50, eval_50 + 0.1), abs=1e-12)
+    assert nmi.steps == list(range(0, 110, 10))
+    assert (nmi.low[0], nmi.mean[0], nmi.high[0]) == pytest.approx((0.3, 0.31, 0.32), abs=1e-12)
+    figure = interactive.seed_bands(logs)
+    high, low, mean = figure.data[:3]  # one arm per metric: edges, then the mean
+    assert list(high.y) == loss.high and low.fill == "tonexty" and list(mean.y) == loss.mean
+    assert [tuple(c) for c in mean.customdata] == list(zip(loss.low, loss.high, strict=True))
+    written = {p.name for p in visualize_study(runs, [], tmp_path / "figures")}
+    assert {"seed-bands.png", "routing-steps-moe-seed2.png"} <= written
+    report = (tmp_path / "figures" / "report.html").read_text(encoding="utf-8")
+    assert "seed-bands" in _plots(report) and report.count("* plotly.js v") == 1
+
+
+def test_interactive_heatmaps_carry_each_cell_s_share_and_count(tmp_path: Path) -> None:
+    result = synthetic_result("moe")
+    layer = result.routing[0]
+    heatmap = interactive.routing_heatmaps(result).data[0]
+    assert [list(r) for r in heatmap.z] == [layer.domain_fractions[d] for d in DOMAINS]
+    assert [list(c) for c in heatmap.customdata[1]] == [
+        [count, sum(layer.counts[1])] for count in layer.counts[1]
+    ]
+    assert "%{customdata[0]} of the domain's %{customdata[1]}" in heatmap.hovertemplate
+    run = load_run(write_run(tmp_path / "no-lb", moe=True, collapse=True))
+    slider = interactive.routing_over_training(run).layout.sliders[0]
+    assert [s.label for s in slider.steps] == [str(s) for s in range(0, 110, 10)]
+    assert slider.active == 10  # it opens at the last step, as the static image beside it
+    data, titles = slider.steps[0].args  # step 0: the router at init
+    assert data["z"][0] == [run.routing[0]["layers"]["2"]["domain_fractions"][d] for d in DOMAINS]
+    assert data["customdata"][1][0][0] == [100, 130]  # layer 3, code, expert 0 at step 0
+    assert titles == {"annotations[0].text": "layer 2: NMI 0.300",
+                      "annotations[1].text": "layer 3: NMI 0.300"}  # fmt: skip
 
 
 def test_svg_format_and_missing_routing_log(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from moectl.analysis.results import EvaluationResult
 from moectl.analysis.runs import RunLogs
 from moectl.fs import atomic_file
 from moectl.viz.palette import domain_color, expert_color, run_color
+from moectl.viz.seed_bands import metric_bands
 
 DPI = 110
 
@@ -49,7 +50,17 @@ def routing_heatmaps(result: EvaluationResult, path: Path, stacked: bool = False
     return _save(_share_heatmaps(panels, title, 1 if stacked else 3), path)
 
 
-def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
+def routing_last_step(run: RunLogs, path: Path, stacked: bool = False) -> Path | None:
+    """The run's heatmaps at its last router-log step: the static image beside the report's
+    heatmap with a slider over every step."""
+    rows = [row for row in run.routing or [] if row.get("layers")]
+    if not rows:
+        return None
+    title = f"{run.name}: routing at step {rows[-1]['step']}"
+    return _save(routing_row_heatmaps(rows[-1], title, 1 if stacked else 3), path)
+
+
+def routing_row_heatmaps(row: dict[str, Any], title: str, max_cols: int = 3) -> Figure:
     """The same heatmaps for one routing.jsonl row (the router during training, as the
     metric sinks show it at every router-log step)."""
     panels = []
@@ -57,7 +68,7 @@ def routing_row_heatmaps(row: dict[str, Any], title: str) -> Figure:
         domains = list(stats["domain_fractions"])
         nmi = f": NMI {stats['nmi']:.3f}" if stats.get("nmi") is not None else ""
         panels.append((f"layer {layer}{nmi}", domains, list(stats["domain_fractions"].values())))
-    return _share_heatmaps(panels, title)
+    return _share_heatmaps(panels, title, max_cols)
 
 
 def figure_pixels(fig: Figure) -> np.ndarray:
@@ -303,6 +314,26 @@ def lb_loss_over_training(runs: list[RunLogs], path: Path) -> Path | None:
     ax.set_ylabel("load-balancing loss")
     ax.set_title("Load-balancing loss over training")
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def seed_bands(runs: list[RunLogs], path: Path, stacked: bool = False) -> Path | None:
+    """Eval loss and NMI over training per arm: the mean over the arm's seeds, shaded from
+    their minimum to their maximum; a panel per metric. None without an arm of two seeds."""
+    metrics = metric_bands(runs)
+    if not metrics:
+        return None
+    fig, axes = _panel_row(len(metrics), 4.6, 3.4, stacked)
+    arm_names = list(dict.fromkeys(band.arm for _, found in metrics for band in found))
+    for ax, (axis_label, found) in zip(axes, metrics, strict=True):
+        for band in found:
+            color = run_color(arm_names.index(band.arm))
+            ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, lw=0)
+            ax.plot(band.steps, band.mean, color=color, label=band.label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(axis_label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Over seeds: mean per arm, shaded from the lowest to the highest seed")
     return _save(fig, path)
 
 

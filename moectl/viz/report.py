@@ -32,6 +32,7 @@ from moectl.config import dump_yaml
 from moectl.fs import write_text
 from moectl.model.balance import balance_setting
 from moectl.version import __version__
+from moectl.viz.interactive import plotly_js
 from moectl.viz.palette import domain_color
 from moectl.viz.tokens_html import TOKEN_STYLE, VIEWPORT, token_section
 
@@ -50,7 +51,13 @@ CAPTIONS = {
     "balance; higher means some experts get more than their share).",
     "routing-heatmap": "Share of each domain's top-k assignments that goes to each expert, per "
     "MoE layer, on the common eval blocks. A bright cell off the uniform 1/E is a domain's "
-    "preferred expert.",
+    "preferred expert. Hover a cell for its share and count.",
+    "routing-steps": "Share of each domain's tokens that goes to each expert, per MoE layer, "
+    "over training, from the routing log; the slider moves through every router-log step (the "
+    "image shows the last). Hover a cell for its share and count.",
+    "seed-bands": "Eval loss and NMI(domain; expert) (mean over MoE layers) over training for "
+    "each arm trained with several seeds: the line is the mean over the seeds, the band runs "
+    "from the lowest to the highest seed, over the steps every seed logged. Hover for the values.",
     "token-types": "For code and math tokens, the share of each token type's assignments that "
     "goes to each expert, per MoE layer: token-level specialization.",
 }
@@ -267,7 +274,7 @@ def caption(stem: str) -> str:
     return stem.replace("-", " ")
 
 
-def _figure(figure: Path) -> dict[str, Any]:
+def _figure(figure: Path, interactive: str | None = None) -> dict[str, Any]:
     """A figure as the template embeds it: inline SVG markup, or PNG bytes as base64 with its
     stacked version (NARROW_DIR beside it) for a phone when there is one."""
     svg = png = narrow = None
@@ -280,7 +287,8 @@ def _figure(figure: Path) -> dict[str, Any]:
         if stacked.is_file():
             narrow = base64.b64encode(stacked.read_bytes()).decode("ascii")
     return {"title": figure.stem.replace("-", " "), "caption": caption(figure.stem),
-            "svg": svg, "png": png, "narrow": narrow}  # fmt: skip
+            "svg": svg, "png": png, "narrow": narrow,
+            "interactive": Markup(interactive) if interactive else None}  # fmt: skip
 
 
 def _seed_counts(finding: Finding) -> str:
@@ -354,8 +362,11 @@ def render_report(
     title: str = "moectl study report",
     findings: list[Finding] | None = None,
     provenance: Provenance | None = None,
+    interactive: dict[str, str] | None = None,
 ) -> str:
-    """The report's HTML text: one file with everything in it (figures, token routing)."""
+    """The report's HTML text: one file with everything in it (figures, token routing, and
+    plotly.js once when a figure has an interactive version)."""
+    drawn = [_figure(f, (interactive or {}).get(f.stem)) for f in figures]
     return _TEMPLATES.get_template("report.html.j2").render(
         title=title,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -374,7 +385,8 @@ def render_report(
         tokens=Markup(token_section(results, heading="h2"))
         if any(r.samples for r in results)
         else None,
-        figures=[_figure(f) for f in figures],
+        figures=drawn,
+        plotly_js=Markup(plotly_js()) if any(f["interactive"] for f in drawn) else None,
         provenance=_provenance(provenance or Provenance.of([]), runs),
     )
 
@@ -386,7 +398,12 @@ def write_report(
     figures: list[Path],
     findings: list[Finding] | None = None,
     provenance: Provenance | None = None,
+    interactive: dict[str, str] | None = None,
 ) -> Path:
-    """Write report.html to `path` (atomically) and return it; `findings` lead the page."""
-    text = render_report(runs, results, figures, findings=findings, provenance=provenance)
+    """Write report.html to `path` (atomically) and return it; `findings` lead the page, and
+    `interactive` (HTML fragments by figure stem) are shown on screen beside their static
+    figure, which is what prints."""
+    text = render_report(
+        runs, results, figures, findings=findings, provenance=provenance, interactive=interactive
+    )
     return write_text(path, text)

@@ -14,7 +14,7 @@ from moectl.analysis.results import EvaluationResult, Finding
 from moectl.analysis.runs import RunLogs, load_run
 from moectl.errors import MoectlError
 from moectl.progress import ProgressCallback, report
-from moectl.viz import figures
+from moectl.viz import figures, interactive
 from moectl.viz.report import NARROW_DIR, Provenance, write_report
 from moectl.viz.tokens_html import write_token_page
 
@@ -74,7 +74,15 @@ def visualize_study(
         notes.append("no evaluated MoE model has routed samples: token page skipped")
     report_file = report_path or out_dir / "report.html"
     written.append(
-        write_report(report_file, runs, eval_results, figures_only, findings, provenance)
+        write_report(
+            report_file,
+            runs,
+            eval_results,
+            figures_only,
+            findings,
+            provenance,
+            _interactive(runs, eval_results),
+        )
     )
     return written
 
@@ -87,7 +95,17 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
             notes.append(f"{run.name}: no routing.jsonl (or it is empty), so no routing figures")
         elif run.routing is None:
             notes.append(f"{run.name}: dense run, no routing over training to draw")
+    steps = [
+        (
+            f"routing-steps-{_slug(run.name)}",
+            lambda p, stacked=False, r=run: figures.routing_last_step(r, p, stacked),
+            f"{run.name}: no routing log, no routing over training",
+        )
+        for run in runs
+        if run.routing
+    ]
     return [
+        *steps,
         (
             "domain-loss",
             lambda p, stacked=False: figures.domain_losses(runs, p, stacked),
@@ -113,7 +131,24 @@ def _run_figures(runs: list[RunLogs], notes: list[str]):
             lambda p, stacked=False: figures.lb_loss_over_training(runs, p),
             "no run logged a load-balancing loss: lb-loss figure skipped",
         ),
+        (
+            "seed-bands",
+            lambda p, stacked=False: figures.seed_bands(runs, p, stacked),
+            "no arm was trained with several seeds: seed-band figure skipped",
+        ),
     ]
+
+
+def _interactive(runs: list[RunLogs], results: list[EvaluationResult]) -> dict[str, str]:
+    """The report's interactive figures (HTML fragments) by the stem of the static figure they
+    sit beside: the routing over training (a step slider), each model's heatmaps and the
+    curves with seed bands."""
+    drawn = [(f"routing-steps-{_slug(run.name)}", interactive.routing_over_training(run))
+             for run in runs]  # fmt: skip
+    drawn.append(("seed-bands", interactive.seed_bands(runs)))
+    drawn += [(f"routing-heatmap-{_slug(r.name)}", interactive.routing_heatmaps(r))
+              for r in results]  # fmt: skip
+    return interactive.fragments([(stem, fig) for stem, fig in drawn if fig is not None])
 
 
 def _result_figures(results: list[EvaluationResult], notes: list[str]):
