@@ -140,7 +140,7 @@ def test_evaluate_dense_and_moe(tiny_study) -> None:
 
 
 def test_routing_counts_match_a_direct_forward(tiny_study) -> None:
-    from moectl.model.io import load_model
+    from moectl.interop.loading import load_model
     from moectl.model.routing import last_router_stats
 
     corpus = load_corpus(tiny_study["corpus"])

@@ -98,7 +98,7 @@ def test_exports_record_the_coefficient_the_scheme_trains_with(monkeypatch, arch
     """Both families' exports (custom code and native) take the weight from the scheme."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from moectl.model.arch import family
+    from moectl.interop.export import export_for
 
     monkeypatch.setitem(SCHEMES, "switch", Switch10)
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_exports_record_the_coefficient_the_scheme_trains_with(monkeypatch, arch
         model = LlamaForCausalLM(config).eval()
     layout = moe(lb_coef=0.02, shared_experts=shared, last_n=None, layers=[0, 1])
     apply_moe(model, layout)
-    exported, plan = family(arch).export(model, layout, [0, 1])
+    exported, plan = export_for(model, layout, [0, 1])
     assert exported.config.router_aux_loss_coef == pytest.approx(0.2)
     assert plan.native == (arch == "llama" and not shared)
 

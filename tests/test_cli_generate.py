@@ -10,7 +10,7 @@ from test_analysis_evaluate import tiny_study  # noqa: F401  (session fixture)
 
 from moectl.analysis.generation import generate
 from moectl.errors import ModelError
-from moectl.model.io import load_model
+from moectl.interop.loading import load_model
 from moectl.model.routing import last_router_stats
 
 
@@ -97,7 +97,7 @@ def test_cli_generate(cli, tiny_study, tmp_path: Path) -> None:  # noqa: F811
 
 
 def test_cli_generate_says_which_part_of_a_long_prompt_it_continues(cli, tiny_study) -> None:  # noqa: F811
-    from moectl.model.io import load_model
+    from moectl.interop.loading import load_model
 
     loaded = load_model(tiny_study["moe"] / "best")
     window = loaded.model.config.n_positions

@@ -20,8 +20,9 @@ from test_model_io import small_tokenizer, tiny
 
 from moectl.config import MoEConfig
 from moectl.interop.export import export_model
+from moectl.interop.loading import load_model
 from moectl.model.artifact import ModelMeta
-from moectl.model.io import load_model, save_model
+from moectl.model.io import save_model
 from moectl.model.routing import moe_layers
 
 IDS = [[5, 9, 12, 3, 7, 30, 2, 8], [1, 4, 4, 17, 22, 6, 11, 40]]
@@ -241,6 +242,20 @@ def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
     assert back.tokenizer is not None and back.tokenizer.eos_token_id == 0
 
 
+def test_every_family_has_exactly_one_exporter_and_the_model_layer_none() -> None:
+    """The exporters are the interop wing's: each family registers one in its interop module,
+    a second one or an unknown family is refused, and no Family has an `export` of its own."""
+    from moectl.interop.exporters import EXPORTERS, exporter
+    from moectl.model.arch import FAMILIES, Family
+
+    assert set(EXPORTERS) == set(FAMILIES)
+    assert not hasattr(Family, "export")
+    with pytest.raises(TypeError, match="two exporters"):
+        exporter("gpt2")(lambda model, moe, layers: (model, None))
+    with pytest.raises(TypeError, match="no architecture family"):
+        exporter("phi3")
+
+
 def test_missing_tokenizer_warns_with_the_fix_and_out_dir_is_protected(tmp_path: Path) -> None:
     source = artifact(tmp_path, None, with_tokenizer=False)
     result = export_model(source, tmp_path / "hf")
@@ -262,7 +277,7 @@ def assert_starts_from(run_dir: Path, source: Path) -> None:
 
     Where the run upcycled a dense source, its experts are the dense MLP plus the upcycling
     perturbation (1e-3 of each parameter's std), so they are checked to that tolerance."""
-    from moectl.model.initial import load_initial_model
+    from moectl.analysis.step_zero import load_initial_model
 
     start = load_initial_model(run_dir).model.state_dict()
     weights = load_model(source).model.state_dict()

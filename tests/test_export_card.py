@@ -112,7 +112,7 @@ GREEDY = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["dense", "moe"])
 def test_generation_config_reproduces_moectl_generate(runs, tmp_path: Path, cli, kind) -> None:
     from moectl.analysis.generation import generate
-    from moectl.model.io import load_model
+    from moectl.interop.loading import load_model
     from moectl.rundir.locate import resolve_model
 
     out = tmp_path / "export"

@@ -20,15 +20,17 @@ from test_export import BLOCK_MOECTL, IDS, NEW_TOKENS, run_without_moectl
 from test_model_io import small_tokenizer
 from test_model_llama import llama_cfg, tiny_dir
 
-from moectl.config import MoEConfig
+from moectl.config import MoEConfig, RunConfig
 from moectl.errors import ModelError
 from moectl.interop import llama as native_export
 from moectl.interop.export import export_model
+from moectl.interop.loading import load_model
 from moectl.model.artifact import ModelMeta
 from moectl.model.factory import build_model
-from moectl.model.io import load_model, save_model
+from moectl.model.io import save_model
 from moectl.model.routing import moe_layers
 from moectl.model.surgery import apply_moe
+from moectl.training.setup import config_of_pretrained
 
 LOADER = BLOCK_MOECTL + textwrap.dedent(
     """
@@ -258,5 +260,5 @@ def test_an_moe_export_as_model_pretrained_points_to_init_from(tmp_path, name) -
     unsupported architecture ('qwen3_moe')."""
     export_model(llama_artifact(tmp_path, CASES[name]), tmp_path / "hf")
     with pytest.raises(ModelError, match="is an MoE model") as err:
-        build_model(llama_cfg(tmp_path / "hf"), 64, 16)
+        config_of_pretrained(RunConfig(model=llama_cfg(tmp_path / "hf")))
     assert f"--init-from {tmp_path / 'hf'}" in err.value.hint

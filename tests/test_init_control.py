@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from moectl.analysis.step_zero import load_initial_model
 from moectl.config import resolve_run_config
 from moectl.errors import ModelError
-from moectl.model.initial import INIT_DIR, load_initial_model, read_init_record, state_sha256
-from moectl.model.io import load_model
+from moectl.interop.loading import load_model
+from moectl.model.initial import INIT_DIR, read_init_record, state_sha256
 from moectl.model.routing import moe_layers
 from moectl.model.surgery import apply_moe
 from moectl.training.trainer import train_run

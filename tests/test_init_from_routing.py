@@ -11,7 +11,7 @@ import torch
 from conftest import refused, untouched
 
 from moectl.config import resolve_run_config
-from moectl.model.io import load_model
+from moectl.interop.loading import load_model
 from moectl.training import trainer
 from moectl.training.trainer import train_run
 

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from moectl.config import resolve_run_config
 from moectl.data.prepare import prepare_corpus
 from moectl.data.tokenizer import train_bpe
-from moectl.model.io import load_model
+from moectl.interop.loading import load_model
 
 # The checkpoints' shapes (config.json on the hub), shrunk in width only.
 SHAPES = {

@@ -101,8 +101,9 @@ def test_parameter_counts_by_hand():
 def test_models_use_sdpa_attention_and_the_fused_gelu(tmp_path):
     from transformers.activations import GELUTanh, NewGELUActivation
 
+    from moectl.interop.loading import load_model
     from moectl.model.artifact import ModelMeta
-    from moectl.model.io import load_model, save_model
+    from moectl.model.io import save_model
 
     model = build_model(SCRATCH, 80, 16).eval()
     assert model.config._attn_implementation == "sdpa"

@@ -16,9 +16,10 @@ from transformers import PreTrainedTokenizerFast
 import moectl
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError
+from moectl.interop.loading import load_model
 from moectl.model.artifact import ModelMeta
 from moectl.model.factory import build_model
-from moectl.model.io import load_model, save_model
+from moectl.model.io import save_model
 from moectl.model.routing import moe_layers
 from moectl.model.surgery import apply_moe
 

@@ -11,11 +11,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ConfigError, ModelError
+from moectl.interop.loading import load_model
 from moectl.model.arch import blocks, family_of, model_sizes
 from moectl.model.artifact import ModelMeta
 from moectl.model.experts import SwiGLUExperts
 from moectl.model.factory import build_model, count_parameters
-from moectl.model.io import load_model, save_model
+from moectl.model.io import save_model
 from moectl.model.router import route
 from moectl.model.routing import moe_layers
 from moectl.model.surgery import apply_moe

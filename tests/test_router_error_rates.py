@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from moectl.model.initial import load_initial_model
-from moectl.model.io import load_model
+from moectl.analysis.step_zero import load_initial_model
+from moectl.interop.loading import load_model
 from moectl.model.routing import moe_layers
 from moectl.study.findings.specialization import specialization_finding
 

@@ -13,10 +13,11 @@ from moectl.analysis import functional
 from moectl.analysis.controls import split_units
 from moectl.analysis.eval_options import EvaluationOptions
 from moectl.analysis.evaluate import evaluate_models
+from moectl.analysis.step_zero import load_initial_model
 from moectl.config import resolve_run_config
 from moectl.data.store import load_corpus
-from moectl.model.initial import load_initial_model
-from moectl.model.io import load_model, save_model
+from moectl.interop.loading import load_model
+from moectl.model.io import save_model
 from moectl.model.routing import moe_layers
 from moectl.study.findings.specialization import specialization_finding
 from moectl.training.trainer import train_run
