@@ -29,12 +29,12 @@ from moectl.analysis.eval_blocks import select_blocks
 from moectl.analysis.eval_options import EvaluationOptions
 from moectl.analysis.evaluate import evaluate_models
 from moectl.analysis.functional import token_loss
+from moectl.analysis.step_zero import load_initial_model
 from moectl.analysis.token_id import token_id_score
 from moectl.config import resolve_run_config
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import load_corpus
-from moectl.model.initial import load_initial_model
-from moectl.model.io import load_model
+from moectl.interop.loading import load_model
 from moectl.model.routing import last_router_stats, moe_layers
 from moectl.training.trainer import train_run
 

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig
 
 from moectl.config import MoEConfig
+from moectl.interop.export import export_for
 from moectl.model.arch import family
 from moectl.model.surgery import apply_moe
 
@@ -64,7 +65,7 @@ def main() -> None:
         )
         apply_moe(model, moe, seed=0)
         start = time.perf_counter()
-        _, plan = arch.export(model.eval(), moe, moe.resolve_layers(layers))
+        _, plan = export_for(model.eval(), moe, moe.resolve_layers(layers))
         print(
             f"{name}: {layers} layers, MoE in the last {layers // 4} (4 experts, top-2) -> "
             f"{plan.architecture}: max |logit difference| {plan.logits_difference:.2e} "

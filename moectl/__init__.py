@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def load_model(path: Any, device: Any = "cpu") -> LoadedModel:
     """Load a dense or MoE model artifact saved by moectl (lazy import keeps the CLI fast)."""
-    from moectl.model.io import load_model as _load_model
+    from moectl.interop.loading import load_model as _load_model
 
     return _load_model(path, device=device)
 

@@ -6,7 +6,8 @@ difference (trained - init router) and a loss difference (MoE - dense), and coun
 95% seed-level interval misses the procedure's true value. Three intervals per replication: the
 product's (the seeds' replicates on shared resamples), the bound from each seed's document
 standard error, and the t interval over the seed values alone (what the shared documents break).
-The simulation (numpy, seeded) is tests/test_calibration.py's, which runs a reduced version.
+The simulation (numpy, seeded) is tests/analysis/test_calibration.py's, which runs a reduced
+version.
 Usage (from the repository root):
 
     python scripts/calibrate_seed_intervals.py [--replications 1000] [--resamples 200]

@@ -58,9 +58,10 @@ from moectl.analysis.results import EvaluationResult, load_results
 from moectl.config import DataConfig, RunConfig
 from moectl.data.prepare import prepare_corpus
 from moectl.data.store import Corpus, load_corpus
+from moectl.interop.loading import load_model
 from moectl.model.arch import family_of
 from moectl.model.initial import read_gates, read_init_record
-from moectl.model.io import load_model, save_model
+from moectl.model.io import save_model
 from moectl.model.routing import moe_layers
 from moectl.rundir.locate import best_model
 from moectl.study.plan import plan_configs

@@ -201,3 +201,7 @@ def read_only(monkeypatch):
     yield make
     for folder in folders:
         folder.chmod(0o755)
+
+
+# The session fixtures more than one test folder reads.
+from helpers.evaluation import tiny_study  # noqa: E402, F401

@@ -24,10 +24,13 @@ def test_every_fixture_is_registered_with_its_tolerance():
 
 
 def test_tests_open_fixtures_only_through_the_stored_module():
+    """Every test folder and helper module, not only the top level."""
     direct = re.compile(r"""["']fixtures["']|fixtures/[\w.]+["']""")
+    scanned = sorted(TESTS.rglob("*.py"))
+    assert {path.parent.name for path in scanned} >= {"model", "interop", "helpers", "rundir"}
     offenders = [
-        path.name
-        for path in TESTS.glob("*.py")
+        str(path.relative_to(TESTS))
+        for path in scanned
         if path.name not in {"stored.py", Path(__file__).name} and direct.search(path.read_text())
     ]
     assert offenders == []

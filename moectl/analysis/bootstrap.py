@@ -189,7 +189,7 @@ def percentile_ci(
     size, so each stratum's share of the variance is its plug-in one, (n_h - 1)/n_h of the
     unbiased one, whatever the number of strata: the total number of units would under-expand
     (20 documents in each of 3 domains are 19/20, not 59/60), and the smallest stratum is the
-    least well estimated. Measured in tests/test_calibration.py (docs/testing.md): 95%
+    least well estimated. Measured in tests/analysis/test_calibration.py (docs/testing.md): 95%
     intervals of an NMI difference miss 5-6% at 20 documents per domain, where the plain
     percentile interval missed 7-9%.
 

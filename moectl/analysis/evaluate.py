@@ -52,7 +52,7 @@ def evaluate_models(
     callback: ProgressCallback | None = None,
 ) -> list[EvaluationResult]:
     """Evaluate each model (run dir or artifact) on `corpus`; results in the given order."""
-    from moectl.model.io import load_model, read_meta
+    from moectl.interop.loading import load_model, read_meta
 
     options = options or EvaluationOptions()
     if max_blocks is not None:
@@ -84,7 +84,7 @@ def initial_control(
 
     Only a run directory can give it: a bare artifact does not say what it was built from.
     """
-    from moectl.model.initial import load_initial_model
+    from moectl.analysis.step_zero import load_initial_model
     from moectl.model.routing import moe_layers
 
     if not moe_layers(loaded.model):

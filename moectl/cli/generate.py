@@ -89,7 +89,7 @@ def generate(
     from moectl.analysis.generation import generate as run_generation
     from moectl.analysis.generation import typed_generation_options
     from moectl.config import parse_override
-    from moectl.model.io import load_model
+    from moectl.interop.loading import load_model
     from moectl.rundir.locate import resolve_model
 
     extra: dict[str, object] = {}

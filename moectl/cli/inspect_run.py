@@ -113,9 +113,9 @@ def render_study(path: Path, as_json: bool = False) -> None:
 
 def model_summary(path: Path) -> dict[str, Any]:
     """Architecture, experts per layer, parameter counts, step and metrics of an artifact."""
+    from moectl.interop.loading import load_model
     from moectl.model.arch import family_of
     from moectl.model.factory import count_parameters
-    from moectl.model.io import load_model
     from moectl.model.routing import moe_layers
     from moectl.rundir.layout import STATE_NAME
     from moectl.training.checkpoint import read_trainer_state

@@ -1,12 +1,12 @@
 """`moectl export`: a model as a standard transformers directory that works without moectl.
 
-The model's family decides what is written (`Family.export`, with its interop module:
-moectl.interop.gpt2, moectl.interop.llama). Dense models become their plain transformers class
-(GPT-2, Llama, ...). A Llama-family MoE becomes transformers' own MoE class where one computes
-exactly what moectl's layers do (Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads without
-trust_remote_code. Other MoE models become custom code from `moectl/interop/hf_code/` (loaded
-with `trust_remote_code=True`); its two files are copied next to the weights and named by
-`auto_map` in config.json. The result and the model card say which class was written and why.
+The model's family decides what is written: its exporter (moectl.interop.exporters), defined in
+its interop module (moectl.interop.gpt2, moectl.interop.llama). Dense models become their plain
+transformers class (GPT-2, Llama, ...). A Llama-family MoE becomes transformers' own MoE class
+where one computes exactly what moectl's layers do (Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads
+without trust_remote_code. Other MoE models become custom code from `moectl/interop/hf_code/`
+(loaded with `trust_remote_code=True`); its two files are copied next to the weights and named
+by `auto_map` in config.json. The result and the model card say which class was written and why.
 The tokenizer files sit at the top level, so `AutoTokenizer.from_pretrained(DIR)` finds them.
 config.json's `moectl` entry records where the model came from (and the tokenizer hash), so moectl
 can take the directory back in. README.md is the model card (`moectl.interop.model_card`).
@@ -22,8 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.interop import gpt2, llama  # noqa: F401 - each registers its family's exporter
+from moectl.interop.exporters import EXPORTERS
 from moectl.interop.plan import HF_CODE, ExportPlan
+from moectl.model.arch import family_of, model_sizes
 from moectl.rundir.locate import resolve_model
 from moectl.version import __version__
 
@@ -60,9 +64,8 @@ def export_model(
     card's snippet then loads) go into the model card.
     """
     from moectl.fs import atomic_directory
+    from moectl.interop.loading import load_model
     from moectl.interop.model_card import CARD_NAME, model_card
-    from moectl.model.arch import model_sizes
-    from moectl.model.io import load_model
 
     source, out = Path(source), Path(out)
     artifact, run_dir = resolve_model(source)
@@ -116,11 +119,21 @@ def hf_model(loaded: Any, tokenizer: Any = None) -> tuple[Any, ExportPlan]:
     """The transformers model to save and the plan that chose its class (with the hf_code/ files
     to copy beside it), as the model's family exports it; its generation config stops at the
     tokenizer's EOS and decodes as `moectl generate` does."""
-    from moectl.model.arch import family_of, model_sizes
-
     meta = loaded.meta
-    model, plan = family_of(loaded.model).export(loaded.model, meta.moe, meta.moe_layers)
+    model, plan = export_for(loaded.model, meta.moe, meta.moe_layers)
     return _stop_at_eos(model, tokenizer, model_sizes(loaded.model).positions), plan
+
+
+def export_for(model: Any, moe: MoEConfig | None, moe_layers: list[int]) -> tuple[Any, ExportPlan]:
+    """The transformers model to save for `model` (MoE layers `moe_layers` routed by `moe`, or
+    dense) and the plan that chose its class, as its family's exporter builds it."""
+    name = family_of(model).name
+    if name not in EXPORTERS:
+        raise ModelError(
+            f"moectl cannot export a {name} model (its family has no exporter)",
+            hint="use the moectl artifact itself (moectl.load_model)",
+        )
+    return EXPORTERS[name](model, moe, moe_layers)
 
 
 def _stop_at_eos(model: Any, tokenizer: Any, positions: int) -> Any:

@@ -1,4 +1,4 @@
-"""GPT-2's export (`GPT2Family.export`): a dense GPT-2 is itself; an MoE GPT-2 becomes the
+"""GPT-2's export (`@exporter("gpt2")`): a dense GPT-2 is itself; an MoE GPT-2 becomes the
 custom-code class in hf_code/ (no transformers MoE class is built on GPT-2), loaded with the
 same state dict: the exported layout is moectl's own.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from moectl.config import MoEConfig
+from moectl.interop.exporters import exporter
 from moectl.interop.plan import DENSE_REASON, ExportPlan
+from moectl.model.arch import family_of
 from moectl.model.balance import SCHEMES
 
 MOE_MODEL_TYPE = "moectl_gpt2_moe"
@@ -20,16 +22,18 @@ AUTO_MAP = {
 }
 
 
+@exporter("gpt2")
 def gpt2_hf_model(
-    model: Any, moe: MoEConfig | None, moe_layers: list[int], inner: int
+    model: Any, moe: MoEConfig | None, moe_layers: list[int]
 ) -> tuple[Any, ExportPlan]:
-    """GPT-2 itself, or the custom-code MoE GPT-2 with the same state dict; `inner` is the dense
-    MLP's width (a routed expert's is inner // granularity)."""
+    """GPT-2 itself, or the custom-code MoE GPT-2 with the same state dict (a routed expert is
+    the dense MLP's width over the granularity)."""
     from moectl.interop.hf_code.configuration_moectl_gpt2_moe import MoectlGPT2MoEConfig
     from moectl.interop.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
 
     if moe is None:
         return model, ExportPlan(type(model).__name__, DENSE_REASON)
+    inner = family_of(model).sizes(model.config).intermediate
     config = MoectlGPT2MoEConfig.from_dict(
         {
             **model.config.to_dict(),

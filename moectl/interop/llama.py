@@ -1,4 +1,4 @@
-"""The Llama family's export (`LlamaFamily.export`): which transformers class a Llama-family
+"""The Llama family's export (`@exporter("llama")`): which transformers class a Llama-family
 moectl model exports as, and its config and weights.
 
 A Llama-family model in moectl is transformers' own Llama / Mistral / Qwen2 / Qwen3 CausalLM
@@ -35,7 +35,9 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
+from moectl.interop.exporters import exporter
 from moectl.interop.plan import DENSE_REASON, ExportPlan
+from moectl.model.arch import family_of
 from moectl.model.balance import SCHEMES
 
 CODE_FILES = ("configuration_moectl_llama_moe.py", "modeling_moectl_llama_moe.py")
@@ -251,8 +253,9 @@ def logits_difference(model: torch.nn.Module, exported: torch.nn.Module, vocab: 
     return float((ours - theirs).abs().max())
 
 
+@exporter("llama")
 def llama_hf_model(
-    model: Any, moe: MoEConfig | None, moe_layers: list[int], blocks_path: str
+    model: Any, moe: MoEConfig | None, moe_layers: list[int]
 ) -> tuple[Any, ExportPlan]:
     """The transformers model to save for a Llama-family moectl model, and its plan.
 
@@ -273,6 +276,7 @@ def llama_hf_model(
         target = NATIVE[plan.architecture]
         config = native_config(target, base, moe, moe_layers)
         exported = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+        blocks_path = family_of(model).blocks_path
         state = native_state_dict(model.state_dict(), target, moe_layers, blocks_path)
         exported.load_state_dict(state)
         difference = logits_difference(model, exported, base["vocab_size"])

@@ -13,7 +13,7 @@ Each projection is then one grouped matrix multiply over the sorted rows, the cu
 - the per-expert loop only as the fallback (float64, unaligned widths, a torch without
   grouped_mm); it reads the offsets on the host.
 
-tests/test_dispatch.py checks the two kernels equal, forward and backward.
+tests/model/test_dispatch.py checks the two kernels equal, forward and backward.
 """
 
 from __future__ import annotations

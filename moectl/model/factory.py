@@ -1,8 +1,9 @@
-"""Build the model a run starts from and turn some of its MLPs into routed experts.
+"""Build the dense model a run starts from, check it fits the corpus, and count parameters.
 
-A model comes from a hub name, a local directory (anything `save_pretrained` wrote), or a scratch
-config sized by ModelConfig with the corpus tokenizer's vocabulary. Its family (GPT-2 or the
-Llama family, moectl.model.arch) knows where the blocks and MLPs are; this module only asks it.
+A model comes from a hub name, a local directory (anything `save_pretrained` wrote, a moectl
+artifact), or a scratch config sized by ModelConfig with the corpus tokenizer's vocabulary. Its
+family (GPT-2 or the Llama family, moectl.model.arch) knows where the blocks and MLPs are; this
+module only asks it.
 Offline, a hub name fails with an OfflineError that names the two offline alternatives instead
 of a long OSError.
 """
@@ -19,9 +20,8 @@ from transformers import AutoConfig, PreTrainedModel
 
 from moectl.config import ModelConfig
 from moectl.errors import ModelError, OfflineError
-from moectl.interop.hf_format import is_moe_export
 from moectl.model.arch import Family, family, family_of
-from moectl.model.io import load_model
+from moectl.model.io import load_artifact
 from moectl.model.routing import moe_layers
 
 OFFLINE_HINT = (
@@ -67,8 +67,8 @@ def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrained
     its config.json's model_type must be of the family `arch` names."""
     local = Path(spec).expanduser()
     if local.exists():
-        if (local / "model.json").is_file() or is_moe_export(local):
-            return _from_moectl_model(local, dropout, arch)
+        if (local / "model.json").is_file():
+            return _from_artifact(local, dropout, arch)
         if not (local / "config.json").is_file():
             raise ModelError(
                 f"{local} is not a model directory (no config.json or model.json)",
@@ -112,19 +112,23 @@ def check_family(model_type: str, spec: str, arch: str) -> Family:
     return found
 
 
-def _from_moectl_model(path: Path, dropout: float, arch: str) -> PreTrainedModel:
-    """The dense model of a moectl artifact or export, rebuilt with the run's dropout.
+def moe_base_error(path: Path | str) -> ModelError:
+    """The refusal of an MoE model (an artifact or an export) as model.pretrained, which takes
+    the dense base that a run upcycles, while --init-from continues an MoE model as it is."""
+    return ModelError(
+        f"{path} is an MoE model, but model.pretrained takes the dense model a run upcycles",
+        hint=f"continue it with `moectl train --init-from {path}` and its MoE layout, "
+        "or set model.pretrained to the dense model it came from",
+    )
 
-    An MoE model is refused: model.pretrained is the dense base that a run upcycles, while
-    --init-from continues an MoE model as it is.
-    """
-    loaded = load_model(path)
+
+def _from_artifact(path: Path, dropout: float, arch: str) -> PreTrainedModel:
+    """The dense model of a moectl artifact, rebuilt with the run's dropout; an MoE one is
+    refused (`moe_base_error`). (A `moectl export` directory is a save_pretrained directory:
+    the trainer refuses an MoE one before building, moectl.training.setup.)"""
+    loaded = load_artifact(path)
     if loaded.meta.moe_layers:
-        raise ModelError(
-            f"{path} is an MoE model, but model.pretrained takes the dense model a run upcycles",
-            hint=f"continue it with `moectl train --init-from {path}` and its MoE layout, "
-            "or set model.pretrained to the dense model it came from",
-        )
+        raise moe_base_error(path)
     config = loaded.model.config
     found = check_family(config.model_type, str(path), arch)
     config.update(found.dropout_overrides(dropout))

@@ -1,4 +1,4 @@
-"""The init-router control: a run's MoE model exactly as it was at step 0, before any update.
+"""The record of a run's step-0 model (init/) and the one function that builds that model.
 
 A pretrained model's hidden states already separate the domains, so even an untrained random gate
 routes them to different experts. Whether *training* made experts specialize can only be judged
@@ -7,10 +7,10 @@ against the same model at step 0: experts as upcycled (or freshly drawn), gates 
 Saving that model whole would double a run's disk use (about 1 GB more for GPT-2 small with four
 MoE layers), so the run directory keeps only `init/init.json` (everything the model was built
 from: model and MoE config, seed, sizes, the `--init-from` artifact) and `init/gates.safetensors`
-(the initial gates, a few KB). `load_initial_model` rebuilds the model through the same function
-the trainer used and checks a SHA-256 of the whole rebuilt state against the one recorded at step
-0, so a changed `--init-from` artifact or an RNG that draws differently is an error, never a
-silently different control.
+(the initial gates, a few KB). `build_initial` is the function the trainer builds the model
+with; moectl.analysis.step_zero rebuilds it through that same function and checks a SHA-256 of
+the whole rebuilt state against the one recorded at step 0, so a changed `--init-from` artifact
+or an RNG that draws differently is an error, never a silently different control.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from torch import nn
 from moectl.config import ModelConfig, MoEConfig
 from moectl.errors import ModelError, MoectlError
 from moectl.fs import atomic_directory, read_bytes, read_text
-from moectl.model.artifact import LoadedModel, ModelMeta
+from moectl.model.artifact import LoadedModel
 from moectl.model.factory import build_model
-from moectl.model.io import load_model
 from moectl.model.routing import moe_layers
 from moectl.model.surgery import apply_moe
 
@@ -59,7 +58,8 @@ class InitRecord(BaseModel):
 
 
 def build_initial(record: InitRecord, loaded: LoadedModel | None = None) -> nn.Module:
-    """The step-0 model: scratch or `--init-from`, then the MoE surgery, all seeded by the record.
+    """The step-0 model: scratch or `--init-from` (`loaded`, the model read from
+    record.init_from), then the MoE surgery, all seeded by the record.
 
     The trainer calls this too, so the rebuild runs the very code that built the trained model.
     A scratch GPT-2 draws from the global torch RNG, which is seeded here with the run's seed
@@ -69,7 +69,9 @@ def build_initial(record: InitRecord, loaded: LoadedModel | None = None) -> nn.M
         torch.manual_seed(record.seed)
         model = build_model(record.model, record.vocab_size, record.n_positions, record.eos_id)
     else:
-        model = (loaded or load_model(record.init_from)).model
+        if loaded is None:
+            raise ValueError("build_initial needs the --init-from model the record names")
+        model = loaded.model
     if not moe_layers(model):
         apply_moe(model, record.moe, seed=record.seed)
     return model
@@ -138,47 +140,3 @@ def read_gates(run_dir: Path, record: InitRecord) -> dict[str, torch.Tensor]:
             hint="restore the file from a copy of the run, or train the run again",
         )
     return gates
-
-
-def load_initial_model(run_dir: Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The run's model at step 0, rebuilt and verified; ModelError when it cannot be recovered."""
-    record = read_init_record(run_dir)
-    if record.init_from is not None and not Path(record.init_from).is_dir():
-        raise ModelError(
-            f"the step-0 model of {run_dir} was built from {record.init_from}, which no longer "
-            "exists",
-            hint="restore that model directory to evaluate the init-router control",
-        )
-    with torch.random.fork_rng(devices=[]):
-        model = build_initial(record)
-    gates = read_gates(run_dir, record)
-    for index, layer in moe_layers(model).items():
-        name = f"{index}.gate.weight"
-        if name not in gates or gates[name].shape != layer.gate.weight.shape:
-            raise ModelError(
-                f"{Path(run_dir) / INIT_DIR / GATES_NAME} holds no {name} of the model's shape",
-                hint=RETRAIN_HINT,
-            )
-        layer.gate.weight.data.copy_(gates[name])
-    if state_sha256(model) != record.sha256:
-        causes = [
-            f"{record.init_from} (the model it was built from) changed"
-            if record.init_from
-            else "the model code changed",
-            "torch draws differently",
-        ]
-        if record.gates_sha256 is None:  # an older record: the gates file is not ruled out
-            causes.insert(0, f"{INIT_DIR}/{GATES_NAME} was altered")
-        raise ModelError(
-            f"the rebuilt step-0 model of {run_dir} differs from the one recorded at training "
-            f"time: {', or '.join(causes)}",
-            hint="evaluate with the moectl/torch versions and init model the run was trained with",
-        )
-    meta = ModelMeta(
-        hf_config=model.config.to_dict(),
-        moe=record.moe,
-        moe_layers=list(moe_layers(model)),
-        tokenizer=record.tokenizer,
-        step=0,
-    )
-    return LoadedModel(model=model.to(device).eval(), meta=meta)

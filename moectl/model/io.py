@@ -1,5 +1,8 @@
 """Model artifacts: model.safetensors + model.json (+ tokenizer/), loaded back in one call.
 
+(A transformers directory is read by moectl.interop.hf_format; moectl.interop.loading takes
+either kind.)
+
 model.json records everything needed to rebuild the module tree (the transformers config, whose
 model_type names the family, and the MoE layout) so a dense or MoE model comes back ready, in
 eval mode, without the run config. safetensors refuses tensors that share memory, so tied
@@ -22,7 +25,6 @@ from moectl.config import MoEConfig
 from moectl.device import resolve_device
 from moectl.errors import ModelError
 from moectl.fs import atomic_directory
-from moectl.interop.hf_format import is_hf_dir, load_hf_dir, read_hf_meta
 from moectl.model.arch import Family, family, family_of
 from moectl.model.artifact import FORMAT_VERSION, LoadedModel, ModelMeta
 from moectl.model.routing import moe_layers
@@ -134,11 +136,8 @@ def _moe_config_of(layer: MoEMLP, layers: list[int]) -> MoEConfig:
     )
 
 
-def read_meta(path: Path) -> ModelMeta:
-    """model.json of the artifact at `path` (for a transformers directory, what its config.json
-    says), or a ModelError saying what is wrong."""
-    if is_hf_dir(Path(path)):
-        return read_hf_meta(Path(path))
+def read_artifact_meta(path: Path) -> ModelMeta:
+    """model.json of the artifact at `path`, or a ModelError saying what is wrong."""
     file = Path(path) / META
     if not file.is_file():
         raise ModelError(f"no model artifact at {path} (missing {META})", hint=ARTIFACT_HINT)
@@ -157,16 +156,12 @@ def read_meta(path: Path) -> ModelMeta:
     return meta
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the dense or MoE model saved at `path`, in eval mode on `device`.
-
-    `path` is a moectl artifact or a transformers directory (`moectl export`, save_pretrained).
-    """
+def load_artifact(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the dense or MoE model saved at `path` (a moectl artifact), in eval mode on
+    `device`."""
     path = Path(path)
     target = resolve_device(device) if isinstance(device, str) else device
-    if is_hf_dir(path):
-        return load_hf_dir(path, target)
-    meta = read_meta(path)
+    meta = read_artifact_meta(path)
     arch = family(meta.hf_config.get("model_type", "gpt2"))
     try:
         model = arch.build(arch.config_from_dict(meta.hf_config))

@@ -16,10 +16,11 @@ from torch import nn
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
+from moectl.interop.loading import load_model, read_meta
 from moectl.model.arch import config_sizes, family, family_of, model_sizes
 from moectl.model.artifact import LoadedModel, ModelMeta
+from moectl.model.factory import moe_base_error
 from moectl.model.initial import InitRecord, build_initial
-from moectl.model.io import load_model, read_meta
 from moectl.model.routing import moe_layers
 from moectl.version import __version__
 
@@ -48,7 +49,7 @@ def fresh_model(
         if config.model.pretrained is None:
             config.moe.resolve_layers(config.model.n_layer)
         return build_initial(record), record
-    return build_initial(record, load_artifact(init_from)), record
+    return build_initial(record, load_model_dir(init_from)), record
 
 
 def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
@@ -69,16 +70,21 @@ def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
 def config_of_pretrained(config: RunConfig) -> RunConfig:
     """`config` with model.arch the family of a local model.pretrained (the family that owns its
     config.json's, or model.json's, model_type), so a run on a local Qwen3 or Llama directory
-    needs no model.arch. An explicit model.arch that names another family is a ModelError; a
-    hub name, or a directory whose model_type no family owns, is left to `build_model`."""
+    needs no model.arch. An explicit model.arch that names another family is a ModelError, and
+    so is an MoE model (an artifact or a `moectl export` directory: model.pretrained is the dense
+    base a run upcycles); a hub name, or a directory whose model_type no family owns, is left to
+    `build_model`."""
     spec = config.model.pretrained
     if spec is None or not Path(spec).expanduser().is_dir():
         return config
     try:
-        model_type = str(read_meta(Path(spec).expanduser()).hf_config.get("model_type"))
+        meta = read_meta(Path(spec).expanduser())
+        model_type = str(meta.hf_config.get("model_type"))
         found = family(model_type)
     except ModelError:
         return config
+    if meta.moe_layers:
+        raise moe_base_error(spec)
     if found.name == config.model.arch:
         return config
     if "arch" in config.model.model_fields_set:
@@ -106,7 +112,7 @@ def config_of_artifact(config: RunConfig, meta: ModelMeta) -> RunConfig:
     return config.model_copy(update={"model": model})
 
 
-def load_artifact(path: Path) -> LoadedModel:
+def load_model_dir(path: Path) -> LoadedModel:
     if not path.is_dir() or not any((path / f).is_file() for f in ("model.json", "config.json")):
         raise TrainingError(
             f"--init-from {path} is not a model directory (no model.json or config.json)",
@@ -196,7 +202,7 @@ def architecture(model: nn.Module) -> dict[str, Any]:
 
 def resumed_model(config: RunConfig, checkpoint: Path) -> nn.Module:
     """The checkpoint's model, after checking it is the architecture the config describes."""
-    loaded = load_artifact(checkpoint)
+    loaded = load_model_dir(checkpoint)
     model = loaded.model
     have = architecture(model)
     wanted = {"layers": have["layers"], "n_experts": have["n_experts"], "top_k": have["top_k"]}

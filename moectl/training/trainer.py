@@ -24,8 +24,8 @@ from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
 from moectl.errors import TrainingError
+from moectl.interop.loading import read_meta
 from moectl.model.compat import check_model_fits_corpus
-from moectl.model.io import read_meta
 from moectl.progress import ProgressCallback
 from moectl.rundir.layout import CHECKPOINTS
 from moectl.rundir.locate import artifact_step

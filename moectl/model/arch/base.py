@@ -2,8 +2,8 @@
 
 A family knows one kind of transformers decoder: where its blocks and their MLPs are, which MLP
 kind they hold and so which stacked experts replace them, its sizes, how to build a scratch
-model of a given size, how to load a pretrained one and which transformers model `moectl
-export` writes for it (its interop module in moectl.interop). Everything else in moectl asks a
+model of a given size and how to load a pretrained one. (What `moectl export` writes for it is
+its interop module's job: moectl.interop.exporters.) Everything else in moectl asks a
 family instead of naming a module path.
 """
 
@@ -21,8 +21,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from moectl.config import ModelConfig, MoEConfig
-    from moectl.interop.plan import ExportPlan
+    from moectl.config import ModelConfig
     from moectl.model.experts import DenseMLP
 
 # Attention kernel for every model moectl builds: torch's scaled_dot_product_attention (flash or
@@ -108,13 +107,6 @@ class Family(ABC):
     def residual_divisor(self, config: PretrainedConfig) -> float:
         """What a scratch expert's output projection std is divided by (the family's own init
         of residual writes)."""
-
-    @abstractmethod
-    def export(
-        self, model: PreTrainedModel, moe: MoEConfig | None, moe_layers: list[int]
-    ) -> tuple[PreTrainedModel, ExportPlan]:
-        """The transformers model `moectl export` saves for a moectl model of this family (MoE
-        layers `moe_layers` routed by `moe`, or dense), and the plan that chose its class."""
 
     def stack_v1_experts(
         self, tensors: dict[str, Tensor], layers: list[int], n_experts: int

@@ -9,8 +9,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from moectl.config import ModelConfig, MoEConfig
-from moectl.interop.plan import ExportPlan
+from moectl.config import ModelConfig
 from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
 from moectl.model.experts import DenseMLP, StackedExperts
 
@@ -83,13 +82,6 @@ class GPT2Family(Family):
 
     def residual_divisor(self, config: GPT2Config) -> float:
         return math.sqrt(2 * config.n_layer)
-
-    def export(
-        self, model: GPT2LMHeadModel, moe: MoEConfig | None, moe_layers: list[int]
-    ) -> tuple[Any, ExportPlan]:
-        from moectl.interop.gpt2 import gpt2_hf_model
-
-        return gpt2_hf_model(model, moe, moe_layers, self.sizes(model.config).intermediate)
 
     def prepare(self, model: GPT2LMHeadModel) -> GPT2LMHeadModel:
         """GPT-2's gelu_new as torch's fused kernel (F.gelu tanh, the same formula) in every MLP.

@@ -15,9 +15,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from moectl.config import ModelConfig, MoEConfig
+from moectl.config import ModelConfig
 from moectl.errors import ModelError
-from moectl.interop.plan import ExportPlan
 from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
 from moectl.model.experts import DenseMLP, SwiGLUExperts
 
@@ -96,13 +95,6 @@ class LlamaFamily(Family):
 
     def residual_divisor(self, config: PretrainedConfig) -> float:
         return 1.0  # transformers' Llama init draws every linear layer with the same std
-
-    def export(
-        self, model: PreTrainedModel, moe: MoEConfig | None, moe_layers: list[int]
-    ) -> tuple[Any, ExportPlan]:
-        from moectl.interop.llama import llama_hf_model
-
-        return llama_hf_model(model, moe, moe_layers, self.blocks_path)
 
     def check_mlp(self, model: nn.Module) -> None:
         for block in self.blocks(model):
