@@ -1,7 +1,7 @@
 """`moectl export`: a model as a standard transformers directory that works without moectl.
 
 The model's family decides what is written: its exporter (moectl.interop.exporters), defined in
-its interop module (moectl.interop.gpt2, moectl.interop.llama). Dense models become their plain
+its interop module (moectl.interop.families: `gpt2`, `llama`). Dense models become their plain
 transformers class (GPT-2, Llama, ...). A Llama-family MoE becomes transformers' own MoE class
 where one computes exactly what moectl's layers do (Qwen3-MoE, Mixtral, Qwen2-MoE), so it loads
 without trust_remote_code. Other MoE models become custom code from `moectl/interop/hf_code/`
@@ -24,8 +24,7 @@ from pydantic import BaseModel, Field
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
-from moectl.interop import gpt2, llama  # noqa: F401 - each registers its family's exporter
-from moectl.interop.exporters import EXPORTERS
+from moectl.interop.families import EXPORTERS
 from moectl.interop.plan import HF_CODE, ExportPlan
 from moectl.model.arch import family_of, model_sizes
 from moectl.rundir.locate import resolve_model

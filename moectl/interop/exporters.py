@@ -1,9 +1,10 @@
-"""Each architecture family's export, found by the family's name.
+"""The registry of each architecture family's export, by the family's name.
 
-A family's interop module (moectl.interop.gpt2, moectl.interop.llama) marks the function that
-turns a moectl model of that family into the transformers model `moectl export` saves with
-`@exporter(<family name>)`. The model layer knows nothing of exports: `moectl.interop.export`
-imports every family's interop module and looks the function up here by the model's family.
+A family's interop module (moectl.interop.families.<name>) marks the function that turns a
+moectl model of that family into the transformers model `moectl export` saves with
+`@exporter(<family name>)`. The model layer knows nothing of exports: `moectl.interop.families`
+imports every family's interop module, and `moectl.interop.export` looks the function up in its
+`EXPORTERS` by the model's family.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from moectl.model.arch import FAMILIES
 
 # (model, its MoE settings or None, its MoE layers) -> (the model to save, the plan that chose it)
 Exporter = Callable[[Any, "MoEConfig | None", list[int]], tuple[Any, ExportPlan]]
-EXPORTERS: dict[str, Exporter] = {}
+# Every registered exporter by its family's name; `exporter` fills it (families.EXPORTERS).
+REGISTERED: dict[str, Exporter] = {}
 
 
 def exporter(family_name: str) -> Callable[[Exporter], Exporter]:
@@ -26,9 +28,9 @@ def exporter(family_name: str) -> Callable[[Exporter], Exporter]:
         raise TypeError(f"no architecture family is named '{family_name}'")
 
     def mark(function: Exporter) -> Exporter:
-        if EXPORTERS.get(family_name, function) is not function:
+        if REGISTERED.get(family_name, function) is not function:
             raise TypeError(f"two exporters for the '{family_name}' family")
-        EXPORTERS[family_name] = function
+        REGISTERED[family_name] = function
         return function
 
     return mark

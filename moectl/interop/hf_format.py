@@ -1,15 +1,15 @@
 """Reading an exported (or any save_pretrained) transformers directory back into moectl.
 
 A dense model is its family's own transformers class (GPT-2, Llama, Qwen3, ...). A GPT-2 MoE is
-the custom-code model in `hf_code/` (model_type `moectl_gpt2_moe`, moectl.interop.gpt2), whose
-experts are stacked along a leading expert dimension exactly as moectl's own
-(`...mlp.experts.{fc_weight (E, D, H), fc_bias, proj_weight (E, H, D), proj_bias}`, gate
-`...mlp.gate.weight`), so the state dict is the same both ways. Reading an exported directory
-back (`load_hf_dir`) needs neither trust_remote_code nor the modeling file: the config is read
-as JSON and the weights go into moectl's own model. A Llama-family MoE export
-(moectl.interop.llama: a native transformers MoE class or custom code) is rebuilt from the base
-config and MoE layers its `moectl` entry saved; a native one's weights are read by transformers
-and mapped back to moectl's layout.
+the custom-code model in `hf_code/` (model_type `moectl_gpt2_moe`,
+moectl.interop.families.gpt2), whose experts are stacked along a leading expert dimension
+exactly as moectl's own (`...mlp.experts.{fc_weight (E, D, H), fc_bias, proj_weight (E, H, D),
+proj_bias}`, gate `...mlp.gate.weight`), so the state dict is the same both ways. Reading an
+exported directory back (`load_hf_dir`) needs neither trust_remote_code nor the modeling file:
+the config is read as JSON and the weights go into moectl's own model. A Llama-family MoE
+export (moectl.interop.families.llama: a native transformers MoE class or custom code) is
+rebuilt from the base config and MoE layers its `moectl` entry saved; a native one's weights
+are read by transformers and mapped back to moectl's layout.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from torch import Tensor
 
 from moectl.config import MoEConfig
 from moectl.errors import ModelError
-from moectl.interop.gpt2 import MOE_MODEL_TYPE
-from moectl.interop.llama import NATIVE_MODEL_TYPES, moectl_state_dict
+from moectl.interop.families.gpt2 import MOE_MODEL_TYPE
+from moectl.interop.families.llama import NATIVE_MODEL_TYPES, moectl_state_dict
 from moectl.model.arch import family, supported_model_types
 from moectl.model.artifact import LoadedModel, ModelMeta
 from moectl.model.surgery import apply_moe

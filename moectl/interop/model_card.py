@@ -14,7 +14,9 @@ from typing import Any
 
 from moectl.analysis.results import Emergence, EvaluationResult, SpecializationScore
 from moectl.errors import MoectlError
-from moectl.interop.gpt2 import MOE_CLASS as GPT2_MOE_CLASS  # GPT-2 MoEs' only class: no reason
+
+# GPT-2 MoEs' only class: no reason
+from moectl.interop.families.gpt2 import MOE_CLASS as GPT2_MOE_CLASS
 from moectl.interop.plan import ExportPlan
 from moectl.version import __version__
 

@@ -78,7 +78,7 @@ def test_every_scheme_exports_its_logits_and_generates(tmp_path: Path, balance: 
     """The schemes that only change training export the switch model; checked in this process
     with the exported modeling file's class (the process that cannot import moectl runs the
     bias export above, and the switch ones)."""
-    from moectl.interop.gpt2 import CODE_FILES
+    from moectl.interop.families.gpt2 import CODE_FILES
     from moectl.interop.hf_code.modeling_moectl_gpt2_moe import MoectlGPT2MoEForCausalLM
     from moectl.interop.plan import HF_CODE
 
@@ -119,12 +119,18 @@ def test_exported_dir_loads_back_into_moectl(tmp_path: Path, kind: str) -> None:
 
 
 def test_every_family_has_exactly_one_exporter_and_the_model_layer_none() -> None:
-    """The exporters are the interop wing's: each family registers one in its interop module,
-    a second one or an unknown family is refused, and no Family has an `export` of its own."""
-    from moectl.interop.exporters import EXPORTERS, exporter
+    """The exporters are the interop wing's: each family registers one in its own module of
+    interop/families/ (named as the family, found without a list), a second one or an unknown
+    family is refused, and no Family has an `export` of its own."""
+    import pkgutil
+
+    import moectl.interop.families as package
+    from moectl.interop.exporters import REGISTERED, exporter
+    from moectl.interop.families import EXPORTERS
     from moectl.model.arch import FAMILIES, Family
 
-    assert set(EXPORTERS) == set(FAMILIES)
+    modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    assert set(EXPORTERS) == set(FAMILIES) == modules and EXPORTERS == REGISTERED
     assert not hasattr(Family, "export")
     with pytest.raises(TypeError, match="two exporters"):
         exporter("gpt2")(lambda model, moe, layers: (model, None))

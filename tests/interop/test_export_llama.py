@@ -21,8 +21,8 @@ from helpers.models import llama_cfg, small_tokenizer, tiny_dir
 
 from moectl.config import MoEConfig, RunConfig
 from moectl.errors import ModelError
-from moectl.interop import llama as native_export
 from moectl.interop.export import export_model
+from moectl.interop.families import llama as native_export
 from moectl.interop.loading import load_model
 from moectl.model.artifact import ModelMeta
 from moectl.model.factory import build_model

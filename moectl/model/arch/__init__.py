@@ -2,23 +2,53 @@
 
 `gpt2` (GELU MLPs) and `llama` (SwiGLU MLPs: Llama, Mistral, Qwen2, Qwen3, SmolLM2). A model's
 family is read from its config's `model_type`. A third family is a module here implementing
-`Family`, an entry in FAMILIES and a value of ModelConfig.arch (docs/architecture.md).
+`Family` and declaring itself with `register` (found by `_families`, no list to edit) and a value
+of ModelConfig.arch (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from torch import nn
 
 from moectl.errors import ModelError
-from moectl.model.arch.base import ATTENTION, Family, Sizes
-from moectl.model.arch.gpt2 import GPT2
-from moectl.model.arch.llama import LLAMA
+from moectl.model.arch.base import ATTENTION, REGISTERED, Family, Sizes
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (GPT2, LLAMA)}
+
+def _families() -> dict[str, Family]:
+    """Every module of this package imported, so each registers its family."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(REGISTERED)
+
+
+def _owners(families: dict[str, Family]) -> dict[str, Family]:
+    """Each config.json model_type and the family that loads it: the family named after it
+    (a `qwen3` family takes Qwen3 checkpoints from `llama`, which lists them too), else the one
+    family that lists it. Two families listing a model_type that neither is named after is a
+    TypeError: which one loads such a checkpoint would depend on the order of the modules."""
+    owners: dict[str, Family] = {}
+    for candidate in families.values():
+        for model_type in candidate.model_types:
+            if model_type in families:
+                owners[model_type] = families[model_type]
+            elif owners.setdefault(model_type, candidate) is not candidate:
+                raise TypeError(
+                    f"the families '{owners[model_type].name}' and '{candidate.name}' both load "
+                    f"model_type '{model_type}'"
+                )
+    return owners
+
+
+FAMILIES = _families()
+MODEL_TYPES = _owners(FAMILIES)
 
 __all__ = [
     "ATTENTION",
     "FAMILIES",
+    "MODEL_TYPES",
     "Family",
     "Sizes",
     "blocks",
@@ -31,14 +61,14 @@ __all__ = [
 
 def supported_model_types() -> str:
     """The config.json model_type values moectl loads, for messages."""
-    return ", ".join(t for f in FAMILIES.values() for t in f.model_types)
+    return ", ".join(MODEL_TYPES)
 
 
 def family(name_or_model_type: str) -> Family:
     """The family of an arch name (`gpt2`, `llama`) or of a config.json model_type."""
-    for candidate in FAMILIES.values():
-        if name_or_model_type == candidate.name or name_or_model_type in candidate.model_types:
-            return candidate
+    found = FAMILIES.get(name_or_model_type) or MODEL_TYPES.get(name_or_model_type)
+    if found is not None:
+        return found
     raise ModelError(
         f"'{name_or_model_type}' is not an architecture moectl supports (model_type "
         f"{supported_model_types()})",

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
     from moectl.config import ModelConfig
     from moectl.model.experts import DenseMLP
+
+FamilyType = TypeVar("FamilyType", bound="Family")
+# Every selectable family by its name; `register` fills it (moectl.model.arch.FAMILIES).
+REGISTERED: dict[str, Family] = {}
 
 # Attention kernel for every model moectl builds: torch's scaled_dot_product_attention (flash or
 # memory-efficient kernels on GPUs, in training too) rather than transformers' eager matmuls.
@@ -57,8 +61,21 @@ class Sizes:
     vocab: int
 
 
+def register(family: FamilyType) -> FamilyType:
+    """A family module's declaration `NAME = register(SomeFamily())`: the family is selectable as
+    model.arch=<family.name>. Explicit, so a subclass of another family (a Qwen3 family built on
+    Llama's blocks) registers just as a direct subclass of Family does."""
+    name = type(family).__dict__.get("name")
+    if name is None:
+        raise TypeError(f"{type(family).__name__} needs its own `name` to be registered")
+    if name in REGISTERED and type(REGISTERED[name]) is not type(family):
+        raise TypeError(f"two architecture families are named '{name}'")
+    REGISTERED[name] = family
+    return family
+
+
 class Family(ABC):
-    """One architecture family; a stateless singleton per family."""
+    """One architecture family; a stateless singleton per family, registered by its module."""
 
     name: str
     label: str  # for people: "GPT-2", "Llama-family model"

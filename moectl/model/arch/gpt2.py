@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from moectl.config import ModelConfig
-from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
+from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading, register
 from moectl.model.experts import DenseMLP, StackedExperts
 
 
@@ -96,4 +96,4 @@ class GPT2Family(Family):
         return model
 
 
-GPT2 = GPT2Family()
+GPT2 = register(GPT2Family())

@@ -17,7 +17,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from moectl.config import ModelConfig
 from moectl.errors import ModelError
-from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading
+from moectl.model.arch.base import ATTENTION, Family, Sizes, quiet_loading, register
 from moectl.model.experts import DenseMLP, SwiGLUExperts
 
 
@@ -114,4 +114,4 @@ class LlamaFamily(Family):
                 )
 
 
-LLAMA = LlamaFamily()
+LLAMA = register(LlamaFamily())
