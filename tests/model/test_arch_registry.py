@@ -48,11 +48,12 @@ def test_every_family_an_arch_module_defines_is_selectable():
 def test_a_subclass_of_a_family_registers_and_takes_its_model_type(monkeypatch):
     from moectl.model.arch import base
 
-    monkeypatch.setattr(base, "REGISTERED", dict(FAMILIES))
+    llama = FAMILIES["llama"]
+    monkeypatch.setattr(base, "REGISTERED", {"llama": llama})
     qwen3 = base.register(Qwen3Family())
-    assert base.REGISTERED["qwen3"] is qwen3 and base.REGISTERED["llama"] is FAMILIES["llama"]
+    assert {"llama": llama, "qwen3": qwen3} == base.REGISTERED
     owners = _owners(base.REGISTERED)
-    assert owners["qwen3"] is qwen3 and owners["qwen2"] is FAMILIES["llama"]
+    assert owners["qwen3"] is qwen3 and owners["qwen2"] is llama
     with pytest.raises(TypeError, match="its own `name`"):
         base.register(type("Unnamed", (Qwen3Family,), {})())
     with pytest.raises(TypeError, match="two architecture families are named 'qwen3'"):
