@@ -20,7 +20,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from moectl.config import ModelConfig
 from moectl.errors import ModelError, OfflineError
-from moectl.model.arch import Family, family, family_of
+from moectl.model.arch import Family, family, family_of, is_of_family
 from moectl.model.io import load_artifact
 from moectl.model.routing import moe_layers
 
@@ -102,9 +102,10 @@ def load_pretrained(spec: str, dropout: float, arch: str = "gpt2") -> PreTrained
 
 def check_family(model_type: str, spec: str, arch: str) -> Family:
     """The family of a checkpoint's model_type; a ModelError when moectl does not support it
-    (naming the supported ones) or when it is not the family model.arch names."""
+    (naming the supported ones) or when it is not the family model.arch names (or one built on
+    it)."""
     found = family(model_type)
-    if found.name != arch:
+    if not is_of_family(found, arch):
         raise ModelError(
             f"{spec} is a '{model_type}' model ({found.name} family) but model.arch is {arch}",
             hint=f"set model.arch={found.name}",

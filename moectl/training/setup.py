@@ -17,7 +17,7 @@ from moectl.config import RunConfig
 from moectl.data.store import Corpus
 from moectl.errors import ModelError, TrainingError
 from moectl.interop.loading import load_model, read_meta
-from moectl.model.arch import config_sizes, family, family_of, model_sizes
+from moectl.model.arch import config_sizes, family, family_of, is_of_family, model_sizes
 from moectl.model.artifact import LoadedModel, ModelMeta
 from moectl.model.factory import moe_base_error
 from moectl.model.initial import InitRecord, build_initial
@@ -70,10 +70,11 @@ def architecture_fields(hf_config: dict[str, Any]) -> dict[str, Any]:
 def config_of_pretrained(config: RunConfig) -> RunConfig:
     """`config` with model.arch the family of a local model.pretrained (the family that owns its
     config.json's, or model.json's, model_type), so a run on a local Qwen3 or Llama directory
-    needs no model.arch. An explicit model.arch that names another family is a ModelError, and
-    so is an MoE model (an artifact or a `moectl export` directory: model.pretrained is the dense
-    base a run upcycles); a hub name, or a directory whose model_type no family owns, is left to
-    `build_model`."""
+    needs no model.arch (one naming the family the checkpoint's is built on becomes the
+    checkpoint's: llama -> a qwen3 family's). An explicit model.arch that names another family
+    is a ModelError, and so is an MoE model (an artifact or a `moectl export` directory:
+    model.pretrained is the dense base a run upcycles); a hub name, or a directory whose
+    model_type no family owns, is left to `build_model`."""
     spec = config.model.pretrained
     if spec is None or not Path(spec).expanduser().is_dir():
         return config
@@ -87,7 +88,7 @@ def config_of_pretrained(config: RunConfig) -> RunConfig:
         raise moe_base_error(spec)
     if found.name == config.model.arch:
         return config
-    if "arch" in config.model.model_fields_set:
+    if "arch" in config.model.model_fields_set and not is_of_family(found, config.model.arch):
         raise ModelError(
             f"{spec} is a '{model_type}' model ({found.name} family) but model.arch is "
             f"{config.model.arch}",

@@ -12,7 +12,7 @@ import pytest
 
 import moectl.model.arch as package
 from moectl.config import ModelConfig
-from moectl.model.arch import FAMILIES, MODEL_TYPES, Family, _owners, family
+from moectl.model.arch import FAMILIES, MODEL_TYPES, Family, _owners, family, is_of_family
 from moectl.model.arch.llama import LlamaFamily
 
 
@@ -74,3 +74,11 @@ def test_every_model_type_a_family_lists_loads_with_its_owner():
             owner = FAMILIES.get(model_type, listing)
             assert family(model_type) is MODEL_TYPES[model_type] is owner, model_type
     assert all(family(name) is f for name, f in FAMILIES.items())
+
+
+def test_a_checkpoint_of_a_family_built_on_the_named_one_is_of_it():
+    """model.arch=llama stays valid for the checkpoints a family on Llama's blocks takes."""
+    qwen3 = Qwen3Family()
+    assert is_of_family(qwen3, "llama") and is_of_family(FAMILIES["llama"], "llama")
+    assert not is_of_family(qwen3, "gpt2") and not is_of_family(FAMILIES["gpt2"], "llama")
+    assert not is_of_family(FAMILIES["llama"], "gpt2")

@@ -55,6 +55,7 @@ __all__ = [
     "config_sizes",
     "family",
     "family_of",
+    "is_of_family",
     "model_sizes",
 ]
 
@@ -74,6 +75,13 @@ def family(name_or_model_type: str) -> Family:
         f"{supported_model_types()})",
         hint="choose a checkpoint of one of those architectures",
     )
+
+
+def is_of_family(found: Family, arch: str) -> bool:
+    """Whether a checkpoint of family `found` is of the family model.arch=`arch` names: that
+    family or one built on it (a `qwen3` family subclassing `llama`'s takes Qwen3 checkpoints
+    from it, and a config naming llama for them stays valid)."""
+    return isinstance(found, type(family(arch)))
 
 
 def family_of(model: nn.Module) -> Family:
