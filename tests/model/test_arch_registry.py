@@ -3,12 +3,10 @@ is selectable by its name, and every config.json model_type is loaded by exactly
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from typing import get_args
 
 import pytest
+from helpers.registry import defined_subclasses
 
 import moectl.model.arch as package
 from moectl.config import ModelConfig
@@ -29,17 +27,7 @@ def test_config_names_exactly_the_families_in_the_package():
 
 def test_every_family_an_arch_module_defines_is_selectable():
     """A Family class whose module does not `register` an instance would build nowhere."""
-    defined = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        defined += [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Family)
-            and obj is not Family
-            and obj.__module__ == module.__name__
-        ]
+    defined = defined_subclasses(package, Family)
     assert len(defined) == len(FAMILIES) >= 2
     for cls in defined:
         assert type(FAMILIES.get(cls.__dict__.get("name"))) is cls, cls.__name__

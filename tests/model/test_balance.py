@@ -47,24 +47,12 @@ def test_config_names_exactly_the_schemes_in_the_package():
 
 def test_every_scheme_a_balance_module_defines_is_selectable():
     """A scheme class left without @register (or without its own name) would train nowhere."""
-    import importlib
-    import inspect
-    import pkgutil
+    from helpers.registry import defined_subclasses
 
     import moectl.model.balance as package
     from moectl.model.balance.base import Balance
 
-    defined = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        defined += [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Balance)
-            and obj is not Balance
-            and obj.__module__ == module.__name__
-        ]
+    defined = defined_subclasses(package, Balance)
     assert len(defined) == len(SCHEMES) >= 5
     for scheme in defined:
         assert SCHEMES.get(scheme.__dict__.get("name")) is scheme, scheme.__name__
