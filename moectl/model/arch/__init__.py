@@ -71,8 +71,7 @@ def family(name_or_model_type: str) -> Family:
     if found is not None:
         return found
     raise ModelError(
-        f"'{name_or_model_type}' is not an architecture moectl supports (model_type "
-        f"{supported_model_types()})",
+        f"moectl supports model_type {supported_model_types()}, not '{name_or_model_type}'",
         hint="choose a checkpoint of one of those architectures",
     )
 
