@@ -88,7 +88,9 @@ def start_cluster(root: Path) -> SlurmCluster | str:
     for command in commands:
         out = (root / "log" / f"{command[0]}.out").open("w")
         cluster.processes.append(
-            subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         )
         time.sleep(0.5)
     deadline = time.monotonic() + START_S
@@ -103,6 +105,14 @@ def start_cluster(root: Path) -> SlurmCluster | str:
         time.sleep(0.5)
     cluster.stop()
     return f"the one-node SLURM did not come up within {START_S:.0f}s: {cluster.logs()}"
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this daemon when the test process ends, however it ends (Linux's prctl
+    PR_SET_PDEATHSIG), so a killed test run leaves no cluster behind."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _config(root: Path, node: str, munge_socket: Path, ports: list[int]) -> str:

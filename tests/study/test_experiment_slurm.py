@@ -98,10 +98,13 @@ def experiment(slurm, tmp_path_factory):
     submitted = invoke_cli("experiment", file, "--out", out, "--launcher", "slurm", "--json")
     assert submitted.exit_code == 0, submitted.output
     first = ExperimentOutput.model_validate_json(submitted.stdout)
+    recorded = json.loads((out / "experiment.json").read_text())["jobs"]
     queued = _statuses(invoke_cli, file, out)
     job = {j.name: j.job_id for j in first.jobs}[KILLED]
     checkpoint = out / "runs" / KILLED / "checkpoints" / "step-3"
-    _wait_for(checkpoint.is_dir, f"{KILLED}'s step-3 checkpoint")
+    _wait_for(lambda: checkpoint.is_dir() or job not in launcher.queued_jobs([job]), "a job")
+    log = out / "slurm" / f"{job}_0_log.err"
+    assert checkpoint.is_dir(), log.read_text() if log.is_file() else f"job {job} never ran"
     subprocess.run(["scancel", job], check=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(launcher, "POLL_S", 0.5)
@@ -112,11 +115,11 @@ def experiment(slurm, tmp_path_factory):
             "experiment", file, "--out", out, "--launcher", "slurm", "--wait", "--json"
         )
     assert again.exit_code == 0, again.output
-    return file, local, out, first, queued, killed, left, again
+    return file, local, out, first, (recorded, queued), killed, left, again
 
 
 def test_each_run_is_a_job_after_its_pretrain_and_the_evaluation_after_every_arm(experiment):
-    _, _, out, first, queued, *_ = experiment
+    *_, first, (recorded, queued), _, _, _ = experiment
     jobs = {job.name: job for job in first.jobs}
     assert list(jobs) == [
         "pretrain-seed0",
@@ -134,8 +137,7 @@ def test_each_run_is_a_job_after_its_pretrain_and_the_evaluation_after_every_arm
             assert jobs[f"{arm}-seed{seed}"].after == [jobs[f"pretrain-seed{seed}"].job_id]
     arms = [jobs[n].job_id for n in ("dense-seed0", "dense-seed1", "moe-seed0", "moe-seed1")]
     assert sorted(jobs["evaluation"].after) == sorted(arms)
-    state = json.loads((out / "experiment.json").read_text())
-    assert state["jobs"] == {name: job.job_id for name, job in jobs.items()}
+    assert recorded == {name: job.job_id for name, job in jobs.items()}
     for name, (status, detail) in queued.items():
         assert status in ("queued", "running", "done"), (name, status, detail)
         if status != "done":
@@ -146,9 +148,10 @@ def test_a_cancelled_job_leaves_a_checkpoint_and_shows_failed_with_its_last_line
     *_, first, _, killed, left, _ = experiment
     job = {j.name: j.job_id for j in first.jobs}[KILLED]
     state, detail = killed[KILLED]
-    assert state == "failed" and detail.startswith(f"job {job}: ") and len(detail) > 10
+    assert state == "failed" and detail.startswith(f"job {job}: "), detail
+    assert "CANCELLED" in detail or f"run {KILLED} stopped before its end" in detail, detail
     steps = [int(name.removeprefix("step-")) for name in left]
-    assert 3 in steps and max(steps) < STEPS, left
+    assert steps and 3 <= max(steps) < STEPS, left  # SIGTERM's checkpoint, before the end
     others = {name: s for name, (s, _) in killed.items() if name != KILLED}
     assert set(others.values()) == {"done"}
 
@@ -165,16 +168,20 @@ def test_the_next_run_resubmits_only_the_cancelled_run_and_the_evaluation(experi
 def test_slurm_runs_and_report_equal_the_local_launchers(experiment):
     """Same final losses exactly, run by run (the resumed one too), and the same report,
     wall-clock seconds aside."""
-    _, local, out, *_, again = experiment
+    _, local, out, *_, left, again = experiment
     for run in sorted(p.name for p in (local / "runs").iterdir()):
         ours = json.loads((out / "runs" / run / "result.json").read_text())
         theirs = json.loads((local / "runs" / run / "result.json").read_text())
         assert {k: ours[k] for k in RESULT_KEYS} == {k: theirs[k] for k in RESULT_KEYS}, run
     resumed = json.loads((out / "runs" / KILLED / "result.json").read_text())
-    assert resumed["resumed_from"] is not None and resumed["steps"] == STEPS
+    assert Path(resumed["resumed_from"]).name == max(left, key=lambda n: int(n[5:]))
+    assert resumed["steps"] == STEPS
 
     def without_walls(table: ExperimentTable) -> ExperimentTable:
-        rows = [row.model_copy(update={"wall_seconds": []}) for row in table.rows]
+        rows = [
+            row.model_copy(update={"wall_seconds": [0.0] * len(row.wall_seconds)})
+            for row in table.rows
+        ]
         return table.model_copy(update={"rows": rows})
 
     ours = ExperimentTable.model_validate_json((out / "report.json").read_text())

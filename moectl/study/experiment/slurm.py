@@ -278,9 +278,11 @@ def _with_job(
 
 
 def last_log_line(layout: ExperimentLayout, job_id: str) -> str:
-    """The last line the job wrote to its stderr log (submitit's %j_0_log.err)."""
+    """The last line the job wrote to its stderr log (submitit's %j_0_log.err), srun's own
+    'task 0: Exited with exit code 1' aside."""
     log = layout.slurm_dir / f"{job_id}_0_log.err"
-    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    lines = [line for line in text.strip().splitlines() if not line.startswith("srun: ")]
     return lines[-1].strip() if lines else "ended before it started (a dependency failed?)"
 
 
