@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from moectl.analysis.generation import GeneratedToken
 from moectl.analysis.results import Finding
 from moectl.study.experiment.layout import RunStatus
+from moectl.study.experiment.slurm import SubmittedJob
 from moectl.study.experiment.table import ExperimentTable
 
 SCHEMA_VERSION = 1
@@ -130,6 +131,9 @@ class ExperimentOutput(CommandOutput):
     report_json: str | None = None
     table: ExperimentTable | None = Field(None, description="report.json; None with --status")
     seconds: float | None = None
+    jobs: list[SubmittedJob] | None = Field(
+        None, description="--launcher slurm: each job submitted, still queued or done"
+    )
 
 
 COMMAND_SCHEMAS: dict[str, type[CommandOutput]] = {

@@ -1,6 +1,7 @@
 """An experiment's folder and what is in it: experiment.json (written first: moectl made this
 folder), data/ (a corpus the experiment prepared), runs/<arm>-seed<N> and runs/pretrain-seed<N>
-(run directories), eval/ (each run's evaluation), report.md and report.json.
+(run directories), eval/ (each run's evaluation), report.md and report.json, and slurm/ (the
+SLURM jobs' scripts and logs, `launcher: slurm`).
 
 Before anything is written the folder is checked: a folder moectl did not make is refused, and
 so is a run (or prepared corpus) whose stored config no longer matches the file, naming the arm:
@@ -36,13 +37,18 @@ RunState = Literal["queued", "running", "done", "failed"]
 
 
 class ExperimentState(BaseModel):
-    """experiment.json: that moectl made the folder, and the runs whose last attempt failed."""
+    """experiment.json: that moectl made the folder, the runs whose last attempt failed, and
+    the SLURM job of each run and of the evaluation (`launcher: slurm`)."""
 
     format: Literal["moectl-experiment"] = "moectl-experiment"
     format_version: int = STATE_FORMAT
     moectl_version: str = __version__
     failed: dict[str, str] = Field(
         default_factory=dict, description="run name -> the last line of its failure"
+    )
+    jobs: dict[str, str] = Field(
+        default_factory=dict,
+        description="run name (or 'evaluation') -> the SLURM job id of its last submission",
     )
 
 
@@ -66,6 +72,7 @@ class ExperimentLayout:
         self.eval_dir = self.out / STUDY_EVAL
         self.report_md = self.out / EXPERIMENT_REPORT_MD
         self.report_json = self.out / EXPERIMENT_REPORT_JSON
+        self.slurm_dir = self.out / "slurm"
 
     def run_dir(self, name: str) -> Path:
         return self.out / STUDY_RUNS / name

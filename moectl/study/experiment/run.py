@@ -56,9 +56,6 @@ def run_experiment(
     on_run: Callable[[RunOutcome], None] | None = None,
 ) -> ExperimentResult:
     """Run (or finish) the experiment `plan` (from the file `file`) in the folder `out`."""
-    from moectl.data.prepare import prepare_corpus
-    from moectl.study.experiment.evaluation import evaluate_runs, evaluation_options
-
     started = time.perf_counter()
     layout = ExperimentLayout(out)
     check_writable_folder(layout.out, "--out")
@@ -71,19 +68,10 @@ def run_experiment(
         if on_run is not None:
             on_run(outcome)
 
-    corpus_dir = layout.corpus_dir(plan)
-    if plan.corpus_config is not None and not (corpus_dir / "manifest.json").is_file():
-        prepare_corpus(plan.corpus_config, corpus_dir, force=True, callback=callback)
+    corpus_dir = prepared_corpus(plan, layout, callback)
     for runs in (plan.pretrains, plan.arms):
         _train(layout, state, runs, corpus_dir, workers, callback, record)
-    run_dirs = {run.name: layout.run_dir(run.name) for run in plan.arms}
-    results = evaluate_runs(
-        layout.eval_dir, run_dirs, corpus_dir, evaluation_options(plan), callback
-    )
-    walls = {name: wall_seconds(path) for name, path in run_dirs.items()}
-    table = experiment_table(plan, results, walls)
-    write_text(layout.report_md, markdown(table) + "\n")
-    write_json(layout.report_json, table)
+    table = write_report(plan, layout, callback)
     return ExperimentResult(
         out=str(layout.out),
         seeds=plan.seeds,
@@ -94,6 +82,35 @@ def run_experiment(
         table=table,
         seconds=time.perf_counter() - started,
     )
+
+
+def prepared_corpus(
+    plan: ExperimentPlan, layout: ExperimentLayout, callback: ProgressCallback | None = None
+) -> Path:
+    """The experiment's corpus folder, prepared into data/ first where the file asks for it."""
+    from moectl.data.prepare import prepare_corpus
+
+    corpus_dir = layout.corpus_dir(plan)
+    if plan.corpus_config is not None and not (corpus_dir / "manifest.json").is_file():
+        prepare_corpus(plan.corpus_config, corpus_dir, force=True, callback=callback)
+    return corpus_dir
+
+
+def write_report(
+    plan: ExperimentPlan, layout: ExperimentLayout, callback: ProgressCallback | None = None
+) -> ExperimentTable:
+    """Evaluate every arm's run (reusing kept evaluations) and write report.md / report.json."""
+    from moectl.study.experiment.evaluation import evaluate_runs, evaluation_options
+
+    run_dirs = {run.name: layout.run_dir(run.name) for run in plan.arms}
+    results = evaluate_runs(
+        layout.eval_dir, run_dirs, layout.corpus_dir(plan), evaluation_options(plan), callback
+    )
+    walls = {name: wall_seconds(path) for name, path in run_dirs.items()}
+    table = experiment_table(plan, results, walls)
+    write_text(layout.report_md, markdown(table) + "\n")
+    write_json(layout.report_json, table)
+    return table
 
 
 def wall_seconds(run_dir: Path) -> float:

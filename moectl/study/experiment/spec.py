@@ -6,15 +6,16 @@ experiment's folder), the base config every arm starts from (a preset plus `--se
 overrides), the shared dense pretrain the upcycled arms continue from, each family's overrides
 (e.g. the scratch family's longer schedule), the arms (name, family, overrides, and the controls
 each is judged against, named explicitly), the seeds, the evaluation's sizes, and the launcher
-(`local`, the worker pool; the Literal is where another launcher joins).
+(`local`, the worker pool, or `slurm`, one SLURM job per run, with its `slurm:` resources).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from moectl.config import SEED_MAX, StrictModel, deep_merge, load_preset, parse_override, read_yaml
 from moectl.errors import ConfigError, did_you_mean
@@ -88,13 +89,67 @@ class EvaluationSpec(StrictModel):
     n_permutations: int = Field(20, ge=1)
 
 
+SLURM_TIME = r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$"
+"""SLURM's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+
+
+class SlurmSpec(StrictModel):
+    """What each run's SLURM job asks for (`launcher: slurm`; the --slurm-* options override)."""
+
+    partition: str | None = Field(None, description="the partition (None: the cluster's default)")
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_per_run: int = Field(
+        0, ge=0, description="GPUs per run; above 1 a run trains with torchrun (train.parallel)"
+    )
+    cpus_per_run: int = Field(1, ge=1)
+    mem_gb: int | None = Field(None, ge=1, description="memory per job (None: the default)")
+    time: str = Field(
+        "4:00:00",
+        description="the time limit per job, as sbatch --time: minutes (90), 8:00:00 or 1-12:00:00",
+    )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="shell lines each job runs first (e.g. `module load cuda`, `source venv`)",
+    )
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _slurm_time(cls, value: object) -> object:
+        """`time: 90` in YAML is 90 minutes, as for sbatch; a text must be a SLURM time."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and not re.match(SLURM_TIME, value):
+            raise ValueError(
+                f"'{value}' is not a SLURM time: give minutes (90), 8:00:00 or 1-12:00:00"
+            )
+        return value
+
+    @property
+    def minutes(self) -> int:
+        """The time limit in whole minutes (what submitit's `time` takes)."""
+        days, _, clock = self.time.rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        if days:  # D-H[:M[:S]]
+            parts += [0] * (3 - len(parts))
+        elif len(parts) < 3:  # M or M:S
+            parts = [0, *parts, *[0] * (2 - len(parts))]
+        hours, minutes, seconds = parts
+        seconds += ((int(days or 0) * 24 + hours) * 60 + minutes) * 60
+        return max(1, -(-seconds // 60))
+
+
 class ExperimentSpec(StrictModel):
     """The whole experiment file."""
 
     description: str = ""
-    launcher: Literal["local"] = Field(
-        "local", description="local: this machine's worker pool (--workers)"
+    launcher: Literal["local", "slurm"] = Field(
+        "local",
+        description="local: this machine's worker pool (--workers); slurm: one SLURM job per "
+        "run through submitit (the `slurm` section)",
     )
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     corpus: CorpusSpec
     base: ConfigSpec = Field(description="the config every arm starts from")
     pretrain: ConfigSpec | None = Field(
