@@ -8,10 +8,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "moectl"
-# Packages of one module per family, each registering itself: a family's module is named by its
-# folder's bullet (its job is its family, and the registry tests check it is selectable), so a
-# new family edits no list, this page included.
-FAMILY_PACKAGES = {Path("model/arch"), Path("interop/families")}
+# Packages of one module per family or balancing scheme, each registering itself: such a module is
+# named by its folder's bullet (its job is its family or scheme, and the registry tests check it
+# is selectable), so a new family or scheme edits no list, this page included.
+SELF_REGISTERING = {Path("model/arch"), Path("interop/families"), Path("model/balance")}
 
 
 def bullets() -> dict[str, str]:
@@ -32,8 +32,8 @@ def test_every_module_is_named_in_its_packages_bullet() -> None:
         relative = module.relative_to(PACKAGE)
         if "hf_code" in relative.parts[:-1] and module.name != "__init__.py":
             continue  # the exported code, named as its folder
-        if relative.parent in FAMILY_PACKAGES and module.name not in ("__init__.py", "base.py"):
-            relative = relative.parent / "__init__.py"  # a family's module: named as its folder
+        if relative.parent in SELF_REGISTERING and module.name not in ("__init__.py", "base.py"):
+            relative = relative.parent / "__init__.py"  # a registering module: named as its folder
             module = PACKAGE / relative
         top = relative.parts[0] if len(relative.parts) > 1 else "__init__.py"
         name = f"{relative.parent.name}/" if module.name == "__init__.py" else module.name
