@@ -51,7 +51,7 @@ def experiment(
         Launcher | None,
         typer.Option(
             "--launcher",
-            metavar="local|slurm",
+            metavar="LAUNCHER",
             help="local: this machine's worker pool; slurm: one SLURM job per run (submitit). "
             "Default: the file's `launcher` (local).",
             show_default=False,

@@ -83,12 +83,15 @@ def test_a_torn_safetensors_in_a_transformers_export_is_one_line(
 ):
     export = torn_exports[name]
     needle = "Error while deserializing header"
+    # model.pretrained takes a dense base: an MoE export is refused from its config alone,
+    # before its (torn) weights are read
+    as_base = "is an MoE model" if name == "native-moe" else needle
     with untouched(export, tmp_path):
         pretrained = ["--set", f"model.pretrained={export}", *LLAMA]
         refused(
             cli("train", "--preset", "tiny", *QUICK, *pretrained, "--data", tiny_corpus,
                 "--run-dir", tmp_path / "run"),
-            f"{export}", needle,
+            f"{export}", as_base,
         )  # fmt: skip
         refused(cli("evaluate", export, "--data", tiny_corpus, "--out", tmp_path / "r.json"),
                 f"cannot load the model in {export}", needle)  # fmt: skip
