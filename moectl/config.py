@@ -400,11 +400,17 @@ def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_file_overrides(path: Path) -> list[str]:
-    """A YAML config file as `--set` overrides (values as JSON, which YAML reads back as they
-    were), for commands that hand their settings on as overrides (quickstart's stages)."""
+    """A YAML config file as `--set` overrides, for commands that hand their settings on as
+    overrides (quickstart's stages)."""
+    return as_overrides(read_config_file(path))
+
+
+def as_overrides(raw: dict[str, Any]) -> list[str]:
+    """A nested config mapping as `--set` overrides (`model.n_embd=128`), each value as JSON,
+    which YAML reads back as it was."""
     import json
 
-    return [f"{key}={json.dumps(value)}" for key, value in flatten(read_config_file(path)).items()]
+    return [f"{key}={json.dumps(value)}" for key, value in flatten(raw).items()]
 
 
 def _yaml11_float(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """The CPU-scale reference study as one resumable command (`moectl quickstart`)."""
 
-from moectl.study.pipeline import StageOutcome, StudyInterrupted, StudyResult, run_study
+from moectl.study.experiment.training import StudyInterrupted
+from moectl.study.pipeline import StageOutcome, StudyResult, run_study
 from moectl.study.plan import PLANS, VARIANTS, StudyPlan, plan_configs
 
 __all__ = [

@@ -3,10 +3,14 @@
 Stages: prepare a built-in corpus; with the `upcycle` plan, pretrain a small dense GPT-2 and
 continue four variants from it for the same number of steps (dense: the matched baseline; moe:
 8 experts, top-1, LB on; no-lb: no load balancing and no router noise, stopped on collapse;
-top2); with the `scratch` plan, train the same four from random weights. Variants train two at
-a time in worker processes; then evaluate all (each MoE against its own init router) and draw
-the figures and the report. Finished stages are recorded in OUT/study.json, so a re-run skips
-them, and an interrupted training stage resumes from its latest checkpoint.
+top2); with the `scratch` plan, train the same four from random weights. Then evaluate all
+(each MoE router against the distribution of random gates) and draw the figures and the report.
+
+The study is a fixed experiment (study/plan.py: `quickstart_experiment`), planned, trained,
+resumed and evaluated by the same code as `moectl experiment` (study/experiment): only its run
+names, its state file and its report are its own. Finished
+stages are recorded in OUT/study.json, so a re-run skips them; a finished run (its result.json)
+is never trained again, and an interrupted one resumes from its latest checkpoint.
 
 With several seeds (`seeds`, each a `train.seed`) every training stage runs once per seed: the
 run of the configured seed keeps the plain name (`runs/moe`), the others are `runs/moe-seedN`
@@ -25,29 +29,27 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from moectl.analysis.results import Finding
-from moectl.config import RunConfig
 from moectl.errors import MoectlError
 from moectl.fs import check_writable_folder, write_text
 from moectl.progress import ProgressCallback, report
 from moectl.rundir.layout import STUDY_EVAL, STUDY_RUNS, STUDY_STATE
 from moectl.rundir.summary import RunSummary
+from moectl.study.experiment.configs import ExperimentPlan, PlannedRun
+from moectl.study.experiment.training import train_runs
 from moectl.study.plan import (
     DEFAULT_PLAN,
     PLANS,
     VARIANTS,
     StudyPlanName,
     StudySize,
-    plan_configs,
+    configured_seed,
+    configured_seed_of,
+    plan_quickstart,
+    quickstart_experiment,
 )
 
 STATE_FILE = STUDY_STATE
 TENSORBOARD_OVERRIDE = "train.sinks=[tensorboard]"
-
-
-class StudyInterrupted(MoectlError):
-    """A training stage stopped on Ctrl-C / SIGTERM after saving a checkpoint."""
-
-    exit_code = 130
 
 
 class StageOutcome(BaseModel):
@@ -101,21 +103,17 @@ def run_study(
     `functional` adds the functional test to the evaluation (many more forward passes, so off by
     default: docs/benchmarks.md).
     """
-    from moectl.analysis.eval_files import save_results
-    from moectl.analysis.eval_options import EvaluationOptions
-    from moectl.analysis.evaluate import evaluate_models
     from moectl.data.prepare import prepare_corpus
-    from moectl.data.store import load_corpus
+    from moectl.study.experiment.evaluation import evaluate_runs, evaluation_options
     from moectl.study.findings.claims import figures_finding
-    from moectl.study.parallel import TrainJob, run_parallel
 
     started = time.perf_counter()
     out = Path(out)
     overrides = [TENSORBOARD_OVERRIDE, *(overrides or [])] if tensorboard else overrides
-    plan = PLANS[size]
-    data_config, stage_configs = plan_configs(size, plan_name, overrides)
-    base_seed = stage_configs["dense"].train.seed
-    seeds = list(dict.fromkeys(seeds)) if seeds else [base_seed]
+    seeds = list(dict.fromkeys(seeds)) if seeds else None
+    spec = quickstart_experiment(size, plan_name, overrides, seeds, functional)
+    planned = plan_quickstart(spec)
+    seeds = planned.seeds
     wanted = {
         "size": size,
         "plan_name": plan_name,
@@ -123,12 +121,12 @@ def run_study(
         "seeds": seeds,
         "functional": functional,
     }
-    run_configs = seeded_configs(stage_configs, seeds, base_seed)
-    layout = _Layout.of(out, stage_configs, seeds, base_seed)
+    layout = _Layout.of(out, planned)
     check_writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    state = _read_state(out, wanted, base_seed)
+    state = _read_state(out, wanted, configured_seed_of(spec))
     stages: list[StageOutcome] = []
+    n_stages = len(planned.runs) + 3  # prepare-data, every run, evaluate, visualize
     corpus_dir = out / "data"
     run_dirs = layout.run_dirs
     eval_dir = out / STUDY_EVAL
@@ -141,6 +139,7 @@ def run_study(
             state["done"][name] = seconds
             _write_state(out, state)
         stages.append(outcome)
+        report(callback, "study", len(stages), n_stages, message=f"{name} {status}")
         if on_stage is not None:
             on_stage(outcome)
 
@@ -150,63 +149,44 @@ def run_study(
             return
         begun = time.perf_counter()
         resumed = path.exists()
-        report(callback, "study", len(stages), None, message=f"stage {name}")
+        report(callback, "study", len(stages), n_stages, message=f"stage {name}")
         work()
         record(name, path, "resumed" if resumed else "done", time.perf_counter() - begun)
 
-    def train(names: dict[str, Path | None], workers: int) -> None:
-        """Train the named runs (name -> the model each starts from, or None)."""
-        jobs = []
-        for name, init_from in names.items():
-            if name in state["done"]:
-                record(name, run_dirs[name], "skipped", 0.0)
-            else:
-                config = run_configs[name]
-                jobs.append(TrainJob(name, config, corpus_dir, run_dirs[name], init_from))
-        if not jobs:
+    def train(runs: list[PlannedRun], workers: int) -> None:
+        """Train the planned runs the experiment's way (study/experiment/training.py)."""
+        if not runs:
             return
-        begun = time.perf_counter()
-        resumed = {job.name for job in jobs if job.run_dir.exists()}
-        label = ", ".join(job.name for job in jobs)
-        report(callback, "study", len(stages), None, message=f"stage {label}")
-
-        def done(name: str, result: Any) -> None:
-            if result.stop_reason == "interrupted":
-                return
-            status = "resumed" if name in resumed else "done"
-            record(name, run_dirs[name], status, time.perf_counter() - begun)
-
-        results = run_parallel(jobs, workers, callback, on_done=done)
-        stopped = [name for name, result in results.items() if result.stop_reason == "interrupted"]
-        if stopped or len(results) < len(jobs):
-            raise StudyInterrupted(
-                f"stage {', '.join(stopped) or label} was interrupted",
-                hint="run the same quickstart command again to resume",
-            )
+        label = ", ".join(run.name for run in runs)
+        report(callback, "study", len(stages), n_stages, message=f"stage {label}")
+        train_runs(
+            runs,
+            layout.run_dir,
+            corpus_dir,
+            workers,
+            callback,
+            on_run=lambda name, status, seconds: record(name, run_dirs[name], status, seconds),
+            resume_hint="run the same quickstart command again to resume",
+        )
 
     stage(
         "prepare-data",
         corpus_dir,
-        lambda: prepare_corpus(data_config, corpus_dir, force=True, callback=callback),
+        lambda: prepare_corpus(planned.corpus_config, corpus_dir, force=True, callback=callback),
     )
-    init_from = layout.init_from
-    if "pretrain" in stage_configs:
-        pretrains = {s: seed_run_name("pretrain", s, base_seed) for s in seeds}
-        train({name: None for name in pretrains.values()}, min(plan.workers, len(seeds)))
+    workers = PLANS[size].workers
+    train(planned.pretrains, min(workers, len(seeds)))
     evaluated = layout.evaluated
-    train({name: init_from[name] for name in evaluated}, plan.workers)
-    variant_dirs = [run_dirs[name] for name in evaluated]
+    train(sorted(planned.arms, key=lambda run: seeds.index(run.seed)), workers)  # seed by seed
 
     def evaluate() -> None:
-        corpus = load_corpus(corpus_dir)
-        options = EvaluationOptions(
-            max_blocks=plan.eval_max_blocks,
-            n_permutations=plan.n_permutations,
-            functional=functional,
+        evaluate_runs(
+            eval_dir,
+            {name: run_dirs[name] for name in evaluated},
+            corpus_dir,
+            evaluation_options(planned),
+            callback,
         )
-        results = evaluate_models(variant_dirs, corpus, options=options, callback=callback)
-        for name, result in zip(evaluated, results, strict=True):
-            save_results([result], eval_dir / f"{name}.json")
 
     stage("evaluate", eval_dir, evaluate)
     findings = layout.findings()
@@ -252,18 +232,17 @@ class _Layout:
         self.evaluated = [names[i] for i in range(len(seeds)) for names in variant_runs.values()]
 
     @classmethod
-    def of(
-        cls, out: Path, stage_configs: dict[str, RunConfig], seeds: list[int], base_seed: int
-    ) -> _Layout:
-        names = seeded_configs(stage_configs, seeds, base_seed)
-        init_from: dict[str, Path | None] = {name: None for name in names}
-        if "pretrain" in stage_configs:
-            for seed in seeds:
-                start = out / STUDY_RUNS / seed_run_name("pretrain", seed, base_seed) / "best"
-                for variant in VARIANTS:
-                    init_from[seed_run_name(variant, seed, base_seed)] = start
-        variant_runs = {v: [seed_run_name(v, s, base_seed) for s in seeds] for v in VARIANTS}
-        return cls(out, variant_runs, init_from, seeds)
+    def of(cls, out: Path, planned: ExperimentPlan) -> _Layout:
+        runs_dir = out / STUDY_RUNS
+        init_from = {
+            run.name: runs_dir / run.init_from / "best" if run.init_from else None
+            for run in planned.runs
+        }
+        variant_runs = {v: [run.name for run in planned.arm_runs(v)] for v in VARIANTS}
+        return cls(out, variant_runs, init_from, planned.seeds)
+
+    def run_dir(self, name: str) -> Path:
+        return self.run_dirs[name]
 
     def results(self) -> dict[str, Any]:
         """Each evaluated run's result, from the study's eval/NAME.json."""
@@ -354,29 +333,11 @@ def study_report(
             f"the study in {out} has not been evaluated yet, so it has no findings to report",
             hint=f"finish it first: moectl quickstart --out {out} (same options as before)",
         )
-    _, stage_configs = plan_configs(state["size"], state["plan_name"], state["overrides"])
-    base_seed = stage_configs["dense"].train.seed
-    layout = _Layout.of(Path(out), stage_configs, state["seeds"], base_seed)
+    spec = quickstart_experiment(
+        state["size"], state["plan_name"], state["overrides"], state["seeds"], state["functional"]
+    )
+    layout = _Layout.of(Path(out), plan_quickstart(spec))
     return layout.visualize(layout.findings(), [command] if command else [], warnings=warnings)
-
-
-def seed_run_name(stage: str, seed: int, base_seed: int) -> str:
-    """A stage's run name for one seed: the configured seed keeps the plain name."""
-    return stage if seed == base_seed else f"{stage}-seed{seed}"
-
-
-def seeded_configs(
-    stage_configs: dict[str, RunConfig], seeds: list[int], base_seed: int
-) -> dict[str, RunConfig]:
-    """Every stage's config once per seed (`train.seed`), under its run name."""
-    runs = {}
-    for seed in seeds:
-        for stage_name, config in stage_configs.items():
-            name = seed_run_name(stage_name, seed, base_seed)
-            seeded = config.model_copy(deep=True)
-            seeded.name, seeded.train.seed = name, seed
-            runs[name] = seeded
-    return runs
 
 
 def train_commands(
@@ -433,8 +394,7 @@ def _saved_state(out: Path, base_seed: int | None = None) -> dict[str, Any]:
             raise KeyError("a study state file names its size, plan, overrides and stages")
         if "seeds" not in state:
             if base_seed is None:
-                plan = plan_configs(state["size"], state["plan_name"], state["overrides"])
-                base_seed = plan[1]["dense"].train.seed
+                base_seed = configured_seed(state["size"], state["plan_name"], state["overrides"])
             state["seeds"] = [base_seed]
         state.setdefault("functional", False)
     except (OSError, ValueError, KeyError, TypeError):

@@ -14,11 +14,25 @@ the two phases, and the plan, i.e. where the variants start:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from moectl.config import DataConfig, RunConfig, deep_merge, load_preset, parse_override, validate
+from moectl.analysis.gate_null import N_GATES
+from moectl.config import DataConfig, RunConfig, as_overrides, load_preset, validate
+from moectl.study.experiment.configs import ExperimentPlan, plan_experiment
+from moectl.study.experiment.spec import (
+    ArmSpec,
+    ConfigSpec,
+    CorpusSpec,
+    EvaluationSpec,
+    ExperimentSpec,
+    Family,
+    FamilySpec,
+    merged,
+)
 
 StudySize = Literal["tiny", "default"]
 StudyPlanName = Literal["upcycle", "scratch"]
@@ -79,57 +93,111 @@ PLANS: dict[str, StudyPlan] = {
 }
 
 
+def quickstart_experiment(
+    size: StudySize,
+    plan: StudyPlanName = DEFAULT_PLAN,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    functional: bool = False,
+) -> ExperimentSpec:
+    """The quickstart as the fixed experiment `moectl experiment` runs: the study preset's
+    corpus; the four variants as arms (each its `cpu-*` preset under the study preset's data,
+    model and train sections, the phase's steps and learning rate), no-lb as the collapse
+    control; the upcycle plan's dense pretrain, one per seed. `overrides` (`key=value`, as
+    `--set`) reach every run after everything else; `seeds` default to the configured
+    `train.seed`."""
+    sizes = PLANS[size]
+    study = load_preset(sizes.preset)
+    shared = as_overrides({key: study[key] for key in ("data", "model", "train") if key in study})
+    extra = list(overrides or [])
+    threads = 1 if sizes.workers > 1 else None
+    if plan == "upcycle":
+        family: Family = "upcycled"
+        steps, lr = sizes.variant_steps, sizes.variant_lr
+    else:
+        family, steps, lr = "scratch", sizes.scratch_steps, sizes.scratch_lr
+    phase = [f"train.max_steps={steps}", f"train.lr={lr}", _threads(threads)]
+    pretrain = ConfigSpec(
+        preset="cpu-dense",
+        overrides=[
+            *shared,
+            f"train.max_steps={sizes.pretrain_steps}",
+            f"train.lr={sizes.pretrain_lr}",
+            _threads(None),
+            *extra,
+        ],
+    )
+    dense = "dense"
+    arms = [
+        ArmSpec(
+            name=variant,
+            family=family,
+            preset=preset,
+            overrides=extra,
+            dense=None if variant == dense else dense,
+            collapse_control=variant == "no-lb",
+        )
+        for variant, preset in VARIANTS.items()
+    ]
+    return ExperimentSpec(
+        description=f"moectl quickstart ({size}, {plan} plan)",
+        corpus=CorpusSpec(prepare=ConfigSpec(preset=sizes.preset)),
+        base=ConfigSpec(overrides=[*shared, *phase]),
+        pretrain=pretrain if family == "upcycled" else None,
+        families={"scratch": FamilySpec(overrides=["moe.init=scratch"])},
+        arms=arms,
+        seeds=seeds or [configured_seed(size, plan, overrides)],
+        evaluation=EvaluationSpec(
+            max_blocks=sizes.eval_max_blocks,
+            random_gates=N_GATES,
+            n_permutations=sizes.n_permutations,
+            functional=functional,
+        ),
+    )
+
+
+def plan_quickstart(spec: ExperimentSpec) -> ExperimentPlan:
+    """The quickstart's runs: the configured seed's keep the plain names (runs/moe), the other
+    seeds' are runs/moe-seedN (and runs/pretrain-seedN)."""
+    base_seed = configured_seed_of(spec)
+    return plan_experiment(
+        spec,
+        Path("quickstart"),
+        names=lambda arm, seed: seed_run_name(arm, seed, base_seed),
+        what="invalid quickstart settings",
+    )
+
+
 def plan_configs(
     size: StudySize, plan: StudyPlanName = DEFAULT_PLAN, overrides: list[str] | None = None
 ) -> tuple[DataConfig, dict[str, RunConfig]]:
-    """The corpus config and the run config of every training stage: 'pretrain' (upcycle plan
-    only) and the variants. `overrides` (`key=value`, as `--set`) apply to every stage."""
-    sizes = PLANS[size]
-    study = load_preset(sizes.preset)
-    data = validate(DataConfig, study["data"], "study data")
-    extra: dict[str, Any] = {}
-    for text in overrides or []:
-        extra = deep_merge(extra, parse_override(text))
-    threads = 1 if sizes.workers > 1 else None
-    runs: dict[str, RunConfig] = {}
-    if plan == "upcycle":
-        runs["pretrain"] = _run_config(
-            "cpu-dense", study, extra, "pretrain", sizes.pretrain_steps, sizes.pretrain_lr, None
-        )
-        steps, lr = sizes.variant_steps, sizes.variant_lr
-    else:
-        steps, lr = sizes.scratch_steps, sizes.scratch_lr
-        extra = deep_merge({"moe": {"init": "scratch"}}, extra)
-    for variant, preset in VARIANTS.items():
-        runs[variant] = _run_config(preset, study, extra, variant, steps, lr, threads)
-    runs["no-lb"] = without_balancing(runs["no-lb"])
-    return data, runs
+    """The corpus config and the run config of every training stage of the configured seed:
+    'pretrain' (upcycle plan only) and the variants. `overrides` apply to every stage."""
+    seed = configured_seed(size, plan, overrides)
+    planned = plan_quickstart(quickstart_experiment(size, plan, overrides, [seed]))
+    assert planned.corpus_config is not None
+    return planned.corpus_config, {run.arm: run.config for run in planned.runs}
 
 
-def without_balancing(config: RunConfig) -> RunConfig:
-    """The no-LB variant as the collapse control whatever `--set` says: no balancing loss, no
-    router noise and, where the scheme balances without a loss (`bias`), no scheme at all, so
-    `--set moe.balance=bias` compares the bias scheme against no balancing."""
-    from moectl.model.balance import SCHEMES
-
-    moe: dict[str, Any] = {"lb_coef": 0.0, "noise_std": 0.0}
-    if not SCHEMES[config.moe.balance].adds_loss:
-        moe["balance"] = "none"
-    raw = deep_merge(config.model_dump(mode="json"), {"moe": moe})
-    return validate(RunConfig, raw, "study run 'no-lb'")
+def configured_seed(
+    size: StudySize, plan: StudyPlanName = DEFAULT_PLAN, overrides: list[str] | None = None
+) -> int:
+    """The `train.seed` the study's presets and `overrides` configure."""
+    return configured_seed_of(quickstart_experiment(size, plan, overrides, seeds=[0]))
 
 
-def _run_config(
-    preset: str,
-    study: dict[str, Any],
-    extra: dict[str, Any],
-    name: str,
-    steps: int,
-    lr: float,
-    threads: int | None,
-) -> RunConfig:
-    shared = {key: study[key] for key in ("data", "model", "train") if key in study}
-    raw = deep_merge(load_preset(preset), shared)
-    train = {"max_steps": steps, "lr": lr, "num_threads": threads}
-    raw = deep_merge(raw, {"name": name, "train": train})
-    return validate(RunConfig, deep_merge(raw, extra), f"study run '{name}'")
+def configured_seed_of(spec: ExperimentSpec) -> int:
+    """The `train.seed` of the spec's first arm before any seed is applied."""
+    arm = spec.arms[0]
+    overrides = [*spec.base.overrides, *arm.overrides]
+    raw = merged(ConfigSpec(preset=arm.preset or spec.base.preset, overrides=overrides), "base")
+    return validate(RunConfig, raw, "the quickstart's settings").train.seed
+
+
+def seed_run_name(stage: str, seed: int, base_seed: int) -> str:
+    """A stage's run name for one seed: the configured seed keeps the plain name."""
+    return stage if seed == base_seed else f"{stage}-seed{seed}"
+
+
+def _threads(threads: int | None) -> str:
+    return f"train.num_threads={json.dumps(threads)}"

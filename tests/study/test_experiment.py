@@ -10,7 +10,6 @@ train, skip, resume or refuse) is the same.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -50,15 +49,6 @@ TINY = {
 }
 
 
-def _script():
-    """scripts/specialization_experiment.py as a module (it is not a package)."""
-    path = REPO / "scripts" / "specialization_experiment.py"
-    spec = importlib.util.spec_from_file_location("specialization_experiment", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def _write(path: Path, raw: dict) -> Path:
     import yaml
 
@@ -68,12 +58,19 @@ def _write(path: Path, raw: dict) -> Path:
 
 def serial_runs(jobs, workers, callback=None, on_done=None, on_error=None):
     """run_parallel's contract, one job after another in this process."""
+    from moectl.progress import ProgressEvent
     from moectl.study.parallel import train_stage
 
     results = {}
     for job in jobs:
+
+        def named(event: ProgressEvent, name: str = job.name) -> None:
+            """Renamed "<stage> <job>", as run_parallel forwards a worker's events."""
+            stage = f"{event.stage} {name}"
+            callback(ProgressEvent(stage, event.completed, event.total, event.message))
+
         try:
-            results[job.name] = train_stage(job, callback)
+            results[job.name] = train_stage(job, named if callback is not None else None)
         except MoectlError as error:
             if on_error is not None:
                 on_error(job.name, error.message)
@@ -116,38 +113,78 @@ def experiment(tmp_path_factory):
     return file, out, _outcomes(first), _outcomes(second), evaluated, second
 
 
-def test_the_example_is_the_scripts_experiment_for_every_arm_and_seed():
-    """examples/specialization.yaml resolves to the RunConfig the script trained for every arm
-    and seed (the run name follows the new layout), the same pretrain and corpus."""
+def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
+    """examples/router.yaml and examples/specialization.yaml (docs/study.md's tables) resolve
+    to the quickstart's own runs: the corpus, the upcycle plan's pretrain, its moe variant as
+    every upcycled arm's base, its scratch plan's schedule for the scratch family; each arm
+    differs from that only in its own overrides, the seed and the name."""
+    from moectl.config import RunConfig, deep_merge, parse_override, validate
     from moectl.study.plan import plan_configs
 
-    script = _script()
-    file = REPO / "examples" / "specialization.yaml"
-    plan = plan_experiment(load_experiment(file), file, [0, 1, 2])
-    data, runs = plan_configs("default", "upcycle")
-    assert plan.corpus_config == data
-    assert [a.name for a in plan.spec.arms] == list(script.ARMS)
-    assert len(plan.arms) == 3 * len(script.ARMS)
-    for run in plan.arms:
-        family, overrides = script.ARMS[run.arm]
-        theirs = script.arm_config(
-            runs["moe"],
-            script.run_name(run.arm, run.seed),
-            family,
-            [*overrides, f"train.seed={run.seed}"],
-        )
-        assert run.config.model_dump(exclude={"name"}) == theirs.model_dump(exclude={"name"})
-        assert run.name == run.config.name == f"{run.arm}-seed{run.seed}"
-        assert run.init_from == ("pretrain-seed0" if family == "upcycled" else None)
-        dense = next(a.dense for a in plan.spec.arms if a.name == run.arm)
-        if "moe.enabled=false" not in overrides:
-            assert dense == script.MATCHED_DENSE[family]
-    pretrain = runs["pretrain"].model_copy(deep=True)
-    pretrain.train.num_threads = 1
-    (ours,) = plan.pretrains
-    assert ours.config.model_dump(exclude={"name"}) == pretrain.model_dump(exclude={"name"})
-    moe_arms = sum("moe.enabled=false" not in ov for _, ov in script.ARMS.values())
-    assert plan.router_tests() == moe_arms * 2
+    data, upcycle = plan_configs("default", "upcycle")
+    _, scratch = plan_configs("default", "scratch")
+    for example in ("router.yaml", "specialization.yaml"):
+        file = REPO / "examples" / example
+        spec = load_experiment(file)
+        plan = plan_experiment(spec, file, [0, 1, 2])
+        assert plan.corpus_config == data
+        (pretrain,) = plan.pretrains
+        exclude = {"name": True, "train": {"num_threads"}}
+        theirs = upcycle["pretrain"].model_dump(exclude=exclude)
+        assert pretrain.config.model_dump(exclude=exclude) == theirs
+        assert len(plan.arms) == 3 * len(spec.arms)
+        for run in plan.arms:
+            arm = next(a for a in spec.arms if a.name == run.arm)
+            raw = upcycle["moe"].model_dump(mode="json")
+            if arm.family == "scratch":
+                raw = deep_merge(raw, {"train": {"max_steps": 650, "lr": 2e-3}})
+                assert scratch["moe"].train.max_steps == 650 and scratch["moe"].train.lr == 2e-3
+            for text in [*arm.overrides, f"train.seed={run.seed}"]:
+                raw = deep_merge(raw, parse_override(text))
+            expected = validate(RunConfig, raw, arm.name)
+            assert run.config.model_dump(exclude={"name"}) == expected.model_dump(exclude={"name"})
+            assert run.name == run.config.name == f"{run.arm}-seed{run.seed}"
+            assert run.init_from == ("pretrain-seed0" if arm.family == "upcycled" else None)
+    router = load_experiment(REPO / "examples" / "router.yaml")
+    assert plan_experiment(router, REPO / "examples" / "router.yaml").router_tests() == 12
+
+
+def test_an_arms_own_preset_and_the_collapse_control(tmp_path: Path):
+    """An arm's `preset` replaces the base's under the base's overrides; `collapse_control`
+    drops every balancing whatever the overrides say (bias: the scheme itself)."""
+    from moectl.config import RunConfig, load_preset, validate
+
+    raw = {
+        **TINY,
+        "arms": [
+            {"name": "dense", "family": "scratch", "preset": "cpu-dense"},
+            {
+                "name": "moe",
+                "family": "scratch",
+                "dense": "dense",
+                "overrides": ["moe.balance=bias"],
+            },
+            {
+                "name": "no-lb",
+                "family": "scratch",
+                "dense": "dense",
+                "overrides": ["moe.balance=bias", "moe.noise_std=0.3"],
+                "collapse_control": True,
+            },
+        ],
+        "seeds": [0],
+    }
+    file = _write(tmp_path / "arms.yaml", raw)
+    plan = plan_experiment(load_experiment(file), file)
+    dense, moe, no_lb = (run.config for run in plan.arms)
+    assert not dense.moe.enabled and dense.model.n_embd == 32 and dense.train.max_steps == 6
+    assert dense.moe == validate(RunConfig, load_preset("cpu-dense"), "cpu-dense").moe
+    assert (moe.moe.balance, moe.moe.noise_std) == (
+        "bias",
+        load_preset("cpu-moe")["moe"]["noise_std"],
+    )
+    assert (no_lb.moe.balance, no_lb.moe.lb_coef, no_lb.moe.noise_std) == ("none", 0.0, 0.0)
+    assert no_lb.model == moe.model and no_lb.train == moe.train
 
 
 @pytest.mark.parametrize(
@@ -184,6 +221,19 @@ def test_the_example_is_the_scripts_experiment_for_every_arm_and_seed():
         (
             {"arms": [{"name": "moe", "family": "scratch"}]},
             ["arms.0.dense: an MoE arm needs its matched dense arm"],
+        ),
+        (
+            {"arms": [{"name": "moe", "family": "scratch", "collapse": True}]},
+            ["arms.0.collapse: unknown field"],
+        ),
+        (
+            {
+                "arms": [
+                    {"name": "dense", "family": "scratch", "preset": "cpu-dnese"},
+                    {"name": "moe", "family": "scratch", "dense": "dense"},
+                ]
+            },
+            ["arms.0.preset: unknown preset 'cpu-dnese' (did you mean 'cpu-dense'?)"],
         ),
     ],
 )
@@ -247,9 +297,8 @@ def test_status_shows_every_run_done(experiment, cli):
     assert {state for state, _ in states.values()} == {"done"} and len(states) == 6
 
 
-def test_markdown_is_the_report_and_the_scripts_table(experiment, cli, tmp_path: Path):
-    """--markdown prints report.md's table, which is what the script's table() renders from
-    the same evaluations; report.json holds the same rows as data."""
+def test_markdown_is_the_report(experiment, cli):
+    """--markdown prints report.md's table; report.json holds the same rows as data."""
     file, out, *_, second = experiment
     result = cli("experiment", file, "--out", out, "--markdown")
     assert result.exit_code == 0, result.output
@@ -268,20 +317,6 @@ def test_markdown_is_the_report_and_the_scripts_table(experiment, cli, tmp_path:
     moe = table.rows[1]
     assert moe.arm == "moe" and moe.controls == {"dense": "dense"} and len(moe.trained_nmi) == 2
     assert moe.loss is not None and moe.loss.control == "dense"
-
-    script = _script()
-    script.ARMS = {"dense": ("upcycled", ["moe.enabled=false"]), "moe": ("upcycled", [])}
-    from moectl.analysis.results import EvaluationResult
-
-    results = {}
-    (tmp_path / "runs").mkdir()
-    for arm in script.ARMS:
-        for seed in (0, 1):
-            name = script.run_name(arm, seed)
-            (tmp_path / "runs" / name).symlink_to(out / "runs" / f"{arm}-seed{seed}")
-            text = (out / "eval" / f"{arm}-seed{seed}.json").read_text()
-            results[name] = EvaluationResult.model_validate_json(text)
-    assert script.table(results, [0, 1], tmp_path) + "\n" == report
 
 
 def test_a_rerun_trains_and_evaluates_nothing(experiment, cli):

@@ -1,13 +1,17 @@
 """An experiment file resolved into the runs it trains: every arm's RunConfig per seed, the
 shared pretrains, the corpus. Every problem is found here, before anything is written.
 
-An arm's config is the base (preset < base overrides), named `<arm>-seed<N>`, then its family's
-overrides, its own, and `train.seed=N`; with a `prepare` corpus its data section is the corpus
-config (what the trainer records anyway). A pretrain is `pretrain-seed<N>` with `train.seed=N`.
+An arm's config is the base (preset < base overrides; an arm's own preset replaces the base's
+under the same overrides), named `<arm>-seed<N>`, then its family's overrides, its own, and
+`train.seed=N`; with a `prepare` corpus its data section is the corpus config (what the trainer
+records anyway). A collapse-control arm then drops every balancing (`without_balancing`). A
+pretrain is `pretrain-seed<N>` with `train.seed=N`. The quickstart plans its fixed experiment
+here too, with its own run names (study/plan.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,15 @@ from moectl.errors import ConfigError
 from moectl.study.experiment.spec import (
     PRETRAIN,
     ArmSpec,
+    ConfigSpec,
     ExperimentSpec,
     FamilySpec,
     apply_overrides,
     merged,
 )
+
+RunNames = Callable[[str, int], str]
+"""(arm or 'pretrain', seed) -> the run's name and folder under runs/."""
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -66,12 +74,17 @@ class ExperimentPlan:
 
 
 def plan_experiment(
-    spec: ExperimentSpec, file: Path, seeds: list[int] | None = None
+    spec: ExperimentSpec,
+    file: Path,
+    seeds: list[int] | None = None,
+    names: RunNames = run_name,
+    what: str | None = None,
 ) -> ExperimentPlan:
-    """Resolve every run of `spec` (from the file `file`; `seeds` replaces the file's); a
-    ConfigError naming each key that does not resolve, and each control that is not one."""
+    """Resolve every run of `spec` (from the file `file`; `seeds` replaces the file's; `names`
+    names each run); a ConfigError (`what`, by default naming the file) naming each key that
+    does not resolve, and each control that is not one."""
     seeds = list(seeds or spec.seeds)
-    what = f"invalid experiment file {file}"
+    what = what or f"invalid experiment file {file}"
     problems: list[tuple[str, str]] = []
     corpus_config = corpus_path = None
     if spec.corpus.path is not None:
@@ -89,20 +102,29 @@ def plan_experiment(
     pretrains = []
     if pretrain is not None and any(arm.family == "upcycled" for arm in spec.arms):
         for seed in pretrain_seeds:
-            raw = deep_merge(pretrain, {**data, "name": run_name(PRETRAIN, seed)})
+            raw = deep_merge(pretrain, {**data, "name": names(PRETRAIN, seed)})
             raw = deep_merge(raw, {"train": {"seed": seed}})
             config = _validated(problems, raw, "pretrain", f"{what}: pretrain")
             if config is not None:
-                pretrains.append(PlannedRun(run_name(PRETRAIN, seed), PRETRAIN, seed, config))
+                pretrains.append(PlannedRun(names(PRETRAIN, seed), PRETRAIN, seed, config))
     arms = []
     for i, arm in enumerate(spec.arms):
         family = spec.families.get(arm.family, FamilySpec())
+        arm_base = base
+        if arm.preset is not None:
+            own = ConfigSpec(preset=arm.preset, overrides=spec.base.overrides)
+            arm_base = _resolved(
+                problems, f"arms.{i}", lambda own=own, i=i: merged(own, f"arms.{i}")
+            )
+            if arm_base is None:
+                continue
         for seed in seeds:
-            config = arm_config(spec, base, data, arm, family, seed, i, problems)
+            name = names(arm.name, seed)
+            config = arm_config(arm_base, data, arm, family, seed, name, i, problems)
             if config is None:
                 break
             start = spec.pretrain_seed if spec.pretrain_seed is not None else seed
-            init_from = run_name(PRETRAIN, start) if arm.family == "upcycled" else None
+            init_from = names(PRETRAIN, start) if arm.family == "upcycled" else None
             arms.append(PlannedRun(config.name, arm.name, seed, config, init_from))
     if problems:
         raise ConfigError(what, problems)
@@ -114,22 +136,39 @@ def plan_experiment(
 
 
 def arm_config(
-    spec: ExperimentSpec,
     base: dict[str, Any],
     data: dict[str, Any],
     arm: ArmSpec,
     family: FamilySpec,
     seed: int,
+    name: str,
     index: int,
     problems: list[tuple[str, str]],
 ) -> RunConfig | None:
-    """One arm's config for one seed, or None with its problems added (keys under arms.N)."""
+    """One arm's config for one seed, named `name`, or None with its problems added (keys
+    under arms.N)."""
     key = f"arms.{index}"
-    raw = deep_merge(base, {**data, "name": run_name(arm.name, seed)})
+    raw = deep_merge(base, {**data, "name": name})
     raw = apply_overrides(raw, family.overrides, f"families.{arm.family}.overrides", problems)
     raw = apply_overrides(raw, arm.overrides, f"{key}.overrides", problems)
     raw = deep_merge(raw, {"train": {"seed": seed}})
-    return _validated(problems, raw, f"{key} ({arm.name})", f"arm {arm.name}")
+    config = _validated(problems, raw, f"{key} ({arm.name})", f"arm {arm.name}")
+    if config is None or not arm.collapse_control:
+        return config
+    return without_balancing(config)
+
+
+def without_balancing(config: RunConfig) -> RunConfig:
+    """The collapse control whatever the overrides say: no balancing loss, no router noise
+    and, where the scheme balances without a loss (`bias`), no scheme at all, so an experiment
+    of the bias scheme compares it against no balancing."""
+    from moectl.model.balance import SCHEMES
+
+    moe: dict[str, Any] = {"lb_coef": 0.0, "noise_std": 0.0}
+    if not SCHEMES[config.moe.balance].adds_loss:
+        moe["balance"] = "none"
+    raw = deep_merge(config.model_dump(mode="json"), {"moe": moe})
+    return validate(RunConfig, raw, f"run '{config.name}'")
 
 
 def control_problems(plan: ExperimentPlan) -> list[tuple[str, str]]:

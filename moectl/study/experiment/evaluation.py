@@ -12,7 +12,7 @@ from pathlib import Path
 from moectl.analysis.eval_options import EvaluationOptions
 from moectl.analysis.gate_null import N_GATES
 from moectl.analysis.multiplicity import FAMILY_ALPHA
-from moectl.analysis.results import EvaluationResult
+from moectl.analysis.results import EvaluationResult, load_results
 from moectl.fs import write_text
 from moectl.progress import ProgressCallback
 from moectl.study.experiment.configs import ExperimentPlan
@@ -37,6 +37,7 @@ def evaluation_options(plan: ExperimentPlan) -> EvaluationOptions:
         max_blocks=spec.max_blocks,
         n_permutations=spec.n_permutations,
         random_gates=spec.random_gates or gates_for_family(plan.router_tests()),
+        functional=spec.functional,
     )
 
 
@@ -50,6 +51,7 @@ def evaluate_runs(
     """Each run's evaluation (run name -> result), from eval_dir/NAME.json where it was made
     with `options` after the run finished (a run trained again is evaluated again), else
     evaluated now and kept there."""
+    from moectl.analysis.eval_files import save_results
     from moectl.analysis.evaluate import evaluate_models
     from moectl.data.store import load_corpus
 
@@ -60,7 +62,7 @@ def evaluate_runs(
     for name in run_dirs:
         path = eval_dir / f"{name}.json"
         if same and path.is_file() and _newer(path, run_dirs[name] / RESULT_FILE):
-            found[name] = EvaluationResult.model_validate_json(path.read_text(encoding="utf-8"))
+            found[name] = load_results(path)[0]
     todo = [name for name in run_dirs if name not in found]
     if todo:
         evaluated = evaluate_models(
@@ -70,7 +72,7 @@ def evaluate_runs(
             callback=callback,
         )
         for name, result in zip(todo, evaluated, strict=True):
-            write_text(eval_dir / f"{name}.json", result.model_dump_json())
+            save_results([result], eval_dir / f"{name}.json")
             found[name] = result
         write_text(options_path, wanted)
     return {name: found[name] for name in run_dirs}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
@@ -22,15 +21,15 @@ from moectl.progress import ProgressCallback
 from moectl.study.experiment.configs import ExperimentPlan, PlannedRun
 from moectl.study.experiment.layout import ExperimentLayout, ExperimentState
 from moectl.study.experiment.table import ExperimentTable, experiment_table, markdown
+from moectl.study.experiment.training import TrainStatus, train_runs
 from moectl.study.parallel import RESULT_FILE
-from moectl.study.pipeline import StudyInterrupted
 
 
 class RunOutcome(BaseModel):
     """How one run went in this invocation."""
 
     name: str
-    status: Literal["skipped", "done", "resumed"]
+    status: TrainStatus
     seconds: float
 
 
@@ -127,41 +126,27 @@ def _train(
     callback: ProgressCallback | None,
     record: Callable[[RunOutcome], None],
 ) -> None:
-    """Train the unfinished `runs`, recording each outcome and each failure's last line in the
-    state file; an interruption raises StudyInterrupted once the workers have checkpointed."""
-    from moectl.study.parallel import TrainJob, run_parallel
+    """Train the unfinished `runs` (experiment/training.py), recording each outcome and each
+    failure's last line in the state file."""
 
-    jobs = []
-    for run in runs:
-        run_dir = layout.run_dir(run.name)
-        if (run_dir / RESULT_FILE).is_file():
-            record(RunOutcome(name=run.name, status="skipped", seconds=0.0))
-            continue
-        start = (layout.run_dir(run.init_from) / "best").resolve() if run.init_from else None
-        jobs.append(TrainJob(run.name, run.config, corpus_dir, run_dir, start))
-    if not jobs:
-        return
-    begun = time.perf_counter()
-    resumed = {job.name for job in jobs if job.run_dir.exists()}
-
-    def done(name: str, result: object) -> None:
-        if getattr(result, "stop_reason", None) == "interrupted":
-            return
-        state.failed.pop(name, None)
-        layout.write_state(state)
-        status = "resumed" if name in resumed else "done"
-        record(RunOutcome(name=name, status=status, seconds=time.perf_counter() - begun))
+    def ended(name: str, status: TrainStatus, seconds: float) -> None:
+        if status != "skipped":
+            state.failed.pop(name, None)
+            layout.write_state(state)
+        record(RunOutcome(name=name, status=status, seconds=seconds))
 
     def failed(name: str, message: str) -> None:
         lines = message.strip().splitlines() or [""]
         state.failed[name] = lines[-1]
         layout.write_state(state)
 
-    results = run_parallel(jobs, min(workers, len(jobs)), callback, on_done=done, on_error=failed)
-    stopped = [n for n, r in results.items() if r.stop_reason == "interrupted"]
-    unfinished = stopped + [job.name for job in jobs if job.name not in results]
-    if unfinished:
-        raise StudyInterrupted(
-            f"the experiment was interrupted: {', '.join(unfinished)} did not finish",
-            hint="run the same moectl experiment command again to resume",
-        )
+    train_runs(
+        runs,
+        layout.run_dir,
+        corpus_dir,
+        workers,
+        callback,
+        on_run=ended,
+        on_failed=failed,
+        resume_hint="run the same moectl experiment command again to resume",
+    )

@@ -67,7 +67,17 @@ class ArmSpec(StrictModel):
         description="upcycled: continues from the shared dense pretrain of its seed; scratch: "
         "from random weights"
     )
+    preset: str | None = Field(
+        None,
+        description="the arm's own preset in place of the base's, under the base's overrides "
+        "(e.g. cpu-dense next to a cpu-moe base)",
+    )
     overrides: list[str] = Field(default_factory=list)
+    collapse_control: bool = Field(
+        False,
+        description="the collapse control: no balancing loss, no router noise and no loss-free "
+        "scheme (bias), whatever the base, family and arm overrides say",
+    )
     dense: str | None = Field(
         None, description="its matched dense arm (same family): the loss control; MoE arms need one"
     )
@@ -87,6 +97,9 @@ class EvaluationSpec(StrictModel):
         "arms x layers (gates_for_family)",
     )
     n_permutations: int = Field(20, ge=1)
+    functional: bool = Field(
+        False, description="the functional test too (many more forward passes per layer)"
+    )
 
 
 SLURM_TIME = r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$"
