@@ -299,7 +299,11 @@ class TrainConfig(StrictModel):
         0, ge=0, le=SEED_MAX, description="seeds torch, numpy and random (numpy's range)"
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA and on a CPU with bf16 tiles (AMX), fp32 "
+        "elsewhere; recorded in run.json, kept on resume",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None = default")
     compile: bool = Field(False, description="torch.compile the model for training")
     parallel: Literal["ddp", "fsdp"] = Field(

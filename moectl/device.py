@@ -7,7 +7,7 @@ never a traceback from deep inside torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from moectl.errors import DeviceError
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+Precision = Literal["fp32", "bf16"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,3 +51,23 @@ def resolve_device(name: str) -> torch.device:
             f"device {name} does not exist ({count} CUDA devices)", hint="use --device cuda or auto"
         )
     return device
+
+
+def fast_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware tiles (Intel AMX). Only there does
+    bf16 autocast train faster than fp32: without them (even with AVX512-BF16) the casts cost
+    more than the narrower math saves (docs/benchmarks.md, benchmarks/bench_precision.py)."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(device: torch.device, precision: str) -> Precision:
+    """`train.precision` on `device`: fp32 and bf16 are kept; auto is bf16 on CUDA and on a CPU
+    with bf16 tiles (`fast_cpu_bf16`), fp32 elsewhere. A run records what this resolved to and
+    a resume keeps it (moectl/training/session.py)."""
+    if precision in ("fp32", "bf16"):
+        return precision  # type: ignore[return-value]
+    if device.type == "cuda" or (device.type == "cpu" and fast_cpu_bf16()):
+        return "bf16"
+    return "fp32"

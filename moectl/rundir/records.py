@@ -162,3 +162,8 @@ class RunInfo(BaseModel):
     domains: list[str] = Field(default_factory=list)
     resumes: list[Resume] = Field(default_factory=list)
     amendments: list[Amendment] = Field(default_factory=list)
+    precision: str | None = Field(
+        None,
+        description="what train.precision resolved to (fp32 or bf16); a resume keeps it. None: "
+        "a run from before it was recorded (auto was fp32 on every CPU)",
+    )

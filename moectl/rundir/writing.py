@@ -159,6 +159,7 @@ def start_run(
     domains: list[str],
     resumed_from: Path | None,
     amendments: list[Amendment] | None = None,
+    precision: str | None = None,
 ) -> None:
     """Write config.yaml and run.json (last, so a run dir with run.json has its config); a
     fresh start also clears logs and best/ of an earlier attempt that saved no checkpoint."""
@@ -178,6 +179,7 @@ def start_run(
         domains=domains,
         resumes=previous.resumes if previous else [],
         amendments=[*(previous.amendments if previous else []), *(amendments or [])],
+        precision=precision,
     )
     if resumed_from is not None:
         info.resumes.append(Resume(time=now, checkpoint=str(resumed_from)))

@@ -19,10 +19,12 @@ import torch.distributed as dist
 
 from moectl.config import RunConfig
 from moectl.data.store import Corpus
+from moectl.device import Precision, resolve_precision
 from moectl.model.initial import write_init_record
 from moectl.model.routing import moe_layers
 from moectl.progress import ProgressCallback
 from moectl.rundir.layout import METRICS_NAME, ROUTING_NAME
+from moectl.rundir.reading import read_run_info
 from moectl.rundir.records import Amendment, EvalScores
 from moectl.rundir.writing import JsonlWriter, start_run, truncate_after
 from moectl.training.balancing import StepCounts
@@ -67,6 +69,7 @@ class Session:
         self.last_train_loss: float | None = None
         self.last_checkpoint: Path | None = None
         self.resumed_from: Path | None = None
+        self.precision: Precision = "fp32"
         self.saved_step: int | None = None
         self.grad_norm: float | torch.Tensor = 0.0
         self.lr = 0.0
@@ -122,6 +125,7 @@ def open_session(
     shard_rows(session.ctx, cfg.batch_size)
     _seed_everything(cfg.seed)
     state = read_trainer_state(checkpoint) if checkpoint is not None else None
+    session.precision = _precision(session, checkpoint)
     _build_model(session, checkpoint, init_from)
     _build_training_state(session)
     if state is not None:
@@ -131,6 +135,20 @@ def open_session(
     _choose_eval_subset(session)
     if session.ctx.is_main:
         _open_logs(session, checkpoint, init_from, data_dir, amendments)
+
+
+def _precision(session: Session, checkpoint: Path | None) -> Precision:
+    """What `train.precision` resolves to on this device; a resumed run keeps what it recorded
+    (run.json), so it continues in the precision it started in on any machine. A run from
+    before precision was recorded resolved auto to fp32 on every CPU."""
+    cfg = session.train_cfg
+    if checkpoint is not None:
+        info = read_run_info(session.run_dir)
+        if info is not None and info.precision in ("fp32", "bf16"):
+            return info.precision  # type: ignore[return-value]
+        if info is not None and cfg.precision == "auto" and session.device.type != "cuda":
+            return "fp32"
+    return resolve_precision(session.device, cfg.precision)
 
 
 def _seed_everything(seed: int) -> None:
@@ -238,7 +256,7 @@ def _choose_eval_subset(session: Session) -> None:
     busiest = math.ceil(len(subset) / ctx.world_size)
     session.eval_forwards = math.ceil(busiest / cfg.batch_size) if session.sharded else 0
     session.eval_data = eval_data
-    session.autocast = autocast_context(session.device, cfg.precision)
+    session.autocast = autocast_context(session.device, session.precision)
 
 
 def _open_logs(
@@ -253,7 +271,16 @@ def _open_logs(
     run_dir = session.run_dir
     logs = [run_dir / METRICS_NAME, run_dir / ROUTING_NAME]
     truncate_after(logs, session.step)  # a damaged log is refused before any write
-    start_run(run_dir, session.config, data_dir, init_from, session.domains, checkpoint, amendments)
+    start_run(
+        run_dir,
+        session.config,
+        data_dir,
+        init_from,
+        session.domains,
+        checkpoint,
+        amendments,
+        precision=session.precision,
+    )
     session.writers = {
         "metrics": JsonlWriter(run_dir / METRICS_NAME),
         "routing": JsonlWriter(run_dir / ROUTING_NAME),

@@ -33,11 +33,12 @@ class StepLosses:
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (precision auto or bf16); full precision elsewhere."""
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    if precision == "bf16" and device.type == "cpu":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA and CPU where `precision` resolves to bf16 (device.resolve_precision:
+    auto is bf16 on CUDA and on a CPU with bf16 tiles); full precision elsewhere."""
+    from moectl.device import resolve_precision
+
+    if device.type in ("cuda", "cpu") and resolve_precision(device, precision) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
