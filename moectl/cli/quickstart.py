@@ -69,7 +69,9 @@ def quickstart(
             "--seeds",
             metavar="LIST",
             help="Comma-separated train.seed values: every stage runs once per seed and each "
-            "finding reports its verdict per seed and an interval over seeds. Default: one seed.",
+            "finding reports its verdict per seed and an interval over seeds. Default: three "
+            "(train.seed and the next two; --tiny: one). --seeds 0 is a one-seed look, whose "
+            "report says that one seed cannot settle a verdict.",
             show_default=False,
         ),
     ] = None,
@@ -92,8 +94,9 @@ def quickstart(
     from it, the MoE upcycled. Then it evaluates all four, judges each finding against its
     control (the MoE's own init router for specialization, paired bootstrap intervals for
     losses, the LB run for collapse) and writes figures and OUT/report.html. Re-running skips
-    finished stages and resumes an interrupted one. With --seeds every stage runs once per
-    seed (runs/moe, runs/moe-seed1, ...), which multiplies the time by the number of seeds.
+    finished stages and resumes an interrupted one. Every stage runs once per seed, three by
+    default (runs/moe, runs/moe-seed1, runs/moe-seed2): each finding reports its seed count
+    and an interval over the seeds; the time grows with the number of seeds.
     --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
     router that never learns); it does not fit beside the default's arms in 10 minutes.
     --json prints the findings, runs and report path as JSON (stage lines go to stderr).
@@ -112,7 +115,9 @@ def quickstart(
 
       moectl quickstart --tiny --no-tensorboard --out /tmp/tiny-study
 
-      moectl quickstart --seeds 0,1,2 --out study-3-seeds
+      moectl quickstart --seeds 0 --out study-one-seed
+
+      moectl quickstart --seeds 0,1,2,3,4 --out study-5-seeds
 
       moectl quickstart --set moe.router_lr_scale=0 --out study-frozen-router
     """

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from moectl.analysis.gate_null import N_GATES
-from moectl.config import DataConfig, RunConfig, as_overrides, load_preset, validate
+from moectl.config import SEED_MAX, DataConfig, RunConfig, as_overrides, load_preset, validate
 from moectl.study.experiment.configs import ExperimentPlan, plan_experiment
 from moectl.study.experiment.spec import (
     ArmSpec,
@@ -60,6 +60,14 @@ class StudyPlan(BaseModel):
     scratch_lr: float
     eval_max_blocks: int
     n_permutations: int = 20
+    seeds: int = Field(
+        3,
+        ge=1,
+        description="seeds when none are given: the configured train.seed and the next ones. "
+        "One seed cannot settle a verdict about the training procedure (docs/study.md: the "
+        "seeds disagree), so a study runs three; the tiny size is a smoke test of the "
+        "pipeline, one seed",
+    )
     workers: int = Field(
         4,
         ge=1,
@@ -89,6 +97,7 @@ PLANS: dict[str, StudyPlan] = {
         scratch_lr=3e-3,
         eval_max_blocks=24,
         n_permutations=5,
+        seeds=1,
     ),
 }
 
@@ -104,8 +113,7 @@ def quickstart_experiment(
     corpus; the four variants as arms (each its `cpu-*` preset under the study preset's data,
     model and train sections, the phase's steps and learning rate), no-lb as the collapse
     control; the upcycle plan's dense pretrain, one per seed. `overrides` (`key=value`, as
-    `--set`) reach every run after everything else; `seeds` default to the configured
-    `train.seed`."""
+    `--set`) reach every run after everything else; `seeds` default to `default_seeds`."""
     sizes = PLANS[size]
     study = load_preset(sizes.preset)
     shared = as_overrides({key: study[key] for key in ("data", "model", "train") if key in study})
@@ -146,7 +154,7 @@ def quickstart_experiment(
         pretrain=pretrain if family == "upcycled" else None,
         families={"scratch": FamilySpec(overrides=["moe.init=scratch"])},
         arms=arms,
-        seeds=seeds or [configured_seed(size, plan, overrides)],
+        seeds=seeds or default_seeds(size, plan, overrides),
         evaluation=EvaluationSpec(
             max_blocks=sizes.eval_max_blocks,
             random_gates=N_GATES,
@@ -177,6 +185,16 @@ def plan_configs(
     planned = plan_quickstart(quickstart_experiment(size, plan, overrides, [seed]))
     assert planned.corpus_config is not None
     return planned.corpus_config, {run.arm: run.config for run in planned.runs}
+
+
+def default_seeds(
+    size: StudySize, plan: StudyPlanName = DEFAULT_PLAN, overrides: list[str] | None = None
+) -> list[int]:
+    """The seeds of a study given none: the configured `train.seed` and the next ones, as many
+    as the size's `seeds`."""
+    first, count = configured_seed(size, plan, overrides), PLANS[size].seeds
+    first = min(first, SEED_MAX - count + 1)  # the next ones, or the ones below the last seed
+    return list(range(first, first + count))
 
 
 def configured_seed(

@@ -247,8 +247,10 @@ def test_rerun_skips_everything_and_sizes_do_not_mix(study, cli):
     assert "already done" in as_json.stderr
     parsed = QuickstartOutput.model_validate_json(as_json.stdout)
     assert parsed.findings == first.findings and parsed.report == first.report
-    with pytest.raises(
-        MoectlError, match=rf"holds a 'tiny' '{plan}' \(train.sinks=\[tensorboard\]\) study"
+    with pytest.raises(  # the default size runs three seeds, the tiny one one
+        MoectlError,
+        match=rf"holds a 'tiny' '{plan}' \(train.sinks=\[tensorboard\]\) seeds 0 study, not a "
+        rf"'default' '{plan}' \(train.sinks=\[tensorboard\]\) seeds 0,1,2 one",
     ):
         run_study(out, "default", plan_name=plan)
     result = cli("quickstart", "--plan", plan, "--out", out)
