@@ -98,7 +98,8 @@ def run_study(
     specialization experiment (docs/study.md) runs as a study, e.g. `moe.router_lr_scale=10`.
     `tensorboard` gives every run TensorBoard event files (RUN_DIR/tensorboard); it goes first
     among the overrides, so a `train.sinks=...` of the caller's replaces it.
-    `seeds` (default: the configured `train.seed` alone) repeats every stage per seed; `command`
+    `seeds` (default: `plan.default_seeds`, three from the configured `train.seed`; tiny: one)
+    repeats every stage per seed; `command`
     is the command line that asked for this study, recorded in the report's provenance.
     `functional` adds the functional test to the evaluation (many more forward passes, so off by
     default: docs/benchmarks.md).
