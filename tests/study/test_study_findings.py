@@ -213,6 +213,23 @@ def test_seed_counts_and_the_seed_level_interval_when_seeds_disagree():
     assert "resamples seeds" not in finding.text
 
 
+def test_the_seed_counts_are_the_deciding_layers_own():
+    # Each seed's router beats the gate null in one layer: layer 2 in seeds 0 and 2, layer 3 in
+    # seed 1. Every seed has some layer "made by the router", but no layer has it in every
+    # seed: the finding's per-seed counts are those of the layer it reports (layer 2: 2 of 3),
+    # not of each seed's best layer (which would say 3 of 3).
+    nmis = {"moe": (0.30, 0.20), "moe-seed1": (0.20, 0.30), "moe-seed2": (0.30, 0.20)}
+    seeds = [
+        _result(name, [_layer(2, a, 0.0, 0.22), _layer(3, b, 0.0, 0.22)])
+        for name, (a, b) in nmis.items()
+    ]
+    finding = specialization_finding({"top-1": seeds})
+    assert finding.verdict == "from the representation"
+    assert finding.measure.startswith("top-1 layer 2")
+    assert finding.seed_verdicts == {"made by the router": 2, "from the representation": 1}
+    assert "made by the router in 2 of 3" in finding.text
+
+
 def test_one_seed_says_it_cannot_speak_for_another_seed():
     finding = specialization_finding({"top-1": [_result("moe", [_layer(2, 0.3, 0.0, 0.22)])]})
     # one seed: the router's excess over the gate null with its document interval (SE 0.01)

@@ -166,17 +166,6 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             ps = [a.get((label, i)) for a in adjusted]
             reps = nmi_replicates(rs, i)
             rows.append((label, layers, layer_source_over_seeds(layers, ps, reps), ps, reps))
-    seed_sources = Counter(
-        strongest_source(
-            [
-                layer_source_over_seeds([layer], [adjusted[seed].get((label, i))])
-                for label, rs in moe.items()
-                for i, layer in enumerate(rs[seed].routing)
-            ]
-            or ["no control"]
-        )
-        for seed in range(n_seeds)
-    )
     details = [_layer_detail(*row) for row in rows]
     details += [line for line in (_first_choice_line(moe), _functional_line(moe)) if line]
     missing = sorted({r.init_control for rs in moe.values() for r in rs if r.init_control})
@@ -191,7 +180,7 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             + ("; ".join(missing) or "no MoE layers")
             + ".",
             control="none: no init record",
-            seed_verdicts=dict(seed_sources),
+            seed_verdicts={verdict: n_seeds},
             details=details,
         )
     shortage = document_shortage([r for rs in moe.values() for r in rs])
@@ -206,9 +195,15 @@ def specialization_finding(results: dict[str, list[EvaluationResult]]) -> Findin
             seed_verdicts={TOO_FEW: n_seeds},
             details=details,
         )
-    label, layers, _, _, reps = max(
+    label, layers, _, ps, reps = max(
         (row for row in rows if row[2] == verdict),
         key=lambda row: _decider(row[1], verdict, row[4])[0],
+    )
+    # Each seed's source of the deciding layer itself: a seed whose router made domain routing
+    # in some other layer does not count for this one (a different layer per seed is no
+    # finding about any layer).
+    seed_sources = Counter(
+        layer_source_over_seeds([layer], [p]) for layer, p in zip(layers, ps, strict=True)
     )
     value, ci, control = _decider(layers, verdict, reps)
     where = [f"{row[0]} layer {row[1][0].layer}" for row in rows if row[2] == verdict]
