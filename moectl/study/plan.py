@@ -147,14 +147,14 @@ def quickstart_experiment(
         )
         for variant, preset in VARIANTS.items()
     ]
-    return ExperimentSpec(
+    spec = ExperimentSpec(
         description=f"moectl quickstart ({size}, {plan} plan)",
         corpus=CorpusSpec(prepare=ConfigSpec(preset=sizes.preset)),
         base=ConfigSpec(overrides=[*shared, *phase]),
         pretrain=pretrain if family == "upcycled" else None,
         families={"scratch": FamilySpec(overrides=["moe.init=scratch"])},
         arms=arms,
-        seeds=seeds or default_seeds(size, plan, overrides),
+        seeds=seeds or [0],
         evaluation=EvaluationSpec(
             max_blocks=sizes.eval_max_blocks,
             random_gates=N_GATES,
@@ -162,6 +162,9 @@ def quickstart_experiment(
             functional=functional,
         ),
     )
+    if seeds:
+        return spec
+    return spec.model_copy(update={"seeds": default_seeds(configured_seed_of(spec), sizes.seeds)})
 
 
 def plan_quickstart(spec: ExperimentSpec) -> ExperimentPlan:
@@ -187,13 +190,10 @@ def plan_configs(
     return planned.corpus_config, {run.arm: run.config for run in planned.runs}
 
 
-def default_seeds(
-    size: StudySize, plan: StudyPlanName = DEFAULT_PLAN, overrides: list[str] | None = None
-) -> list[int]:
-    """The seeds of a study given none: the configured `train.seed` and the next ones, as many
-    as the size's `seeds`."""
-    first, count = configured_seed(size, plan, overrides), PLANS[size].seeds
-    first = min(first, SEED_MAX - count + 1)  # the next ones, or the ones below the last seed
+def default_seeds(first: int, count: int) -> list[int]:
+    """The seeds of a study given none: the configured `train.seed` (`first`) and the next
+    ones, `count` in all (the size's `seeds`); near the largest seed, the ones ending at it."""
+    first = min(first, SEED_MAX - count + 1)
     return list(range(first, first + count))
 
 

@@ -51,11 +51,12 @@ def train_runs(
     from moectl.rundir.locate import artifact_step, latest_checkpoint
     from moectl.study.parallel import TrainJob, run_parallel
 
-    steps = {run.name: 0 for run in runs}
+    max_steps = {run.name: run.config.train.max_steps for run in runs}
+    steps = dict.fromkeys(max_steps, 0)
     jobs = []
     for run in runs:
         if (run_dir(run.name) / RESULT_FILE).is_file():
-            steps[run.name] = run.config.train.max_steps
+            steps[run.name] = max_steps[run.name]
             on_run(run.name, "skipped", 0.0)
             continue
         checkpoint = latest_checkpoint(run_dir(run.name))
@@ -66,7 +67,7 @@ def train_runs(
         return
     begun = time.perf_counter()
     resumed = {job.name for job in jobs if job.run_dir.exists()}
-    total = sum(run.config.train.max_steps for run in runs)
+    total = sum(max_steps.values())
     finished = len(runs) - len(jobs)
 
     def overall() -> None:
@@ -86,7 +87,7 @@ def train_runs(
         if getattr(result, "stop_reason", None) == "interrupted":
             return
         finished += 1
-        steps[name] = next(r.config.train.max_steps for r in runs if r.name == name)
+        steps[name] = max_steps[name]
         overall()
         on_run(name, "resumed" if name in resumed else "done", time.perf_counter() - begun)
 
