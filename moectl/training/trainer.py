@@ -13,6 +13,7 @@ partial accumulators (metric window, routing counts, collapse streak) travel in 
 from __future__ import annotations
 
 import contextlib
+import gc
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from moectl import fs
+from moectl.allocator import retain_freed_memory
 from moectl.config import RunConfig, check_context
 from moectl.data.store import Corpus, load_corpus
 from moectl.device import resolve_device
@@ -74,11 +76,14 @@ def train_run(
         check_compile(device)
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
+    if device.type == "cpu":
+        retain_freed_memory()
     ctx = init_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
     fresh_dir = not run_dir.exists()
     lock = lock_run_dir(run_dir) if ctx.is_main else contextlib.nullcontext()
+    session: Session | None = None
     try:
         with lock:
             try:
@@ -108,6 +113,12 @@ def train_run(
                 raise
             return run_session(session)
     finally:
+        if ctx.enabled:
+            # The DDP/FSDP model goes before its process group (torch's documented order): a
+            # gloo group last freed by the wrapper's reducer as this returns, after
+            # destroy_process_group, once left a rank hung at exit joining its threads.
+            session = None
+            gc.collect()
         shutdown(ctx)
 
 
