@@ -11,6 +11,7 @@ sbatch parameters, a multi-GPU arm's torchrun command, a missing submitit) are t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,8 +26,10 @@ from moectl.study.experiment.table import ExperimentTable, markdown
 
 KILLED = "moe-seed1"
 STEPS = 40
-"""The arms' steps: long enough that a job seen at its step-3 checkpoint is still training
-when its scancel arrives (the pretrains stay at 4)."""
+"""The arms' steps (the pretrains stay at 4): the cancelled run stops well before its end."""
+HOLD_SITE = Path(__file__).parents[1] / "helpers" / "slurm_hold"
+"""A sitecustomize that holds the KILLED run's first job at its step-3 checkpoint until the
+test's scancel arrives (the resubmitted job runs without it)."""
 EXPERIMENT = {
     **TINY,
     "base": {**TINY["base"], "overrides": [*TINY["base"]["overrides"], f"train.max_steps={STEPS}"]},
@@ -64,11 +67,11 @@ def slurm(tmp_path_factory):
         cluster.stop()
 
 
-def _wait_for(condition, what: str, timeout_s: float = 300.0, poll_s: float = 0.2) -> None:
+def _wait_for(condition, what: str, timeout_s: float = 300.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll_s)
+        time.sleep(0.2)
 
 
 def _statuses(cli, file: Path, out: Path) -> dict[str, tuple[str, str]]:
@@ -95,18 +98,20 @@ def experiment(slurm, tmp_path_factory):
     assert done.exit_code == 0, done.output
 
     out = root / "slurm"
-    submitted = invoke_cli("experiment", file, "--out", out, "--launcher", "slurm", "--json")
+    with pytest.MonkeyPatch.context() as patch:  # the jobs inherit this environment
+        paths = [str(HOLD_SITE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        patch.setenv("PYTHONPATH", os.pathsep.join(paths))
+        patch.setenv("MOECTL_TEST_HOLD", f"{KILLED}:3")
+        submitted = invoke_cli("experiment", file, "--out", out, "--launcher", "slurm", "--json")
     assert submitted.exit_code == 0, submitted.output
     first = ExperimentOutput.model_validate_json(submitted.stdout)
     recorded = json.loads((out / "experiment.json").read_text())["jobs"]
     queued = _statuses(invoke_cli, file, out)
     job = {j.name: j.job_id for j in first.jobs}[KILLED]
     checkpoint = out / "runs" / KILLED / "checkpoints" / "step-3"
-    # The cancel must land before the job's last 37 steps end (2.2 s on an idle 2-core AMD EPYC):
-    # poll the checkpoint every 20 ms, so seeing it and cancelling take a small share of that.
-    _wait_for(
-        lambda: checkpoint.is_dir() or job not in launcher.queued_jobs([job]), "a job", poll_s=0.02
-    )
+    # The job holds at its step-3 checkpoint until the cancel's SIGTERM (HOLD_SITE), so the
+    # cancel lands mid-run however slow this machine is.
+    _wait_for(lambda: checkpoint.is_dir() or job not in launcher.queued_jobs([job]), "a job")
     log = out / "slurm" / f"{job}_0_log.err"
     assert checkpoint.is_dir(), log.read_text() if log.is_file() else f"job {job} never ran"
     subprocess.run(["scancel", job], check=True)
@@ -155,7 +160,7 @@ def test_a_cancelled_job_leaves_a_checkpoint_and_shows_failed_with_its_last_line
     assert state == "failed" and detail.startswith(f"job {job}: "), detail
     assert "CANCELLED" in detail or f"run {KILLED} stopped before its end" in detail, detail
     steps = [int(name.removeprefix("step-")) for name in left]
-    assert steps and 3 <= max(steps) < STEPS, left  # SIGTERM's checkpoint, before the end
+    assert steps and max(steps) == 3, left  # held at step 3 until the SIGTERM, then stopped
     others = {name: s for name, (s, _) in killed.items() if name != KILLED}
     assert set(others.values()) == {"done"}
 
