@@ -8,6 +8,7 @@ of becoming a silent default. The resolved model is what runs save and print.
 from __future__ import annotations
 
 import copy
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -539,14 +540,28 @@ def preset_description(name: str) -> str:
 
 
 def _section_fields(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the config section at `loc` (e.g. ("train",) -> TrainConfig's)."""
+    """The field names of the config section at `loc` (e.g. ("train",) -> TrainConfig's;
+    ("arms", 0) -> an experiment arm's: a list index selects the list's item)."""
     for part in loc:
+        if isinstance(part, int):
+            continue
         field = model_cls.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _model_in(field.annotation) if field is not None else None
+        if section is None:
             return []
-        model_cls = annotation
+        model_cls = section
     return list(model_cls.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds: itself, or a list's or an optional's item."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def resolve_run_config(

@@ -223,8 +223,8 @@ def test_an_arms_own_preset_and_the_collapse_control(tmp_path: Path):
             ["arms.0.dense: an MoE arm needs its matched dense arm"],
         ),
         (
-            {"arms": [{"name": "moe", "family": "scratch", "collapse": True}]},
-            ["arms.0.collapse: unknown field"],
+            {"arms": [{"name": "moe", "family": "scratch", "colapse_control": True}]},
+            ["arms.0.colapse_control: unknown field (did you mean 'collapse_control'?)"],
         ),
         (
             {
