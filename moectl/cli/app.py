@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -53,9 +54,28 @@ def set_placeholders(params: list[Any]) -> list[Any]:
     return params
 
 
+def reflow_help(text: str | None) -> str | None:
+    """A docstring's prose paragraphs as one line each, for the terminal to wrap: the Typer
+    this project runs keeps a docstring's single line breaks, so text wrapped at 100 columns in
+    the source came out ragged in an 80-column terminal. Indented paragraphs (the examples)
+    keep their lines."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph if paragraph.startswith((" ", "\b")) else " ".join(paragraph.split("\n"))
+        for paragraph in paragraphs
+    )
+
+
 class MoectlCommand(TyperCommand):
-    """A moectl command: Typer's, with one placeholder style (`set_placeholders`) and usage
-    errors that name the fix (`usage_error`, which sees the command's own arguments)."""
+    """A moectl command: Typer's, with one placeholder style (`set_placeholders`), its help's
+    paragraphs reflowed (`reflow_help`) and usage errors that name the fix (`usage_error`,
+    which sees the command's own arguments)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow_help(self.help)
 
     def get_params(self, ctx: typer.Context) -> list[Any]:
         return set_placeholders(super().get_params(ctx))

@@ -99,8 +99,10 @@ def quickstart(
     finished stages and resumes an interrupted one. Every stage runs once per seed, three by
     default (runs/moe, runs/moe-seed1, runs/moe-seed2): each finding reports its seed count
     and an interval over the seeds; the time grows with the number of seeds.
+
     --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
     router that never learns), a study of its own beside the default one.
+
     --json prints the findings, runs and report path as JSON (stage lines go to stderr).
 
     Examples:

@@ -1,7 +1,8 @@
 """One CLI: short flags mean one thing, --device defaults to auto, on/off options are
---flag/--no-flag, every option is described with one placeholder style, shell completion is
-there, usage errors read like every other error, presets are listed, configs can be printed,
-typos get a suggestion, and a log without a terminal gets plain step lines."""
+--flag/--no-flag, every option is described with one placeholder style, help prose is reflowed
+for the terminal, shell completion is there, usage errors read like every other error, presets
+are listed, configs can be printed, typos get a suggestion, and a log without a terminal gets
+plain step lines."""
 
 from __future__ import annotations
 
@@ -54,6 +55,18 @@ def test_every_option_is_described_with_one_placeholder_style(cli):
     for name in commands():
         text = cli(name, "--help").output
         assert not re.search(r"<(bool|path|str|int|float|list)", text), (name, text)
+
+
+def test_help_prose_is_reflowed_for_the_terminal_and_examples_keep_their_lines(cli):
+    """Every command's prose paragraphs are one line each (the terminal wraps them), so an
+    80-column --help is not cut at the source's 100-column breaks; example lines stay apart."""
+    for name, command in commands().items():
+        for paragraph in (command.help or "").split("\n\n"):
+            if not paragraph.startswith(" "):
+                assert "\n" not in paragraph, (name, paragraph)
+    text = cli("quickstart", "--help").output
+    assert "moectl quickstart --tiny --out /tmp/tiny-study" in text
+    assert "one process each: an 8-expert top-1 MoE" in " ".join(text.split())
 
 
 def test_shell_completion_is_typers_own(cli):
