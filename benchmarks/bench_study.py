@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_precision import STUDY_SHAPE
 from bench_train import Runner
 
 from moectl.allocator import retain_freed_memory
@@ -42,11 +43,12 @@ if sys.argv[1] == "old":
 config = RunConfig.model_validate_json(open(sys.argv[2]).read())
 trainer.train_run(config, sys.argv[3], sys.argv[4])
 """
-STUDY_SHAPE = ["model.n_embd=128", "data.block_size=128", "train.batch_size={batch}"]
+STUDY_VOCAB = 4096
+"""The study's bpe:4096."""
 
 
 def timed_run(variant: str, config_file: Path, corpus: Path, run_dir: Path) -> dict[str, float]:
-    """Wall seconds, and the child's system seconds and minor faults, of one training run."""
+    """Wall seconds, and the child's user and system seconds and minor faults, of one run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     command = [sys.executable, "-c", TRAIN, variant, str(config_file), str(corpus), str(run_dir)]
@@ -91,21 +93,24 @@ def whole_runs(steps: int, repeats: int, arms: list[str]) -> None:
             )
 
 
+def study_runner(preset: str, batch: int, total: int, compile: bool = False) -> Runner:
+    """`preset` at the quickstart's shape (bench_precision's), `batch` sequences a step."""
+    config = resolve_run_config(preset, overrides=[*STUDY_SHAPE, f"train.batch_size={batch}"])
+    return Runner(config, STUDY_VOCAB, torch.device("cpu"), total, compile)
+
+
 def one_step(steps: int, warmup: int) -> None:
-    cpu, total = torch.device("cpu"), warmup + steps
+    total = warmup + steps
     for preset in ("cpu-dense", "cpu-moe"):
-        runners = {}
-        for label, batch in (("per seed", 16), ("3 seeds as one batch", 48)):
-            config = resolve_run_config(
-                preset, overrides=[s.format(batch=batch) for s in STUDY_SHAPE]
-            )
-            runners[label] = (Runner(config, 4096, cpu, total), batch // 16)
-        config = resolve_run_config(preset, overrides=[s.format(batch=16) for s in STUDY_SHAPE])
-        compiled_runner = Runner(config, 4096, cpu, total, compile=True)
+        compiled = study_runner(preset, 16, total + 1, compile=True)  # + the compiling step
         started = time.perf_counter()
-        compiled_runner.timed_steps(1)
+        compiled.timed_steps(1)
         compile_s = time.perf_counter() - started
-        runners["torch.compile"] = (compiled_runner, 1)
+        runners = {  # label: (runner, seeds a step trains)
+            "per seed": (study_runner(preset, 16, total), 1),
+            "3 seeds as one batch": (study_runner(preset, 48, total), 3),
+            "torch.compile": (compiled, 1),
+        }
         seconds = dict.fromkeys(runners, 0.0)
         for step in range(total):
             for label, (runner, _) in runners.items():  # interleaved: the same machine load
