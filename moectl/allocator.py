@@ -6,10 +6,10 @@ it adapts) with a fresh `mmap` and gives it back with `munmap` on free, and it t
 free top back to the kernel. A training step allocates and frees the same large tensors every
 step (at the quickstart's shape the logits and their gradient are 2,048 x 4,096 floats,
 32 MiB each), so every step the kernel zero-fills and maps each of their pages again. On the
-2-core development VM that was 2-3 million page faults per 100 steps and 12-14% of a run's wall
-time (docs/benchmarks.md, benchmarks/bench_study.py). Raising both thresholds keeps such blocks
-in the heap for the next step. Numbers are unchanged (only where memory comes from changes),
-and so is the peak: what stays is what a step needed anyway.
+2-core development VM that was 2.6-3.5 million page faults per 100 steps and 13-17% of a run's
+wall time in the kernel (docs/benchmarks.md, benchmarks/bench_study.py). Raising both
+thresholds keeps such blocks in the heap for the next step. Numbers are unchanged (only where
+memory comes from changes), and so is the peak: what stays is what a step needed anyway.
 """
 
 from __future__ import annotations

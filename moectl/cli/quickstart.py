@@ -89,16 +89,15 @@ def quickstart(
 
     Prepares the built-in corpus and trains four variants at once, one process each: an
     8-expert top-1 MoE next to a matched dense baseline, a no-load-balancing run and a top-2
-    run. With --plan
-    scratch (the default) all four train from random weights, the MoE with independently drawn
-    experts; with --plan upcycle a dense GPT-2 is pretrained first and every variant continues
-    from it, the MoE upcycled. Then it evaluates all four, judges each finding against its
-    control (for specialization, the distribution of random gates on the trained model and the
-    model at step 0; paired bootstrap intervals for losses; the LB run for collapse) and writes
-    figures and OUT/report.html. Re-running skips
-    finished stages and resumes an interrupted one. Every stage runs once per seed, three by
-    default (runs/moe, runs/moe-seed1, runs/moe-seed2): each finding reports its seed count
-    and an interval over the seeds; the time grows with the number of seeds.
+    run. With --plan scratch (the default) all four train from random weights, the MoE with
+    independently drawn experts; with --plan upcycle a dense GPT-2 is pretrained first and every
+    variant continues from it, the MoE upcycled. Then it evaluates all four, judges each finding
+    against its control (for specialization, the distribution of random gates on the trained
+    model and the model at step 0; paired bootstrap intervals for losses; the LB run for
+    collapse) and writes figures and OUT/report.html. Re-running skips finished stages and
+    resumes an interrupted one. Every stage runs once per seed, three by default (runs/moe,
+    runs/moe-seed1, runs/moe-seed2): each finding reports its seed count and an interval over
+    the seeds; the time grows with the number of seeds.
 
     --set moe.router_lr_scale=0 freezes every MoE's router at its init (the causal control: a
     router that never learns), a study of its own beside the default one.

@@ -4,8 +4,8 @@ tests/study/test_experiment_slurm.py cancels a job while it trains. A tiny run's
 about two seconds, so a `scancel` that races them can arrive after the run has ended. With this
 folder on PYTHONPATH and `MOECTL_TEST_HOLD=<run name>:<step>` in the environment the job
 inherits from `sbatch`, that run's trainer, once it has saved checkpoint <step>, waits for the
-SIGTERM that `scancel` sends. Then it trains on, and its own SIGTERM handling checkpoints and
-stops it at the next step boundary, as it would have without the hold.
+SIGTERM that `scancel` sends, passes it to the trainer's own handler and returns: the trainer
+then stops at this step boundary, its step-3 checkpoint already saved (the test asserts it).
 """
 
 from __future__ import annotations
