@@ -10,7 +10,7 @@ only the optional functional test (moectl.analysis.functional) runs further, mas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,20 @@ def evaluate_models(
     callback: ProgressCallback | None = None,
 ) -> list[EvaluationResult]:
     """Evaluate each model (run dir or artifact) on `corpus`; results in the given order."""
+    return list(iter_evaluations(models, corpus, max_blocks, options=options, callback=callback))
+
+
+def iter_evaluations(
+    models: Sequence[Path | str],
+    corpus: Corpus,
+    max_blocks: int | None = None,
+    *,
+    options: EvaluationOptions | None = None,
+    callback: ProgressCallback | None = None,
+) -> Iterator[EvaluationResult]:
+    """`evaluate_models`, one result at a time as each model is done, so a caller can keep
+    each (an experiment's evaluation of a hundred models resumes where it was stopped). Every
+    model is resolved before the first is evaluated, so a bad path fails before any work."""
     from moectl.interop.loading import load_model, read_meta
 
     options = options or EvaluationOptions()
@@ -61,7 +75,6 @@ def evaluate_models(
     tokenizer = corpus.tokenizer()
     blocks = select_blocks(corpus, options)
     annotate_token_types(blocks, corpus, tokenizer, options)
-    results = []
     for model_path, run_dir in resolved:
         check_model_fits_corpus(read_meta(model_path), corpus, str(model_path))
         loaded = load_model(model_path, device=options.device)
@@ -73,8 +86,7 @@ def evaluate_models(
         if reason is not None:
             result.init_control = reason
             result.notes.append(f"no init-router control: {reason}")
-        results.append(result)
-    return results
+        yield result
 
 
 def initial_control(

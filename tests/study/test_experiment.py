@@ -114,16 +114,16 @@ def experiment(tmp_path_factory):
 
 
 def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
-    """examples/router.yaml and examples/specialization.yaml (docs/study.md's tables) resolve
-    to the quickstart's own runs: the corpus, the upcycle plan's pretrain, its moe variant as
-    every upcycled arm's base, its scratch plan's schedule for the scratch family; each arm
-    differs from that only in its own overrides, the seed and the name."""
+    """examples/router.yaml, balancing.yaml and specialization.yaml (docs/study.md's tables)
+    resolve to the quickstart's own runs: the corpus, the upcycle plan's pretrain, its moe
+    variant as every upcycled arm's base, its scratch plan's schedule for the scratch family;
+    each arm differs from that only in its own overrides, the seed and the name."""
     from moectl.config import RunConfig, deep_merge, parse_override, validate
     from moectl.study.plan import plan_configs
 
     data, upcycle = plan_configs("default", "upcycle")
     _, scratch = plan_configs("default", "scratch")
-    for example in ("router.yaml", "specialization.yaml"):
+    for example in ("router.yaml", "balancing.yaml", "specialization.yaml"):
         file = REPO / "examples" / example
         spec = load_experiment(file)
         plan = plan_experiment(spec, file, [0, 1, 2])
@@ -145,8 +145,17 @@ def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
             assert run.config.model_dump(exclude={"name"}) == expected.model_dump(exclude={"name"})
             assert run.name == run.config.name == f"{run.arm}-seed{run.seed}"
             assert run.init_from == ("pretrain-seed0" if arm.family == "upcycled" else None)
-    router = load_experiment(REPO / "examples" / "router.yaml")
-    assert plan_experiment(router, REPO / "examples" / "router.yaml").router_tests() == 12
+    # Each file's header states its family of router claims; balancing.yaml's arms are also
+    # router.yaml's arms with the same configs, so it can continue router.yaml's folder.
+    plans = {
+        name: plan_experiment(load_experiment(REPO / "examples" / name), REPO / "examples" / name)
+        for name in ("router.yaml", "balancing.yaml")
+    }
+    assert plans["router.yaml"].router_tests() == 12
+    assert plans["balancing.yaml"].router_tests() == 52
+    balancing = {run.name: run.config for run in plans["balancing.yaml"].arms}
+    for run in plans["router.yaml"].arms:
+        assert balancing[run.name] == run.config
 
 
 def test_an_arms_own_preset_and_the_collapse_control(tmp_path: Path):
@@ -399,6 +408,53 @@ def test_a_killed_run_is_resumed_from_its_checkpoint(experiment, cli, tmp_path: 
     assert resumed["last_train_loss"] == finished["last_train_loss"]
     evaluated = (copy / "eval" / "moe-seed1.json").stat().st_mtime_ns
     assert evaluated >= (run / "result.json").stat().st_mtime_ns
+
+
+def test_a_stopped_evaluation_keeps_what_it_finished_and_resumes_with_the_rest(
+    experiment, cli, tmp_path: Path, monkeypatch
+):
+    """Each run's evaluation is kept as soon as it is done: stopped at the second of two
+    models, the first stays and the next run evaluates only the second. Results made with
+    other options are removed before the first new one is kept."""
+    import moectl.analysis.evaluate as evaluate
+
+    file, out, *_ = experiment
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    eval_dir = copy / "eval"
+    for name in ("dense-seed1", "moe-seed1"):
+        (eval_dir / f"{name}.json").unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in eval_dir.glob("*-seed0.json")}
+    real = evaluate.evaluate_loaded
+    calls = []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise MoectlError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_loaded", stopped_at_the_second)
+    assert cli("experiment", file, "--out", copy).exit_code != 0
+    assert calls == ["dense-seed1", "moe-seed1"]
+    assert (eval_dir / "dense-seed1.json").is_file() and not (eval_dir / "moe-seed1.json").exists()
+    first = (eval_dir / "dense-seed1.json").stat().st_mtime_ns
+
+    monkeypatch.setattr(evaluate, "evaluate_loaded", real)
+    calls.clear()
+    result = cli("experiment", file, "--out", copy, "--json")
+    assert result.exit_code == 0, result.output
+    assert (eval_dir / "moe-seed1.json").is_file()
+    assert (eval_dir / "dense-seed1.json").stat().st_mtime_ns == first
+    assert {p.name: p.stat().st_mtime_ns for p in eval_dir.glob("*-seed0.json")} == kept
+    assert ExperimentOutput.model_validate_json(result.stdout).table is not None
+
+    # Other options (as a file with another evaluation section): every old result goes.
+    (eval_dir / "options.json").write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(evaluate, "evaluate_loaded", stopped_at_the_second)
+    assert cli("experiment", file, "--out", copy).exit_code != 0
+    assert sorted(p.name for p in eval_dir.glob("*.json")) == ["dense-seed0.json", "options.json"]
+    assert (eval_dir / "options.json").read_text(encoding="utf-8") != "{}"
 
 
 def test_a_failed_run_shows_failed_with_its_last_line(cli, tmp_path: Path):

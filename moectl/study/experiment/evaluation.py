@@ -50,9 +50,11 @@ def evaluate_runs(
 ) -> dict[str, EvaluationResult]:
     """Each run's evaluation (run name -> result), from eval_dir/NAME.json where it was made
     with `options` after the run finished (a run trained again is evaluated again), else
-    evaluated now and kept there."""
+    evaluated now and kept there as soon as it is done, so a stopped evaluation resumes with
+    the runs it had not reached. Results made with other options are removed before the first
+    new one is kept: eval_dir/options.json names the options of every result beside it."""
     from moectl.analysis.eval_files import save_results
-    from moectl.analysis.evaluate import evaluate_models
+    from moectl.analysis.evaluate import iter_evaluations
     from moectl.data.store import load_corpus
 
     wanted = json.dumps(asdict(options), sort_keys=True)
@@ -64,17 +66,21 @@ def evaluate_runs(
         if same and path.is_file() and _newer(path, run_dirs[name] / RESULT_FILE):
             found[name] = load_results(path)[0]
     todo = [name for name in run_dirs if name not in found]
-    if todo:
-        evaluated = evaluate_models(
-            [run_dirs[name] for name in todo],
-            load_corpus(corpus_dir),
-            options=options,
-            callback=callback,
-        )
-        for name, result in zip(todo, evaluated, strict=True):
-            save_results([result], eval_dir / f"{name}.json")
-            found[name] = result
+    if not todo:
+        return found
+    if not same:
+        for stale in eval_dir.glob("*.json"):
+            stale.unlink()
         write_text(options_path, wanted)
+    evaluated = iter_evaluations(
+        [run_dirs[name] for name in todo],
+        load_corpus(corpus_dir),
+        options=options,
+        callback=callback,
+    )
+    for name, result in zip(todo, evaluated, strict=True):
+        save_results([result], eval_dir / f"{name}.json")
+        found[name] = result
     return {name: found[name] for name in run_dirs}
 
 
