@@ -113,8 +113,11 @@ def choose(
     Without a selection bias the rule picks the top-k scores, and softmax and sigmoid scores
     both rank the experts as their logits do, so the top-k logits are the same choice without
     computing the scores (most of the gate null's time; they differ only where two scores
-    round to the same float, measured 1 token in 200,000 at top-2); with one, `route` adds it."""
+    round to the same float, measured 1 token in 200,000 at top-2); with one, `route` adds it.
+    Top-1 is an argmax, which torch runs in a fraction of a top-k's time over the same logits."""
     if selection_bias is None:
+        if top_k == 1:
+            return logits.argmax(dim=-1, keepdim=True)
         return logits.topk(top_k, dim=-1).indices
     n_experts = logits.shape[-1]
     flat = route(logits.reshape(-1, n_experts), top_k, score=score, selection_bias=selection_bias)
@@ -157,24 +160,45 @@ def _fit_by_quantiles(
     offsets fixed, expert e gets token t iff logit[t, e] + offset[e] exceeds the k-th largest
     of the others: the offset that gives e its target share is a quantile of those margins.
     Sweeps of these exact one-expert updates (Gauss-Seidel) meet the tolerance in 2-3 sweeps
-    on the quickstart's layers (top-1 and top-2, one layer 70% on one expert)."""
+    on the quickstart's layers (top-1 and top-2, one layer 70% on one expert).
+
+    The k-th largest of the others comes from two running top-k lists, of the experts before
+    e (already updated in this sweep) and after e (not yet), kept by max/min on one expert's
+    contiguous (G, T) logits: the same values a top-k over every token's E logits gives, at
+    a fraction of its time (that top-k, once per expert per sweep, was most of the fit)."""
     n_gates, n_tokens, n_experts = logits.shape
     wanted = torch.round(target * n_tokens * top_k).long().clamp(0, n_tokens).tolist()
+    columns = logits.permute(2, 0, 1).contiguous()  # (E, G, T)
     offsets = torch.zeros(n_gates, n_experts, device=logits.device)
     error = _load_error(logits, offsets, target, top_k, "softmax")
     for _ in range(BALANCE_SWEEPS):
         if bool((error <= tolerance).all()):
             break
-        shifted = logits + offsets[:, None]
+        shifted = columns + offsets.T[:, :, None]
+        after: list[list[Tensor]] = [[] for _ in range(n_experts)]
+        for e in range(n_experts - 1, 0, -1):
+            after[e - 1] = _insert_largest(after[e], shifted[e], top_k)
+        before: list[Tensor] = []
         for e in range(n_experts):
-            top = shifted.topk(top_k + 1, dim=-1)
-            # The k-th largest of the others: the (k+1)-th overall where e is in the top k.
-            inside = (top.indices[..., :top_k] == e).any(dim=-1)
-            kth = torch.where(inside, top.values[..., top_k], top.values[..., top_k - 1])
-            offsets[:, e] = _quantile_offset(logits[..., e] - kth, wanted[e])
-            shifted[..., e] = logits[..., e] + offsets[:, e, None]
+            others = before
+            for value in after[e]:
+                others = _insert_largest(others, value, top_k)
+            offsets[:, e] = _quantile_offset(columns[e] - others[top_k - 1], wanted[e])
+            before = _insert_largest(before, columns[e] + offsets[:, e, None], top_k)
         error = _load_error(logits, offsets, target, top_k, "softmax")
     return offsets, error
+
+
+def _insert_largest(largest: list[Tensor], value: Tensor, k: int) -> list[Tensor]:
+    """The k largest values so far, elementwise and in descending order, with `value` added:
+    one insertion step of a sorting network (exact: only max and min, no arithmetic)."""
+    out = []
+    for kept in largest:
+        out.append(torch.maximum(kept, value))
+        value = torch.minimum(kept, value)
+    if len(out) < k:
+        out.append(value)
+    return out
 
 
 def _quantile_offset(margin: Tensor, n: int) -> Tensor:

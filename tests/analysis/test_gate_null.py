@@ -123,6 +123,40 @@ def test_balanced_offsets_reach_the_target_load():
         assert float((after - target).abs().amax()) <= BALANCE_TOLERANCE
 
 
+def _offsets_by_top_k(logits, target, top_k):
+    """The quantile fit in its direct form: each expert's k-th largest other logit from a
+    top-(k+1) over every token's E shifted logits, recomputed after every expert's update."""
+    from moectl.analysis.controls import BALANCE_SWEEPS, _quantile_offset
+
+    n_gates, n_tokens, n_experts = logits.shape
+    wanted = torch.round(target * n_tokens * top_k).long().clamp(0, n_tokens).tolist()
+    offsets = torch.zeros(n_gates, n_experts)
+    for _ in range(BALANCE_SWEEPS):
+        load = expert_load(choose(logits + offsets[:, None], top_k, "softmax"), n_experts)
+        if bool(((load - target).abs().amax(dim=-1) <= BALANCE_TOLERANCE).all()):
+            break
+        shifted = logits + offsets[:, None]
+        for e in range(n_experts):
+            top = shifted.topk(top_k + 1, dim=-1)
+            inside = (top.indices[..., :top_k] == e).any(dim=-1)
+            kth = torch.where(inside, top.values[..., top_k], top.values[..., top_k - 1])
+            offsets[:, e] = _quantile_offset(logits[..., e] - kth, wanted[e])
+            shifted[..., e] = logits[..., e] + offsets[:, e, None]
+    return offsets
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_the_quantile_fit_equals_its_direct_top_k_form_bitwise(top_k):
+    # Same machine, same test: the running top-k lists hold the very values a top-k over the
+    # E logits gives (max and min only), so the offsets are bitwise the same.
+    hidden, _, _ = _hidden(20, 30, 16, signal=1.0)
+    logits = torch.einsum("th,geh->gte", hidden, draw_gates(24, 8, 16, 0.02, seed=5))
+    target = torch.tensor([0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    offsets, error = fit_offsets(logits, target, top_k, "softmax")
+    assert torch.equal(offsets, _offsets_by_top_k(logits, target, top_k))
+    assert float(error.max()) <= BALANCE_TOLERANCE
+
+
 def test_bias_correction_removes_the_concentration_bias():
     # No domain signal: each document's expert mix is drawn from a Dirichlet whatever its
     # domain. A concentrated router (alpha 0.2) scores a higher plug-in NMI than a diffuse one
