@@ -23,6 +23,7 @@ from moectl.study.experiment import load_experiment, markdown, plan_experiment
 from moectl.study.experiment.table import ExperimentTable
 
 REPO = Path(__file__).resolve().parents[2]
+BALANCING = ("balancing-scratch.yaml", "balancing-upcycled.yaml")
 SHARED = [
     "model.n_layer=2",
     "model.n_embd=32",
@@ -114,24 +115,28 @@ def experiment(tmp_path_factory):
 
 
 def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
-    """examples/router.yaml, balancing.yaml and specialization.yaml (docs/study.md's tables)
-    resolve to the quickstart's own runs: the corpus, the upcycle plan's pretrain, its moe
-    variant as every upcycled arm's base, its scratch plan's schedule for the scratch family;
-    each arm differs from that only in its own overrides, the seed and the name."""
+    """examples/router.yaml, the two balancing files and specialization.yaml (docs/study.md's
+    tables) resolve to the quickstart's own runs: the corpus, the upcycle plan's pretrain (for
+    a file with upcycled arms), its moe variant as every upcycled arm's base, its scratch plan's
+    schedule for the scratch family; each arm differs from that only in its own overrides, the
+    seed and the name."""
     from moectl.config import RunConfig, deep_merge, parse_override, validate
     from moectl.study.plan import plan_configs
 
     data, upcycle = plan_configs("default", "upcycle")
     _, scratch = plan_configs("default", "scratch")
-    for example in ("router.yaml", "balancing.yaml", "specialization.yaml"):
+    examples = ["router.yaml", *BALANCING, "specialization.yaml"]
+    for example in examples:
         file = REPO / "examples" / example
         spec = load_experiment(file)
         plan = plan_experiment(spec, file, [0, 1, 2])
         assert plan.corpus_config == data
-        (pretrain,) = plan.pretrains
+        upcycled = any(arm.family == "upcycled" for arm in spec.arms)
+        assert len(plan.pretrains) == int(upcycled)
         exclude = {"name": True, "train": {"num_threads"}}
         theirs = upcycle["pretrain"].model_dump(exclude=exclude)
-        assert pretrain.config.model_dump(exclude=exclude) == theirs
+        for pretrain in plan.pretrains:
+            assert pretrain.config.model_dump(exclude=exclude) == theirs
         assert len(plan.arms) == 3 * len(spec.arms)
         for run in plan.arms:
             arm = next(a for a in spec.arms if a.name == run.arm)
@@ -145,17 +150,19 @@ def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
             assert run.config.model_dump(exclude={"name"}) == expected.model_dump(exclude={"name"})
             assert run.name == run.config.name == f"{run.arm}-seed{run.seed}"
             assert run.init_from == ("pretrain-seed0" if arm.family == "upcycled" else None)
-    # Each file's header states its family of router claims; balancing.yaml's arms are also
-    # router.yaml's arms with the same configs, so it can continue router.yaml's folder.
+    # Each file's header states its family of router claims; a balancing file's arms that
+    # router.yaml has too are the same runs, so it can continue router.yaml's folder.
     plans = {
         name: plan_experiment(load_experiment(REPO / "examples" / name), REPO / "examples" / name)
-        for name in ("router.yaml", "balancing.yaml")
+        for name in ("router.yaml", *BALANCING)
     }
     assert plans["router.yaml"].router_tests() == 12
-    assert plans["balancing.yaml"].router_tests() == 52
-    balancing = {run.name: run.config for run in plans["balancing.yaml"].arms}
-    for run in plans["router.yaml"].arms:
-        assert balancing[run.name] == run.config
+    router = {run.name: run.config for run in plans["router.yaml"].arms}
+    for name in BALANCING:
+        assert plans[name].router_tests() == 26
+        shared = [run for run in plans[name].arms if run.name in router]
+        assert len(shared) == 4 * 3
+        assert all(run.config == router[run.name] for run in shared)
 
 
 def test_an_arms_own_preset_and_the_collapse_control(tmp_path: Path):
