@@ -123,8 +123,10 @@ def experiment(
     runs/ARM-seedN, runs/pretrain-seedN, eval/ and report.md / report.json.
 
     Re-running skips finished runs and resumes interrupted ones; an arm or seed added to the
-    file trains only what is new. A run whose stored config no longer matches the file is
-    refused, naming its arm. An invalid file is one line per problem, exit 2, nothing written.
+    file trains only what is new. Each run's evaluation is kept as soon as it is done, so a
+    stopped evaluation resumes with the runs it had not reached. A run whose stored config no
+    longer matches the file is refused, naming its arm. An invalid file is one line per
+    problem, exit 2, nothing written.
 
     With --launcher slurm (pip install 'moectl[slurm]') each run is one SLURM job: the
     pretrains, then each arm after its pretrain (afterok), then the evaluation after every
