@@ -48,10 +48,10 @@ BALANCE_TOKENS = 2048
 offsets are E numbers per gate, and every router it compares routes the same tokens; the
 fit's time grows with them (the quickstart's 192 blocks give the probe ~4,900)."""
 BALANCE_SWEEPS = 20
-"""Most sweeps of exact one-expert offset updates (no selection bias)."""
-BALANCE_STEPS = 1000
-"""Most rounds of the stepwise fit (a selection bias): on the quickstart's most concentrated
-layer 198 of 199 gates were within the tolerance after 200 rounds, all after 1000."""
+"""Most sweeps of exact one-expert offset updates."""
+UNREACHABLE_MARGIN = 1e4
+"""The margin of a token an expert gets (or never gets) whatever its offset, under a selection
+bias: past any offset a fit can need (gate logits are O(1))."""
 PROBE_STEPS = 300
 PROBE_LR = 0.1
 PROBE_WEIGHT_DECAY = 1e-3
@@ -142,10 +142,29 @@ def fit_offsets(
 ) -> tuple[Tensor, Tensor]:
     """(offsets (G, E), error (G,)): per-expert logit offsets that give each gate's logits
     (G, T, E) the expert load `target` (E,) on these tokens under the model's rule, and each
-    gate's largest |share - target| at the end (`tolerance` is where fitting stops)."""
-    if selection_bias is None:
-        return _fit_by_quantiles(logits, target, top_k, tolerance)
-    return _fit_by_steps(logits, target, top_k, score, selection_bias, tolerance)
+    gate's largest |share - target| at the end (`tolerance` is where fitting stops).
+
+    With the other experts' offsets fixed, whether expert e gets token t is monotone in e's
+    offset, so the offset that gives e its target share is a quantile of per-token margins
+    (`_margins`). Sweeps of these exact one-expert updates (Gauss-Seidel) meet the tolerance in
+    2-3 sweeps on the quickstart's layers (top-1 and top-2, one layer 70% on one expert), and
+    under a learned selection bias that outweighs the random gates' scores."""
+    n_gates, n_tokens, n_experts = logits.shape
+    rule = (score, selection_bias)
+    wanted = torch.round(target * n_tokens * top_k).long().clamp(0, n_tokens).tolist()
+    columns = logits.permute(2, 0, 1).contiguous()  # (E, G, T): one expert's logits contiguous
+    offsets = torch.zeros(n_gates, n_experts, device=logits.device)
+    error = _load_error(logits, offsets, target, top_k, *rule)
+    for _ in range(BALANCE_SWEEPS):
+        if bool((error <= tolerance).all()):
+            break
+        shifted = list(columns + offsets.T[:, :, None])
+        for e in range(n_experts):
+            margin = _margins(shifted, columns[e], e, top_k, *rule)
+            offsets[:, e] = _quantile_offset(margin, wanted[e])
+            shifted[e] = columns[e] + offsets[:, e, None]
+        error = _load_error(logits, offsets, target, top_k, *rule)
+    return offsets, error
 
 
 def _load_error(logits: Tensor, offsets: Tensor, target: Tensor, top_k: int, *rule) -> Tensor:
@@ -153,40 +172,65 @@ def _load_error(logits: Tensor, offsets: Tensor, target: Tensor, top_k: int, *ru
     return (expert_load(chosen, len(target)) - target).abs().amax(dim=-1)
 
 
-def _fit_by_quantiles(
-    logits: Tensor, target: Tensor, top_k: int, tolerance: float
-) -> tuple[Tensor, Tensor]:
-    """Without a selection bias a token picks its top-k logits, so with the other experts'
-    offsets fixed, expert e gets token t iff logit[t, e] + offset[e] exceeds the k-th largest
-    of the others: the offset that gives e its target share is a quantile of those margins.
-    Sweeps of these exact one-expert updates (Gauss-Seidel) meet the tolerance in 2-3 sweeps
-    on the quickstart's layers (top-1 and top-2, one layer 70% on one expert).
+def _margins(
+    shifted: list[Tensor],
+    logit: Tensor,
+    e: int,
+    top_k: int,
+    score: Score,
+    selection_bias: Tensor | None,
+) -> Tensor:
+    """(G, T) margins m of expert e, whose unshifted logits are `logit`, given every expert's
+    shifted logits `shifted` (E tensors (G, T)): e is among a token's top k exactly when
+    m + e's offset > 0.
 
-    The k-th largest of the others comes from two running top-k lists, of the experts before
-    e (already updated in this sweep) and after e (not yet), kept by max/min on one expert's
-    contiguous (G, T) logits: the same values a top-k over every token's E logits gives, at
-    a fraction of its time (that top-k, once per expert per sweep, was most of the fit)."""
-    n_gates, n_tokens, n_experts = logits.shape
-    wanted = torch.round(target * n_tokens * top_k).long().clamp(0, n_tokens).tolist()
-    columns = logits.permute(2, 0, 1).contiguous()  # (E, G, T)
-    offsets = torch.zeros(n_gates, n_experts, device=logits.device)
-    error = _load_error(logits, offsets, target, top_k, "softmax")
-    for _ in range(BALANCE_SWEEPS):
-        if bool((error <= tolerance).all()):
-            break
-        shifted = columns + offsets.T[:, :, None]
-        after: list[list[Tensor]] = [[] for _ in range(n_experts)]
-        for e in range(n_experts - 1, 0, -1):
-            after[e - 1] = _insert_largest(after[e], shifted[e], top_k)
-        before: list[Tensor] = []
-        for e in range(n_experts):
-            others = before
-            for value in after[e]:
-                others = _insert_largest(others, value, top_k)
-            offsets[:, e] = _quantile_offset(columns[e] - others[top_k - 1], wanted[e])
-            before = _insert_largest(before, columns[e] + offsets[:, e, None], top_k)
-        error = _load_error(logits, offsets, target, top_k, "softmax")
-    return offsets, error
+    - No selection bias: the choice is the top-k logits, so m = logit - the k-th largest of
+      the others' shifted logits (from running top-k lists: the values a top-k over every
+      token's E logits gives, at a fraction of its time).
+    - Sigmoid scores s plus bias b: e beats j iff s_e > s_j + b_j - b_e = u_j, so
+      m = logit - logit_fn(k-th largest u_j).
+    - Softmax scores plus bias: with x = exp(e's shifted logit) and the others' a_j (scaled
+      by the token's largest), e beats j iff x (1 + b_e - b_j) > a_j + (b_j - b_e) A, A the
+      sum of the a_j: x > t_j, or never when 1 + b_e - b_j <= 0; so m = logit - log(k-th
+      largest t_j) - the scale. Where no offset changes the choice, m is +-UNREACHABLE_MARGIN.
+    """
+    others = [value for j, value in enumerate(shifted) if j != e]
+    if selection_bias is None:
+        return logit - _kth_largest(others, top_k)
+    bias = selection_bias.to(logit.device)
+    other_bias = [bias[j] for j in range(len(shifted)) if j != e]
+    if score == "sigmoid":
+        bound = _kth_largest(
+            [v.sigmoid() + b - bias[e] for v, b in zip(others, other_bias, strict=True)], top_k
+        )
+        threshold = torch.logit(bound.clamp(1e-12, 1 - 1e-7))
+        always, never = bound <= 0, bound >= 1
+    else:
+        scale = torch.stack(others).amax(dim=0)
+        shares = [torch.exp(v - scale) for v in others]
+        total = torch.stack(shares).sum(dim=0)
+        bounds = []
+        for share, b in zip(shares, other_bias, strict=True):
+            room = 1 + bias[e] - b
+            bounds.append(
+                (share + (b - bias[e]) * total) / room
+                if room > 0
+                else torch.full_like(share, torch.inf)
+            )
+        bound = _kth_largest(bounds, top_k)
+        threshold = scale + torch.log(bound.clamp_min(torch.finfo(bound.dtype).tiny))
+        always, never = bound <= 0, torch.isinf(bound)
+    margin = logit - threshold
+    margin = torch.where(always, UNREACHABLE_MARGIN, margin)
+    return torch.where(never, -UNREACHABLE_MARGIN, margin)
+
+
+def _kth_largest(values: list[Tensor], k: int) -> Tensor:
+    """Elementwise k-th largest of `values` (tensors of one shape), by running top-k lists."""
+    largest: list[Tensor] = []
+    for value in values:
+        largest = _insert_largest(largest, value, k)
+    return largest[k - 1]
 
 
 def _insert_largest(largest: list[Tensor], value: Tensor, k: int) -> list[Tensor]:
@@ -216,39 +260,6 @@ def _quantile_offset(margin: Tensor, n: int) -> Tensor:
     else:
         pair = margin.topk(n_tokens - n + 1, dim=-1, largest=False).values[..., -2:]
     return -pair.mean(dim=-1)
-
-
-def _fit_by_steps(
-    logits: Tensor,
-    target: Tensor,
-    top_k: int,
-    score: Score,
-    selection_bias: Tensor,
-    tolerance: float,
-) -> tuple[Tensor, Tensor]:
-    """With a selection bias added to the scores (softmax scores couple the experts), no
-    margin is exact: offsets += step * spread * (log target - log load), spread the gate's
-    logit std and step 0.5 / (1 + i / 50) (decaying, since top-k loads move in jumps), each
-    gate until it is within `tolerance`, for at most BALANCE_STEPS rounds; an expert the
-    target never uses is floored at 1e-4."""
-    floor = 1e-4
-    goal = torch.log(target.clamp_min(floor))
-    spread = logits.std(dim=(1, 2)).clamp_min(1e-12)[:, None]
-    offsets = torch.zeros(logits.shape[0], logits.shape[-1], device=logits.device)
-    error = torch.full((logits.shape[0],), float("inf"), device=logits.device)
-    active = torch.arange(logits.shape[0], device=logits.device)
-    for i in range(BALANCE_STEPS):
-        # Only the gates still outside the tolerance are routed again.
-        chosen = choose(logits[active] + offsets[active, None], top_k, score, selection_bias)
-        load = expert_load(chosen, len(target))
-        error[active] = (load - target).abs().amax(dim=-1)
-        keep = error[active] > tolerance
-        if not bool(keep.any()):
-            break
-        step = 0.5 / (1 + i / 50) * spread[active] * (goal - torch.log(load.clamp_min(floor)))
-        offsets[active[keep]] += step[keep]
-        active = active[keep]
-    return offsets, error
 
 
 @dataclass
