@@ -79,13 +79,31 @@ def check_writable(path: Path, option: str) -> None:
 def check_writable_folder(path: Path, option: str) -> None:
     """`check_writable` for a destination that is a folder, which an existing file there
     cannot become either."""
+    _refuse_a_file(Path(path), option)
+    check_writable(path, option)
+
+
+def check_folder_path(path: Path, option: str) -> None:
+    """Refuse a folder that a command only reads (a missing one reads as empty) where a file
+    stands at `path` or above it."""
     path = Path(path)
+    _refuse_a_file(path, option)
+    for above in path.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise MoectlError(
+                    f"{option} {path}: {above} is a file, not a folder",
+                    hint=f"choose a {option} below a folder",
+                )
+            return
+
+
+def _refuse_a_file(path: Path, option: str) -> None:
     if path.exists() and not path.is_dir():
         raise MoectlError(
             f"{option} {path} is a file, not a folder",
             hint=f"choose a new or existing {option} folder",
         )
-    check_writable(path, option)
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -4,9 +4,12 @@ that names the problem, before anything is built, and leaves the watched folders
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import refused, trained_run, untouched
+
+REPO = Path(__file__).resolve().parents[2]
 
 QUICK = ["--set", "train.max_steps=1", "--set", "train.save_every=1"]
 MOE = ["--preset", "tiny", *QUICK, "--set", "moe.enabled=true", "--set", "moe.last_n=1",
@@ -117,6 +120,19 @@ def test_a_file_where_a_folder_goes_is_named(cli, moe_run, a_file, tmp_path):
         ):
             refused(cli(*command, "--out", a_file / "sub"),
                     f"cannot write {a_file / 'sub'}: {a_file} is a file, not a folder")  # fmt: skip
+
+
+def test_experiment_status_names_a_file_where_its_folder_goes(cli, a_file, tmp_path):
+    # --status only reads the folder, so a missing one is all queued; a file there or above
+    # it is refused like the run's own --out.
+    experiment = REPO / "examples" / "router.yaml"
+    with untouched(tmp_path):
+        refused(cli("experiment", experiment, "--out", a_file, "--status"),
+                f"--out {a_file} is a file, not a folder")  # fmt: skip
+        refused(cli("experiment", experiment, "--out", a_file / "sub", "--status"),
+                f"--out {a_file / 'sub'}: {a_file} is a file, not a folder")  # fmt: skip
+        result = cli("experiment", experiment, "--out", tmp_path / "new", "--status")
+        assert result.exit_code == 0, result.output
 
 
 def test_bad_seeds_are_refused_before_anything_is_built(cli, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from moectl.config import DataConfig, RunConfig, flatten
 from moectl.errors import ConfigError, MoectlError
-from moectl.fs import is_locked, read_text, write_json
+from moectl.fs import check_folder_path, is_locked, read_text, write_json
 from moectl.rundir.layout import (
     CONFIG_NAME,
     EXPERIMENT_REPORT_JSON,
@@ -140,9 +140,11 @@ class ExperimentLayout:
 
     def statuses(self, plan: ExperimentPlan) -> list[RunStatus]:
         """Every run's state: done (result.json), running (its writer lock is held), failed
-        (its last attempt failed, with the failure's last line) or queued."""
+        (its last attempt failed, with the failure's last line) or queued; a missing folder's
+        runs are all queued, and a file where the folder goes is refused."""
         from moectl.rundir.locate import artifact_step, latest_checkpoint
 
+        check_folder_path(self.out, "--out")
         state = self.read_state() or ExperimentState()
         found = []
         for run in plan.runs:
