@@ -115,17 +115,17 @@ def experiment(tmp_path_factory):
 
 
 def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
-    """examples/router.yaml, the two balancing files and specialization.yaml (docs/study.md's
-    tables) resolve to the quickstart's own runs: the corpus, the upcycle plan's pretrain (for
-    a file with upcycled arms), its moe variant as every upcycled arm's base, its scratch plan's
-    schedule for the scratch family; each arm differs from that only in its own overrides, the
-    seed and the name."""
+    """examples/router.yaml, the two balancing files, router-knobs.yaml and specialization.yaml
+    (docs/study.md's tables) resolve to the quickstart's own runs: the corpus, the upcycle
+    plan's pretrain (for a file with upcycled arms), its moe variant as every upcycled arm's
+    base, its scratch plan's schedule for the scratch family; each arm differs from that only
+    in its own overrides, the seed and the name."""
     from moectl.config import RunConfig, deep_merge, parse_override, validate
     from moectl.study.plan import plan_configs
 
     data, upcycle = plan_configs("default", "upcycle")
     _, scratch = plan_configs("default", "scratch")
-    examples = ["router.yaml", *BALANCING, "specialization.yaml"]
+    examples = ["router.yaml", *BALANCING, "router-knobs.yaml", "specialization.yaml"]
     for example in examples:
         file = REPO / "examples" / example
         spec = load_experiment(file)
@@ -150,18 +150,19 @@ def test_the_examples_are_the_quickstarts_runs_with_one_change_per_arm():
             assert run.config.model_dump(exclude={"name"}) == expected.model_dump(exclude={"name"})
             assert run.name == run.config.name == f"{run.arm}-seed{run.seed}"
             assert run.init_from == ("pretrain-seed0" if arm.family == "upcycled" else None)
-    # Each file's header states its family of router claims; a balancing file's arms that
-    # router.yaml has too are the same runs, so it can continue router.yaml's folder.
+    # Each file's header states its family of router claims; a balancing or knob file's arms
+    # that router.yaml has too are the same runs, so it can continue router.yaml's folder.
+    continuing = {name: (26, 4) for name in BALANCING} | {"router-knobs.yaml": (20, 6)}
     plans = {
         name: plan_experiment(load_experiment(REPO / "examples" / name), REPO / "examples" / name)
-        for name in ("router.yaml", *BALANCING)
+        for name in ("router.yaml", *continuing)
     }
     assert plans["router.yaml"].router_tests() == 12
     router = {run.name: run.config for run in plans["router.yaml"].arms}
-    for name in BALANCING:
-        assert plans[name].router_tests() == 26
+    for name, (claims, arms) in continuing.items():
+        assert plans[name].router_tests() == claims
         shared = [run for run in plans[name].arms if run.name in router]
-        assert len(shared) == 4 * 3
+        assert len(shared) == arms * 3
         assert all(run.config == router[run.name] for run in shared)
 
 
