@@ -294,6 +294,8 @@ def _show_report(
         typer.echo(markdown(table))
     else:
         console.print(_summary_table(table, plan))
+        if table.comparisons:
+            console.print(_comparison_table(table))
         console.print(
             f"full table: {escape(str(layout.report_md))} (and {escape(str(layout.report_json))}); "
             f"{seconds / 60:.1f} min",
@@ -333,5 +335,22 @@ def _summary_table(report: ExperimentTable, plan: ExperimentPlan) -> Table:
             escape(row.source or "-"),
             "-" if nmi is None else f"{nmi:.3f}",
             escape(loss_text(row)),
+        )
+    return table
+
+
+def _comparison_table(report: ExperimentTable) -> Table:
+    """The file's comparisons: one arm's eval loss minus another's, over seeds."""
+    from moectl.analysis.bootstrap import format_interval
+
+    table = Table(title="Eval loss between arms (paired by seed and document)")
+    for column in ("arm - against", "difference [95% CI]", "verdict"):
+        table.add_column(column)
+    for row in report.comparisons:
+        interval = format_interval(row.ci) if row.ci is not None else ""
+        table.add_row(
+            escape(f"{row.arm} - {row.against}"),
+            f"{row.mean:+.3f} {interval}".strip(),
+            escape(row.verdict),
         )
     return table

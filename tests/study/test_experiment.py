@@ -104,7 +104,8 @@ def experiment(tmp_path_factory):
     from conftest import invoke_cli
 
     root = tmp_path_factory.mktemp("experiment")
-    file = _write(root / "tiny.yaml", TINY)
+    comparisons = [{"arm": "moe", "against": "dense"}, {"arm": "dense", "against": "moe"}]
+    file = _write(root / "tiny.yaml", {**TINY, "comparisons": comparisons})
     out = root / "out"
     first = invoke_cli("experiment", file, "--out", out, "--seeds", "0", "--json")
     assert first.exit_code == 0, first.output
@@ -225,6 +226,21 @@ def test_an_arms_own_preset_and_the_collapse_control(tmp_path: Path):
             ],
         ),
         (
+            {
+                "comparisons": [
+                    {"arm": "moe", "against": "dnese"},
+                    {"arm": "moe", "against": "moe"},
+                    {"arm": "dense", "against": "moe"},
+                    {"arm": "dense", "against": "moe"},
+                ]
+            },
+            [
+                "comparisons.0.against: names no arm 'dnese' (did you mean 'dense'?)",
+                "comparisons.1: an arm is not compared with itself",
+                "comparisons.3: dense - moe is given twice",
+            ],
+        ),
+        (
             {"arms": [{"name": "moe", "family": "scratch", "overrides": ["moe.lb_cof=0"]}]},
             ["arms.0 (moe): moe.lb_cof: unknown field (did you mean 'lb_coef'?)"],
         ),
@@ -327,13 +343,50 @@ def test_markdown_is_the_report(experiment, cli):
         ["| moe", "0", "2"],
         ["| moe", "1", "2"],
     ]
-    assert "(matched dense)" in lines[2] and lines[-1].startswith("Router claims: 2 comparisons")
+    assert "(matched dense)" in lines[2] and lines[6].startswith("Router claims: 2 comparisons")
     table = ExperimentTable.model_validate_json((out / "report.json").read_text())
     assert markdown(table) + "\n" == report
     assert ExperimentOutput.model_validate_json(second.stdout).table == table
     moe = table.rows[1]
     assert moe.arm == "moe" and moe.controls == {"dense": "dense"} and len(moe.trained_nmi) == 2
     assert moe.loss is not None and moe.loss.control == "dense"
+    # The file's comparisons: moe - dense is the matched-dense loss cell, computed the same way;
+    # dense - moe is its mirror image.
+    forward, backward = table.comparisons
+    assert (forward.arm, forward.against, backward.arm) == ("moe", "dense", "dense")
+    assert (forward.mean, forward.ci, forward.verdict) == (
+        moe.loss.mean,
+        moe.loss.ci,
+        moe.loss.verdict,
+    )
+    # The tiny corpus has too few documents per domain for an interval: no interval, no verdict.
+    assert forward.ci is None and backward.ci is None and forward.verdict == "too few documents"
+    assert backward.mean == pytest.approx(-forward.mean, abs=1e-12) and len(forward.per_seed) == 2
+    assert backward.per_seed == pytest.approx([-d for d in forward.per_seed], abs=1e-12)
+    assert forward.mean == pytest.approx(sum(forward.per_seed) / 2, abs=1e-12)
+    assert lines[7:10] == [
+        "",
+        "| comparison | eval loss difference [95% CI] | verdict | per seed |",
+        "|---|---|---|---|",
+    ]
+    for line, row in zip(lines[10:], (forward, backward), strict=True):
+        per_seed = ", ".join(f"{d:+.3f}" for d in row.per_seed)
+        assert line == (
+            f"| {row.arm} - {row.against} | {row.mean:+.3f} | too few documents | {per_seed} |"
+        )
+
+
+def test_the_summary_shows_the_comparisons(experiment, cli):
+    """Without --json or --markdown the report is a summary table, and the comparisons a second
+    one: each pair's difference and verdict."""
+    file, out, *_ = experiment
+    result = cli("experiment", file, "--out", out)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "Eval loss between arms" in text
+    table = ExperimentTable.model_validate_json((out / "report.json").read_text())
+    for row in table.comparisons:
+        assert f"{row.arm} - {row.against} │ {row.mean:+.3f} │ too few documents" in text
 
 
 def test_a_rerun_trains_and_evaluates_nothing(experiment, cli):

@@ -28,7 +28,7 @@ from moectl.analysis.seeds import seed_interval
 from moectl.config import RunConfig
 from moectl.study.findings.collapse import collapse_finding
 from moectl.study.findings.layer_sources import layer_source, nmi_replicates
-from moectl.study.findings.loss import loss_finding
+from moectl.study.findings.loss import loss_comparison, loss_finding
 from moectl.study.findings.seed_combination import loss_replicates, paired_difference
 from moectl.study.findings.specialization import specialization_finding
 
@@ -268,6 +268,23 @@ def test_loss_seeds_use_the_document_variance_they_share():
     # Results evaluated on other blocks share no resample: the bound from each interval instead.
     other = _result("moe-other", [], list(np.array(hard) - 0.1), block_document=list(range(1, 31)))
     assert loss_replicates([moe[0], other], dense) is None
+
+
+def test_a_loss_comparison_between_two_arms_is_antisymmetric():
+    """The experiment's `comparisons` (arm - against) read loss_comparison either way round: b - a
+    is a - b mirrored, interval and per-seed differences included, and the verdict flips."""
+    hard = _losses(np.random.default_rng(0), 0.0)
+    noise = np.random.default_rng(1).normal(0, 0.05, size=(3, 30))
+    a = [_result(f"a{s}", [], list(np.array(hard) - 0.1 + noise[s])) for s in range(3)]
+    b = [_result(f"b{s}", [], list(np.array(hard) + noise[2 - s] / 2)) for s in range(3)]
+    mean, ci, verdict, _, diffs = loss_comparison(a, b)
+    back_mean, back_ci, back_verdict, _, back_diffs = loss_comparison(b, a)
+    assert verdict == "better" and back_verdict == "worse" and ci is not None
+    assert back_mean == pytest.approx(-mean, abs=1e-12)
+    assert back_ci == pytest.approx((-ci[1], -ci[0]), abs=1e-12)
+    assert [d.difference for d in back_diffs] == pytest.approx(
+        [-d.difference for d in diffs], abs=1e-12
+    )
 
 
 def test_loss_finding_over_seeds_counts_verdicts():

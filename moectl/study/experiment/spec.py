@@ -86,6 +86,14 @@ class ArmSpec(StrictModel):
     )
 
 
+class ComparisonSpec(StrictModel):
+    """Two arms whose eval losses the report compares, run by run: the same seed, the same eval
+    documents (e.g. one balancing scheme against another)."""
+
+    arm: str
+    against: str
+
+
 class EvaluationSpec(StrictModel):
     """The evaluation's sizes (`moectl evaluate`'s options)."""
 
@@ -177,6 +185,11 @@ class ExperimentSpec(StrictModel):
     arms: list[ArmSpec] = Field(min_length=1)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    comparisons: list[ComparisonSpec] = Field(
+        default_factory=list,
+        description="pairs of arms whose eval loss difference (arm - against) the report gives "
+        "over seeds, paired by seed and eval document",
+    )
 
 
 def load_experiment(path: Path) -> ExperimentSpec:
@@ -200,7 +213,8 @@ def load_experiment(path: Path) -> ExperimentSpec:
 
 def spec_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
     """(key, message) for what the schema cannot see: repeated arm names or seeds, controls that
-    name no arm of the same family, upcycled arms without a pretrain."""
+    name no arm of the same family, comparisons of unknown, identical or repeated arms, upcycled
+    arms without a pretrain."""
     problems: list[tuple[str, str]] = []
     families: dict[str, str] = {}
     for i, arm in enumerate(spec.arms):
@@ -224,6 +238,19 @@ def spec_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             else:
                 continue
             problems.append((f"arms.{i}.{key}", message))
+    pairs: set[tuple[str, str]] = set()
+    for i, comparison in enumerate(spec.comparisons):
+        pair = (comparison.arm, comparison.against)
+        for key, name in zip(("arm", "against"), pair, strict=True):
+            if name not in families:
+                problems.append(
+                    (f"comparisons.{i}.{key}", f"names no arm '{name}'{did_you_mean(name, names)}")
+                )
+        if comparison.arm == comparison.against:
+            problems.append((f"comparisons.{i}", "an arm is not compared with itself"))
+        elif pair in pairs:
+            problems.append((f"comparisons.{i}", f"{pair[0]} - {pair[1]} is given twice"))
+        pairs.add(pair)
     upcycled = [arm.name for arm in spec.arms if arm.family == "upcycled"]
     if upcycled and spec.pretrain is None:
         problems.append(("pretrain", f"the upcycled arms ({', '.join(upcycled)}) need one"))

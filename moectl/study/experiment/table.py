@@ -7,7 +7,8 @@ step 0), the router's percentile among the gates (plain and load-balanced), the 
 differences trained - init gate and trained - step 0 with seed-level intervals (t on S-1 df plus
 the document variance the seeds share), the 2x2 co-adaptation cell, the probe ceiling, the
 token-id excess over its null, the first-choice NMI, and the eval loss against the arm's matched
-dense arm (paired document bootstrap, combined over seeds the same way).
+dense arm (paired document bootstrap, combined over seeds the same way). The file's
+`comparisons` add the same loss difference between any two arms.
 
 `experiment_table` builds the rows as data (report.json, `--json`); `markdown` renders them as
 docs/study.md's table (`--markdown`).
@@ -68,6 +69,17 @@ class LossCell(BaseModel):
     verdict: str
 
 
+class ComparisonRow(BaseModel):
+    """One arm's eval loss minus another's, paired by seed and eval document, over seeds."""
+
+    arm: str
+    against: str
+    mean: float
+    ci: Interval | None
+    verdict: str
+    per_seed: list[float]
+
+
 class TableRow(BaseModel):
     """One MoE arm and layer, or one dense arm (layer None); lists are per seed."""
 
@@ -102,6 +114,9 @@ class ExperimentTable(BaseModel):
     family_alpha: float = FAMILY_ALPHA
     random_gates: int = Field(description="random gates per MoE layer")
     rows: list[TableRow]
+    comparisons: list[ComparisonRow] = Field(
+        default_factory=list, description="the file's comparisons whose runs all have results"
+    )
 
 
 def experiment_table(
@@ -147,7 +162,33 @@ def experiment_table(
         router_tests=max((len(a) for a in adjusted), default=0),
         random_gates=null.n if null else 0,
         rows=rows,
+        comparisons=_comparisons(plan, results, names),
     )
+
+
+def _comparisons(
+    plan: ExperimentPlan, results: dict[str, EvaluationResult], names: dict[str, list[str]]
+) -> list[ComparisonRow]:
+    """The file's comparisons whose two arms have every run evaluated."""
+    rows = []
+    for comparison in plan.spec.comparisons:
+        a, b = (names[comparison.arm], names[comparison.against])
+        if not all(n in results for n in (*a, *b)):
+            continue
+        mean, ci, verdict, _, diffs = loss_comparison(
+            [results[n] for n in a], [results[n] for n in b]
+        )
+        rows.append(
+            ComparisonRow(
+                arm=comparison.arm,
+                against=comparison.against,
+                mean=mean,
+                ci=ci,
+                verdict=verdict,
+                per_seed=[d.difference for d in diffs],
+            )
+        )
+    return rows
 
 
 def _layer_row(
@@ -250,7 +291,26 @@ def markdown(table: ExperimentTable) -> str:
         f"Router claims: {table.router_tests} comparisons per seed (MoE arms x layers), Holm at "
         f"family level {table.family_alpha:.0%}; {table.random_gates} random gates per layer."
     )
-    return "\n".join(lines) + "\n\n" + note
+    text = "\n".join(lines) + "\n\n" + note
+    if table.comparisons:
+        text += "\n\n" + _comparison_markdown(table.comparisons)
+    return text
+
+
+def _comparison_markdown(rows: list[ComparisonRow]) -> str:
+    """The comparisons as a second table: each pair's loss difference over seeds."""
+    lines = [
+        "| comparison | eval loss difference [95% CI] | verdict | per seed |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        interval = f" {format_interval(row.ci)}" if row.ci is not None else ""
+        per_seed = ", ".join(f"{d:+.3f}" for d in row.per_seed)
+        lines.append(
+            f"| {row.arm} - {row.against} | {row.mean:+.3f}{interval} | {row.verdict} | "
+            f"{per_seed} |"
+        )
+    return "\n".join(lines)
 
 
 def _average(values: list[float]) -> float:
