@@ -4,6 +4,7 @@ and `global` across DDP ranks and gradient accumulation (the full-batch loss).""
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers.launch import LAUNCH_TIMEOUT, finish, fresh, torchrun
 from helpers.training import DDP, FULL, SPLIT, _rows
 
@@ -67,6 +68,23 @@ def test_every_scheme_resumes_bitwise_and_logs_its_state(tiny_corpus, tmp_path, 
         assert set(lb) == {0.0}
     else:
         assert all(value > 0.9 for value in lb)
+
+
+def test_switch_without_its_loss_trains_the_model_none_trains(tiny_corpus, tmp_path):
+    """`switch` at moe.lb_coef=0 adds 0 x its loss: the same gradients, steps and weights as
+    `none`, bitwise (docs/study.md reads issue 8's lb-0 arms as the `none` rows)."""
+    from safetensors.torch import load_file
+
+    weights, losses = {}, {}
+    for scheme in ("switch", "none"):
+        run = tmp_path / scheme
+        overrides = [*BASE, f"moe.balance={scheme}", "moe.lb_coef=0"]
+        train_run(resolve_run_config("tiny", overrides=overrides), tiny_corpus, run)
+        losses[scheme] = [(step, loss, lm, z, norm) for step, loss, lm, _, z, norm in _losses(run)]
+        weights[scheme] = load_file(run / "best" / "model.safetensors")
+    assert losses["switch"] == losses["none"] and len(losses["none"]) == 6
+    assert weights["switch"].keys() == weights["none"].keys()
+    assert all(torch.equal(weights["switch"][k], weights["none"][k]) for k in weights["none"])
 
 
 @pytest.mark.slow
