@@ -118,8 +118,9 @@ def experiment(
     The file names the corpus (a prepared one, or a prepare-data spec), the base config (a
     preset plus --set-style overrides), the shared dense pretrain, the arms (name, family:
     upcycled from the pretrain or scratch, overrides, and the controls each is judged
-    against: its matched dense arm and its frozen-router arm), the seeds and the evaluation's
-    sizes (examples/specialization.yaml is docs/study.md's experiment). The folder holds
+    against: its matched dense arm and its frozen-router arm), the seeds, the evaluation's
+    sizes and the comparisons (pairs of arms whose eval loss difference the report gives over
+    seeds; examples/specialization.yaml is docs/study.md's experiment). The folder holds
     runs/ARM-seedN, runs/pretrain-seedN, eval/ and report.md / report.json.
 
     Re-running skips finished runs and resumes interrupted ones; an arm or seed added to the
