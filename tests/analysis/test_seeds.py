@@ -72,3 +72,13 @@ def test_paired_replicates_are_the_paired_bootstrap_of_one_seed():
     assert (
         bootstrap.percentile_ci(replicates, found.difference, strata=strata) == found.difference_ci
     )
+
+
+def test_the_standard_error_of_a_normal_interval():
+    """A central interval of level L implies the standard error width / (2 z_{(1+L)/2})."""
+    from statistics import NormalDist
+
+    z95 = NormalDist().inv_cdf(0.975)
+    assert seeds.interval_standard_error((1.0 - z95 * 0.3, 1.0 + z95 * 0.3)) == pytest.approx(0.3)
+    z80 = NormalDist().inv_cdf(0.9)
+    assert seeds.interval_standard_error((-z80 * 2.0, z80 * 2.0), level=0.8) == pytest.approx(2.0)
