@@ -24,7 +24,7 @@ from moectl.analysis.results import (
     UnitCounts,
 )
 from moectl.analysis.runs import RunLogs
-from moectl.analysis.seeds import seed_interval
+from moectl.analysis.seeds import seed_interval, shared_resamples
 from moectl.config import RunConfig
 from moectl.study.findings.collapse import collapse_finding
 from moectl.study.findings.layer_sources import layer_source, nmi_replicates
@@ -268,6 +268,26 @@ def test_loss_seeds_use_the_document_variance_they_share():
     # Results evaluated on other blocks share no resample: the bound from each interval instead.
     other = _result("moe-other", [], list(np.array(hard) - 0.1), block_document=list(range(1, 31)))
     assert loss_replicates([moe[0], other], dense) is None
+
+
+def test_loss_replicates_resample_documents_of_several_blocks():
+    """Seeds' loss replicates on documents of 1-4 blocks: each resample's mean is over the
+    resampled documents' blocks (a document weighs as many blocks as it has), computed here
+    by hand from the shared document multiplicities."""
+    sizes = [1, 2, 3, 4] * 3  # 4 documents per domain, 10 blocks each
+    document = np.repeat(np.arange(12), sizes)
+    rng = np.random.default_rng(3)
+    losses = [list(2.0 + rng.standard_normal(30)) for _ in range(4)]
+    a = [_result(f"a{s}", [], losses[s], block_document=list(document)) for s in range(2)]
+    b = [_result(f"b{s}", [], losses[2 + s], block_document=list(document)) for s in range(2)]
+    replicates = loss_replicates(a, b)
+    assert replicates is not None and replicates.shape == (2, bootstrap.N_BOOTSTRAP)
+    counts = shared_resamples(np.repeat([0, 1, 2], 4))  # (B, 12) document multiplicities
+    per_block = counts[:, document]  # each block weighs its document's multiplicity
+    for s in range(2):
+        diff = np.array(losses[s]) - np.array(losses[2 + s])
+        expected = per_block @ diff / per_block.sum(axis=1)
+        assert replicates[s] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
 def test_a_loss_comparison_between_two_arms_is_antisymmetric():
