@@ -27,7 +27,11 @@ from moectl.analysis.runs import RunLogs
 from moectl.analysis.seeds import seed_interval, shared_resamples
 from moectl.config import RunConfig
 from moectl.study.findings.collapse import collapse_finding
-from moectl.study.findings.layer_sources import layer_source, nmi_replicates
+from moectl.study.findings.layer_sources import (
+    layer_source,
+    layer_source_over_seeds,
+    nmi_replicates,
+)
 from moectl.study.findings.loss import loss_comparison, loss_finding
 from moectl.study.findings.seed_combination import loss_replicates, paired_difference
 from moectl.study.findings.specialization import specialization_finding
@@ -268,6 +272,28 @@ def test_loss_seeds_use_the_document_variance_they_share():
     # Results evaluated on other blocks share no resample: the bound from each interval instead.
     other = _result("moe-other", [], list(np.array(hard) - 0.1), block_document=list(range(1, 31)))
     assert loss_replicates([moe[0], other], dense) is None
+
+
+def test_a_layer_source_over_seeds_uses_the_seeds_shared_replicates():
+    """With the seeds' replicates on shared resamples, the seed interval adds only the document
+    variance the seeds share (here none: independent replicates); without them it is bounded
+    from each seed's own interval. Three seeds agreeing closely, each with a wide interval: the
+    model change and the router's gain over its own gate are resolved only with replicates, and
+    each verdict reads its own replicates."""
+    layers = [_layer(2, 0.30 + 0.01 * s, 0.20, 0.20, half=0.2, p=0.001) for s in range(3)]
+    independent = np.random.default_rng(5).normal(0.0, 0.01, size=(3, bootstrap.N_BOOTSTRAP))
+    adjusted = [0.01, 0.01, 0.01]
+    both = {"emergent": independent, "router_made": independent}
+    assert layer_source_over_seeds(layers, adjusted, both) == "made by the router"
+    # Holm rejects at adjusted p <= alpha, the boundary included
+    assert layer_source_over_seeds(layers, [0.05] * 3, both) == "made by the router"
+    assert layer_source_over_seeds(layers, [0.05, 0.05, 0.051], both) != "made by the router"
+    only_model = {"emergent": independent, "router_made": None}
+    assert layer_source_over_seeds(layers, adjusted, only_model) == "from the representation"
+    assert layer_source_over_seeds(layers, adjusted) == "inherited"
+    assert layer_source_over_seeds(layers, adjusted, {"emergent": None, "router_made": None}) == (
+        "inherited"
+    )
 
 
 def test_loss_replicates_resample_documents_of_several_blocks():
