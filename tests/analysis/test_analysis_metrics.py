@@ -107,3 +107,20 @@ def test_random_assignment_level_from_counts_matches_the_token_permutation() -> 
     from_counts = metrics.random_assignment_nmi(counts, n_draws=60)
     assert from_counts == pytest.approx(from_tokens, rel=0.25)
     assert from_counts < metrics.normalized_mi(counts) / 3
+
+
+def test_random_assignment_tables_keep_both_margins():
+    """Two labels of 5 tokens, two experts of 5: a random table is [[k, 5-k], [5-k, k]] with k
+    hypergeometric (10 tokens, 5 of label 0, 5 drawn), so the mean NMI is an exact sum over k;
+    the second expert takes what the first left. No tokens or no draws: 0."""
+    from math import comb
+
+    counts = np.array([[5, 0], [0, 5]])
+    exact = sum(
+        comb(5, k) * comb(5, 5 - k) / comb(10, 5)
+        * metrics.normalized_mi(np.array([[k, 5 - k], [5 - k, k]]))
+        for k in range(6)
+    )  # fmt: skip
+    assert metrics.random_assignment_nmi(counts, n_draws=4000) == pytest.approx(exact, abs=0.01)
+    assert metrics.random_assignment_nmi(counts, n_draws=1) > 0.0
+    assert metrics.random_assignment_nmi(np.zeros((2, 2)), n_draws=5) == 0.0
