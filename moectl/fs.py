@@ -61,9 +61,7 @@ def check_writable(path: Path, option: str) -> None:
     nearest existing folder at or above `path` must be writable. `option` names the flag
     that chose `path` (e.g. --out), for the message."""
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_existing(path if path.is_dir() else path.parent)
     if not folder.is_dir():
         raise MoectlError(
             f"cannot write {path}: {folder} is a file, not a folder",
@@ -88,14 +86,19 @@ def check_folder_path(path: Path, option: str) -> None:
     stands at `path` or above it."""
     path = Path(path)
     _refuse_a_file(path, option)
-    for above in path.parents:
-        if above.exists():
-            if not above.is_dir():
-                raise MoectlError(
-                    f"{option} {path}: {above} is a file, not a folder",
-                    hint=f"choose a {option} below a folder",
-                )
-            return
+    above = _nearest_existing(path)
+    if not above.is_dir():
+        raise MoectlError(
+            f"{option} {path}: {above} is a file, not a folder",
+            hint=f"choose a {option} below a folder",
+        )
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or the nearest of its parents that exists (the root at worst)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _refuse_a_file(path: Path, option: str) -> None:

@@ -342,16 +342,15 @@ def _summary_table(report: ExperimentTable, plan: ExperimentPlan) -> Table:
 
 def _comparison_table(report: ExperimentTable) -> Table:
     """The file's comparisons: one arm's eval loss minus another's, over seeds."""
-    from moectl.analysis.bootstrap import format_interval
+    from moectl.study.experiment.table import difference_text
 
     table = Table(title="Eval loss between arms (paired by seed and document)")
     for column in ("arm - against", "difference [95% CI]", "verdict"):
         table.add_column(column)
     for row in report.comparisons:
-        interval = format_interval(row.ci) if row.ci is not None else ""
         table.add_row(
             escape(f"{row.arm} - {row.against}"),
-            f"{row.mean:+.3f} {interval}".strip(),
+            difference_text(row.mean, row.ci),
             escape(row.verdict),
         )
     return table

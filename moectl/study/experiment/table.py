@@ -304,10 +304,9 @@ def _comparison_markdown(rows: list[ComparisonRow]) -> str:
         "|---|---|---|---|",
     ]
     for row in rows:
-        interval = f" {format_interval(row.ci)}" if row.ci is not None else ""
         per_seed = ", ".join(f"{d:+.3f}" for d in row.per_seed)
         lines.append(
-            f"| {row.arm} - {row.against} | {row.mean:+.3f}{interval} | {row.verdict} | "
+            f"| {row.arm} - {row.against} | {difference_text(row.mean, row.ci)} | {row.verdict} | "
             f"{per_seed} |"
         )
     return "\n".join(lines)
@@ -333,7 +332,12 @@ def loss_text(row: TableRow) -> str:
         return "-"
     if row.loss.ci is None:
         return f"{row.loss.mean:+.3f} ({row.loss.verdict})"
-    return f"{row.loss.mean:+.3f} {format_interval(row.loss.ci)}"
+    return difference_text(row.loss.mean, row.loss.ci)
+
+
+def difference_text(mean: float, ci: Interval | None) -> str:
+    """A difference with its interval, where it has one."""
+    return f"{mean:+.3f}" + (f" {format_interval(ci)}" if ci is not None else "")
 
 
 def _gate_texts(row: TableRow) -> list[str]:
